@@ -1,0 +1,531 @@
+"""Dataset readers and torch Datasets.
+
+Quality sets (LSVQ, KoNViD-1k, LIVE-VQC, YouTube-UGC): `read_labels(dataset, labels,
+video_root)` reads the publisher's own label file into one table with the columns
+`video_id, path, mos, split`. Saliency sets (DHF1K, DIEM): `read_saliency_set(dataset, root)`
+gives one `SaliencyVideo` per annotated video. `VQAClipDataset` serves the stored frames of
+`extract_frame.py` with their saliency maps; `SaliencyClipDataset` serves clips of frames
+with their ground-truth maps and fixations.
+
+Problems in the data (a missing video, a NaN score, a repeated id) are reported on stderr
+with the file they come from, and those rows are left out: never replaced by another sample.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+import pandas as pd
+import scipy.io
+import torch
+from torch.utils.data import Dataset
+
+from extract_frame import FRAME_LIST, VIDEO_EXTENSIONS
+
+COLUMNS = ["video_id", "path", "mos", "split"]
+DATASETS = ("lsvq", "konvid", "livevqc", "youtube-ugc")
+SALIENCY_DATASETS = ("dhf1k", "diem")
+SHOW = 5  # how many names a report lists
+
+
+class LabelFileError(ValueError):
+    """A label file that cannot be used as it is; the message names the file."""
+
+
+def report(message: str) -> None:
+    """Data problems go to stderr so that they stand apart from results."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _names(items: Sequence[str]) -> str:
+    shown = ", ".join(map(str, items[:SHOW]))
+    return shown + (", ..." if len(items) > SHOW else "")
+
+
+def require_columns(table: pd.DataFrame, columns: Sequence[str | tuple[str, ...]],
+                    source: str | Path) -> None:
+    """Raise LabelFileError naming the file, what is missing and what is there.
+    A tuple in `columns` lists alternative names for one column."""
+    missing = []
+    for column in columns:
+        names = column if isinstance(column, tuple) else (column,)
+        if not any(name in table.columns for name in names):
+            missing.append(" or ".join(map(repr, names)))
+    if missing:
+        raise LabelFileError(f"{source}: missing column(s) {', '.join(missing)}; "
+                             f"it has: {', '.join(map(str, table.columns))}")
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: label file not found")
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise LabelFileError(f"{path}: not a readable CSV file ({err})") from err
+
+
+# ----------------------------------------------------------------------------- quality sets
+
+def index_videos(root: Path) -> dict[str, Path]:
+    """Every video under `root` by its stem, and by its path relative to root without
+    the extension (so both `722` and `yfcc-batch1/722` find `yfcc-batch1/722.mp4`)."""
+    index = {}
+    for path in sorted(root.rglob("*")):
+        if path.suffix.lower() in VIDEO_EXTENSIONS and path.is_file():
+            index.setdefault(path.relative_to(root).with_suffix("").as_posix(), path)
+            index.setdefault(path.stem, path)
+    return index
+
+
+def finish_table(table: pd.DataFrame, source: str | Path, video_root: str | Path | None,
+                 find: Callable[[str, dict[str, Path]], Path | None] | None = None) -> pd.DataFrame:
+    """Clean a reader's `video_id, mos, split` table into `video_id, path, mos, split`.
+
+    Drops, and reports, rows with a non-numeric or missing MOS, repeated ids (the first is
+    kept) and, when `video_root` is given, rows whose video file is not there. `find` maps
+    an id to its file using the index of `video_root` (default: the id itself).
+    """
+    table = table.copy()
+    table["video_id"] = table["video_id"].astype(str).str.strip()
+    mos = pd.to_numeric(table["mos"], errors="coerce")
+    bad = table.loc[mos.isna() | ~np.isfinite(mos.fillna(0)), "video_id"].tolist()
+    if bad:
+        report(f"{source}: {len(bad)} row(s) with a missing or non-numeric MOS left out ({_names(bad)})")
+    table["mos"] = mos
+    table = table[mos.notna() & np.isfinite(mos.fillna(0))]
+    repeated = table.loc[table["video_id"].duplicated(), "video_id"].tolist()
+    if repeated:
+        report(f"{source}: {len(repeated)} repeated video id(s), first row kept ({_names(repeated)})")
+        table = table[~table["video_id"].duplicated()]
+    table["path"] = None
+    if video_root is not None:
+        table = _attach_paths(table, source, Path(video_root), find or (lambda vid, idx: idx.get(vid)))
+    return table[COLUMNS].reset_index(drop=True)
+
+
+def _attach_paths(table: pd.DataFrame, source: str | Path, root: Path,
+                  find: Callable[[str, dict[str, Path]], Path | None]) -> pd.DataFrame:
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: video folder not found")
+    index = index_videos(root)
+    paths = [find(vid, index) for vid in table["video_id"]]
+    table["path"] = [str(p) if p is not None else None for p in paths]
+    missing = table.loc[table["path"].isna(), "video_id"].tolist()
+    if missing:
+        report(f"{source}: {len(missing)} of {len(table)} video(s) not found under {root}, "
+               f"left out ({_names(missing)})")
+    return table[table["path"].notna()]
+
+
+def read_lsvq(labels: str | Path, video_root: str | Path | None = None) -> pd.DataFrame:
+    """LSVQ `labels_train_test.csv` / `labels_test_1080p.csv` (or the `LSVQ_whole_*.csv`
+    re-split). Split: `train` / `test` from `is_test`; a file without `is_test` is `test_1080p`.
+    `name` has no extension: `yfcc-batch1/722` is `<root>/yfcc-batch1/722.mp4`."""
+    labels = Path(labels)
+    raw = _read_csv(labels)
+    require_columns(raw, ["name", "mos"], labels)
+    if "is_test" in raw.columns:
+        is_test = raw["is_test"].astype(str).str.strip().str.lower().isin(["true", "1", "t", "yes"])
+        split = np.where(is_test, "test", "train")
+    else:
+        split = "test_1080p"
+    table = pd.DataFrame({"video_id": raw["name"], "mos": raw["mos"], "split": split})
+    return finish_table(table, labels, video_root)
+
+
+def read_konvid(labels: str | Path, video_root: str | Path | None = None) -> pd.DataFrame:
+    """KoNViD-1k `KoNViD_1k_mos.csv` (`flickr_id,mos`) or `KoNViD_1k_attributes.csv`
+    (`flickr_id`, `MOS`, ...; its `file_name` holds old names, so the join is on flickr_id)."""
+    labels = Path(labels)
+    raw = _read_csv(labels)
+    require_columns(raw, ["flickr_id", ("mos", "MOS")], labels)
+    score = "mos" if "mos" in raw.columns else "MOS"
+    table = pd.DataFrame({"video_id": raw["flickr_id"], "mos": raw[score], "split": "all"})
+    return finish_table(table, labels, video_root)
+
+
+def read_livevqc(labels: str | Path, video_root: str | Path | None = None) -> pd.DataFrame:
+    """LIVE-VQC `data.mat`: `video_list` (cell array of file names such as `A001.mp4`), `mos`."""
+    labels = Path(labels)
+    if not labels.is_file():
+        raise FileNotFoundError(f"{labels}: label file not found")
+    try:
+        mat = scipy.io.loadmat(labels)
+    except (ValueError, TypeError, OSError) as err:
+        raise LabelFileError(f"{labels}: not a readable MATLAB file ({err})") from err
+    fields = [k for k in mat if not k.startswith("__")]
+    if "video_list" not in mat or "mos" not in mat:
+        raise LabelFileError(f"{labels}: needs the variables 'video_list' and 'mos'; "
+                             f"it has: {', '.join(fields)}")
+    names = [str(np.asarray(cell).ravel()[0]) for cell in np.asarray(mat["video_list"]).ravel()]
+    mos = np.asarray(mat["mos"], dtype=float).ravel()
+    if len(names) != len(mos):
+        raise LabelFileError(f"{labels}: {len(names)} names in video_list but {len(mos)} mos values")
+    table = pd.DataFrame({"video_id": [Path(n).stem for n in names], "mos": mos, "split": "all"})
+    return finish_table(table, labels, video_root)
+
+
+def _youtube_file(vid: str, index: dict[str, Path]) -> Path | None:
+    """Originals are `<vid>.mkv`; the common H.264 transcodes `<vid>_crf_10_ss_00_t_20.0.mp4`."""
+    if vid in index:
+        return index[vid]
+    transcodes = [path for key, path in index.items() if key.startswith(vid + "_crf_")]
+    return transcodes[0] if transcodes else None
+
+
+def read_youtube_ugc(labels: str | Path, video_root: str | Path | None = None) -> pd.DataFrame:
+    """YouTube-UGC `original_videos_MOS_for_YouTube_UGC_dataset.xlsx` (sheet `MOS`) or a CSV
+    export of that sheet: columns `vid`, `MOS full` (also `category`, `MOS chunk..`)."""
+    labels = Path(labels)
+    if labels.suffix.lower() in (".xlsx", ".xls"):
+        if not labels.is_file():
+            raise FileNotFoundError(f"{labels}: label file not found")
+        try:
+            sheets = pd.read_excel(labels, sheet_name=None)
+        except Exception as err:  # openpyxl raises many kinds for a damaged workbook
+            raise LabelFileError(f"{labels}: not a readable Excel workbook ({err})") from err
+        raw = sheets.get("MOS", next(iter(sheets.values())))
+    else:
+        raw = _read_csv(labels)
+    raw.columns = [str(c).strip() for c in raw.columns]
+    require_columns(raw, ["vid", "MOS full"], labels)
+    table = pd.DataFrame({"video_id": raw["vid"], "mos": raw["MOS full"],
+                          "split": raw["category"] if "category" in raw.columns else "all"})
+    table = table[table["video_id"].notna()]
+    return finish_table(table, labels, video_root, _youtube_file)
+
+
+READERS: dict[str, Callable[..., pd.DataFrame]] = {
+    "lsvq": read_lsvq, "konvid": read_konvid, "livevqc": read_livevqc,
+    "youtube-ugc": read_youtube_ugc,
+}
+
+
+def read_labels(dataset: str, labels: str | Path, video_root: str | Path | None = None) -> pd.DataFrame:
+    """`video_id, path, mos, split` for a quality dataset's official label file."""
+    if dataset not in READERS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(READERS)}")
+    return READERS[dataset](labels, video_root)
+
+
+# ----------------------------------------------------------------------------- saliency sets
+
+@dataclass
+class SaliencyVideo:
+    """One annotated video. Frame i of the clip is `frames[i]` (an image file) or frame
+    `frame_numbers[i]` (0-based) of `video`; `maps[i]` and `fixations[i]` are its annotation."""
+    video_id: str
+    split: str
+    maps: list[Path]
+    fixations: list[Path]
+    frame_numbers: list[int]
+    frames: list[Path] | None = None
+    video: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.maps)
+
+
+def _numbered(folder: Path, pattern: str) -> dict[int, Path]:
+    """{number: path} for the files of `folder` whose name matches `pattern` (one group)."""
+    found = {}
+    for path in folder.glob("*"):
+        match = re.fullmatch(pattern, path.name)
+        if match:
+            found[int(match.group(1))] = path
+    return found
+
+
+def dhf1k_split(number: int) -> str:
+    """DHF1K's official split: 1-600 train, 601-700 validation, 701-1000 test (hidden)."""
+    return "train" if number <= 600 else "val" if number <= 700 else "test"
+
+
+def read_dhf1k(root: str | Path) -> list[SaliencyVideo]:
+    """DHF1K: `video/001.AVI` with `annotation/0001/maps/0001.png` (continuous density) and
+    `annotation/0001/fixation/0001.png` (binary points); frame files are 1-based. Frames come
+    from `annotation/0001/images/0001.png` when extracted there, else from the video."""
+    root = Path(root)
+    annotation = root / "annotation"
+    if not annotation.is_dir():
+        raise FileNotFoundError(f"{root}: no 'annotation' folder (DHF1K layout expected)")
+    videos = {int(p.stem): p for p in (root / "video").glob("*") if p.stem.isdigit()} \
+        if (root / "video").is_dir() else {}
+    out, unusable = [], []
+    for folder in sorted(p for p in annotation.iterdir() if p.is_dir() and p.name.isdigit()):
+        number = int(folder.name)
+        maps = _numbered(folder / "maps", r"(\d+)\.png")
+        fixations = _numbered(folder / "fixation", r"(\d+)\.png")
+        images = _numbered(folder / "images", r"(\d+)\.(?:png|jpg)")
+        keys = sorted(set(maps) & set(fixations) & (set(images) if images else set(maps)))
+        if not keys or (not images and number not in videos):
+            unusable.append(folder.name)
+            continue
+        out.append(SaliencyVideo(
+            video_id=folder.name, split=dhf1k_split(number),
+            maps=[maps[k] for k in keys], fixations=[fixations[k] for k in keys],
+            frame_numbers=[k - 1 for k in keys],
+            frames=[images[k] for k in keys] if images else None,
+            video=None if images else videos[number]))
+    if unusable:
+        report(f"{annotation}: {len(unusable)} folder(s) without maps, fixations or frames "
+               f"left out ({_names(unusable)})")
+    return out
+
+
+def read_diem(root: str | Path) -> list[SaliencyVideo]:
+    """DIEM in the STAViS layout: `video_frames/DIEM/<name>/img_00001.jpg`,
+    `annotations/DIEM/<name>/maps/eyeMap_00001.jpg`, `annotations/DIEM/<name>/fixMap_00001.mat`
+    (variable `eyeMap`), splits from `fold_lists/DIEM_list_{train,test}_fps.txt` (the first
+    word of a line is the video name). Frames whose map is all zero carry no gaze: skipped."""
+    root = Path(root)
+    splits = {}
+    for split, name in (("train", "DIEM_list_train_fps.txt"), ("test", "DIEM_list_test_fps.txt")):
+        listing = root / "fold_lists" / name
+        if not listing.is_file():
+            raise FileNotFoundError(f"{listing}: DIEM fold list not found")
+        for line in listing.read_text().splitlines():
+            if line.strip():
+                splits[line.split()[0]] = split
+    out, unusable = [], []
+    for name, split in splits.items():
+        frames = _numbered(root / "video_frames" / "DIEM" / name, r"img_(\d+)\.(?:jpg|png)")
+        notes = root / "annotations" / "DIEM" / name
+        maps = _numbered(notes / "maps", r"eyeMap_(\d+)\.(?:jpg|png)")
+        fixations = _numbered(notes, r"fixMap_(\d+)\.mat")
+        keys = [k for k in sorted(set(frames) & set(maps) & set(fixations))
+                if _load_gray(maps[k]).max() > 0]
+        if not keys:
+            unusable.append(name)
+            continue
+        out.append(SaliencyVideo(
+            video_id=name, split=split, maps=[maps[k] for k in keys],
+            fixations=[fixations[k] for k in keys], frame_numbers=[k - 1 for k in keys],
+            frames=[frames[k] for k in keys]))
+    if unusable:
+        report(f"{root}: {len(unusable)} DIEM video(s) listed in the folds without frames and "
+               f"annotations left out ({_names(unusable)})")
+    return out
+
+
+def read_saliency_set(dataset: str, root: str | Path) -> list[SaliencyVideo]:
+    """Annotated videos of DHF1K or DIEM, each with its split."""
+    readers = {"dhf1k": read_dhf1k, "diem": read_diem}
+    if dataset not in readers:
+        raise ValueError(f"unknown saliency dataset {dataset!r}; choose from {', '.join(readers)}")
+    return readers[dataset](root)
+
+
+# ----------------------------------------------------------------------------- image I/O
+
+def _load_gray(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        raise OSError(f"{path}: cannot be read as an image")
+    return image
+
+
+def load_rgb(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """(H, W, 3) uint8 RGB, resized to `size` = (H, W) when it differs."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise OSError(f"{path}: cannot be read as an image")
+    if image.shape[:2] != tuple(size):
+        image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def load_map(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) float32 map in [0, 1] from an 8-bit image, resized to `size`."""
+    image = _load_gray(path)
+    if image.shape != tuple(size):
+        image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    return image.astype(np.float32) / 255.0
+
+
+def load_fixations(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) float32 binary fixation map at `size`, from a PNG/JPG or a DIEM `.mat`.
+
+    Points are moved to the new grid one by one: interpolating a sparse binary map would
+    erase most of them.
+    """
+    if path.suffix.lower() == ".mat":
+        mat = scipy.io.loadmat(path)
+        if "eyeMap" not in mat:
+            raise OSError(f"{path}: no variable 'eyeMap'")
+        points = np.asarray(mat["eyeMap"]) > 0
+    else:
+        points = _load_gray(path) > 127
+    rows, cols = np.nonzero(points)
+    out = np.zeros(size, np.float32)
+    out[(rows * size[0] // points.shape[0]), (cols * size[1] // points.shape[1])] = 1.0
+    return out
+
+
+# ----------------------------------------------------------------------------- datasets
+
+@dataclass(frozen=True)
+class MosScale:
+    """Maps MOS to [0, 1] with the training split's range and back."""
+    low: float
+    high: float
+
+    @classmethod
+    def fit(cls, mos: Sequence[float]) -> "MosScale":
+        mos = np.asarray(mos, dtype=float)
+        if len(mos) == 0 or mos.max() == mos.min():
+            raise ValueError("MOS scaling needs at least two different scores")
+        return cls(float(mos.min()), float(mos.max()))
+
+    def to_unit(self, mos):
+        return (mos - self.low) / (self.high - self.low)
+
+    def to_mos(self, unit):
+        return unit * (self.high - self.low) + self.low
+
+
+def frame_files(folder: Path) -> list[str]:
+    """The stored frames of one video in temporal order (from `frames.json`)."""
+    listing = folder / FRAME_LIST
+    if not listing.is_file():
+        raise FileNotFoundError(f"{folder}: no {FRAME_LIST} (frames not extracted, or interrupted)")
+    return json.loads(listing.read_text())["frames"]
+
+
+def to_clip_tensor(frames: np.ndarray) -> torch.Tensor:
+    """(T, H, W, 3) uint8 -> (T, 3, H, W) float in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255)
+
+
+class VQAClipDataset(Dataset):
+    """The K stored frames of each video, their saliency maps and the scaled MOS.
+
+    Item: dict with `frames` (T, 3, H, W) float in [0, 1], `saliency` (T, 1, H, W) float
+    in [0, 1] (zeros when saliency is off), `target` scalar (MOS scaled to [0, 1]), `mos`,
+    `video_id`. Maps pair with frames by file name. Videos whose frame folder is missing
+    are reported and left out; missing maps are an error unless `saliency_dir` is None.
+    """
+
+    def __init__(self, table: pd.DataFrame, frames_dir: str | Path,
+                 saliency_dir: str | Path | None, scale: MosScale,
+                 size: tuple[int, int] = (224, 398)):
+        self.frames_dir = Path(frames_dir)
+        self.saliency_dir = None if saliency_dir is None else Path(saliency_dir)
+        self.scale, self.size = scale, tuple(size)
+        present = [(self.frames_dir / vid / FRAME_LIST).is_file() for vid in table["video_id"]]
+        missing = table.loc[[not p for p in present], "video_id"].tolist()
+        if missing:
+            report(f"{self.frames_dir}: no extracted frames for {len(missing)} of {len(table)} "
+                   f"video(s), left out ({_names(missing)})")
+        self.table = table[present].reset_index(drop=True)
+        if self.saliency_dir is not None:
+            self._check_maps()
+
+    def _check_maps(self) -> None:
+        lacking = [vid for vid in self.table["video_id"]
+                   if not all((self.saliency_dir / vid / name).is_file()
+                              for name in frame_files(self.frames_dir / vid))]
+        if lacking:
+            raise FileNotFoundError(
+                f"{self.saliency_dir}: saliency maps missing for {len(lacking)} video(s) "
+                f"({_names(lacking)}); run inference_sal.py on {self.frames_dir}, "
+                "or switch saliency off")
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, index: int) -> dict:
+        row = self.table.iloc[index]
+        folder = self.frames_dir / row["video_id"]
+        names = frame_files(folder)
+        frames = to_clip_tensor(np.stack([load_rgb(folder / n, self.size) for n in names]))
+        if self.saliency_dir is None:
+            saliency = torch.zeros(len(names), 1, *self.size)
+        else:
+            maps = [load_map(self.saliency_dir / row["video_id"] / n, self.size) for n in names]
+            saliency = torch.from_numpy(np.stack(maps))[:, None]
+        mos = float(row["mos"])
+        return {"frames": frames, "saliency": saliency, "mos": mos,
+                "target": torch.tensor(self.scale.to_unit(mos), dtype=torch.float32),
+                "video_id": row["video_id"]}
+
+
+def read_video_frames(path: Path, numbers: Sequence[int], size: tuple[int, int]) -> np.ndarray:
+    """(len(numbers), H, W, 3) uint8 RGB: frames `numbers` (0-based) of a video, decoded
+    sequentially from the start (exact where seeking is not)."""
+    capture = cv2.VideoCapture(str(path))
+    wanted, kept, position = set(numbers), {}, 0
+    try:
+        while position <= max(numbers) and capture.grab():
+            if position in wanted:
+                ok, frame = capture.retrieve()
+                if ok:
+                    frame = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+                    kept[position] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            position += 1
+    finally:
+        capture.release()
+    lost = [n for n in numbers if n not in kept]
+    if lost:
+        raise OSError(f"{path}: frames {lost[:SHOW]} could not be decoded")
+    return np.stack([kept[n] for n in numbers])
+
+
+class SaliencyClipDataset(Dataset):
+    """Clips of T consecutive annotated frames with their maps and fixations.
+
+    Training (`clips_per_video` random starts per video and epoch, drawn from `seed` and the
+    epoch set with `set_epoch`) or evaluation (`starts="even"`: clips spread evenly over the
+    video, the same every time). Item: `frames` (3, T, H, W) float in [0, 1], `maps`
+    (1, T, H, W) float in [0, 1], `fixations` (1, T, H, W) binary float, `video_id`, `start`.
+    """
+
+    def __init__(self, videos: Sequence[SaliencyVideo], clip_len: int = 8,
+                 size: tuple[int, int] = (224, 398), clips_per_video: int = 1,
+                 starts: str = "random", seed: int = 0):
+        if starts not in ("random", "even"):
+            raise ValueError("starts must be 'random' or 'even'")
+        self.videos = [v for v in videos if len(v) >= 1]
+        self.clip_len, self.size = clip_len, tuple(size)
+        self.clips_per_video, self.starts, self.seed = clips_per_video, starts, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.videos) * self.clips_per_video
+
+    def clip_start(self, index: int) -> int:
+        video = self.videos[index // self.clips_per_video]
+        room = max(len(video) - self.clip_len, 0)
+        if self.starts == "even":
+            slot = index % self.clips_per_video
+            return int(round(room * slot / max(self.clips_per_video - 1, 1)))
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        return int(rng.integers(0, room + 1))
+
+    def __getitem__(self, index: int) -> dict:
+        video = self.videos[index // self.clips_per_video]
+        start = self.clip_start(index)
+        # a video shorter than the clip repeats its last frame
+        picks = [min(start + i, len(video) - 1) for i in range(self.clip_len)]
+        if video.frames is not None:
+            frames = np.stack([load_rgb(video.frames[i], self.size) for i in picks])
+        else:
+            numbers = [video.frame_numbers[i] for i in picks]
+            unique = sorted(set(numbers))
+            decoded = read_video_frames(video.video, unique, self.size)
+            frames = decoded[[unique.index(n) for n in numbers]]
+        maps = np.stack([load_map(video.maps[i], self.size) for i in picks])
+        fixations = np.stack([load_fixations(video.fixations[i], self.size) for i in picks])
+        return {"frames": to_clip_tensor(frames).permute(1, 0, 2, 3),
+                "maps": torch.from_numpy(maps)[None], "fixations": torch.from_numpy(fixations)[None],
+                "video_id": video.video_id, "start": start}

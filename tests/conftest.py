@@ -1,0 +1,43 @@
+"""Shared fixtures: tiny videos and label files built on the fly (no downloads, no ../shared)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+LEVEL_STEP = 8  # grey level per frame index: survives MJPEG compression when rounded back
+
+
+def write_video(path: Path, n_frames: int, size: tuple[int, int] = (48, 64), fps: float = 10.0,
+                codec: str = "MJPG") -> Path:
+    """A video whose frame i is a flat grey of level LEVEL_STEP * i (so frames carry their
+    own index) with a coloured corner marking the channel order (red top-left)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, (size[1], size[0]))
+    assert writer.isOpened(), f"OpenCV cannot write {codec} to {path}"
+    for i in range(n_frames):
+        frame = np.full((*size, 3), LEVEL_STEP * i % 256, np.uint8)
+        frame[: size[0] // 4, : size[1] // 4] = (0, 0, 255)  # BGR red
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def frame_level_index(image: np.ndarray) -> int:
+    """The index a `write_video` frame encodes, read from its bottom-right quarter."""
+    h, w = image.shape[:2]
+    return int(round(float(image[h // 2:, w // 2:].mean()) / LEVEL_STEP))
+
+
+@pytest.fixture
+def make_video(tmp_path):
+    def make(name: str, n_frames: int, **kwargs) -> Path:
+        return write_video(tmp_path / name, n_frames, **kwargs)
+    return make

@@ -1,0 +1,203 @@
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+import extract_frame as ef
+from conftest import frame_level_index, write_video
+
+
+def test_sample_indices_uniform_and_repeating():
+    assert ef.sample_indices(30, 8) == [int(round(x)) for x in np.linspace(0, 29, 8)]
+    assert ef.sample_indices(8, 8) == list(range(8))
+    short = ef.sample_indices(3, 8)
+    assert len(short) == 8 and set(short) == {0, 1, 2} and short == sorted(short)
+    with pytest.raises(ValueError):
+        ef.sample_indices(0, 8)
+
+
+def test_sample_video_keeps_the_frames_of_the_chosen_indices(make_video):
+    path = make_video("clip.avi", 25)
+    sampled = ef.sample_video(path, k=8, size=(32, 40))
+    assert sampled.frames.shape == (8, 32, 40, 3) and sampled.frames.dtype == np.uint8
+    assert sampled.indices == ef.sample_indices(25, 8)
+    assert [frame_level_index(f) for f in sampled.frames] == sampled.indices
+    # RGB order: the marked corner is red
+    corner = sampled.frames[0, 2, 2]
+    assert corner[0] > 200 and corner[2] < 60
+    assert sampled.decoded == 25 and not sampled.notes
+
+
+def test_short_video_repeats_frames_and_says_so(make_video):
+    sampled = ef.sample_video(make_video("short.avi", 3), k=8, size=None)
+    assert [frame_level_index(f) for f in sampled.frames] == ef.sample_indices(3, 8)
+    assert any("repeated" in note for note in sampled.notes)
+
+
+def declaring(count: int):
+    """A VideoCapture stand-in whose container claims `count` frames (wraps, rather than
+    subclasses, the real one: OpenCV's type does not survive subclassing well)."""
+    real = cv2.VideoCapture
+
+    class Capture:
+        def __init__(self, path):
+            self.capture = real(path)
+
+        def get(self, prop):
+            return float(count) if prop == cv2.CAP_PROP_FRAME_COUNT else self.capture.get(prop)
+
+        def __getattr__(self, name):
+            return getattr(self.capture, name)
+
+    return Capture
+
+
+def test_lying_frame_count_is_resampled_over_decoded_frames(make_video, monkeypatch):
+    path = make_video("lies.avi", 20)
+    monkeypatch.setattr(ef.cv2, "VideoCapture", declaring(90))
+    sampled = ef.sample_video(path, k=8, size=None)
+    assert sampled.declared == 90 and sampled.decoded == 20
+    assert sampled.indices == ef.sample_indices(20, 8)
+    assert [frame_level_index(f) for f in sampled.frames] == sampled.indices
+    assert "declares 90" in sampled.notes[0]
+
+
+def test_understated_frame_count_is_recounted(make_video, monkeypatch):
+    path = make_video("more.avi", 20)
+    monkeypatch.setattr(ef.cv2, "VideoCapture", declaring(10))
+    sampled = ef.sample_video(path, k=8, size=None)
+    assert sampled.decoded == 20 and sampled.indices[-1] == 19
+    assert [frame_level_index(f) for f in sampled.frames] == sampled.indices
+
+
+def test_find_videos_recursive_case_insensitive_with_relative_ids(tmp_path):
+    for name in ("a.mp4", "sub/b.MKV", "sub/deep/c.avi", "notes.txt", "d.Mov"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    found = dict(ef.find_videos([tmp_path]))
+    assert set(found) == {"a", "sub/b", "sub/deep/c", "d"}
+    assert dict(ef.find_videos([tmp_path / "sub" / "b.MKV"])) == {"b": tmp_path / "sub" / "b.MKV"}
+    with pytest.raises(FileNotFoundError, match="nope"):
+        ef.find_videos([tmp_path / "nope"])
+
+
+def test_extract_writes_named_frames_and_list(tmp_path, make_video):
+    make_video("videos/v1.avi", 16)
+    make_video("videos/batch/v2.avi", 9)
+    out = tmp_path / "frames"
+    failures = ef.extract(ef.find_videos([tmp_path / "videos"]), out, k=8, size=(24, 32),
+                          workers=1, progress=False)
+    assert failures == {}
+    listing = json.loads((out / "v1" / ef.FRAME_LIST).read_text())
+    expected = [ef.frame_name(i) for i in ef.sample_indices(16, 8)]
+    assert listing["frames"] == expected
+    assert sorted(p.name for p in (out / "v1").glob("*.png")) == sorted(expected)
+    image = cv2.imread(str(out / "v1" / expected[3]))
+    assert image.shape == (24, 32, 3)
+    assert frame_level_index(image) == ef.sample_indices(16, 8)[3]
+    assert (out / "batch" / "v2" / ef.FRAME_LIST).is_file()
+    assert not (out / ef.FAILURES).exists()
+
+
+def test_rerun_skips_finished_videos(tmp_path, make_video, monkeypatch):
+    make_video("videos/v1.avi", 10)
+    out = tmp_path / "frames"
+    ef.extract(ef.find_videos([tmp_path / "videos"]), out, workers=1, progress=False)
+    stamp = os.stat(out / "v1" / ef.FRAME_LIST).st_mtime_ns
+    make_video("videos/v2.avi", 10)
+    calls = []
+    real = ef.sample_video
+    monkeypatch.setattr(ef, "sample_video", lambda path, *a: calls.append(path.name) or real(path, *a))
+    ef.extract(ef.find_videos([tmp_path / "videos"]), out, workers=1, progress=False)
+    assert calls == ["v2.avi"]
+    assert os.stat(out / "v1" / ef.FRAME_LIST).st_mtime_ns == stamp
+
+
+def test_interrupted_write_leaves_no_half_folder(tmp_path, make_video, monkeypatch):
+    sampled = ef.sample_video(make_video("v.avi", 10), k=8, size=(16, 16))
+    real_imwrite = cv2.imwrite
+    written = []
+
+    def crash_after_three(path, image):
+        if len(written) == 3:
+            raise KeyboardInterrupt
+        written.append(path)
+        return real_imwrite(path, image)
+
+    monkeypatch.setattr(ef.cv2, "imwrite", crash_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        ef.write_frames(sampled, tmp_path / "out" / "v")
+    assert len(written) == 3
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_bad_files_are_reported_and_the_rest_done(tmp_path, make_video, capsys):
+    videos = tmp_path / "videos"
+    make_video("videos/good.avi", 12)
+    (videos / "empty.mp4").write_bytes(b"")
+    (videos / "text.mp4").write_text("this is not a video\n" * 50)
+    (videos / "noise.avi").write_bytes(np.random.default_rng(0).integers(0, 256, 4000, np.uint8).tobytes())
+    out = tmp_path / "frames"
+    code = ef.main([str(videos), "--out", str(out), "--workers", "2", "--size", "16", "20"])
+    assert code == 1
+    assert (out / "good" / ef.FRAME_LIST).is_file()
+    rows = (out / ef.FAILURES).read_text().splitlines()
+    assert rows[0] == "video_id,problem"
+    assert {r.split(",")[0] for r in rows[1:]} == {"empty", "text", "noise"}
+    assert "empty.mp4" in (out / ef.FAILURES).read_text()
+    err = capsys.readouterr().err
+    assert "3 failed" in err and "text.mp4" in err
+    assert not any(p.name.startswith(".") for p in out.iterdir())
+
+
+def test_truncated_video_keeps_what_decodes(tmp_path, make_video):
+    path = make_video("cut.avi", 40, size=(64, 80))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    try:
+        sampled = ef.sample_video(path, k=8, size=None)
+    except ef.VideoError as err:  # a cut that removes the header is a reported failure
+        assert "cut.avi" in str(err)
+        return
+    assert 0 < sampled.decoded < 40
+    # the last decodable frame may itself be cut short, so compare the others
+    assert [frame_level_index(f) for f in sampled.frames[:-1]] == sampled.indices[:-1]
+
+
+def test_duplicate_ids_are_reported(tmp_path, make_video):
+    a = make_video("x/v.avi", 8)
+    b = make_video("y/v.avi", 8)
+    failures = ef.extract([("v", a), ("v", b)], tmp_path / "out", workers=1, progress=False)
+    assert list(failures) == ["v"] and "already has the id" in failures["v"]
+    assert (tmp_path / "out" / "v" / ef.FRAME_LIST).is_file()
+
+
+def test_cli_needs_inputs_or_dataset(capsys):
+    with pytest.raises(SystemExit):
+        ef.parse_args([])
+    with pytest.raises(SystemExit):
+        ef.parse_args(["--dataset", "konvid"])
+
+
+def test_cli_dataset_mode_reads_label_file(tmp_path, make_video):
+    make_video("konvid/KoNViD_1k_videos/111.mp4", 10, codec="mp4v")
+    make_video("konvid/KoNViD_1k_videos/222.mp4", 10, codec="mp4v")
+    labels = tmp_path / "KoNViD_1k_mos.csv"
+    labels.write_text("flickr_id,mos\n111,3.2\n222,4.1\n333,2.0\n")
+    out = tmp_path / "frames"
+    code = ef.main(["--dataset", "konvid", "--labels", str(labels), "--video-root",
+                    str(tmp_path / "konvid"), "--out", str(out), "--workers", "1"])
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["111", "222"]
+
+
+def test_real_lying_container_if_available():
+    path = ef.Path(__file__).resolve().parents[2] / "shared" / "data" / "tree_count_lies.avi"
+    if not path.is_file():
+        pytest.skip("../shared/data not present")
+    sampled = ef.sample_video(path)
+    assert sampled.declared == 444 and sampled.decoded == 68
+    assert sampled.indices == ef.sample_indices(68, 8)
+    assert sampled.frames.shape == (8, ef.HEIGHT, ef.WIDTH, 3)
