@@ -404,6 +404,35 @@ def to_clip_tensor(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255)
 
 
+def stored_videos(frames_dir: str | Path) -> list[str]:
+    """Ids of the videos `extract_frame.py` finished under `frames_dir` (ids may hold `/`)."""
+    root = Path(frames_dir)
+    return sorted(p.parent.relative_to(root).as_posix() for p in root.rglob(FRAME_LIST))
+
+
+def load_stored_clip(folder: Path, size: tuple[int, int]) -> tuple[torch.Tensor, list[str]]:
+    """The K stored frames of one video: (T, 3, H, W) float in [0, 1], and their file names."""
+    names = frame_files(folder)
+    return to_clip_tensor(np.stack([load_rgb(folder / n, size) for n in names])), names
+
+
+class StoredFramesDataset(Dataset):
+    """The stored frames of videos, without labels (for saliency inference).
+    Item: `frames` (T, 3, H, W) float in [0, 1], `names` (T file names), `video_id`."""
+
+    def __init__(self, frames_dir: str | Path, video_ids: Sequence[str],
+                 size: tuple[int, int] = (224, 398)):
+        self.frames_dir, self.video_ids, self.size = Path(frames_dir), list(video_ids), tuple(size)
+
+    def __len__(self) -> int:
+        return len(self.video_ids)
+
+    def __getitem__(self, index: int) -> dict:
+        video_id = self.video_ids[index]
+        frames, names = load_stored_clip(self.frames_dir / video_id, self.size)
+        return {"frames": frames, "names": names, "video_id": video_id}
+
+
 class VQAClipDataset(Dataset):
     """The K stored frames of each video, their saliency maps and the scaled MOS.
 
@@ -443,9 +472,7 @@ class VQAClipDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         row = self.table.iloc[index]
-        folder = self.frames_dir / row["video_id"]
-        names = frame_files(folder)
-        frames = to_clip_tensor(np.stack([load_rgb(folder / n, self.size) for n in names]))
+        frames, names = load_stored_clip(self.frames_dir / row["video_id"], self.size)
         if self.saliency_dir is None:
             saliency = torch.zeros(len(names), 1, *self.size)
         else:

@@ -173,3 +173,130 @@ def close_distributed() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+# ----------------------------------------------------------------------------- training plumbing
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int,
+                  total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over `warmup_steps`, then cosine decay to zero at `total_steps`."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(warmup_steps, 1)
+        progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+        return 0.5 * (1.0 + np.cos(np.pi * min(progress, 1.0)))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class CsvLog:
+    """One row per epoch in a CSV file that survives crashes: rows are flushed as written,
+    and `resume_at(epoch)` drops rows written after the checkpoint a run resumes from."""
+
+    def __init__(self, path: str | os.PathLike, fields: list[str]):
+        self.path, self.fields = Path(path), fields
+
+    def resume_at(self, epoch: int) -> None:
+        """Keep only the rows of epochs before `epoch` (the next one to run)."""
+        if not self.path.is_file():
+            return
+        import csv
+
+        with open(self.path, newline="") as handle:
+            rows = [r for r in csv.DictReader(handle) if int(r["epoch"]) < epoch]
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, self.fields, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def append(self, row: dict[str, Any]) -> None:
+        import csv
+
+        new = not self.path.is_file()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", newline="") as handle:
+            writer = csv.DictWriter(handle, self.fields, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def training_payload(model: torch.nn.Module, model_kwargs: dict[str, Any],
+                     optimizer: torch.optim.Optimizer, scheduler: Any, epoch: int,
+                     metrics: dict[str, float], settings: dict[str, Any],
+                     **extra: Any) -> dict[str, Any]:
+    """Everything a checkpoint holds (SPEC section 10): enough to rebuild the model with no
+    other file, and to resume training exactly. `epoch` is the number of finished epochs."""
+    return {"model_kwargs": model_kwargs, "model_state": unwrap(model).state_dict(),
+            "optimizer_state": optimizer.state_dict(),
+            "scheduler_state": scheduler.state_dict() if scheduler is not None else None,
+            "rng_state": rng_state(), "epoch": epoch, "metrics": metrics,
+            "settings": settings, **extra}
+
+
+def restore_training(payload: dict[str, Any], model: torch.nn.Module,
+                     optimizer: torch.optim.Optimizer, scheduler: Any) -> int:
+    """Load a `training_payload` into a live run; returns the epoch to continue from."""
+    unwrap(model).load_state_dict(payload["model_state"])
+    optimizer.load_state_dict(payload["optimizer_state"])
+    if scheduler is not None and payload.get("scheduler_state") is not None:
+        scheduler.load_state_dict(payload["scheduler_state"])
+    set_rng_state(payload["rng_state"])
+    return int(payload["epoch"])
+
+
+class ShardSampler(torch.utils.data.Sampler):
+    """Every index exactly once per epoch across the ranks of a job (rank r takes every
+    world-th index of a seeded permutation), unlike DistributedSampler, which pads
+    shards with repeats. Shards may differ in length by one: train under DDP's `join()`."""
+
+    def __init__(self, size: int, dist: Distributed, shuffle: bool = True, seed: int = 0):
+        self.size, self.dist, self.shuffle, self.seed = size, dist, shuffle, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def indices(self) -> list[int]:
+        if self.shuffle:
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        else:
+            order = torch.arange(self.size)
+        return order[self.dist.rank::self.dist.world].tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices())
+
+    def __len__(self) -> int:
+        return len(range(self.dist.rank, self.size, self.dist.world))
+
+
+def wrap_for_training(model: torch.nn.Module, dist: Distributed, device: torch.device,
+                      sync_batchnorm: bool = False) -> torch.nn.Module:
+    """DistributedDataParallel when running under torchrun (optionally SyncBatchNorm)."""
+    model = model.to(device)
+    if not dist.enabled:
+        return model
+    if sync_batchnorm:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    ids = [device.index] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def join_context(model: torch.nn.Module) -> contextlib.AbstractContextManager:
+    """DDP's join for uneven shards; nothing when not distributed."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return model.join()
+    return contextlib.nullcontext()
+
+
+def gather_objects(obj: Any, dist: Distributed) -> list[Any]:
+    """Every rank's `obj`, in rank order, on every rank ([obj] when not distributed)."""
+    if not dist.enabled:
+        return [obj]
+    import torch.distributed as tdist
+
+    out: list[Any] = [None] * dist.world
+    tdist.all_gather_object(out, obj)
+    return out

@@ -1,0 +1,201 @@
+"""UNet3D with learnable register tokens (SPEC section 4): the saliency network of DAGR-VQA.
+
+Two ways to use N registers, chosen by `register_mode`:
+
+- "attention" (default): registers are global context carriers. At each chosen level the
+  feature map (B, C, T', H', W') becomes L = T'H'W' tokens plus a 3D sinusoidal position code.
+  Read: the registers attend to all L tokens (pre-norm cross-attention, residual, then an MLP
+  with residual), so each gathers clip-wide context. Write: every feature token attends to the
+  N updated registers and adds the result back through an output projection that starts at
+  zero, so a fresh model computes exactly what the baseline computes. Cost is linear in L.
+  One register state flows through the levels in call order (encoder, bottleneck, decoder).
+- "input" (the original code's design): N tokens of dimension 64 are projected to N values
+  each, laid out over N temporal slots, stretched (nearest) over (T, H, W) and concatenated to
+  the RGB channels. They do not depend on the video: in effect a learned, time-slot-dependent
+  bias of the first convolution.
+
+registers = 0 is exactly the baseline: same modules, same state-dict keys, same output.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sal_withoutreg import DEPTH, UNet3D
+
+REGISTER_MODES = ("attention", "input")
+INPUT_TOKEN_DIM = 64  # token width of the original input-mode design
+MLP_RATIO = 4
+
+
+def level_name(level: str | int) -> str:
+    """Canonical level name: "bottleneck", "enc{i}" or "dec{i}" (0 <= i < 4, 0 = full
+    resolution); a bare integer i means the encoder level "enc{i}", whose output is also the
+    skip the decoder receives."""
+    name = f"enc{level}" if isinstance(level, int) else level
+    valid = {"bottleneck"} | {f"{side}{i}" for side in ("enc", "dec") for i in range(DEPTH)}
+    if name not in valid:
+        raise ValueError(f"unknown register level {level!r}; use 'bottleneck', 0-{DEPTH - 1}, "
+                         f"'enc0'-'enc{DEPTH - 1}' or 'dec0'-'dec{DEPTH - 1}'")
+    return name
+
+
+def level_width(channels: int, name: str) -> int:
+    """Feature channels at level `name` of a UNet3D of base width `channels`."""
+    depth = DEPTH if name == "bottleneck" else int(name[3:])
+    return channels * 2**depth
+
+
+def position_code_3d(size: Sequence[int], dim: int, device: torch.device | None = None
+                     ) -> torch.Tensor:
+    """Fixed sinusoidal code of the (t, h, w) grid of `size` (T, H, W) -> (T*H*W, dim), rows in
+    flatten order. Each axis gets dim // 6 frequencies (sin and cos); leftover columns are zero."""
+    per_axis = dim // 6
+    frequencies = torch.exp(-math.log(10000.0) * torch.arange(per_axis, device=device) / per_axis)
+    grid = torch.meshgrid(*(torch.arange(n, device=device, dtype=torch.float32) for n in size),
+                          indexing="ij")
+    parts = []
+    for coordinate in grid:
+        angles = coordinate.reshape(-1, 1) * frequencies
+        parts += [angles.sin(), angles.cos()]
+    code = torch.cat(parts, dim=1)
+    return F.pad(code, (0, dim - code.shape[1]))
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention of queries (B, Lq, query_dim) over context (B, Lk, context_dim)
+    -> (B, Lq, query_dim), computed in `inner_dim` channels split over `heads`."""
+
+    def __init__(self, query_dim: int, context_dim: int, inner_dim: int, heads: int) -> None:
+        super().__init__()
+        if inner_dim % heads:
+            raise ValueError(f"attention width {inner_dim} is not divisible by heads={heads}")
+        self.heads = heads
+        self.to_query = nn.Linear(query_dim, inner_dim)
+        self.to_key_value = nn.Linear(context_dim, 2 * inner_dim)
+        self.out = nn.Linear(inner_dim, query_dim)
+
+    def forward(self, queries: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        key, value = self.to_key_value(context).chunk(2, dim=-1)
+        # (B, L, inner) -> (B, heads, L, inner / heads)
+        q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2)
+                   for t in (self.to_query(queries), key, value))
+        mixed = F.scaled_dot_product_attention(q, k, v)
+        return self.out(mixed.transpose(1, 2).flatten(2))
+
+
+class RegisterBlock(nn.Module):
+    """Read and write between N registers (B, N, register_dim) and a feature map
+    (B, feature_dim, T, H, W); returns (features, registers) of the same shapes."""
+
+    def __init__(self, feature_dim: int, register_dim: int, heads: int) -> None:
+        super().__init__()
+        self.norm_features = nn.LayerNorm(feature_dim)
+        self.norm_read = nn.LayerNorm(register_dim)
+        self.read = CrossAttention(register_dim, feature_dim, register_dim, heads)
+        self.norm_mlp = nn.LayerNorm(register_dim)
+        self.mlp = nn.Sequential(nn.Linear(register_dim, MLP_RATIO * register_dim), nn.GELU(),
+                                 nn.Linear(MLP_RATIO * register_dim, register_dim))
+        self.norm_write = nn.LayerNorm(register_dim)
+        self.write = CrossAttention(feature_dim, register_dim, register_dim, heads)
+        # a fresh block adds nothing to the features: the network starts as the baseline
+        nn.init.zeros_(self.write.out.weight)
+        nn.init.zeros_(self.write.out.bias)
+
+    def forward(self, features: torch.Tensor, registers: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = self.norm_features(features.flatten(2).transpose(1, 2))  # (B, L, C)
+        tokens = tokens + position_code_3d(features.shape[2:], tokens.shape[-1],
+                                           tokens.device).to(tokens.dtype)
+        registers = registers + self.read(self.norm_read(registers), tokens)
+        registers = registers + self.mlp(self.norm_mlp(registers))
+        update = self.write(tokens, self.norm_write(registers))  # (B, L, C)
+        return features + update.transpose(1, 2).reshape(features.shape), registers
+
+
+class RegisterUNet3D(UNet3D):
+    """UNet3D with `registers` learnable tokens (see the module docstring for the two modes).
+
+    Attention mode: registers are (N, 4w) and a RegisterBlock with `heads` heads sits at each
+    of `register_levels` ("bottleneck", "enc{i}", "dec{i}" or an int i meaning "enc{i}").
+    Input mode: registers are (N, 64) and the first convolution takes in_channels + N channels.
+    """
+
+    def __init__(self, channels: int = 64, registers: int = 4, register_mode: str = "attention",
+                 register_levels: Sequence[str | int] = ("bottleneck",), heads: int = 4,
+                 in_channels: int = 3) -> None:
+        if register_mode not in REGISTER_MODES:
+            raise ValueError(f"register_mode must be one of {REGISTER_MODES}, "
+                             f"not {register_mode!r}")
+        if registers < 0:
+            raise ValueError(f"registers must be >= 0, not {registers}")
+        input_mode = register_mode == "input"
+        super().__init__(channels, in_channels + registers * input_mode)
+        self.register_mode = register_mode
+        self.num_registers = registers
+        if registers == 0:  # keep the baseline's module tree exactly
+            return
+        if input_mode:
+            self.registers = nn.Parameter(torch.randn(registers, INPUT_TOKEN_DIM) * 0.02)
+            self.register_to_slots = nn.Linear(INPUT_TOKEN_DIM, registers)
+            return
+        register_dim = 4 * channels
+        self.registers = nn.Parameter(torch.randn(registers, register_dim) * 0.02)
+        names = list(dict.fromkeys(level_name(level) for level in register_levels))
+        self.register_blocks = nn.ModuleDict(
+            {name: RegisterBlock(level_width(channels, name), register_dim, heads)
+             for name in names})
+
+    def register_planes(self, clip: torch.Tensor) -> torch.Tensor:
+        """Input mode: (B, C, T, H, W) clip -> (B, N, T, H, W) register channels.
+
+        Channel i over the N temporal slots holds the N values projected from token i; the
+        slots are stretched (nearest) over the clip's frames and every pixel."""
+        batch, _, frames, height, width = clip.shape
+        slots = self.register_to_slots(self.registers)[None, :, :, None, None]  # (1, N, N, 1, 1)
+        planes = F.interpolate(slots, size=(frames, height, width), mode="nearest")
+        return planes.expand(batch, -1, -1, -1, -1)
+
+    def forward(self, x: torch.Tensor, return_registers: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Clip (B, 3, T, H, W) -> logits (B, 1, T, H, W); with `return_registers`, also the
+        registers (B, N, d): the updated, input-dependent states in attention mode, the static
+        tokens in input mode (d = 0 columns when N = 0)."""
+        batch = x.shape[0]
+        if self.num_registers == 0:
+            logits, state = super().forward(x), x.new_zeros(batch, 0, 0)
+        elif self.register_mode == "input":
+            logits = super().forward(torch.cat([x, self.register_planes(x)], dim=1))
+            state = self.registers.expand(batch, -1, -1)
+        else:
+            logits, state = self._forward_attention(x)
+        return (logits, state) if return_registers else logits
+
+    def _forward_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention mode: (B, 3, T, H, W) -> (logits (B, 1, T, H, W), registers (B, N, 4w))."""
+        state = self.registers.expand(x.shape[0], -1, -1)
+
+        def visit(level: str, features: torch.Tensor) -> torch.Tensor:
+            nonlocal state
+            if level not in self.register_blocks:
+                return features
+            features, state = self.register_blocks[level](features, state)
+            return features
+
+        skips, bottleneck = self.encode(x, visit)
+        return self.decode(bottleneck, skips, visit), state
+
+
+def build_saliency_model(channels: int = 64, registers: int = 4,
+                         register_mode: str = "attention",
+                         register_levels: Sequence[str | int] = ("bottleneck",),
+                         heads: int = 4) -> nn.Module:
+    """The saliency network for these constructor arguments (plain JSON values, as stored in
+    checkpoints): UNet3D when registers == 0, else RegisterUNet3D."""
+    if registers == 0:
+        return UNet3D(channels)
+    return RegisterUNet3D(channels, registers, register_mode, list(register_levels), heads)

@@ -1,0 +1,170 @@
+"""UNet3D baseline and its register variants (SPEC section 4), at tiny widths on CPU."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sal_withoutreg import UNet3D, fold_batchnorm
+from sal_withreg import RegisterUNet3D, build_saliency_model
+
+WIDTH = 4
+HEIGHT, WIDTH_PX = 33, 47  # odd, not multiples of 16
+MODES = ("attention", "input")
+
+
+def clip(batch: int = 2, frames: int = 6, seed: int = 0) -> torch.Tensor:
+    return torch.rand(batch, 3, frames, HEIGHT, WIDTH_PX,
+                      generator=torch.Generator().manual_seed(seed))
+
+
+def randomise_batchnorm(model: torch.nn.Module) -> None:
+    """Non-trivial running statistics and affine parameters, so eval-mode tests see real BN."""
+    generator = torch.Generator().manual_seed(1)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm3d):
+            for tensor in (module.running_mean, module.weight, module.bias):
+                tensor.data = torch.randn(tensor.shape, generator=generator) * 0.2
+            module.running_var.data = torch.rand(module.running_var.shape, generator=generator) + 0.5
+            module.weight.data += 1
+
+
+def make_write_nonzero(model: RegisterUNet3D) -> None:
+    """Give every write projection non-zero weights, as training would."""
+    for block in model.register_blocks.values():
+        torch.nn.init.normal_(block.write.out.weight, std=0.5)
+
+
+@pytest.mark.parametrize("frames", [1, 6, 8])
+@pytest.mark.parametrize("kwargs", [dict(registers=0), dict(register_mode="attention"),
+                                    dict(register_mode="input"),
+                                    dict(register_levels=["bottleneck", 3, "dec0"])])
+def test_output_is_one_logit_map_per_input_frame(frames: int, kwargs: dict) -> None:
+    model = build_saliency_model(WIDTH, **kwargs).eval()
+    with torch.no_grad():
+        logits = model(clip(frames=frames))
+    assert logits.shape == (2, 1, frames, HEIGHT, WIDTH_PX)
+    assert torch.isfinite(logits).all()
+
+
+def test_parameter_count_at_width_64_matches_spec() -> None:
+    with torch.device("meta"):
+        model = UNet3D(64)
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(96.2e6, abs=0.05e6)
+
+
+def test_build_returns_baseline_for_zero_registers() -> None:
+    assert type(build_saliency_model(WIDTH, registers=0)) is UNet3D
+    assert isinstance(build_saliency_model(WIDTH, registers=2), RegisterUNet3D)
+
+
+def test_zero_registers_is_the_baseline() -> None:
+    torch.manual_seed(0)
+    baseline = UNet3D(WIDTH).eval()
+    randomise_batchnorm(baseline)
+    for mode in MODES:
+        model = RegisterUNet3D(WIDTH, registers=0, register_mode=mode).eval()
+        assert model.state_dict().keys() == baseline.state_dict().keys()
+        model.load_state_dict(baseline.state_dict())
+        with torch.no_grad():
+            assert torch.equal(model(clip()), baseline(clip()))
+
+
+def test_fresh_attention_model_behaves_like_the_baseline() -> None:
+    torch.manual_seed(0)
+    model = RegisterUNet3D(WIDTH, registers=3, register_levels=["bottleneck", 2, "dec1"]).eval()
+    randomise_batchnorm(model)
+    baseline = UNet3D(WIDTH).eval()
+    baseline.load_state_dict(model.state_dict(), strict=False)
+    with torch.no_grad():
+        assert torch.equal(model(clip()), baseline(clip()))
+        make_write_nonzero(model)
+        assert not torch.allclose(model(clip()), baseline(clip()))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_registers_learn(mode: str) -> None:
+    """Attention mode: the zero write projection hides the registers at step 0, but its own
+    gradient is non-zero, so after one SGD step the registers receive gradient. Input mode:
+    the registers feed the first convolution and get gradient at once."""
+    torch.manual_seed(0)
+    model = RegisterUNet3D(WIDTH, registers=2, register_mode=mode)
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.1)
+    grads = []
+    for _ in range(2):
+        optimiser.zero_grad()
+        model(clip()).square().mean().backward()
+        grads.append(model.registers.grad.abs().sum().item())
+        optimiser.step()
+    if mode == "attention":
+        assert grads[0] == 0
+    assert grads[1] > 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_eval_output_of_a_sample_does_not_depend_on_the_batch(mode: str) -> None:
+    torch.manual_seed(0)
+    model = RegisterUNet3D(WIDTH, registers=2, register_mode=mode).eval()
+    randomise_batchnorm(model)
+    if mode == "attention":
+        make_write_nonzero(model)
+    first, others = clip(batch=1, seed=1), clip(batch=2, seed=2)
+    with torch.no_grad():
+        alone = model(first)
+        together = model(torch.cat([first, others]))[:1]
+    torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs", [dict(registers=0), dict(register_mode="attention"),
+                                    dict(register_mode="input")])
+def test_folded_batchnorm_matches_eval_model(kwargs: dict) -> None:
+    torch.manual_seed(0)
+    model = build_saliency_model(WIDTH, **kwargs).eval()
+    randomise_batchnorm(model)
+    if kwargs.get("register_mode") == "attention":
+        make_write_nonzero(model)
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm3d) for m in model.modules())
+    with torch.no_grad():
+        expected = model(clip())
+        scale = expected.abs().max()
+        torch.testing.assert_close(folded(clip()) / scale, expected / scale, rtol=0, atol=1e-4)
+
+
+def test_input_mode_first_conv_takes_rgb_plus_register_channels() -> None:
+    model = RegisterUNet3D(WIDTH, registers=5, register_mode="input")
+    assert model.encoders[0][0].in_channels == 3 + 5
+    planes = model.register_planes(clip(frames=10))
+    assert planes.shape == (2, 5, 10, HEIGHT, WIDTH_PX)
+    # 5 slots over 10 frames: each slot covers two frames, constant over pixels and the batch
+    slots = model.register_to_slots(model.registers).detach()
+    torch.testing.assert_close(planes[1, :, ::2, 7, 3], slots)
+    torch.testing.assert_close(planes[0, :, 1::2, 0, 0], slots)
+
+
+def test_returned_registers_depend_on_the_clip_in_attention_mode() -> None:
+    torch.manual_seed(0)
+    model = RegisterUNet3D(WIDTH, registers=3).eval()
+    with torch.no_grad():
+        logits, registers = model(clip(seed=1), return_registers=True)
+        _, other = model(clip(seed=2), return_registers=True)
+    assert logits.shape == (2, 1, 6, HEIGHT, WIDTH_PX)
+    assert registers.shape == (2, 3, 4 * WIDTH)
+    assert not torch.allclose(registers, other)
+    assert not torch.allclose(registers[0], registers[1])
+
+
+def test_returned_registers_are_the_static_tokens_in_input_mode() -> None:
+    model = RegisterUNet3D(WIDTH, registers=3, register_mode="input")
+    _, registers = model(clip(), return_registers=True)
+    assert registers.shape == (2, 3, 64)
+    assert torch.equal(registers[1], model.registers)
+
+
+def test_bad_arguments_are_refused() -> None:
+    with pytest.raises(ValueError, match="register_mode"):
+        RegisterUNet3D(WIDTH, register_mode="output")
+    with pytest.raises(ValueError, match="register level"):
+        RegisterUNet3D(WIDTH, register_levels=["enc9"])
+    with pytest.raises(ValueError, match="heads"):
+        RegisterUNet3D(WIDTH, heads=3)
