@@ -199,3 +199,52 @@ def build_saliency_model(channels: int = 64, registers: int = 4,
     if registers == 0:
         return UNet3D(channels)
     return RegisterUNet3D(channels, registers, register_mode, list(register_levels), heads)
+
+
+# ----------------------------------------------------------------------------- inference helpers
+# Shared by inference_sal.py and evaluate_vqa.py; they need nothing but torch.
+
+def saliency_model_from_payload(payload: dict) -> nn.Module:
+    """The saliency network stored in a train_sal.py checkpoint payload (as returned by
+    runtime.load_checkpoint), in eval mode on the CPU. Raises ValueError when the checkpoint
+    is of another kind (for example a quality-network checkpoint)."""
+    kind = payload.get("kind")
+    if kind != "saliency":
+        raise ValueError(f"this is a {kind!r} checkpoint, not a saliency checkpoint; "
+                         "pass one written by train_sal.py")
+    model = build_saliency_model(**payload["model_kwargs"])
+    model.load_state_dict(payload["model_state"])
+    return model.eval()
+
+
+def predict_maps(model: nn.Module, clips: torch.Tensor, device: torch.device | str,
+                 size: Sequence[int] | None = None) -> torch.Tensor:
+    """Saliency maps as stored on disk (SPEC section 7): sigmoid, then min-max per frame, then
+    x255.
+
+    The network is trained with a softmax over each frame's pixels (train_sal.py), which leaves
+    every frame's logits free up to an added constant; a sigmoid of the raw logits would then
+    depend on that arbitrary offset (on a trained demo model it dropped the validation CC from
+    0.99 to 0.62). So the sigmoid is taken of the logits normalised to log-probabilities
+    (log-softmax over the frame's pixels): the map is a monotone, near-linear function of the
+    probability map that training validates.
+
+    clips: (B, T, 3, H, W) float RGB in [0, 1] (the stored-frame layout). Returns uint8
+    (B, T, H', W') on the CPU, with (H', W') = `size` (the logits are resized bilinearly
+    first) or (H, W). On CUDA it runs under bf16 autocast with channels_last_3d inputs; the
+    normalisation is computed in fp32. A constant frame maps to 0.
+    """
+    device = torch.device(device)
+    on_cuda = device.type == "cuda"
+    x = clips.to(device).permute(0, 2, 1, 3, 4)  # (B, 3, T, H, W): the network's layout
+    if on_cuda:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_cuda):
+        logits = model(x)[:, 0].float()  # (B, T, H, W)
+        if size is not None and tuple(size) != tuple(logits.shape[-2:]):
+            logits = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+        maps = torch.sigmoid(torch.log_softmax(logits.flatten(-2), dim=-1)).view_as(logits)
+        low = maps.amin(dim=(-2, -1), keepdim=True)
+        span = maps.amax(dim=(-2, -1), keepdim=True) - low
+        maps = (maps - low) / span.clamp_min(torch.finfo(maps.dtype).tiny)
+        return maps.mul_(255).round_().to(torch.uint8).cpu()

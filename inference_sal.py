@@ -1,0 +1,391 @@
+"""Stage 3: saliency maps for the frames that stage 1 stored, and overlays to look at them
+(SPEC section 7).
+
+    python inference_sal.py --checkpoint runs/sal/best.pt --frames frames/ --out saliency/ --overlay
+    python inference_sal.py --checkpoint runs/sal/best.pt --video clip.mp4 --all-frames \
+        --out renders/
+
+Frames mode: the K stored frames of every video that extract_frame.py finished under --frames
+go through the network as one clip (in the order of its frames.json), batched over videos.
+Each frame's map is written as `<out>/<video_id>/<frame file name>`, an 8-bit grayscale PNG
+(sigmoid, then min-max per frame, then x255), so maps pair with frames by name. The network
+runs at the checkpoint's training size (or --size) and the maps come out at the stored frames'
+size. A video's folder appears whole or not at all; videos whose maps are all there are
+skipped. A frame listed twice in frames.json (a short video) keeps the map of its first place.
+`--overlay` also writes the colour heat map blended over each frame, as a PNG of the frame's
+size, to `<out>_overlays/<video_id>/<frame file name>`: a sibling folder, so that the maps
+folder holds nothing but maps.
+
+Video mode (`--video INPUT ... --all-frames`): every decodable frame gets a map, from
+consecutive windows of --window frames (the last window is aligned to the video's end, and a
+video shorter than a window repeats its last frame); the overlays are written as
+`<out>/<video_id>.mp4` at the source's frame rate. Videos already rendered are skipped.
+
+Videos that fail are listed at the end and the exit status is 1.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from dataloader import StoredFramesDataset, frame_files, stored_videos, to_clip_tensor
+from extract_frame import VideoError, find_videos
+from runtime import add_device_argument, atomic_path, load_checkpoint, pick_device
+from sal_withoutreg import fold_batchnorm
+from sal_withreg import predict_maps, saliency_model_from_payload
+
+# ----------------------------------------------------------------------------- config
+CHECKPOINT = "runs/saliency/best.pt"
+FRAMES = "frames"          # extract_frame.py's output
+OUT = "saliency"
+BATCH_SIZE = 8             # clips per forward pass
+WORKERS = 2                # frame-loading processes (frames mode)
+WINDOW = 8                 # frames per clip in video mode
+OVERLAY_ALPHA = 0.5        # weight of the heat map in an overlay
+COLORMAP = cv2.COLORMAP_JET
+FOLD_BN = True             # fold BatchNorm into the convolutions (faster, same maps)
+OVERLAY_SUFFIX = "_overlays"
+# -----------------------------------------------------------------------------
+
+
+# ----------------------------------------------------------------------------- model
+
+def inference_model(payload: dict, device: torch.device | str,
+                    fold_bn: bool = FOLD_BN) -> nn.Module:
+    """The network of a loaded saliency checkpoint, ready for `predict_maps` on `device`:
+    eval mode, BatchNorm optionally folded, channels_last_3d on CUDA."""
+    model = saliency_model_from_payload(payload)
+    if fold_bn:
+        model = fold_batchnorm(model)
+    device = torch.device(device)
+    if device.type == "cuda":
+        return model.to(device, memory_format=torch.channels_last_3d)
+    return model.to(device)
+
+
+def load_saliency_model(checkpoint: str | Path, device: torch.device | str,
+                        fold_bn: bool = FOLD_BN) -> nn.Module:
+    """The network of a train_sal.py checkpoint, ready for `predict_maps`. Raises ValueError
+    (naming the file) for a checkpoint of another kind, FileNotFoundError if it is missing."""
+    return _load(checkpoint, device, fold_bn)[0]
+
+
+def _load(checkpoint: str | Path, device: torch.device | str, fold_bn: bool
+          ) -> tuple[nn.Module, dict]:
+    """(inference model, the training settings stored with it)."""
+    payload = load_checkpoint(checkpoint, "cpu")
+    try:
+        return inference_model(payload, device, fold_bn), payload["settings"]
+    except ValueError as err:
+        raise ValueError(f"{checkpoint}: {err}") from err
+
+
+# ----------------------------------------------------------------------------- images
+
+def overlay(frame: np.ndarray, saliency: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
+    """Colour heat map of `saliency` (h, w) uint8 blended over `frame` (H, W, 3) uint8 BGR;
+    the map is resized to the frame. Returns (H, W, 3) uint8 BGR."""
+    heat = cv2.applyColorMap(saliency, COLORMAP)
+    if heat.shape[:2] != frame.shape[:2]:
+        heat = cv2.resize(heat, (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_LINEAR)
+    return cv2.addWeighted(frame, 1.0 - alpha, heat, alpha, 0.0)
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    if not cv2.imwrite(str(path), image):
+        raise OSError(f"{path}: could not be written")
+
+
+def _read_bgr(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise OSError(f"{path}: cannot be read as an image")
+    return image
+
+
+def _first_per_name(names: Sequence[str], maps: np.ndarray) -> dict[str, np.ndarray]:
+    """{frame name: its map} keeping the first of repeated names; maps (T, H, W)."""
+    out: dict[str, np.ndarray] = {}
+    for name, image in zip(names, maps):
+        out.setdefault(name, image)
+    return out
+
+
+# ----------------------------------------------------------------------------- frames mode
+
+def overlay_folder(out: str | Path) -> Path:
+    """Where --overlay writes: `<out>_overlays`, beside the maps folder."""
+    out = Path(out)
+    return out.with_name(out.name + OVERLAY_SUFFIX)
+
+
+class StoredClips(StoredFramesDataset):
+    """StoredFramesDataset whose items also give `frame_size` (H, W) of the stored frames, and
+    that reports a video it cannot read as {"video_id", "error"} instead of raising."""
+
+    def __getitem__(self, index: int) -> dict:
+        video_id = self.video_ids[index]
+        try:
+            item = super().__getitem__(index)
+            item["frame_size"] = _read_bgr(self.frames_dir / video_id / item["names"][0]).shape[:2]
+        except (OSError, ValueError, KeyError, cv2.error) as err:
+            return {"video_id": video_id, "error": str(err)}
+        return item
+
+
+def _is_done(folders: Sequence[Path], names: Sequence[str]) -> bool:
+    return all((folder / name).is_file() for folder in folders for name in names)
+
+
+def _save_maps(item: dict, maps: np.ndarray, frames_dir: Path, out: Path,
+               overlays: Path | None) -> None:
+    """Write one video's maps (T, H, W) uint8, and its overlays, each folder atomically."""
+    named = _first_per_name(item["names"], maps)
+    with atomic_path(out / item["video_id"]) as tmp:
+        tmp.mkdir(parents=True)
+        for name, image in named.items():
+            _write_png(tmp / name, image)
+    if overlays is not None:
+        with atomic_path(overlays / item["video_id"]) as tmp:
+            tmp.mkdir(parents=True)
+            for name, image in named.items():
+                frame = _read_bgr(frames_dir / item["video_id"] / name)
+                _write_png(tmp / name, overlay(frame, image))
+
+
+def infer_frames(model: nn.Module, frames_dir: str | Path, out: str | Path,
+                 device: torch.device | str, size: Sequence[int], batch_size: int = BATCH_SIZE,
+                 workers: int = WORKERS, with_overlays: bool = False,
+                 progress: bool = True) -> tuple[dict[str, str], int]:
+    """Maps (and overlays) for every stored video under `frames_dir` not yet done in `out`.
+    The network sees frames resized to `size` (H, W). Returns ({video_id: problem} for the
+    videos that failed, number of videos skipped as done)."""
+    frames_dir, out = Path(frames_dir), Path(out)
+    overlays = overlay_folder(out) if with_overlays else None
+    targets = [out] + ([overlays] if overlays is not None else [])
+    failures: dict[str, str] = {}
+    todo, skipped = [], 0
+    for video_id in stored_videos(frames_dir):
+        try:
+            names = frame_files(frames_dir / video_id)
+        except (OSError, ValueError) as err:
+            failures[video_id] = f"{frames_dir / video_id}: unreadable frame list ({err})"
+            continue
+        if _is_done([t / video_id for t in targets], names):
+            skipped += 1
+        else:
+            todo.append(video_id)
+    loader = DataLoader(StoredClips(frames_dir, todo, tuple(size)), batch_size,
+                        num_workers=workers, collate_fn=list)
+    for batch in tqdm(loader, desc="saliency", unit="batch", disable=not progress):
+        failures.update({item["video_id"]: item["error"] for item in batch if "error" in item})
+        groups: dict[tuple, list[dict]] = {}  # one forward pass per clip length and frame size
+        for item in batch:
+            if "error" not in item:
+                groups.setdefault((item["frames"].shape, item["frame_size"]), []).append(item)
+        for (_, frame_size), items in groups.items():
+            clips = torch.stack([i["frames"] for i in items])
+            maps = predict_maps(model, clips, device, frame_size)
+            for item, video_maps in zip(items, maps.numpy()):
+                try:
+                    _save_maps(item, video_maps, frames_dir, out, overlays)
+                except (OSError, cv2.error) as err:
+                    failures[item["video_id"]] = str(err)
+    return failures, skipped
+
+
+# ----------------------------------------------------------------------------- video mode
+
+def frame_windows(frames: Iterable[np.ndarray], length: int = WINDOW
+                  ) -> Iterator[tuple[list[np.ndarray], range]]:
+    """Windows of `length` consecutive frames that cover a stream, each frame exactly once.
+
+    Yields (window, fresh): `fresh` are the positions in the window of the frames it covers.
+    Windows follow each other without overlap; the last is aligned to the stream's end and
+    overlaps the one before; a stream shorter than `length` is padded with its last frame.
+    Holds at most two windows in memory.
+    """
+    previous: list[np.ndarray] = []
+    current: list[np.ndarray] = []
+    for frame in frames:
+        current.append(frame)
+        if len(current) == length:
+            yield current, range(length)
+            previous, current = current, []
+    if current and previous:
+        yield previous[len(current):] + current, range(length - len(current), length)
+    elif current:
+        yield current + [current[-1]] * (length - len(current)), range(len(current))
+
+
+def decoded_frames(capture: cv2.VideoCapture) -> Iterator[np.ndarray]:
+    """Every frame that decodes, in order, as (H, W, 3) uint8 BGR."""
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return
+        yield frame
+
+
+class OverlayVideo:
+    """An MP4 file of BGR frames, opened at the first frame (whose size it takes)."""
+
+    def __init__(self, path: Path, fps: float):
+        self.path, self.fps = path, fps
+        self.writer: cv2.VideoWriter | None = None
+        self.frames = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        if self.writer is None:
+            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"),
+                                          self.fps, (frame.shape[1], frame.shape[0]))
+            if not self.writer.isOpened():
+                raise OSError(f"{self.path}: OpenCV cannot write an MP4 file here")
+        self.writer.write(frame)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+
+
+def _model_clip(frames: Sequence[np.ndarray], size: Sequence[int]) -> torch.Tensor:
+    """BGR frames (H, W, 3) -> (T, 3, h, w) float RGB in [0, 1] at `size` (h, w)."""
+    resized = [cv2.cvtColor(cv2.resize(f, (size[1], size[0]), interpolation=cv2.INTER_AREA),
+                            cv2.COLOR_BGR2RGB) for f in frames]
+    return to_clip_tensor(np.stack(resized))
+
+
+def _render_batch(model: nn.Module, windows: list[tuple[list[np.ndarray], range]],
+                  device: torch.device | str, size: Sequence[int], video: OverlayVideo) -> None:
+    frame_size = windows[0][0][0].shape[:2]
+    clips = torch.stack([_model_clip(frames, size) for frames, _ in windows])
+    maps = predict_maps(model, clips, device, frame_size).numpy()
+    for (frames, fresh), window_maps in zip(windows, maps):
+        for t in fresh:
+            video.write(overlay(frames[t], window_maps[t]))
+
+
+def render_video(model: nn.Module, path: str | Path, out_file: str | Path,
+                 device: torch.device | str, size: Sequence[int], window: int = WINDOW,
+                 batch_size: int = BATCH_SIZE) -> int:
+    """Write the saliency overlay of every decodable frame of `path` as the MP4 `out_file`
+    (atomically), decoding sequentially. Returns the number of frames written."""
+    path, out_file = Path(path), Path(out_file)
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise VideoError(f"{path}: cannot be opened as a video (corrupt, empty or not a video)")
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    with atomic_path(out_file) as tmp:
+        staging = tmp.with_name(tmp.name + ".mp4")  # OpenCV picks the container by suffix
+        video = OverlayVideo(staging, fps)
+        try:
+            pending: list[tuple[list[np.ndarray], range]] = []
+            for item in frame_windows(decoded_frames(capture), window):
+                pending.append(item)
+                if len(pending) == batch_size:
+                    _render_batch(model, pending, device, size, video)
+                    pending = []
+            if pending:
+                _render_batch(model, pending, device, size, video)
+            video.close()
+            if video.frames == 0:
+                raise VideoError(f"{path}: no frame could be decoded")
+            os.replace(staging, tmp)
+        finally:
+            capture.release()
+            video.close()
+            staging.unlink(missing_ok=True)
+    return video.frames
+
+
+def render_videos(model: nn.Module, inputs: Sequence[str | Path], out: str | Path,
+                  device: torch.device | str, size: Sequence[int], window: int = WINDOW,
+                  batch_size: int = BATCH_SIZE, progress: bool = True
+                  ) -> tuple[dict[str, str], int]:
+    """`render_video` for every video found in `inputs` (files or folders) that has no
+    `<out>/<video_id>.mp4` yet. Returns ({video_id: problem}, number skipped as done)."""
+    failures, skipped = {}, 0
+    videos = find_videos(inputs)
+    for video_id, path in tqdm(videos, desc="render", unit="video", disable=not progress):
+        target = Path(out) / f"{video_id}.mp4"
+        if target.is_file():
+            skipped += 1
+            continue
+        try:
+            render_video(model, path, target, device, size, window, batch_size)
+        except (VideoError, OSError, cv2.error) as err:
+            failures[video_id] = str(err)
+    return failures, skipped
+
+
+# ----------------------------------------------------------------------------- command line
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default=CHECKPOINT, help="a train_sal.py checkpoint")
+    parser.add_argument("--frames", help="extract_frame.py's output folder (frames mode)")
+    parser.add_argument("--video", nargs="+", metavar="INPUT",
+                        help="video files or folders to render (video mode, with --all-frames)")
+    parser.add_argument("--all-frames", action="store_true",
+                        help="map every frame of --video and write overlay MP4s")
+    parser.add_argument("--out", default=OUT, help=f"output folder (default: {OUT})")
+    parser.add_argument("--overlay", action="store_true",
+                        help=f"also write heat-map overlays to <out>{OVERLAY_SUFFIX}/")
+    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                        help="network input size (default: the checkpoint's training size)")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="clips per forward pass")
+    parser.add_argument("--workers", type=int, default=WORKERS, help="frame-loading processes")
+    parser.add_argument("--window", type=int, default=WINDOW, help="frames per clip in video mode")
+    parser.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=FOLD_BN,
+                        help="fold BatchNorm into the convolutions")
+    add_device_argument(parser)
+    args = parser.parse_args(argv)
+    if bool(args.frames) == bool(args.video):
+        parser.error("give either --frames DIR or --video INPUT ... --all-frames")
+    if bool(args.video) != args.all_frames:
+        parser.error("--video and --all-frames go together (video mode maps every frame)")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = pick_device(args.device)
+    try:
+        model, settings = _load(args.checkpoint, device, args.fold_bn)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    size = args.size or settings["size"]
+    try:
+        if args.frames:
+            failures, skipped = infer_frames(model, args.frames, args.out, device, size,
+                                             args.batch_size, args.workers, args.overlay)
+        else:
+            failures, skipped = render_videos(model, args.video, args.out, device, size,
+                                              args.window, args.batch_size)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"saliency written to {args.out} ({skipped} video(s) already done, skipped)")
+    if failures:
+        print(f"{len(failures)} video(s) failed:", file=sys.stderr)
+        for video_id, problem in sorted(failures.items()):
+            print(f"  {video_id}: {problem}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

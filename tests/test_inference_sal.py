@@ -1,0 +1,148 @@
+"""inference_sal.py and the shared inference helpers of sal_withreg.py, with a width-4 network
+trained for one epoch on 32x48 synthetic DHF1K videos."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import inference_sal
+import train_sal
+from conftest import write_video
+from dataloader import frame_files, load_stored_clip
+from extract_frame import count_frames, extract
+from fakes import TINY_SIZE, one_thread, tiny_config, tiny_dhf1k  # noqa: F401 (one_thread is a fixture)
+from runtime import load_checkpoint, save_checkpoint
+from sal_withreg import build_saliency_model, predict_maps
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, one_thread):  # noqa: F811 (fixture argument)
+    """(checkpoint, stored-frames folder): a one-epoch model, and the 8 stored frames of two
+    demo videos (one of 5 frames, so frames repeat) plus a folder whose frames are missing."""
+    base = tmp_path_factory.mktemp("inference_sal")
+    root = tiny_dhf1k(base / "DHF1K")
+    checkpoint = train_sal.train(tiny_config(root, base / "run", "--epochs", "1"))
+    frames = base / "frames"
+    short = write_video(base / "short.avi", 5, size=TINY_SIZE)
+    assert not extract([("600", root / "video" / "600.AVI"), ("batch/short", short)], frames,
+                       size=TINY_SIZE, workers=1, progress=False)
+    (frames / "broken").mkdir()
+    (frames / "broken" / "frames.json").write_text(json.dumps({"frames": ["00000.png"] * 8}))
+    return checkpoint, frames
+
+
+def run(checkpoint, *options: str) -> int:
+    return inference_sal.main(["--checkpoint", str(checkpoint), "--batch-size", "2",
+                               "--workers", "0", "--device", "cpu", *options])
+
+
+def test_maps_pair_with_frames_by_name_are_8_bit_and_finished_videos_are_skipped(setup, tmp_path, capsys) -> None:
+    checkpoint, frames = setup
+    out = tmp_path / "maps"
+    assert run(checkpoint, "--frames", str(frames), "--out", str(out), "--overlay") == 1
+    assert "broken" in capsys.readouterr().err
+    model = inference_sal.load_saliency_model(checkpoint, "cpu")
+    for video_id in ("600", "batch/short"):
+        names = frame_files(frames / video_id)
+        assert sorted(p.name for p in (out / video_id).iterdir()) == sorted(set(names))
+        clip, _ = load_stored_clip(frames / video_id, TINY_SIZE)
+        expected = predict_maps(model, clip[None], "cpu")[0].numpy()
+        for t, name in enumerate(names):
+            saliency = cv2.imread(str(out / video_id / name), cv2.IMREAD_UNCHANGED)
+            assert saliency.dtype == np.uint8 and saliency.shape == TINY_SIZE
+            assert saliency.min() == 0 and saliency.max() == 255
+            if names.index(name) == t:  # a repeated frame keeps its first map
+                assert np.abs(saliency.astype(int) - expected[t]).max() <= 1
+            heat = cv2.imread(str(tmp_path / "maps_overlays" / video_id / name), cv2.IMREAD_UNCHANGED)
+            assert heat.shape == (*TINY_SIZE, 3)
+    assert not (out / "broken").exists()
+
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "600").iterdir()}
+    for p in (out / "batch" / "short").iterdir():
+        p.unlink()
+    assert run(checkpoint, "--frames", str(frames), "--out", str(out), "--overlay") == 1
+    assert "1 video(s) already done" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in (out / "600").iterdir()} == stamps
+    assert sorted(p.name for p in (out / "batch" / "short").iterdir()) == \
+        sorted(set(frame_files(frames / "batch" / "short")))
+
+
+class FrameOffset(torch.nn.Module):
+    """`model` with a different constant added to each frame's logits: a change that a
+    per-frame softmax loss cannot see, so the stored maps must not see it either."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) + 3.0 * torch.arange(x.shape[2]).view(1, 1, -1, 1, 1)
+
+
+def test_predict_maps_permutes_clips_and_normalises_each_frame() -> None:
+    torch.manual_seed(0)
+    model = build_saliency_model(4, 2).eval()
+    clips = torch.rand(2, 8, 3, 20, 30)  # (B, T, 3, H, W)
+    maps = predict_maps(model, clips, "cpu")
+    with torch.no_grad():
+        logits = model(clips.permute(0, 2, 1, 3, 4))[:, 0]
+    # log-probabilities of each frame's pixels, independent of a per-frame logit offset
+    log_p = logits - logits.logsumexp(dim=(-2, -1), keepdim=True)
+    probability = torch.sigmoid(log_p)
+    low = probability.amin(dim=(-2, -1), keepdim=True)
+    high = probability.amax(dim=(-2, -1), keepdim=True)
+    assert maps.dtype == torch.uint8 and maps.shape == (2, 8, 20, 30)
+    expected = ((probability - low) / (high - low) * 255).round()
+    assert (maps.float() - expected).abs().max() <= 1  # rounding of a different float path
+    assert predict_maps(model, clips, "cpu", size=(40, 45)).shape == (2, 8, 40, 45)
+    assert (predict_maps(FrameOffset(model), clips, "cpu").int() - maps.int()).abs().max() <= 1
+
+
+def test_folded_batchnorm_gives_the_same_maps(setup) -> None:
+    checkpoint, frames = setup
+    clip, _ = load_stored_clip(frames / "600", TINY_SIZE)
+    folded = predict_maps(inference_sal.load_saliency_model(checkpoint, "cpu"), clip[None], "cpu")
+    plain = predict_maps(inference_sal.load_saliency_model(checkpoint, "cpu", fold_bn=False),
+                         clip[None], "cpu")
+    assert (folded.int() - plain.int()).abs().max() <= 1
+
+
+def test_a_checkpoint_of_another_kind_is_refused(setup, tmp_path, capsys) -> None:
+    checkpoint, frames = setup
+    save_checkpoint(tmp_path / "quality.pt", load_checkpoint(checkpoint) | {"kind": "quality"})
+    with pytest.raises(ValueError, match="quality.pt: this is a 'quality' checkpoint, not a saliency"):
+        inference_sal.load_saliency_model(tmp_path / "quality.pt", "cpu")
+    assert run(tmp_path / "quality.pt", "--frames", str(frames), "--out", str(tmp_path / "o")) == 2
+    assert "not a saliency checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("length", [3, 8, 13, 16])
+def test_frame_windows_cover_every_frame_once(length: int) -> None:
+    covered = []
+    for window, fresh in inference_sal.frame_windows(range(length), 8):
+        assert len(window) == 8 and list(window) == sorted(window)
+        covered += [window[t] for t in fresh]
+    assert covered == list(range(length))
+
+
+def test_all_frames_renders_an_overlay_video_of_every_decodable_frame(setup, tmp_path) -> None:
+    checkpoint, _ = setup
+    videos = [write_video(tmp_path / "in" / f"{name}.avi", n, size=(36, 52))
+              for name, n in (("long", 13), ("short", 5))]
+    out = tmp_path / "renders"
+    assert run(checkpoint, "--video", str(tmp_path / "in"), "--all-frames", "--out", str(out)) == 0
+    for source in videos:
+        rendered = out / f"{source.stem}.mp4"
+        assert count_frames(rendered) == count_frames(source)
+        capture = cv2.VideoCapture(str(rendered))
+        ok, frame = capture.read()
+        capture.release()
+        assert ok and frame.shape == (36, 52, 3)
+    assert sorted(p.name for p in out.iterdir()) == ["long.mp4", "short.mp4"]  # no temporary left

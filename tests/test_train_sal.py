@@ -1,0 +1,212 @@
+"""train_sal.py (loss, training, exact resume, evaluation) and the demo_data generator it trains
+on, with a width-4 network on 32x48 synthetic DHF1K videos."""
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import demo_data
+import train_sal
+from dataloader import read_saliency_set
+from fakes import one_thread, tiny_config, tiny_dhf1k  # noqa: F401 (one_thread is a fixture)
+from metrics import saliency_metrics
+from runtime import load_checkpoint, save_checkpoint
+from train_sal import probability_maps, saliency_loss
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def blobs(frames: int = 2, height: int = 12, width: int = 16) -> torch.Tensor:
+    """(1, 1, T, H, W) positive maps, a Gaussian at a different place in each frame."""
+    rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    maps = [torch.exp(-((rows - 3 - 2 * t) ** 2 + (cols - 4 - 3 * t) ** 2) / 8.0) + 1e-3
+            for t in range(frames)]
+    return torch.stack(maps)[None, None].float()
+
+
+def random_logits(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+# ----------------------------------------------------------------------------- loss
+
+def test_perfect_prediction_beats_uniform_and_inverted() -> None:
+    g = blobs()
+    perfect = saliency_loss(g.log(), g)
+    uniform = saliency_loss(torch.zeros_like(g), g)
+    inverted = saliency_loss(-g.log(), g)
+    assert perfect.item() == pytest.approx(-1.0, abs=1e-5)  # KL 0, CC 1
+    assert perfect < uniform < inverted
+
+
+def test_loss_value_is_kl_minus_cc_of_each_frame_over_its_pixels() -> None:
+    g = blobs(frames=3)
+    logits = random_logits(g.shape)
+    expected = []
+    for t in range(3):
+        x = logits[0, 0, t].double().flatten().numpy()
+        p = np.exp(x - x.max()) / np.exp(x - x.max()).sum()
+        q = g[0, 0, t].double().flatten().numpy()
+        q = q / q.sum()
+        expected.append(np.sum(q * np.log(q / p)) - np.corrcoef(p, q)[0, 1])
+    assert saliency_loss(logits, g).item() == pytest.approx(np.mean(expected), rel=1e-5)
+
+
+def test_loss_normalises_per_frame_not_over_time() -> None:
+    g = blobs(frames=2)
+    logits = random_logits(g.shape)
+    base = saliency_loss(logits, g)
+    shifted = logits.clone()
+    shifted[:, :, 0] += 7.0  # one frame's logits offset: a softmax over (T, H, W) would change
+    scaled = g.clone()
+    scaled[:, :, 1] *= 20.0  # one frame's map scaled: a sum over (T, H, W) would change
+    assert saliency_loss(shifted, g).item() == pytest.approx(base.item(), abs=1e-5)
+    assert saliency_loss(logits, scaled).item() == pytest.approx(base.item(), abs=1e-5)
+
+
+def test_frames_without_gaze_or_fixations_are_left_out() -> None:
+    g = blobs(frames=2)
+    logits = random_logits(g.shape)
+    fixations = torch.zeros_like(g)
+    fixations[0, 0, 0, 3, 4] = fixations[0, 0, 0, 5, 9] = 1  # frame 1 has none
+    blank = g.clone()
+    blank[:, :, 1] = 0
+    assert saliency_loss(logits, blank).item() == pytest.approx(
+        saliency_loss(logits[:, :, :1], g[:, :, :1]).item(), rel=1e-6)
+    nss_only = saliency_loss(logits, g, fixations, l_kl=0, l_cc=0, l_nss=1)
+    reference = saliency_metrics(probability_maps(logits)[0, :1], g[0, 0, :1], fixations[0, 0, :1])
+    assert nss_only.item() == pytest.approx(-reference["nss"], rel=1e-4)
+    with pytest.raises(ValueError, match="fixations"):
+        saliency_loss(logits, g, None, l_nss=1)
+
+
+def test_probability_maps_sum_to_one_per_frame_and_gradients_are_finite() -> None:
+    logits = random_logits((2, 1, 3, 5, 7)).requires_grad_()
+    maps = probability_maps(logits)
+    assert maps.shape == (2, 3, 5, 7)
+    assert torch.allclose(maps.sum(dim=(-2, -1)), torch.ones(2, 3))
+    constant = torch.zeros(1, 1, 2, 4, 4, requires_grad=True)  # CC's worst case: a flat map
+    saliency_loss(constant, blobs(2, 4, 4), torch.ones(1, 1, 2, 4, 4), l_nss=1).backward()
+    assert torch.isfinite(constant.grad).all()
+
+
+# ----------------------------------------------------------------------------- training
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, one_thread):  # noqa: F811 (fixture argument)
+    """A 2-epoch run: (data root, output folder, its config)."""
+    base = tmp_path_factory.mktemp("train_sal")
+    root = tiny_dhf1k(base / "DHF1K")
+    config = tiny_config(root, base / "run")
+    assert train_sal.train(config) == base / "run" / "best.pt"
+    return root, base / "run", config
+
+
+def read_log(path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_training_writes_best_and_last_checkpoints_and_a_log(trained) -> None:
+    _, out, config = trained
+    rows = read_log(out / "log.csv")
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert list(rows[0]) == train_sal.LOG_FIELDS
+    assert all(math.isfinite(float(r[k])) for r in rows for k in ("train_loss", "val_cc", "val_auc_j"))
+    last, best = load_checkpoint(out / "last.pt"), load_checkpoint(out / "best.pt")
+    assert last["kind"] == best["kind"] == "saliency" and last["epoch"] == 2
+    assert last["model_kwargs"] == {"channels": 4, "registers": 2, "register_mode": "attention"}
+    assert last["settings"]["size"] == [32, 48] and last["settings"]["clip_len"] == 6
+    best_row = max(rows, key=lambda r: float(r["val_cc"]))
+    assert best["epoch"] == int(best_row["epoch"])
+    assert best["metrics"]["cc"] == pytest.approx(float(best_row["val_cc"]), rel=1e-5)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_resume_after_an_interruption_equals_an_uninterrupted_run(trained, tmp_path, monkeypatch) -> None:
+    root, full, _ = trained
+    validate, calls = train_sal.validate, []
+
+    def dies_in_epoch_two(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise Interrupted
+        return validate(*args, **kwargs)
+
+    monkeypatch.setattr(train_sal, "validate", dies_in_epoch_two)
+    with pytest.raises(Interrupted):
+        train_sal.train(tiny_config(root, tmp_path))
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+    monkeypatch.setattr(train_sal, "validate", validate)
+    train_sal.train(tiny_config(root, tmp_path, "--resume"))
+
+    resumed, reference = load_checkpoint(tmp_path / "last.pt"), load_checkpoint(full / "last.pt")
+    assert resumed["model_state"].keys() == reference["model_state"].keys()
+    for name, tensor in reference["model_state"].items():
+        assert torch.equal(resumed["model_state"][name], tensor), name
+    assert resumed["metrics"] == reference["metrics"]
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(read_log(tmp_path / "log.csv")) == strip(read_log(full / "log.csv"))
+
+
+def test_evaluate_reproduces_the_validation_of_training(trained, capsys) -> None:
+    root, out, _ = trained
+    best = load_checkpoint(out / "best.pt")
+    metrics = train_sal.evaluate(out / "best.pt", "dhf1k", root, "val", device="cpu", progress=False)
+    assert metrics == pytest.approx(best["metrics"], rel=1e-6)
+    assert train_sal.main(["--evaluate", str(out / "best.pt"), "--root", str(root), "--split", "val",
+                           "--batch-size", "2", "--workers", "0", "--device", "cpu"]) == 0
+    table = capsys.readouterr().out
+    assert "| cc | nss | sim | kld | auc_j | s_auc |" in table
+    assert f"{best['metrics']['cc']:.4f}" in table and f"{best['metrics']['s_auc']:.4f}" in table
+    train_scores = train_sal.evaluate(out / "best.pt", "dhf1k", root, "train", device="cpu", progress=False)
+    assert train_scores != metrics  # other videos, other numbers
+
+
+def test_wrong_checkpoint_kind_and_empty_split_are_refused(trained, tmp_path, capsys) -> None:
+    root, out, _ = trained
+    quality = load_checkpoint(out / "best.pt") | {"kind": "quality"}
+    save_checkpoint(tmp_path / "quality.pt", quality)
+    with pytest.raises(ValueError, match="not a saliency checkpoint"):
+        train_sal.evaluate(tmp_path / "quality.pt", "dhf1k", root, device="cpu")
+    assert train_sal.main(["--evaluate", str(tmp_path / "quality.pt"), "--root", str(root),
+                           "--device", "cpu"]) == 2
+    assert "not a saliency checkpoint" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="no annotated dhf1k videos in split 'test'"):
+        train_sal.evaluate(out / "best.pt", "dhf1k", root, "test", device="cpu")
+
+
+# ----------------------------------------------------------------------------- demo data
+
+def test_demo_set_uses_the_official_layout_and_split(trained) -> None:
+    root, _, _ = trained
+    videos = {v.video_id: v for v in read_saliency_set("dhf1k", root)}
+    assert sorted(videos) == ["0598", "0599", "0600", "0601", "0602"]
+    assert [videos[k].split for k in sorted(videos)] == ["train"] * 3 + ["val"] * 2
+    assert (root / "video" / "598.AVI").is_file() and len(videos["0601"]) == 10
+
+
+def test_demo_scene_only_the_salient_object_moves_and_gaze_follows_it() -> None:
+    scene = demo_data.moving_object_scene(12, (40, 64), np.random.default_rng(5))
+    radius = max(40 // 10, 3)
+    rows, cols = np.mgrid[:40, :64]
+
+    def near(centre, reach):
+        return (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= reach ** 2
+
+    assert np.linalg.norm(scene.centres[-1] - scene.centres[0]) > 5  # it does move
+    for t in range(1, 12):
+        changed = (scene.frames[t] != scene.frames[0]).any(axis=-1)
+        assert changed.any()
+        assert not (changed & ~(near(scene.centres[0], radius + 1) | near(scene.centres[t], radius + 1))).any()
+        peak = np.unravel_index(scene.maps[t].argmax(), scene.maps[t].shape)
+        assert np.abs(np.array(peak) - scene.centres[t]).max() <= 1
+        fixated = scene.fixations[t] > 0
+        assert fixated.sum() >= 3 and scene.maps[t][fixated].mean() > 0.3 * 255
