@@ -1,0 +1,380 @@
+"""Stage 4 evaluation: labelled test sets, repeated-split fine-tuning, and scoring of any video.
+
+Labelled sets (test sets, cross-dataset tests). Repeat the four options once per set, in the
+same order; leave out every --saliency when the model does not use saliency:
+
+    python evaluate_vqa.py --checkpoint runs/lsvq/best.pt --out eval/ \\
+        --dataset konvid --labels KoNViD_1k_mos.csv --frames frames/konvid --saliency maps/konvid \\
+        --dataset livevqc --labels data.mat --frames frames/livevqc --saliency maps/livevqc
+
+  LSVQ label files are evaluated on their test rows (`is_test`, or the whole 1080p file); the
+  other datasets on every video (cross-dataset). Writes `predictions_<set>.csv` (video_id, mos,
+  prediction in MOS units of the training scale, mapped = logistic fit to the MOS) and the
+  paper's table as `results.md`, `results.csv` and `results.json`, and prints the table.
+
+Fine-tuning protocol: R seeded random 80/20 splits (test fraction and everything else as in
+train_lsvq.py), each trained from --checkpoint (or from scratch with --from-scratch, same
+architecture), the epoch chosen on a validation part of the 80 %. Options after `--` go to
+train_lsvq.py:
+
+    python evaluate_vqa.py --finetune-splits 10 --checkpoint runs/lsvq/best.pt --dataset konvid \\
+        --labels KoNViD_1k_mos.csv --frames frames/konvid --saliency maps/konvid --out ft/ \\
+        -- --epochs 10 --lr 5e-5
+
+  Writes `split_XX/` (each run's checkpoints and log) and `results.{md,csv,json}`: the test
+  metrics of every split, then their median and standard deviation (ddof = 1).
+
+Scoring (the fast inference path): frames are sampled and saliency computed in memory, in
+batches, decoding in worker processes while the model works; bf16 and channels_last on CUDA:
+
+    python evaluate_vqa.py --checkpoint best.pt --saliency-checkpoint sal.pt \\
+        --videos clips/ more.mp4 --out scores.csv
+
+  Writes `video,score` (score in the training MOS scale). Unreadable videos are listed on stderr
+  and in `<out stem>_failures.csv`, and make the exit status 1.
+
+Public API: `evaluate_checkpoint`, `finetune_splits`, `score_videos`. This script uses
+train_lsvq.py's public API (train, splits, prediction loop, results tables); train_lsvq.py
+does not import this file.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+import train_lsvq
+from dataloader import DATASETS, LabelFileError, MosScale, read_labels
+from extract_frame import VideoError, find_videos, sample_video
+from runtime import add_device_argument, atomic_path, autocast, load_checkpoint, pick_device
+from sal_withreg import predict_maps, saliency_model_from_payload
+from VQA import QualityNet, quality_model_from_payload
+
+# ----------------------------------------------------------------------------- config
+CHECKPOINT = None           # quality checkpoint (train_lsvq.py)
+SALIENCY_CHECKPOINT = None  # saliency checkpoint (train_sal.py), for scoring
+OUT = "eval"                # folder for evaluation and fine-tuning
+SCORES = "scores.csv"       # file for scoring
+FINETUNE_SPLITS = 10        # R, when --finetune-splits is given without a number
+NUM_FRAMES = 8              # frames per video the quality network reads
+BATCH_SIZE = 16
+WORKERS = 4
+SEED = 0
+# -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LabelledSet:
+    """One dataset to evaluate: its official label file, stored frames and maps."""
+    dataset: str
+    labels: str | Path
+    frames: str | Path
+    saliency: str | Path | None = None
+
+
+def load_quality(checkpoint: str | Path, device: torch.device
+                 ) -> tuple[QualityNet, MosScale, tuple[int, int]]:
+    """The trained model (eval mode, on `device`; channels_last on CUDA), its MOS scale and
+    its frame size (H, W)."""
+    payload = load_checkpoint(checkpoint, "cpu")
+    model = quality_model_from_payload(payload).to(device).eval()
+    if device.type == "cuda":
+        model.to_channels_last()
+    return model, MosScale(**payload["mos_scale"]), tuple(payload["frame_size"])
+
+
+# ----------------------------------------------------------------------------- labelled sets
+
+def evaluation_parts(table: pd.DataFrame, dataset: str) -> dict[str, pd.DataFrame]:
+    """{split: rows} to evaluate: LSVQ's test rows (`test`, `test_1080p`) when the file has
+    any, otherwise (and for every other dataset) all rows as `all`."""
+    if dataset == "lsvq":
+        tests = {split: rows.reset_index(drop=True) for split, rows in table.groupby("split")
+                 if split != "train"}
+        if tests:
+            return tests
+    return {"all": table}
+
+
+def predict_set(model: QualityNet, scale: MosScale, size: tuple[int, int], rows: pd.DataFrame,
+                frames: str | Path, saliency: str | Path | None, batch_size: int, workers: int,
+                device: torch.device) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Scored predictions (video_id, mos, prediction, mapped) and vqa_metrics of `rows`."""
+    loader = train_lsvq.clip_loader(rows, frames, train_lsvq.saliency_folder(model, saliency),
+                                    scale, size, batch_size, workers)
+    return train_lsvq.score_predictions(train_lsvq.predict(model, loader, device))
+
+
+def evaluate_checkpoint(checkpoint: str | Path, sets: Sequence[LabelledSet], out: str | Path,
+                        batch_size: int = BATCH_SIZE, workers: int = WORKERS,
+                        device: str | torch.device | None = None) -> pd.DataFrame:
+    """Predictions CSV per set and the results table (written to `out`, printed, returned)."""
+    device, out = pick_device(device), Path(out)
+    model, scale, size = load_quality(checkpoint, device)
+    metrics = {}
+    for item in sets:
+        table = read_labels(item.dataset, item.labels)
+        for split, rows in evaluation_parts(table, item.dataset).items():
+            name = train_lsvq.set_name(item.dataset, split)
+            if name in metrics:
+                raise ValueError(f"{name} is given twice")
+            scored, metrics[name] = predict_set(model, scale, size, rows, item.frames,
+                                                item.saliency, batch_size, workers, device)
+            train_lsvq.write_predictions(scored, out / f"predictions_{name}.csv")
+    table = train_lsvq.results_table(metrics)
+    train_lsvq.write_results(table, out)
+    return table
+
+
+# ----------------------------------------------------------------------------- fine-tuning protocol
+
+def summary_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """`table` with a Median and a Std (ddof = 1) row of its numeric columns appended."""
+    numbers = table.drop(columns="Dataset")
+    return pd.concat([table, pd.DataFrame([{"Dataset": "Median", **numbers.median().to_dict()},
+                                           {"Dataset": "Std", **numbers.std().to_dict()}])],
+                     ignore_index=True)
+
+
+def finetune_config(checkpoint: str | Path | None, item: LabelledSet, out: Path, seed: int,
+                    from_scratch: bool, train_options: Sequence[str]) -> argparse.Namespace:
+    """train_lsvq's settings for the protocol: its defaults, then `train_options`, then the
+    start: --checkpoint's weights, or (--from-scratch) its architecture with fresh weights."""
+    argv = ["--dataset", item.dataset, "--labels", str(item.labels), "--frames", str(item.frames),
+            "--out", str(out), "--seed", str(seed)]
+    if item.saliency:
+        argv += ["--saliency", str(item.saliency)]
+    config = train_lsvq.parse_args([*argv, *train_options])
+    if checkpoint is None:
+        if not from_scratch:
+            raise ValueError("fine-tuning needs --checkpoint (or --from-scratch)")
+        return config
+    if not from_scratch:
+        config.init = str(checkpoint)
+        return config
+    architecture = load_checkpoint(checkpoint)["model_kwargs"]
+    for key in ("backbone", "variant", "saliency_alpha"):
+        setattr(config, key, architecture[key])
+    return config
+
+
+def finetune_splits(checkpoint: str | Path | None, item: LabelledSet, out: str | Path,
+                    splits: int = FINETUNE_SPLITS, from_scratch: bool = False, seed: int = SEED,
+                    train_options: Sequence[str] = (), batch_size: int = BATCH_SIZE,
+                    workers: int = WORKERS, device: str | torch.device | None = None
+                    ) -> pd.DataFrame:
+    """`splits` seeded random splits of `item` (split r uses seed + r), each trained with
+    train_lsvq.train and tested with its best-on-validation checkpoint. Writes the per-split
+    test metrics with their median and std to `out` and returns that table."""
+    if splits < 1:
+        raise ValueError("--finetune-splits needs at least one split")
+    device, out = pick_device(device), Path(out)
+    config = finetune_config(checkpoint, item, out, seed, from_scratch, train_options)
+    table = read_labels(item.dataset, item.labels)
+    metrics = {}
+    for r in range(splits):
+        run = argparse.Namespace(**{**vars(config), "out": str(out / f"split_{r + 1:02d}"),
+                                    "seed": seed + r})
+        parts = train_lsvq.random_split(table, run.val_fraction, run.test_fraction, run.seed)
+        best = train_lsvq.train(run, parts)
+        model, scale, size = load_quality(best, device)
+        _, metrics[f"Split {r + 1}"] = predict_set(model, scale, size, parts["test"], item.frames,
+                                                   item.saliency, batch_size, workers, device)
+    results = summary_rows(train_lsvq.results_table(metrics, average=False))
+    train_lsvq.write_results(results, out)
+    return results
+
+
+# ----------------------------------------------------------------------------- scoring
+
+class SampledVideos(Dataset):
+    """K frames sampled from each video file. Item: `video` (path string), `frames` uint8
+    (T, H, W, 3) RGB tensor or None when the video cannot be read, `problem` (why)."""
+
+    def __init__(self, paths: Sequence[Path], size: tuple[int, int], k: int = NUM_FRAMES):
+        self.paths, self.size, self.k = list(paths), tuple(size), k
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict:
+        path = self.paths[index]
+        try:
+            frames = torch.from_numpy(sample_video(path, self.k, self.size).frames)
+        except (VideoError, OSError, cv2.error) as err:
+            return {"video": str(path), "frames": None, "problem": str(err)}
+        return {"video": str(path), "frames": frames, "problem": ""}
+
+
+def collate_sampled(items: list[dict]) -> dict:
+    """Batch of the readable videos (`videos`, `frames` uint8 (B, T, H, W, 3) or None) and
+    the `failed` ones as {video: problem}."""
+    good = [item for item in items if item["frames"] is not None]
+    return {"videos": [item["video"] for item in good],
+            "frames": torch.stack([item["frames"] for item in good]) if good else None,
+            "failed": {item["video"]: item["problem"] for item in items if item["frames"] is None}}
+
+
+def single_threaded_opencv(_: int) -> None:
+    """Worker set-up: one OpenCV thread per decoding process (the processes are the parallelism)."""
+    cv2.setNumThreads(1)
+
+
+@torch.inference_mode()
+def score_clips(model: QualityNet, saliency_model: torch.nn.Module | None, frames: torch.Tensor,
+                device: torch.device) -> torch.Tensor:
+    """frames uint8 (B, T, H, W, 3) -> scores (B,) on the training targets' unit scale.
+    Frames travel to the device as uint8 (a quarter of the float bytes); the saliency maps are
+    quantised to 8 bits like the stored maps the model was trained on."""
+    clips = frames.to(device, non_blocking=True).permute(0, 1, 4, 2, 3).float().div_(255)
+    maps = None
+    if saliency_model is not None:
+        maps = predict_maps(saliency_model, clips, device).to(device)[:, :, None].float().div_(255)
+    with autocast(device):
+        return model(clips, maps).float()
+
+
+def score_videos(checkpoint: str | Path, videos: Sequence[str | Path], out: str | Path,
+                 saliency_checkpoint: str | Path | None = None, batch_size: int = BATCH_SIZE,
+                 workers: int = WORKERS, device: str | torch.device | None = None,
+                 progress: bool = True) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Score video files and folders: writes `out` (video,score) and, when some fail,
+    `<out stem>_failures.csv` (video,problem). Returns the scores and {video: problem}."""
+    device, out = pick_device(device), Path(out)
+    model, scale, size = load_quality(checkpoint, device)
+    saliency_model = None
+    if model.saliency_alpha > 0:
+        if saliency_checkpoint is None:
+            raise ValueError(f"the quality model weights frames by saliency (alpha "
+                             f"{model.saliency_alpha}): give --saliency-checkpoint")
+        saliency_model = saliency_model_from_payload(load_checkpoint(saliency_checkpoint)).to(device)
+    loader = DataLoader(SampledVideos([path for _, path in find_videos(videos)], size),
+                        batch_size=batch_size, num_workers=workers, collate_fn=collate_sampled,
+                        pin_memory=device.type == "cuda", worker_init_fn=single_threaded_opencv,
+                        # spawn, not fork: forking a process holding torch/OpenCV threads can hang
+                        multiprocessing_context="spawn" if workers > 0 else None)
+    rows, failures = [], {}
+    for batch in tqdm(loader, desc="score", unit="batch", disable=not progress):
+        failures.update(batch["failed"])
+        if batch["frames"] is not None:
+            units = score_clips(model, saliency_model, batch["frames"], device).cpu().numpy()
+            rows += zip(batch["videos"], scale.to_mos(units).tolist())
+    scores = pd.DataFrame(rows, columns=["video", "score"])
+    with atomic_path(out) as tmp:
+        scores.to_csv(tmp, index=False, float_format="%.6g")
+    write_failures(failures_file(out), failures)
+    return scores, failures
+
+
+def failures_file(out: str | Path) -> Path:
+    """The failures list beside a scores file: `scores.csv` -> `scores_failures.csv`."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}_failures.csv")
+
+
+def write_failures(path: Path, failures: dict[str, str]) -> None:
+    """video,problem rows; no file (an old one removed) when nothing failed."""
+    if not failures:
+        path.unlink(missing_ok=True)
+        return
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["video", "problem"])
+        writer.writerows(failures.items())
+
+
+# ----------------------------------------------------------------------------- command line
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The options; everything after a `--` is kept as `train_options` for train_lsvq.py."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cut = argv.index("--") if "--" in argv else len(argv)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default=CHECKPOINT, help="quality checkpoint")
+    parser.add_argument("--dataset", action="append", choices=DATASETS,
+                        help="a labelled set (repeat with --labels/--frames/--saliency)")
+    parser.add_argument("--labels", action="append", help="the set's official label file")
+    parser.add_argument("--frames", action="append", help="the set's stored frames")
+    parser.add_argument("--saliency", action="append", help="the set's stored saliency maps")
+    parser.add_argument("--out", help=f"folder (default {OUT}); scoring: CSV file (default {SCORES})")
+    parser.add_argument("--finetune-splits", type=int, nargs="?", const=FINETUNE_SPLITS,
+                        metavar="R", help=f"fine-tuning protocol with R splits (default {FINETUNE_SPLITS})")
+    parser.add_argument("--from-scratch", action="store_true",
+                        help="fine-tuning protocol: fresh weights instead of the checkpoint's")
+    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--saliency-checkpoint", default=SALIENCY_CHECKPOINT,
+                        help="scoring: saliency checkpoint (not needed when saliency is off)")
+    parser.add_argument("--videos", nargs="+", metavar="INPUT", help="scoring: video files or folders")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    parser.add_argument("--workers", type=int, default=WORKERS, help="data-loading processes")
+    add_device_argument(parser)
+    args = parser.parse_args(argv[:cut])
+    args.train_options = argv[cut + 1:]
+    check_args(parser, args)
+    return args
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.videos:
+        if args.dataset or args.finetune_splits:
+            parser.error("--videos (scoring) does not combine with --dataset or --finetune-splits")
+        args.out = args.out or SCORES
+    else:
+        args.out = args.out or OUT
+        if not args.dataset:
+            parser.error("give --dataset with --labels and --frames, or --videos")
+        lengths = {len(args.labels or []), len(args.frames or []), len(args.dataset)}
+        if len(lengths) > 1 or len(args.saliency or args.dataset) != len(args.dataset):
+            parser.error("give --labels, --frames (and --saliency, if any) once per --dataset")
+        if args.finetune_splits and len(args.dataset) > 1:
+            parser.error("the fine-tuning protocol takes one dataset per call")
+    if not args.checkpoint and not (args.finetune_splits and args.from_scratch):
+        parser.error("--checkpoint is needed (fine-tuning from scratch excepted)")
+    if args.train_options and not args.finetune_splits:
+        parser.error("options after -- are for the fine-tuning protocol's trainer")
+
+
+def labelled_sets(args: argparse.Namespace) -> list[LabelledSet]:
+    saliency = args.saliency or [None] * len(args.dataset)
+    return [LabelledSet(*fields) for fields in zip(args.dataset, args.labels, args.frames, saliency)]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.videos:
+            scores, failures = score_videos(args.checkpoint, args.videos, args.out,
+                                            args.saliency_checkpoint, args.batch_size,
+                                            args.workers, args.device)
+            print(f"{len(scores)} video(s) scored into {args.out}")
+            if failures:
+                print(f"{len(failures)} video(s) could not be read (listed in "
+                      f"{failures_file(args.out)}):", file=sys.stderr)
+                for video, problem in failures.items():
+                    print(f"  {video}: {problem}", file=sys.stderr)
+            return 1 if failures else 0
+        if args.finetune_splits:
+            finetune_splits(args.checkpoint, labelled_sets(args)[0], args.out,
+                            args.finetune_splits, args.from_scratch, args.seed,
+                            args.train_options, args.batch_size, args.workers, args.device)
+        else:
+            evaluate_checkpoint(args.checkpoint, labelled_sets(args), args.out,
+                                args.batch_size, args.workers, args.device)
+    except (FileNotFoundError, LabelFileError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

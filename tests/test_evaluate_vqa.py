@@ -1,0 +1,180 @@
+"""evaluate_vqa.py: labelled-set evaluation, constant predictions, scoring of video files with
+in-process saliency, and the repeated-split fine-tuning protocol."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+import torch
+
+import demo_quality_data as dq
+import evaluate_vqa as ev
+import train_lsvq as tl
+from dataloader import MosScale, read_labels
+from extract_frame import sample_video
+from fakes_vqa import SIZE, TINY, lsvq_labels, saliency_checkpoint, stored_quality_set, train_config
+from runtime import load_checkpoint, save_checkpoint
+from sal_withreg import predict_maps, saliency_model_from_payload
+from VQA import quality_model_from_payload
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny stored set and a quality checkpoint (saliency on) trained on it for one epoch."""
+    root = tmp_path_factory.mktemp("eval")
+    labels, frames, maps = stored_quality_set(root)
+    best = tl.train(train_config(labels, frames, maps, root / "run", "--epochs", "1"))
+    return labels, frames, maps, best
+
+
+def test_quality_payload_of_another_kind_is_refused(trained):
+    payload = load_checkpoint(trained[3])
+    with pytest.raises(ValueError, match="kind is 'saliency'"):
+        quality_model_from_payload({**payload, "kind": "saliency"})
+
+
+def test_evaluation_writes_predictions_and_the_papers_table(trained, tmp_path, capsys):
+    labels, frames, maps, best = trained
+    lsvq = lsvq_labels(tmp_path / "labels_train_test.csv", labels, ["1000", "1003", "1006", "1009"])
+    code = ev.main(["--checkpoint", str(best), "--out", str(tmp_path / "eval"), "--device", "cpu",
+                    "--workers", "0", "--dataset", "konvid", "--labels", str(labels),
+                    "--frames", str(frames), "--saliency", str(maps), "--dataset", "lsvq",
+                    "--labels", str(lsvq), "--frames", str(frames), "--saliency", str(maps)])
+    assert code == 0
+    assert "| KoNViD-1k |" in capsys.readouterr().out
+
+    konvid = pd.read_csv(tmp_path / "eval" / "predictions_KoNViD-1k.csv", dtype={"video_id": str})
+    test = pd.read_csv(tmp_path / "eval" / "predictions_LSVQ.csv", dtype={"video_id": str})
+    assert list(konvid.columns) == ["video_id", "mos", "prediction", "mapped"]
+    assert len(konvid) == 12 and test["video_id"].tolist() == ["1000", "1003", "1006", "1009"]
+    # the same frames and model give the same prediction, in the checkpoint's MOS units
+    same = konvid.set_index("video_id").loc[test["video_id"]]
+    assert np.allclose(same["prediction"], test["prediction"], rtol=1e-5)
+    assert np.allclose(same["mos"] * 20, test["mos"])
+
+    table = pd.read_csv(tmp_path / "eval" / "results.csv")
+    assert table["Dataset"].tolist() == ["KoNViD-1k", "LSVQ", "Average"]
+    row = table.iloc[0]
+    assert row["n"] == 12
+    assert row["SRCC"] == pytest.approx(scipy.stats.spearmanr(konvid["prediction"], konvid["mos"])[0])
+    mapped_plcc = np.corrcoef(konvid["mapped"], konvid["mos"])[0, 1]
+    assert row["PLCC (logistic)"] == pytest.approx(mapped_plcc, abs=1e-4)
+    assert row["RMSE"] == pytest.approx(np.sqrt(np.mean((konvid["mapped"] - konvid["mos"]) ** 2)), rel=1e-3)
+    assert table.loc[2, "SRCC"] == pytest.approx(table.loc[:1, "SRCC"].mean())
+    assert (tmp_path / "eval" / "results.md").read_text().startswith("| Dataset | PLCC | SRCC |")
+
+
+def test_constant_predictions_are_reported_undefined(trained, tmp_path):
+    labels, frames, maps, best = trained
+    payload = load_checkpoint(best)
+    model = quality_model_from_payload(payload)
+    with torch.no_grad():
+        model.head[-1].weight.zero_()  # the output is the bias alone
+    save_checkpoint(tmp_path / "constant.pt", {**payload, "model_state": model.state_dict()})
+    with pytest.warns(RuntimeWarning, match="constant"):
+        table = ev.evaluate_checkpoint(tmp_path / "constant.pt",
+                                       [ev.LabelledSet("konvid", labels, frames, maps)],
+                                       tmp_path / "eval", workers=0, device="cpu")
+    assert np.isnan(table.loc[0, ["PLCC", "SRCC", "KRCC", "PLCC (logistic)"]].astype(float)).all()
+    predictions = pd.read_csv(tmp_path / "eval" / "predictions_KoNViD-1k.csv")
+    assert predictions["prediction"].nunique() == 1
+    assert "| KoNViD-1k | n/a | n/a | n/a |" in (tmp_path / "eval" / "results.md").read_text()
+    assert json.loads((tmp_path / "eval" / "results.json").read_text())[0]["SRCC"] is None
+
+
+def test_scoring_videos_with_in_process_saliency_lists_broken_files(trained, tmp_path, capsys):
+    best = trained[3]
+    sal = saliency_checkpoint(tmp_path / "sal.pt")
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "videos"
+    for name, strength in (("clean", 0.0), ("noisy", 0.9)):
+        clean, masks = dq.scene(12, SIZE, rng)
+        dq.write_mp4(folder / f"{name}.mp4", dq.distorted_clip(clean, masks, "noise", "whole", strength, rng))
+    (folder / "broken.mp4").write_text("not a video")
+    out = tmp_path / "scores.csv"
+    code = ev.main(["--checkpoint", str(best), "--saliency-checkpoint", str(sal), "--videos",
+                    str(folder), "--out", str(out), "--device", "cpu", "--workers", "1",
+                    "--batch-size", "2"])
+    assert code == 1
+    assert "broken.mp4" in capsys.readouterr().err
+    scores = pd.read_csv(out)
+    assert list(scores.columns) == ["video", "score"]
+    assert sorted(scores["video"]) == [str(folder / "clean.mp4"), str(folder / "noisy.mp4")]
+    failures = pd.read_csv(tmp_path / "scores_failures.csv")
+    assert failures["video"].tolist() == [str(folder / "broken.mp4")]
+
+    # the same score by hand: sampled frames, their saliency maps (8-bit), the quality model
+    payload = load_checkpoint(best)
+    model, scale = quality_model_from_payload(payload).eval(), MosScale(**payload["mos_scale"])
+    saliency_model = saliency_model_from_payload(load_checkpoint(sal))
+    frames = torch.from_numpy(sample_video(folder / "noisy.mp4", 8, SIZE).frames)  # (T, H, W, 3)
+    clip = frames.permute(0, 3, 1, 2)[None] / 255
+    maps = predict_maps(saliency_model, clip, "cpu")[:, :, None].float() / 255
+    with torch.no_grad():
+        expected = scale.to_mos(model(clip, maps).item())
+    score = scores.set_index("video").loc[str(folder / "noisy.mp4"), "score"]
+    assert score == pytest.approx(expected, rel=1e-4)
+
+    (folder / "broken.mp4").unlink()
+    scores_again, failures = ev.score_videos(best, [folder], out, sal, workers=0, device="cpu")
+    assert not failures and not (tmp_path / "scores_failures.csv").exists()
+    assert np.allclose(scores_again["score"], scores["score"], rtol=1e-5)
+
+
+def test_scoring_without_saliency_checkpoint_needs_saliency_off(trained, tmp_path):
+    labels, frames, _, best = trained
+    dq.write_mp4(tmp_path / "v" / "a.mp4", np.zeros((4, *SIZE, 3), np.uint8))
+    with pytest.raises(ValueError, match="--saliency-checkpoint"):
+        ev.score_videos(best, [tmp_path / "v"], tmp_path / "s.csv", workers=0, device="cpu")
+    payload = load_checkpoint(best)
+    save_checkpoint(tmp_path / "off.pt", {**payload, "model_kwargs": {**payload["model_kwargs"],
+                                                                      "saliency_alpha": 0.0}})
+    scores, failures = ev.score_videos(tmp_path / "off.pt", [tmp_path / "v"], tmp_path / "s.csv",
+                                       workers=0, device="cpu")
+    assert len(scores) == 1 and not failures and np.isfinite(scores["score"]).all()
+
+
+def test_finetuning_protocol_writes_median_and_std(trained, tmp_path):
+    labels, frames, maps, best = trained
+    item = ev.LabelledSet("konvid", labels, frames, maps)
+    table = ev.finetune_splits(best, item, tmp_path / "ft", splits=2, seed=5,
+                               train_options=[*TINY, "--epochs", "1"], workers=0, device="cpu")
+    assert table["Dataset"].tolist() == ["Split 1", "Split 2", "Median", "Std"]
+    splits = table.iloc[:2]
+    for column in ("PLCC", "SRCC", "RMSE"):
+        assert table.loc[2, column] == pytest.approx(splits[column].median())
+        assert table.loc[3, column] == pytest.approx(splits[column].std(ddof=1))
+    assert pd.read_csv(tmp_path / "ft" / "results.csv")["Dataset"].tolist()[2:] == ["Median", "Std"]
+    full = read_labels("konvid", labels)
+    for r in (1, 2):
+        run = tmp_path / "ft" / f"split_{r:02d}"
+        checkpoint = load_checkpoint(run / "best.pt")
+        assert checkpoint["settings"]["init"] == str(best)  # fine-tuned from the checkpoint
+        expected_test = tl.random_split(full, 0.05, 0.34, 5 + r - 1)["test"]["video_id"]
+        predictions = pd.read_csv(run / "predictions_test.csv", dtype={"video_id": str})
+        assert sorted(predictions["video_id"]) == sorted(expected_test)
+        own = json.loads((run / "results.json").read_text())[0]
+        assert own["SRCC"] == pytest.approx(table.loc[r - 1, "SRCC"], nan_ok=True)
+
+
+def test_finetune_start_and_command_line_checks(trained, tmp_path):
+    labels, frames, maps, best = trained
+    item = ev.LabelledSet("konvid", labels, frames, maps)
+    scratch = ev.finetune_config(best, item, tmp_path, 0, True, ["--no-pretrained", "--backbone", "resnet50"])
+    assert scratch.init is None and scratch.weights is None and scratch.backbone == "resnet18"
+    assert ev.finetune_config(best, item, tmp_path, 0, False, []).init == str(best)
+    with pytest.raises(ValueError, match="--checkpoint"):
+        ev.finetune_config(None, item, tmp_path, 0, False, [])
+
+    args = ev.parse_args(["--checkpoint", "c.pt", "--dataset", "konvid", "--labels", "l", "--frames",
+                          "f", "--finetune-splits", "--", "--epochs", "3"])
+    assert args.finetune_splits == 10 and args.train_options == ["--epochs", "3"] and args.out == "eval"
+    assert ev.parse_args(["--checkpoint", "c.pt", "--videos", "a.mp4"]).out == "scores.csv"
+    for bad in (["--checkpoint", "c.pt", "--dataset", "konvid", "--labels", "l"],
+                ["--checkpoint", "c.pt", "--dataset", "konvid", "--labels", "l", "--frames", "f",
+                 "--saliency", "s", "--saliency", "t"],
+                ["--dataset", "konvid", "--labels", "l", "--frames", "f"],
+                ["--checkpoint", "c.pt", "--videos", "a.mp4", "--dataset", "konvid"]):
+        with pytest.raises(SystemExit):
+            ev.parse_args(bad)
