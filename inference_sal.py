@@ -2,7 +2,7 @@
 (SPEC section 7).
 
     python inference_sal.py --checkpoint runs/sal/best.pt --frames frames/ --out saliency/ --overlay
-    python inference_sal.py --checkpoint runs/sal/best.pt --video clip.mp4 --all-frames \
+    python inference_sal.py --checkpoint runs/sal/best.pt --video clip.mp4 --all-frames \\
         --out renders/
 
 Frames mode: the K stored frames of every video that extract_frame.py finished under --frames
