@@ -7,8 +7,10 @@ gives one `SaliencyVideo` per annotated video. `VQAClipDataset` serves the store
 `extract_frame.py` with their saliency maps; `SaliencyClipDataset` serves clips of frames
 with their ground-truth maps and fixations.
 
-Problems in the data (a missing video, a NaN score, a repeated id) are reported on stderr
-with the file they come from, and those rows are left out: never replaced by another sample.
+Problems in the data (a missing video, a NaN score, a repeated id, a missing saliency map) are
+reported on stderr with the file they come from, and those rows are left out: never replaced by
+another sample. `PROBLEMS` keeps the reports, so that a script can end with a status that says
+some inputs were left out.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ COLUMNS = ["video_id", "path", "mos", "split"]
 DATASETS = ("lsvq", "konvid", "livevqc", "youtube-ugc")
 SALIENCY_DATASETS = ("dhf1k", "diem")
 SHOW = 5  # how many names a report lists
+PROBLEMS: list[str] = []  # every data problem this process reported, in order
 
 
 class LabelFileError(ValueError):
@@ -40,6 +43,7 @@ class LabelFileError(ValueError):
 
 def report(message: str) -> None:
     """Data problems go to stderr so that they stand apart from results."""
+    PROBLEMS.append(message)
     print(f"warning: {message}", file=sys.stderr)
 
 
@@ -438,8 +442,8 @@ class VQAClipDataset(Dataset):
 
     Item: dict with `frames` (T, 3, H, W) float in [0, 1], `saliency` (T, 1, H, W) float
     in [0, 1] (zeros when saliency is off), `target` scalar (MOS scaled to [0, 1]), `mos`,
-    `video_id`. Maps pair with frames by file name. Videos whose frame folder is missing
-    are reported and left out; missing maps are an error unless `saliency_dir` is None.
+    `video_id`. Maps pair with frames by file name. Videos whose frames or maps are missing
+    are reported and left out; no maps at all (with `saliency_dir` given) is an error.
     """
 
     def __init__(self, table: pd.DataFrame, frames_dir: str | Path,
@@ -458,14 +462,21 @@ class VQAClipDataset(Dataset):
             self._check_maps()
 
     def _check_maps(self) -> None:
-        lacking = [vid for vid in self.table["video_id"]
-                   if not all((self.saliency_dir / vid / name).is_file()
-                              for name in frame_files(self.frames_dir / vid))]
-        if lacking:
+        missing = {}  # video id -> its first missing map
+        for vid in self.table["video_id"]:
+            for name in frame_files(self.frames_dir / vid):
+                if not (self.saliency_dir / vid / name).is_file():
+                    missing[vid] = str(self.saliency_dir / vid / name)
+                    break
+        if missing and len(missing) == len(self.table):
             raise FileNotFoundError(
-                f"{self.saliency_dir}: saliency maps missing for {len(lacking)} video(s) "
-                f"({_names(lacking)}); run inference_sal.py on {self.frames_dir}, "
+                f"{self.saliency_dir}: saliency maps missing for {len(missing)} video(s) "
+                f"({_names(list(missing))}); run inference_sal.py on {self.frames_dir}, "
                 "or switch saliency off")
+        if missing:
+            report(f"{self.saliency_dir}: saliency maps missing for {len(missing)} of "
+                   f"{len(self.table)} video(s), left out ({_names(list(missing.values()))})")
+            self.table = self.table[~self.table["video_id"].isin(missing)].reset_index(drop=True)
 
     def __len__(self) -> int:
         return len(self.table)

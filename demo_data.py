@@ -1,14 +1,42 @@
-"""Synthetic data sets in the publishers' layouts, written by code from a seed (SPEC section 11).
+"""The demo data: two synthetic sets in their publishers' layouts, written by code from a seed
+(SPEC section 11). demo.py writes them first; they can also be written on their own:
 
-    python demo_data.py --out demo/DHF1K --train 48 --val 12 --frames 16 --size 64 112
+    python demo_data.py --out demo_data/
 
-Saliency set (DHF1K layout): `video/NNN.AVI` plus `annotation/NNNN/maps/NNNN.png` and
-`annotation/NNNN/fixation/NNNN.png` (1-based frame files). Every video shows a static textured
-background and several objects that look exactly alike; one of them moves, the others stand
-still. People are assumed to look at the mover: its ground-truth map is a Gaussian blob on it and
-the fixation points are drawn from that blob. A single frame cannot tell the mover from the
-distractors, so the task needs temporal cues. Video numbers end at 600 (training split) and
-start at 601 (validation split), as DHF1K's official split expects.
+Scenes. Every clip shows a still textured background and OBJECTS checkered disks that look
+exactly alike; one of them moves (straight line, bouncing off the borders), the others stand
+still. People are assumed to look at the mover, the salient object. A single frame cannot tell
+it from its look-alikes, so finding it needs temporal cues.
+
+Saliency set, DHF1K layout (`<out>/DHF1K`): `video/NNN.AVI` (Motion-JPEG) plus
+`annotation/NNNN/maps/NNNN.png` and `annotation/NNNN/fixation/NNNN.png` (1-based frame files).
+The ground-truth map of a frame is a Gaussian blob on the mover (sigma = 1.2 x its radius,
+peak 255) and the fixations are FIXATIONS points drawn from that Gaussian. Training videos are
+numbered up to 600 and validation videos from 601 on, as DHF1K's official split expects.
+
+Quality set, KoNViD-1k layout (`<out>/KoNViD-1k`): `KoNViD_1k_videos/<flickr_id>.mp4`,
+`KoNViD_1k_mos.csv` (`flickr_id,mos`, as the publisher ships it) and
+`KoNViD_1k_distortions.csv` (flickr_id, kind, region, strength, mos: the ground truth behind
+each score). Each clip is a scene as above with one distortion of strength s ~ U[0, 1]:
+- blur: Gaussian, sigma = BLUR_SIGMA * s pixels;
+- noise: Gaussian, standard deviation NOISE_STD * s grey levels;
+- blocking: pixelation into squares of 1 + round(BLOCK_SIZE * s) pixels;
+- freeze: a run of round(s * (T - 1)) frames repeats the frame before it (whole frame only).
+The demo uses blur and noise (DEMO_KINDS): a network trained from scratch for a few minutes
+learns those; blocking and freezing are here for longer runs. A spatial distortion covers one
+region: the whole frame, the salient object only, the background only (all but the salient
+object), or one still look-alike only. Kinds take turns over the clips, and so do regions within
+a kind. The score (people notice defects where they look):
+
+    MOS = 5 - 4 * s * REGION_WEIGHT[region],
+    REGION_WEIGHT = whole 1.0, salient 0.7, background 0.3, lookalike 0.1
+
+so MOS lies in [1, 5] (5: undistorted). A defect on the salient object costs 0.7 of the
+whole-frame loss although the object covers a few percent of the frame; the same defect on a
+look-alike that nobody watches costs 0.1. Telling these two apart needs to know which object
+is salient, which is what the saliency maps give the quality network.
+
+Clip number `i` of either set depends only on (seed, i), so a larger set extends a smaller one.
 """
 from __future__ import annotations
 
@@ -20,40 +48,71 @@ from typing import Sequence
 
 import cv2
 import numpy as np
+import pandas as pd
+
+from runtime import atomic_path
 
 # ----------------------------------------------------------------------------- config
-OUT = "demo/DHF1K"
-TRAIN_VIDEOS = 12
-VAL_VIDEOS = 6
-FRAMES = 16               # frames per video
-HEIGHT, WIDTH = 64, 112
+OUT = "demo_data"
+SALIENCY_TRAIN = 24       # saliency set: training videos (numbered up to 600)
+SALIENCY_VAL = 6          # saliency set: validation videos (601 on)
+SALIENCY_FRAMES = 16      # frames per saliency video
+QUALITY_CLIPS = 160       # quality set: clips
+QUALITY_FRAMES = 8        # frames per quality clip
+HEIGHT, WIDTH = 48, 84
 SEED = 0
-OBJECTS = 4               # one mover and OBJECTS - 1 static look-alikes
+GRATINGS = 3              # fine gratings laid over each background
+OBJECTS = 4               # one mover and OBJECTS - 1 still look-alikes
 SPEED = (1.5, 3.0)        # pixels per frame of the mover, drawn uniformly
 FIXATIONS = 12            # fixation points drawn per frame
 FPS = 30.0
 LAST_TRAIN = 600          # DHF1K: videos 1-600 train, 601-700 validation
+KINDS = ("blur", "noise", "blocking", "freeze")
+DEMO_KINDS = ("blur", "noise")
+REGIONS = ("whole", "salient", "background", "lookalike")
+REGION_WEIGHT = {"whole": 1.0, "salient": 0.7, "background": 0.3, "lookalike": 0.1}
+DEMO_REGIONS = ("whole", "salient", "whole", "lookalike")  # the turns regions take in demo.py
+REGION_REACH = 1.5        # distortion regions: disks of this many object radii
+BLUR_SIGMA = 3.0
+NOISE_STD = 50.0
+BLOCK_SIZE = 8
+FIRST_ID = 3_000_000_000  # KoNViD-1k ids are Flickr ids of about this size
 # -----------------------------------------------------------------------------
 
+SALIENCY_DIR, QUALITY_DIR = "DHF1K", "KoNViD-1k"
+QUALITY_LABELS, QUALITY_DETAILS = "KoNViD_1k_mos.csv", "KoNViD_1k_distortions.csv"
+
+
+# ----------------------------------------------------------------------------- scenes
 
 @dataclass
 class Scene:
-    """One synthetic video: `frames` (T, H, W, 3) uint8 BGR, `maps` (T, H, W) uint8 density,
-    `fixations` (T, H, W) uint8 (255 at fixated pixels), `centres` (T, 2) mover (row, col)."""
+    """One synthetic clip of T frames of H x W pixels.
+
+    frames (T, H, W, 3) uint8 RGB; maps (T, H, W) uint8 gaze density on the mover;
+    fixations (T, H, W) uint8, 255 at fixated pixels; centres (T, 2) the mover's (row, col);
+    still (OBJECTS - 1, 2) the look-alikes' (row, col); radius: the disks' radius in pixels.
+    """
     frames: np.ndarray
     maps: np.ndarray
     fixations: np.ndarray
     centres: np.ndarray
+    still: np.ndarray
+    radius: int
 
 
 def textured_background(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """(H, W, 3) uint8: smooth colour blobs plus fine grain, so that objects are not the only
-    structure in the frame."""
+    """(H, W, 3) uint8: smooth colour blobs under fine colour gratings (periods of 3-8 pixels),
+    so that objects are not the only structure in the frame and blur has detail to remove."""
     height, width = size
-    coarse = rng.uniform(40, 200, size=(max(height // 12, 2), max(width // 12, 2), 3))
-    smooth = cv2.resize(coarse.astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
-    grain = rng.normal(0, 12, size=(height, width, 3))
-    return np.clip(smooth + grain, 0, 255).astype(np.uint8)
+    coarse = rng.uniform(50, 200, size=(max(height // 12, 2), max(width // 12, 2), 3))
+    image = cv2.resize(coarse.astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
+    rows, cols = np.mgrid[:height, :width]
+    for _ in range(GRATINGS):
+        angle, period = rng.uniform(0, np.pi), rng.uniform(3, 8)
+        phase = (cols * np.cos(angle) + rows * np.sin(angle)) * 2 * np.pi / period
+        image += np.sin(phase + rng.uniform(0, 2 * np.pi))[..., None] * rng.uniform(8, 20, size=3)
+    return np.clip(image, 0, 255).astype(np.uint8)
 
 
 def object_sprite(radius: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -115,10 +174,17 @@ def gaze(centres: np.ndarray, size: tuple[int, int], sigma: float, fixations: in
     return np.stack(maps), np.stack(points)
 
 
-def moving_object_scene(frames: int, size: tuple[int, int], rng: np.random.Generator,
-                        objects: int = OBJECTS) -> Scene:
-    """One video of `objects` identical objects of which only the first moves."""
-    radius = max(min(size) // 10, 3)
+def object_radius(size: Sequence[int]) -> int:
+    """Radius in pixels of the disks in an H x W frame: a tenth of the shorter side."""
+    return max(min(size) // 10, 3)
+
+
+def moving_object_scene(frames: int, size: Sequence[int], rng: np.random.Generator,
+                        objects: int = OBJECTS, radius: int | None = None) -> Scene:
+    """One clip of `objects` identical disks (radius `radius`, default `object_radius`) of
+    which only the first moves."""
+    size = (int(size[0]), int(size[1]))
+    radius = radius or object_radius(size)
     background = textured_background(size, rng)
     sprite, mask = object_sprite(radius, rng)
     still = rng.uniform([radius, radius], [size[0] - 1 - radius, size[1] - 1 - radius],
@@ -130,7 +196,110 @@ def moving_object_scene(frames: int, size: tuple[int, int], rng: np.random.Gener
             paste(frame, sprite, mask, spot)
         paste(frame, sprite, mask, centre)
     maps, fixations = gaze(centres, size, sigma=1.2 * radius, fixations=FIXATIONS, rng=rng)
-    return Scene(video, maps, fixations, centres)
+    return Scene(video, maps, fixations, centres, still, radius)
+
+
+# ----------------------------------------------------------------------------- distortions
+
+def mos_of(strength: float, region: str) -> float:
+    """The ground-truth MOS (1-5) of a clip distorted with `strength` in `region`."""
+    return 5.0 - 4.0 * strength * REGION_WEIGHT[region]
+
+
+def near(centres: np.ndarray, size: tuple[int, int], reach: float) -> np.ndarray:
+    """(T, H, W) bool: the pixels within `reach` of each of `centres` (T, 2) (row, col)."""
+    rows, cols = np.mgrid[:size[0], :size[1]]
+    return np.stack([np.hypot(rows - r, cols - c) <= reach for r, c in centres])
+
+
+def region_mask(scene: Scene, region: str) -> np.ndarray:
+    """(T, H, W) float32, 1 where a distortion of `region` applies. The salient region is the
+    disk of REGION_REACH radii around the mover (where its gaze blob holds most of its mass);
+    the look-alike's region is the same disk around the first still look-alike, less the
+    salient region."""
+    frames, size = len(scene.frames), scene.frames.shape[1:3]
+    if region == "whole":
+        return np.ones((frames, *size), np.float32)
+    if region not in REGIONS:
+        raise ValueError(f"region must be one of {REGIONS}, got {region!r}")
+    reach = REGION_REACH * scene.radius
+    salient = near(scene.centres, size, reach)
+    if region == "salient":
+        inside = salient
+    elif region == "background":
+        inside = ~salient
+    else:
+        if not len(scene.still):
+            raise ValueError("a scene with a single object has no look-alike to distort")
+        inside = near(np.repeat(scene.still[:1], frames, axis=0), size, reach) & ~salient
+    return inside.astype(np.float32)
+
+
+def distort(frame: np.ndarray, kind: str, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """One frame (H, W, 3) float32 in [0, 255] with a spatial distortion of `strength`."""
+    if kind == "blur":
+        return cv2.GaussianBlur(frame, (0, 0), BLUR_SIGMA * strength) if strength > 0 else frame
+    if kind == "noise":
+        return frame + rng.normal(0.0, NOISE_STD * strength, frame.shape).astype(np.float32)
+    if kind == "blocking":
+        block = 1 + int(round(BLOCK_SIZE * strength))
+        height, width = frame.shape[:2]
+        small = cv2.resize(frame, (max(width // block, 1), max(height // block, 1)),
+                           interpolation=cv2.INTER_AREA)
+        return cv2.resize(small, (width, height), interpolation=cv2.INTER_NEAREST)
+    raise ValueError(f"{kind!r} is not a spatial distortion")
+
+
+def freeze(clip: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """The clip (T, H, W, 3) with a run of round(strength * (T - 1)) frames repeating the
+    frame before it."""
+    length = int(round(strength * (len(clip) - 1)))
+    if length == 0:
+        return clip
+    first = int(rng.integers(1, len(clip) - length + 1))
+    out = clip.copy()
+    out[first:first + length] = clip[first - 1]
+    return out
+
+
+def distorted_clip(scene: Scene, kind: str, region: str, strength: float,
+                   rng: np.random.Generator) -> np.ndarray:
+    """(T, H, W, 3) uint8 RGB: the scene's frames with the distortion applied to `region`
+    (freezing always takes the whole frame)."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if kind == "freeze":
+        return freeze(scene.frames, strength, rng)
+    clip = scene.frames.astype(np.float32)
+    weight = region_mask(scene, region)[..., None]
+    out = np.stack([frame * (1 - w) + distort(frame, kind, strength, rng) * w
+                    for frame, w in zip(clip, weight)])
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- files
+
+def write_video(path: str | Path, clip: np.ndarray, codec: str, fps: float = FPS) -> None:
+    """(T, H, W, 3) uint8 RGB as a video file in `codec` (a FourCC), written atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        staged = tmp.with_name(tmp.name + path.suffix)  # OpenCV picks the container by suffix
+        try:
+            writer = cv2.VideoWriter(str(staged), cv2.VideoWriter_fourcc(*codec), fps,
+                                     (clip.shape[2], clip.shape[1]))
+            if not writer.isOpened():
+                raise OSError(f"{path}: OpenCV cannot write {codec} video here")
+            for frame in clip:
+                writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            writer.release()
+            staged.replace(tmp)
+        finally:
+            staged.unlink(missing_ok=True)
+
+
+def write_mp4(path: str | Path, clip: np.ndarray) -> None:
+    """(T, H, W, 3) uint8 RGB as an MPEG-4 file (KoNViD-1k ships MP4), written atomically."""
+    write_video(path, clip, "mp4v")
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
@@ -141,48 +310,79 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 
 def write_dhf1k_video(root: Path, number: int, scene: Scene) -> None:
     """`video/NNN.AVI` (Motion-JPEG) and its `annotation/NNNN/{maps,fixation}/NNNN.png`."""
-    path = root / "video" / f"{number:03d}.AVI"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    height, width = scene.frames.shape[1:3]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (width, height))
-    if not writer.isOpened():
-        raise OSError(f"{path}: OpenCV cannot write Motion-JPEG here")
-    for frame in scene.frames:
-        writer.write(frame)
-    writer.release()
+    write_video(root / "video" / f"{number:03d}.AVI", scene.frames, "MJPG")
     folder = root / "annotation" / f"{number:04d}"
     for i, (density, fixated) in enumerate(zip(scene.maps, scene.fixations), start=1):
         _write_png(folder / "maps" / f"{i:04d}.png", density)
         _write_png(folder / "fixation" / f"{i:04d}.png", fixated)
 
 
-def write_saliency_set(root: str | Path, n_train: int = TRAIN_VIDEOS, n_val: int = VAL_VIDEOS,
-                       frames: int = FRAMES, size: Sequence[int] = (HEIGHT, WIDTH),
-                       seed: int = SEED) -> Path:
+def write_saliency_set(root: str | Path, n_train: int = SALIENCY_TRAIN, n_val: int = SALIENCY_VAL,
+                       frames: int = SALIENCY_FRAMES, size: Sequence[int] = (HEIGHT, WIDTH),
+                       seed: int = SEED, radius: int | None = None) -> Path:
     """Write a DHF1K-layout set of moving-object videos under `root` and return `root`.
 
     Training videos are numbered 600 - n_train + 1 ... 600, validation videos 601 ...
-    600 + n_val. Video `number` depends only on (seed, number), so a larger set extends a
-    smaller one with the same seed.
+    600 + n_val; video `number` is drawn from the seed (seed, number).
     """
     if not (0 <= n_train <= LAST_TRAIN and 0 <= n_val <= 100):
         raise ValueError("DHF1K numbering allows at most 600 training and 100 validation videos")
     root = Path(root)
-    size = (int(size[0]), int(size[1]))
-    numbers = range(LAST_TRAIN - n_train + 1, LAST_TRAIN + n_val + 1)
-    for number in numbers:
-        scene = moving_object_scene(frames, size, np.random.default_rng((seed, number)))
+    for number in range(LAST_TRAIN - n_train + 1, LAST_TRAIN + n_val + 1):
+        scene = moving_object_scene(frames, size, np.random.default_rng((seed, number)),
+                                    radius=radius)
         write_dhf1k_video(root, number, scene)
     return root
 
 
+def clip_design(index: int, kinds: Sequence[str], regions: Sequence[str]) -> tuple[str, str]:
+    """(kind, region) of quality clip `index`: kinds take turns, and regions take turns
+    within a kind, so every pairing is equally common; freezing takes the whole frame."""
+    kind = kinds[index % len(kinds)]
+    region = regions[index // len(kinds) % len(regions)]
+    return kind, "whole" if kind == "freeze" else region
+
+
+def write_quality_set(root: str | Path, n_videos: int = QUALITY_CLIPS, frames: int = QUALITY_FRAMES,
+                      size: Sequence[int] = (HEIGHT, WIDTH), seed: int = SEED,
+                      kinds: Sequence[str] = DEMO_KINDS, regions: Sequence[str] = REGIONS,
+                      radius: int | None = None) -> Path:
+    """Write the KoNViD-1k-layout set (see the module docstring) under `root`; returns the
+    label file `KoNViD_1k_mos.csv`. Clip `index` is drawn from the seed (seed, index)."""
+    root = Path(root)
+    rows = []
+    for index in range(n_videos):
+        rng = np.random.default_rng((seed, index))
+        kind, region = clip_design(index, kinds, regions)
+        strength = float(rng.uniform(0.0, 1.0))
+        scene = moving_object_scene(frames, size, rng, radius=radius)
+        flickr_id = FIRST_ID + index
+        write_mp4(root / "KoNViD_1k_videos" / f"{flickr_id}.mp4",
+                  distorted_clip(scene, kind, region, strength, rng))
+        rows.append({"flickr_id": flickr_id, "kind": kind, "region": region,
+                     "strength": round(strength, 4), "mos": round(mos_of(strength, region), 4)})
+    table = pd.DataFrame(rows, columns=["flickr_id", "kind", "region", "strength", "mos"])
+    labels = root / QUALITY_LABELS
+    for path, columns in ((labels, ["flickr_id", "mos"]), (root / QUALITY_DETAILS, table.columns)):
+        with atomic_path(path) as tmp:
+            table[list(columns)].to_csv(tmp, index=False)
+    return labels
+
+
+# ----------------------------------------------------------------------------- command line
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=OUT, help=f"output folder (default: {OUT})")
-    parser.add_argument("--train", type=int, default=TRAIN_VIDEOS, help="training videos")
-    parser.add_argument("--val", type=int, default=VAL_VIDEOS, help="validation videos")
-    parser.add_argument("--frames", type=int, default=FRAMES, help="frames per video")
+    parser.add_argument("--out", default=OUT,
+                        help=f"output folder; the sets go to {SALIENCY_DIR}/ and {QUALITY_DIR}/")
+    parser.add_argument("--saliency-train", type=int, default=SALIENCY_TRAIN)
+    parser.add_argument("--saliency-val", type=int, default=SALIENCY_VAL)
+    parser.add_argument("--saliency-frames", type=int, default=SALIENCY_FRAMES)
+    parser.add_argument("--quality-clips", type=int, default=QUALITY_CLIPS)
+    parser.add_argument("--quality-frames", type=int, default=QUALITY_FRAMES)
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=DEMO_KINDS,
+                        help="quality set distortions")
     parser.add_argument("--size", type=int, nargs=2, default=(HEIGHT, WIDTH), metavar=("H", "W"))
     parser.add_argument("--seed", type=int, default=SEED)
     return parser.parse_args(argv)
@@ -190,8 +390,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    root = write_saliency_set(args.out, args.train, args.val, args.frames, args.size, args.seed)
-    print(f"{args.train} training and {args.val} validation videos written to {root}")
+    out = Path(args.out)
+    write_saliency_set(out / SALIENCY_DIR, args.saliency_train, args.saliency_val,
+                       args.saliency_frames, args.size, args.seed)
+    labels = write_quality_set(out / QUALITY_DIR, args.quality_clips, args.quality_frames,
+                               args.size, args.seed, args.kinds)
+    print(f"saliency set ({args.saliency_train} training, {args.saliency_val} validation videos) "
+          f"in {out / SALIENCY_DIR}; quality set ({args.quality_clips} clips) labelled in {labels}")
     return 0
 
 

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from runtime import atomic_path
+from runtime import atomic_path, writable_folder
 
 # ----------------------------------------------------------------------------- config
 NUM_FRAMES = 8           # K: frames kept per video (the quality network reads 8)
@@ -297,7 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         videos = (videos_from_labels(args.dataset, args.labels, args.video_root) if args.dataset
                   else find_videos(args.inputs))
-    except (FileNotFoundError, ValueError) as err:
+        writable_folder(args.out)
+    except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     failures = extract(videos, args.out, args.num_frames, tuple(args.size), args.workers)

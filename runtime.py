@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
 import random
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,8 +98,10 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
         torch.save(payload, tmp)
 
 
-def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by `save_checkpoint`, with a clear error if it is not one."""
+def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu",
+                    kind: str | None = None) -> dict[str, Any]:
+    """Load a checkpoint written by `save_checkpoint`, with a clear error (naming the file) if
+    it is not one, or, when `kind` is given ("saliency", "quality"), not one of that kind."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
@@ -107,8 +111,33 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
         raise ValueError(f"{path}: not a readable checkpoint ({err})") from err
     if not isinstance(payload, dict) or "model_state" not in payload:
         raise ValueError(f"{path}: not a DAGR-VQA checkpoint (no model_state)")
+    if kind is not None and payload.get("kind") != kind:
+        raise ValueError(f"{path}: this is a {payload.get('kind')!r} checkpoint, not a {kind} "
+                         "checkpoint")
     payload["model_state"] = plain_state_dict(payload["model_state"])
     return payload
+
+
+def resume_checkpoint(path: str | os.PathLike, kind: str) -> dict[str, Any] | None:
+    """The checkpoint a `--resume` run continues from, or None when there is none yet: a run
+    stopped before its first checkpoint starts again from the beginning (and says so)."""
+    if not Path(path).is_file():
+        print(f"note: {path} does not exist yet; starting from the first epoch", file=sys.stderr)
+        return None
+    return load_checkpoint(path, "cpu", kind)
+
+
+def writable_folder(path: str | os.PathLike) -> Path:
+    """Create the output folder `path` if needed and check that files can be written there,
+    so that a run fails at its start rather than at its first save. Raises OSError naming it."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise OSError(f"{path}: output folder cannot be written ({err.strerror or err})") from err
+    return path
 
 
 def plain_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -274,10 +303,13 @@ class ShardSampler(torch.utils.data.Sampler):
 
 def wrap_for_training(model: torch.nn.Module, dist: Distributed, device: torch.device,
                       sync_batchnorm: bool = False) -> torch.nn.Module:
-    """DistributedDataParallel when running under torchrun (optionally SyncBatchNorm)."""
+    """DistributedDataParallel when running under torchrun (optionally SyncBatchNorm, which
+    PyTorch runs on GPUs only)."""
     model = model.to(device)
     if not dist.enabled:
         return model
+    if sync_batchnorm and device.type != "cuda":
+        raise ValueError("--sync-bn needs CUDA: PyTorch's SyncBatchNorm does not run on the CPU")
     if sync_batchnorm:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [device.index] if device.type == "cuda" else None
@@ -285,10 +317,43 @@ def wrap_for_training(model: torch.nn.Module, dist: Distributed, device: torch.d
 
 
 def join_context(model: torch.nn.Module) -> contextlib.AbstractContextManager:
-    """DDP's join for uneven shards; nothing when not distributed."""
+    """DDP's join for uneven shards; nothing when not distributed. In a step that only some
+    ranks take (the last of an epoch), the gradient is the mean over those ranks, as in a
+    single process given the same samples; at the end the ranks' weights are made equal."""
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
-        return model.join()
+        return model.join(divide_by_initial_world_size=False)
     return contextlib.nullcontext()
+
+
+def batches_per_epoch(loader: torch.utils.data.DataLoader, dist: Distributed) -> int:
+    """Batches per epoch of the longest shard: what a learning-rate schedule must plan for,
+    so that every rank follows the same one."""
+    return max(gather_objects(len(loader), dist))
+
+
+def sync_optimizer(optimizer: torch.optim.Optimizer, scheduler: Any, dist: Distributed) -> None:
+    """After an epoch, give every rank rank 0's optimizer and scheduler states if the ranks
+    took different numbers of steps (uneven shards under `join_context`).
+
+    Join makes the weights equal at the end of the epoch, but a rank that ran out of batches
+    skipped the last steps: its Adam moments and schedule would lag, and the ranks' weights
+    would drift apart in the next epoch. Rank 0 holds the longest shard, so it took them all.
+    """
+    if not dist.enabled or len(set(gather_objects(scheduler.last_epoch, dist))) == 1:
+        return
+    import torch.distributed as tdist
+
+    message: list[Any] = [None]
+    if dist.is_main:
+        buffer = io.BytesIO()
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+                   buffer)
+        message = [buffer.getvalue()]
+    tdist.broadcast_object_list(message, src=0)
+    if not dist.is_main:
+        state = torch.load(io.BytesIO(message[0]), map_location="cpu", weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
 
 
 def gather_objects(obj: Any, dist: Distributed) -> list[Any]:

@@ -27,8 +27,9 @@ optimizer, scheduler and RNG states; the data order depends only on seed + epoch
 CPU run ends with the same weights as an uninterrupted one.
 
 Distributed: `torchrun --nproc_per_node N train_lsvq.py ...` trains each rank on its shard
-(ShardSampler, DDP join for uneven shards), gathers predictions on every rank, and only rank 0
-writes files.
+(ShardSampler, DDP join for uneven shards), gathers losses and predictions on every rank, and
+only rank 0 writes files. --batch-size is per rank; `--sync-bn` (GPUs only) computes BatchNorm
+statistics over all ranks' clips.
 
 Public API, also used by evaluate_vqa.py (the dependency runs one way, evaluate_vqa ->
 train_lsvq; this file imports no other stage script): `parse_args`, `train`, `load_table`,
@@ -49,13 +50,14 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from dataloader import LabelFileError, MosScale, VQAClipDataset, read_labels
+from dataloader import PROBLEMS, MosScale, VQAClipDataset, read_labels
 from metrics import logistic_map, vqa_metrics
 from runtime import (CsvLog, Distributed, add_device_argument, atomic_path, autocast,
-                     close_distributed, gather_objects, init_distributed, join_context,
-                     load_checkpoint, pick_device, restore_training, save_checkpoint,
-                     seed_everything, ShardSampler, training_payload, unwrap, warmup_cosine,
-                     wrap_for_training)
+                     batches_per_epoch, close_distributed, gather_objects, init_distributed,
+                     join_context, load_checkpoint, pick_device, restore_training,
+                     resume_checkpoint, save_checkpoint, seed_everything, ShardSampler,
+                     sync_optimizer, training_payload, unwrap, warmup_cosine, wrap_for_training,
+                     writable_folder)
 from VQA import BACKBONES, VARIANTS, QualityNet, build_quality_model, quality_model_from_payload
 
 # ----------------------------------------------------------------------------- config
@@ -190,7 +192,7 @@ def clip_loader(table: pd.DataFrame, frames: str | Path, saliency: str | Path | 
 def build_model(config: argparse.Namespace) -> QualityNet:
     """From --init (a quality checkpoint: its architecture and weights) or from the options."""
     if config.init:
-        return quality_model_from_payload(load_checkpoint(config.init))
+        return quality_model_from_payload(load_checkpoint(config.init, kind="quality"))
     return build_quality_model(backbone=config.backbone, variant=config.variant,
                                saliency_alpha=config.saliency_alpha, weights=config.weights)
 
@@ -291,8 +293,9 @@ def write_predictions(predictions: pd.DataFrame, path: Path) -> None:
 
 def train_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
                 scheduler: Any, config: argparse.Namespace, device: torch.device,
-                desc: str = "train", progress: bool = True) -> float:
-    """One pass over this rank's shard; returns the mean loss per clip."""
+                desc: str = "train", progress: bool = True,
+                dist: Distributed = Distributed()) -> float:
+    """One pass over this rank's shard; returns the mean loss per clip over all ranks."""
     model.train()
     total, count = 0.0, 0
     with join_context(model):
@@ -310,7 +313,8 @@ def train_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch.opt
             scheduler.step()
             total += loss.item() * len(target)
             count += len(target)
-    return total / max(count, 1)
+    sums = gather_objects((total, count), dist)
+    return sum(s for s, _ in sums) / max(sum(c for _, c in sums), 1)
 
 
 def validation_score(metrics: dict[str, float]) -> float:
@@ -340,6 +344,8 @@ def train(config: argparse.Namespace, splits: dict[str, pd.DataFrame] | None = N
     dist, device = init_distributed(pick_device(config.device))
     seed_everything(config.seed)
     out = Path(config.out)
+    if dist.is_main:
+        writable_folder(out)
     if splits is None:
         splits = split_table(load_table(config), config.dataset, config.val_fraction,
                              config.test_fraction, config.seed)
@@ -352,18 +358,18 @@ def train(config: argparse.Namespace, splits: dict[str, pd.DataFrame] | None = N
                            config.batch_size, config.workers, dist, shuffle, config.seed)
 
     train_loader, val_loader = loader("train", shuffle=True), loader("val")
-    model = wrap_for_training(model, dist, device)
+    model = wrap_for_training(model, dist, device, config.sync_bn)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps = len(train_loader)
+    steps = batches_per_epoch(train_loader, dist)
     scheduler = warmup_cosine(optimizer, int(round(config.warmup * steps)), config.epochs * steps)
     log = CsvLog(out / "log.csv", LOG_FIELDS)
     start, best_score, best_epoch = 0, None, None
-    if config.resume:
-        payload = load_checkpoint(out / "last.pt")
+    payload = resume_checkpoint(out / "last.pt", "quality") if config.resume else None
+    if payload is not None:
         start = restore_training(payload, model, optimizer, scheduler)
         best_score, best_epoch = payload["best_score"], payload["best_epoch"]
-        if dist.is_main:
-            log.resume_at(start)
+    if dist.is_main:
+        log.resume_at(start)  # rows are numbered from 0: keeps those of the finished epochs
 
     def checkpoint(path: Path, epoch: int, metrics: dict[str, float]) -> None:
         save_checkpoint(path, training_payload(
@@ -374,7 +380,8 @@ def train(config: argparse.Namespace, splits: dict[str, pd.DataFrame] | None = N
     for epoch in range(start, config.epochs):
         train_loader.sampler.set_epoch(epoch)
         loss = train_epoch(model, train_loader, optimizer, scheduler, config, device,
-                           f"epoch {epoch + 1}/{config.epochs}", dist.is_main)
+                           f"epoch {epoch + 1}/{config.epochs}", dist.is_main, dist)
+        sync_optimizer(optimizer, scheduler, dist)
         val = gather_predictions(predict(model, val_loader, device, dist.is_main), dist)
         _, metrics = score_predictions(val)
         score = validation_score(metrics)
@@ -382,12 +389,14 @@ def train(config: argparse.Namespace, splits: dict[str, pd.DataFrame] | None = N
         if improved:
             best_score, best_epoch = score, epoch
         if dist.is_main:
-            if improved:
-                checkpoint(out / "best.pt", epoch + 1, metrics)
-            checkpoint(out / "last.pt", epoch + 1, metrics)
+            # log, then best, then last: a crash in between resumes from the previous last,
+            # which drops this epoch's row and redoes the epoch
             log.append({"epoch": epoch, "lr": scheduler.get_last_lr()[0], "train_loss": loss,
                         **{f"val_{k}": metrics[k] for k in ("plcc", "srcc", "krcc", "rmse")},
                         "val_score": score, "best": int(improved)})
+            if improved:
+                checkpoint(out / "best.pt", epoch + 1, metrics)
+            checkpoint(out / "last.pt", epoch + 1, metrics)
             tqdm.write(f"epoch {epoch + 1}: loss {loss:.4f}, val SRCC {metrics['srcc']:.3f} "
                        f"PLCC {metrics['plcc']:.3f}" + (" (best)" if improved else ""))
     barrier(dist)
@@ -452,7 +461,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="share of the videos tested (not LSVQ, which has its own test set)")
     parser.add_argument("--workers", type=int, default=WORKERS, help="data-loading processes")
     parser.add_argument("--seed", type=int, default=SEED)
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--sync-bn", action="store_true",
+                        help="under torchrun on GPUs: BatchNorm statistics over all ranks' batches")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from OUT/last.pt (from the start if there is none yet)")
     add_device_argument(parser)
     config = parser.parse_args(argv)
     config.size = tuple(config.size)
@@ -460,16 +472,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status 0: trained and tested on every video; 1: done, but some rows or videos were
+    left out (the warnings say which); 2: an error stopped the run."""
     config = parse_args(argv)
+    problems = len(PROBLEMS)
     try:
         best = train(config)
-    except (FileNotFoundError, LabelFileError, ValueError) as err:
+    except (OSError, ValueError) as err:  # LabelFileError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2
     finally:
         close_distributed()
     print(f"best checkpoint: {best}")
-    return 0
+    return 1 if len(PROBLEMS) > problems else 0
 
 
 if __name__ == "__main__":

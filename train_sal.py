@@ -3,7 +3,8 @@
     python train_sal.py --dataset dhf1k --root DHF1K/ --out runs/sal --epochs 20
     python train_sal.py --dataset dhf1k --root DHF1K/ --out runs/sal --epochs 20 --resume
     python train_sal.py --evaluate runs/sal/best.pt --dataset dhf1k --root DHF1K/ --split val
-    torchrun --nproc-per-node 4 train_sal.py --dataset dhf1k --root DHF1K/ --out runs/sal
+    torchrun --standalone --nproc-per-node 4 train_sal.py --dataset dhf1k --root DHF1K/ \\
+        --out runs/sal --sync-bn
 
 Splits: DHF1K trains on videos 1-600 and validates on 601-700; DIEM trains on its train fold
 and validates on its test fold. Each training step sees clips of `--clip-len` consecutive
@@ -41,13 +42,14 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from dataloader import SaliencyClipDataset, SaliencyVideo, read_saliency_set
+from dataloader import PROBLEMS, SaliencyClipDataset, SaliencyVideo, read_saliency_set
 from metrics import saliency_metrics
 from runtime import (CsvLog, Distributed, ShardSampler, add_device_argument, autocast,
-                     close_distributed, gather_objects, init_distributed, join_context,
-                     load_checkpoint, pick_device, restore_training, save_checkpoint,
-                     seed_everything, training_payload, unwrap, warmup_cosine,
-                     wrap_for_training)
+                     batches_per_epoch, close_distributed, gather_objects, init_distributed,
+                     join_context, load_checkpoint, pick_device, restore_training,
+                     resume_checkpoint, save_checkpoint, seed_everything, sync_optimizer,
+                     training_payload, unwrap, warmup_cosine, wrap_for_training,
+                     writable_folder)
 from sal_withreg import REGISTER_MODES, build_saliency_model, saliency_model_from_payload
 
 # ----------------------------------------------------------------------------- config
@@ -203,7 +205,7 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str | Path, split: str 
     on (frame size, clip length and clips per video from the checkpoint's settings).
     Returns {cc, nss, sim, kld, auc_j, s_auc}."""
     device = pick_device(device)
-    payload = load_checkpoint(checkpoint, "cpu")
+    payload = load_checkpoint(checkpoint, "cpu", KIND)
     model = saliency_model_from_payload(payload).to(device)
     settings = payload["settings"]
     data = evaluation_clips(split_videos(dataset, root, split), settings["clip_len"],
@@ -240,7 +242,8 @@ def train_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch.opt
                 scheduler: torch.optim.lr_scheduler.LRScheduler, config: Any,
                 device: torch.device, dist: Distributed, progress: bool) -> float:
     """One pass over the loader, one optimizer step per `grad_accum` batches (the epoch's last
-    step takes what is left). Returns the mean loss over batches of all processes."""
+    step takes what is left). Returns the mean loss per clip over all processes (the same
+    number however the clips are split into batches and processes)."""
     model.train()
     total, count, batches = 0.0, 0, len(loader)
     with join_context(model):
@@ -258,7 +261,8 @@ def train_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch.opt
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 scheduler.step()
-            total, count = total + loss.item(), count + 1
+            clips = len(batch["frames"])
+            total, count = total + loss.item() * clips, count + clips
     sums = gather_objects((total, count), dist)
     return sum(s for s, _ in sums) / max(sum(c for _, c in sums), 1)
 
@@ -285,24 +289,25 @@ def train(config: Any) -> Path:
 
 def _train(config: Any, dist: Distributed, device: torch.device) -> Path:
     out, size = Path(config.out), tuple(config.size)
+    if dist.is_main:
+        writable_folder(out)
     train_videos = split_videos(config.dataset, config.root, "train")
     val_data = evaluation_clips(split_videos(config.dataset, config.root, "val"),
                                 config.clip_len, size, config.val_clips)
     seed_everything(config.seed)
-    model = wrap_for_training(build_saliency_model(**model_arguments(config)), dist, device)
+    model = wrap_for_training(build_saliency_model(**model_arguments(config)), dist, device,
+                              config.sync_bn)
     optimizer = make_optimizer(model, config)
     train_data = SaliencyClipDataset(train_videos, config.clip_len, size, config.clips_per_video,
                                      starts="random", seed=config.seed)
     sampler = ShardSampler(len(train_data), dist, shuffle=True, seed=config.seed)
     loader = DataLoader(train_data, config.batch_size, sampler=sampler, num_workers=config.workers,
                         pin_memory=device.type == "cuda")
-    steps = config.epochs * math.ceil(len(loader) / config.grad_accum)
+    steps = config.epochs * math.ceil(batches_per_epoch(loader, dist) / config.grad_accum)
     scheduler = warmup_cosine(optimizer, config.warmup, steps)
     start, best_cc = 0, None
-    if config.resume:
-        payload = load_checkpoint(out / LAST, "cpu")
-        if payload.get("kind") != KIND:
-            raise ValueError(f"{out / LAST}: not a saliency checkpoint, cannot resume from it")
+    payload = resume_checkpoint(out / LAST, KIND) if config.resume else None
+    if payload is not None:
         start = restore_training(payload, model, optimizer, scheduler)
         best_cc = payload["best_cc"]
     main_process = dist.is_main
@@ -317,6 +322,7 @@ def _train(config: Any, dist: Distributed, device: torch.device) -> Path:
         train_data.set_epoch(epoch)
         sampler.set_epoch(epoch)
         loss = train_epoch(model, loader, optimizer, scheduler, config, device, dist, main_process)
+        sync_optimizer(optimizer, scheduler, dist)
         metrics = validate(unwrap(model), val_data, device, dist, config.batch_size,
                            config.workers, main_process)
         score = metrics["cc"] if math.isfinite(metrics["cc"]) else -math.inf
@@ -326,14 +332,15 @@ def _train(config: Any, dist: Distributed, device: torch.device) -> Path:
             payload = training_payload(model, model_arguments(config), optimizer, scheduler,
                                        epoch + 1, metrics, settings_of(config), kind=KIND,
                                        best_cc=best_cc)
-            # best before last: a crash in between resumes from the previous last and redoes it
+            # log, then best, then last: a crash in between resumes from the previous last,
+            # which drops this epoch's row and redoes the epoch
+            log.append({"epoch": epoch + 1, "train_loss": loss,
+                        "lr": optimizer.param_groups[0]["lr"],
+                        **{f"val_{m}": metrics[m] for m in METRICS},
+                        "seconds": time.perf_counter() - began})
             if improved:
                 save_checkpoint(out / BEST, payload)
             save_checkpoint(out / LAST, payload)
-            row = {"epoch": epoch + 1, "train_loss": loss, "lr": optimizer.param_groups[0]["lr"],
-                   **{f"val_{m}": metrics[m] for m in METRICS},
-                   "seconds": time.perf_counter() - began}
-            log.append(row)
             tqdm.write(f"epoch {epoch + 1}/{config.epochs}: loss {loss:.4f}, val "
                        + ", ".join(f"{m} {metrics[m]:.4f}" for m in METRICS)
                        + (" (best)" if improved else ""))
@@ -371,7 +378,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--l-nss", type=float, default=L_NSS, help="weight of NSS(P, fixations)")
     parser.add_argument("--workers", type=int, default=WORKERS)
     parser.add_argument("--seed", type=int, default=SEED)
-    parser.add_argument("--resume", action="store_true", help=f"continue from <out>/{LAST}")
+    parser.add_argument("--sync-bn", action="store_true",
+                        help="under torchrun on GPUs: BatchNorm statistics over all ranks' batches")
+    parser.add_argument("--resume", action="store_true",
+                        help=f"continue from <out>/{LAST} (from the start if there is none yet)")
     parser.add_argument("--evaluate", metavar="CHECKPOINT",
                         help="print the metrics of CHECKPOINT on --split instead of training")
     parser.add_argument("--split", choices=("val", "train", "test"), default=SPLIT,
@@ -384,7 +394,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status 0: done with every video; 1: done, but some videos were left out (the
+    warnings say which); 2: an error stopped the run."""
     config = parse_args(argv)
+    problems = len(PROBLEMS)
     try:
         if config.evaluate:
             metrics = evaluate(config.evaluate, config.dataset, config.root, config.split,
@@ -393,10 +406,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(format_table(metrics))
         else:
             print(f"best checkpoint: {train(config)}")
-    except (FileNotFoundError, ValueError) as err:
+    except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return 0
+    return 1 if len(PROBLEMS) > problems else 0
 
 
 if __name__ == "__main__":

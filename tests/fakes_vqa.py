@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-import demo_quality_data as dq
+import demo_data as dq
 import extract_frame as ef
 import train_lsvq
 from runtime import save_checkpoint
@@ -43,9 +43,9 @@ def stored_quality_set(root: Path, n_videos: int = 12, seed: int = 0) -> tuple[P
     rows = []
     for index in range(n_videos):
         strength = index / max(n_videos - 1, 1)
-        clean, masks = dq.scene(8, SIZE, rng)
-        clip = dq.distorted_clip(clean, masks, "noise", "whole", strength, rng)
-        store_clip(root / "frames", root / "maps", str(FIRST_ID + index), clip, masks)
+        scene = dq.moving_object_scene(8, SIZE, rng)
+        clip = dq.distorted_clip(scene, "noise", "whole", strength, rng)
+        store_clip(root / "frames", root / "maps", str(FIRST_ID + index), clip, scene.maps / 255)
         rows.append({"flickr_id": FIRST_ID + index, "mos": dq.mos_of(strength, "whole")})
     labels = root / "KoNViD_1k_mos.csv"
     pd.DataFrame(rows).to_csv(labels, index=False)

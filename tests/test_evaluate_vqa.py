@@ -8,7 +8,7 @@ import pytest
 import scipy.stats
 import torch
 
-import demo_quality_data as dq
+import demo_data as dq
 import evaluate_vqa as ev
 import train_lsvq as tl
 from dataloader import MosScale, read_labels
@@ -89,8 +89,8 @@ def test_scoring_videos_with_in_process_saliency_lists_broken_files(trained, tmp
     rng = np.random.default_rng(1)
     folder = tmp_path / "videos"
     for name, strength in (("clean", 0.0), ("noisy", 0.9)):
-        clean, masks = dq.scene(12, SIZE, rng)
-        dq.write_mp4(folder / f"{name}.mp4", dq.distorted_clip(clean, masks, "noise", "whole", strength, rng))
+        scene = dq.moving_object_scene(12, SIZE, rng)
+        dq.write_mp4(folder / f"{name}.mp4", dq.distorted_clip(scene, "noise", "whole", strength, rng))
     (folder / "broken.mp4").write_text("not a video")
     out = tmp_path / "scores.csv"
     code = ev.main(["--checkpoint", str(best), "--saliency-checkpoint", str(sal), "--videos",

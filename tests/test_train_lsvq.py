@@ -204,9 +204,9 @@ def test_results_table_average_and_undefined_values(tmp_path):
 
 
 def test_synthetic_quality_set_layout_and_mos_formula(tmp_path):
-    import demo_quality_data as dq
+    import demo_data as dq
 
-    labels = dq.write_quality_set(tmp_path / "a", n_videos=4, frames=4, size=(16, 28), seed=1)
+    labels = dq.write_quality_set(tmp_path / "a", n_videos=4, frames=4, size=(16, 28), seed=1, kinds=dq.KINDS)
     assert labels == tmp_path / "a" / "KoNViD_1k_mos.csv"
     table = read_labels("konvid", labels, tmp_path / "a" / "KoNViD_1k_videos")
     assert len(table) == 4 and table["path"].notna().all()
@@ -215,5 +215,5 @@ def test_synthetic_quality_set_layout_and_mos_formula(tmp_path):
     weight = details["region"].map(dq.REGION_WEIGHT)
     assert np.allclose(details["mos"], 5 - 4 * details["strength"] * weight, atol=1e-3)
     assert np.allclose(table["mos"], details["mos"])
-    again = dq.write_quality_set(tmp_path / "b", n_videos=4, frames=4, size=(16, 28), seed=1)
+    again = dq.write_quality_set(tmp_path / "b", n_videos=4, frames=4, size=(16, 28), seed=1, kinds=dq.KINDS)
     assert pd.read_csv(again).equals(pd.read_csv(labels))

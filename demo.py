@@ -1,0 +1,438 @@
+"""The whole pipeline on built-in demo data, one command (SPEC sections 1 and 11).
+
+    python demo.py                             # the demo: minutes on 2 CPU cores
+    python demo.py --size tiny --out /tmp/d    # the smallest end-to-end run (about a minute)
+
+Nothing is downloaded. demo_data.py writes a DHF1K-layout saliency set and a KoNViD-1k-layout
+quality set (its docstring states the scenes and the MOS formula), then the stage scripts run
+through their own command-line options, exactly as a user would run them:
+
+1. extract_frame.py samples the quality clips' frames;
+2. train_sal.py trains the saliency network twice, with registers and without (the baseline),
+   and scores both on the saliency set's validation videos;
+3. inference_sal.py writes both networks' maps for the quality clips (and overlays);
+4. train_lsvq.py trains the quality network three times on the same split and seed: saliency
+   weighting a = 0.5 with the register network's maps (the demo model), a = 0.5 with the
+   baseline's maps, and a = 0 (saliency off);
+5. evaluate_vqa.py scores each on the held-out test split.
+
+It prints the results table of the demo model (the paper's form), the ablation table, and where
+everything is. Written to --out: `results.md`, `ablation.md` (each also as .csv and .json),
+`overlays.png`, `scatter.png`, `training_curves.png`, and the stages' own folders (`data/`,
+`frames/`, `saliency/`, `maps/`, `quality/`, `eval/`). A folder that a previous demo run wrote
+is cleared first; any other non-empty folder is refused.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import cv2
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+import demo_data
+import evaluate_vqa
+import extract_frame
+import inference_sal
+import train_lsvq
+import train_sal
+from dataloader import read_labels
+
+# ----------------------------------------------------------------------------- config
+OUT = "demo_out"
+SIZE = "small"            # small: the demo; tiny: the smallest end-to-end run (tests)
+SEED = 0
+REGISTERS = 4             # register tokens of the saliency network that has them
+REGISTER_MODE = "attention"
+ALPHA = 0.5               # saliency weighting of the demo quality model
+BACKBONE = "resnet18"     # trained from scratch: no download
+VAL_FRACTION = 0.2        # quality split: validation share of the non-test clips
+TEST_FRACTION = 0.25      # quality split: test share of the clips
+OVERLAY_CLIPS = 4         # clips shown in overlays.png
+OVERLAY_FRAMES = 4        # frames per clip shown there
+# -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    """How big a demo run is: the data written and the training it gets."""
+    frame_size: tuple[int, int]   # H, W of every clip, stored frame and network input
+    saliency_train: int           # saliency set: training videos
+    saliency_val: int             # saliency set: validation videos
+    saliency_frames: int          # frames per saliency video
+    saliency_channels: int        # U-Net base width
+    saliency_epochs: int
+    saliency_clips: int           # training clips per video and epoch
+    quality_clips: int            # quality set: clips (8 frames each)
+    quality_epochs: int
+
+
+SIZES = {
+    "tiny": DemoSize((32, 56), 4, 2, 8, 4, 1, 1, 16, 1),
+    "small": DemoSize((48, 84), 24, 6, 16, 8, 6, 2, 240, 10),
+}
+CLIP_FRAMES = 8           # frames per quality clip; extract_frame keeps them all
+SALIENCY_RUNS = {"registers": REGISTERS, "baseline": 0}
+QUALITY_RUNS = {          # name: (saliency run whose maps it reads, or None; weighting a)
+    "saliency_registers": ("registers", ALPHA),
+    "saliency_baseline": ("baseline", ALPHA),
+    "no_saliency": (None, 0.0),
+}
+DEMO_MODEL = "saliency_registers"
+MARKER = "demo_settings.json"   # marks a folder as a demo run's, so a re-run may clear it
+STAGE_FOLDERS = ("data", "frames", "saliency", "maps", "quality", "eval")
+DETAILS = ["kind", "region", "strength"]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a demo run writes, all under `out`."""
+    out: Path
+
+    @property
+    def saliency_set(self) -> Path:
+        return self.out / "data" / demo_data.SALIENCY_DIR
+
+    @property
+    def quality_set(self) -> Path:
+        return self.out / "data" / demo_data.QUALITY_DIR
+
+    @property
+    def labels(self) -> Path:
+        return self.quality_set / demo_data.QUALITY_LABELS
+
+    @property
+    def frames(self) -> Path:
+        return self.out / "frames"
+
+    def saliency_run(self, name: str) -> Path:
+        return self.out / "saliency" / name
+
+    def maps(self, name: str) -> Path:
+        return self.out / "maps" / name
+
+    def quality_run(self, name: str) -> Path:
+        return self.out / "quality" / name
+
+    def evaluation(self, name: str) -> Path:
+        return self.out / "eval" / name
+
+
+# ----------------------------------------------------------------------------- progress
+
+class Stages:
+    """Prints a numbered header before each stage and its wall time after it."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.began = total, 0, time.perf_counter()
+
+    @contextmanager
+    def stage(self, title: str) -> Iterator[None]:
+        self.done += 1
+        print(f"\n[{self.done}/{self.total}] {title}", flush=True)
+        began = time.perf_counter()
+        yield
+        now = time.perf_counter()
+        print(f"[{self.done}/{self.total}] done in {now - began:.0f} s "
+              f"({now - self.began:.0f} s since the start)", flush=True)
+
+
+def check_stage(code: int, what: str) -> None:
+    """A stage script's main() returned `code`; anything but 0 stops the demo."""
+    if code != 0:
+        raise RuntimeError(f"{what} failed (exit status {code}); its messages are above")
+
+
+# ----------------------------------------------------------------------------- stages
+
+def prepare_folder(out: Path) -> None:
+    """Make `out` ready: clear the stage folders of an earlier demo run; refuse a non-empty
+    folder that is not a demo run's."""
+    if out.exists() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise FileExistsError(f"{out} is not empty and holds no earlier demo run; "
+                              "give an empty or new folder with --out")
+    for name in STAGE_FOLDERS:
+        shutil.rmtree(out / name, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def write_data(layout: Layout, size: DemoSize, seed: int) -> None:
+    demo_data.write_saliency_set(layout.saliency_set, size.saliency_train, size.saliency_val,
+                                 size.saliency_frames, size.frame_size, seed)
+    demo_data.write_quality_set(layout.quality_set, size.quality_clips, CLIP_FRAMES,
+                                size.frame_size, seed, demo_data.DEMO_KINDS, demo_data.REGIONS)
+    print(f"saliency set: {size.saliency_train} training + {size.saliency_val} validation videos "
+          f"in {layout.saliency_set}\nquality set: {size.quality_clips} clips "
+          f"({', '.join(demo_data.DEMO_KINDS)}) in {layout.quality_set}")
+
+
+def extract_frames(layout: Layout, size: DemoSize, workers: int) -> None:
+    code = extract_frame.main([
+        "--dataset", "konvid", "--labels", str(layout.labels),
+        "--video-root", str(layout.quality_set / "KoNViD_1k_videos"), "--out", str(layout.frames),
+        "--num-frames", str(CLIP_FRAMES), "--size", *map(str, size.frame_size),
+        "--workers", str(workers)])
+    check_stage(code, "extract_frame.py")
+
+
+def train_saliency(layout: Layout, size: DemoSize, name: str, seed: int, device: str) -> Path:
+    """train_sal.py on the saliency set; returns the best checkpoint."""
+    return train_sal.train(train_sal.parse_args([
+        "--dataset", "dhf1k", "--root", str(layout.saliency_set),
+        "--out", str(layout.saliency_run(name)), "--registers", str(SALIENCY_RUNS[name]),
+        "--register-mode", REGISTER_MODE, "--channels", str(size.saliency_channels),
+        "--size", *map(str, size.frame_size), "--epochs", str(size.saliency_epochs),
+        "--clip-len", str(CLIP_FRAMES), "--clips-per-video", str(size.saliency_clips),
+        "--val-clips", "2", "--batch-size", "4", "--lr", "3e-3", "--warmup", "10",
+        "--workers", "0", "--seed", str(seed), "--device", device]))
+
+
+def score_saliency(layout: Layout, checkpoint: Path, device: str) -> dict[str, float]:
+    """train_sal.py --evaluate: the metrics on the saliency set's validation videos."""
+    metrics = train_sal.evaluate(checkpoint, "dhf1k", layout.saliency_set, "val", device,
+                                 progress=False)
+    print(train_sal.format_table(metrics))
+    return metrics
+
+
+def infer_maps(layout: Layout, name: str, checkpoint: Path, device: str) -> None:
+    """inference_sal.py: maps (and overlays) for the quality clips' stored frames."""
+    code = inference_sal.main(["--checkpoint", str(checkpoint), "--frames", str(layout.frames),
+                               "--out", str(layout.maps(name)), "--overlay", "--workers", "0",
+                               "--device", device])
+    check_stage(code, "inference_sal.py")
+
+
+def train_quality(layout: Layout, size: DemoSize, name: str, seed: int, device: str) -> Path:
+    """train_lsvq.py on the quality set; returns the best checkpoint."""
+    maps, alpha = QUALITY_RUNS[name]
+    saliency = ["--saliency", str(layout.maps(maps))] if maps else []
+    return train_lsvq.train(train_lsvq.parse_args([
+        "--dataset", "konvid", "--labels", str(layout.labels), "--frames", str(layout.frames),
+        *saliency, "--saliency-alpha", str(alpha), "--out", str(layout.quality_run(name)),
+        "--backbone", BACKBONE, "--no-pretrained", "--size", *map(str, size.frame_size),
+        "--epochs", str(size.quality_epochs), "--batch-size", "8", "--lr", "3e-4",
+        "--warmup", "0.5", "--val-fraction", str(VAL_FRACTION),
+        "--test-fraction", str(TEST_FRACTION), "--workers", "0", "--seed", str(seed),
+        "--device", device]))
+
+
+def write_test_labels(layout: Layout) -> Path:
+    """The test split that train_lsvq.py held out (the videos of its test predictions), as a
+    KoNViD-1k label file for evaluate_vqa.py."""
+    tested = pd.read_csv(layout.quality_run(DEMO_MODEL) / "predictions_test.csv",
+                         dtype={"video_id": str})["video_id"]
+    labels = pd.read_csv(layout.labels, dtype={"flickr_id": str})
+    path = layout.out / "eval" / "KoNViD_1k_mos_test.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    labels[labels["flickr_id"].isin(tested)].to_csv(path, index=False)
+    return path
+
+
+def evaluate_quality(layout: Layout, name: str, test_labels: Path, device: str) -> dict:
+    """evaluate_vqa.py on the test split: the metrics of run `name`."""
+    maps, _ = QUALITY_RUNS[name]
+    labelled = evaluate_vqa.LabelledSet("konvid", test_labels, layout.frames,
+                                        layout.maps(maps) if maps else None)
+    table = evaluate_vqa.evaluate_checkpoint(layout.quality_run(name) / "best.pt", [labelled],
+                                             layout.evaluation(name), workers=0, device=device)
+    return table.iloc[0].to_dict()
+
+
+# ----------------------------------------------------------------------------- tables
+
+def results_table(row: dict) -> pd.DataFrame:
+    """The paper's table for the demo model on the demo test split."""
+    table = pd.DataFrame([row], columns=train_lsvq.RESULT_COLUMNS)
+    table["Dataset"] = "Demo (KoNViD-1k layout), test split"
+    return table
+
+
+def ablation_table(saliency: dict[str, dict], quality: dict[str, dict]) -> pd.DataFrame:
+    """One row per quality run: which maps it read, its weighting, those maps' network's
+    validation CC / NSS on the saliency set, and its test metrics."""
+    rows = []
+    for name, (maps, alpha) in QUALITY_RUNS.items():
+        scores = saliency.get(maps, {})
+        rows.append({
+            "Quality model": name.replace("_", " "),
+            "Saliency network": {None: "-", "registers": f"UNet3D + {REGISTERS} registers",
+                                 "baseline": "UNet3D (no registers)"}[maps],
+            "a": alpha, "Saliency CC": scores.get("cc", float("nan")),
+            "Saliency NSS": scores.get("nss", float("nan")),
+            **{column: quality[name][column] for column in ("PLCC", "SRCC", "KRCC", "RMSE")}})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- figures
+
+def test_predictions(layout: Layout, name: str) -> pd.DataFrame:
+    """evaluate_vqa's predictions of run `name` with each clip's distortion (kind, region,
+    strength) from the quality set."""
+    predictions = pd.read_csv(next(layout.evaluation(name).glob("predictions_*.csv")),
+                              dtype={"video_id": str})
+    details = pd.read_csv(layout.quality_set / demo_data.QUALITY_DETAILS, dtype={"flickr_id": str})
+    return predictions.merge(details[["flickr_id", *DETAILS]], left_on="video_id",
+                             right_on="flickr_id").drop(columns="flickr_id")
+
+
+def plot_scatter(layout: Layout, quality: dict[str, dict], path: Path) -> None:
+    """Predicted score against MOS on the test split, one panel per quality run; colour by
+    distorted region, marker by kind."""
+    names = list(QUALITY_RUNS)
+    figure = Figure(figsize=(4.2 * len(names), 4.2), layout="constrained")
+    axes = figure.subplots(1, len(names), sharex=True, sharey=True)
+    colours = dict(zip(demo_data.REGIONS, ("tab:red", "tab:blue", "tab:green", "tab:orange")))
+    markers = dict(zip(demo_data.KINDS, ("o", "^", "s", "D")))
+    for axis, name in zip(axes, names):
+        data = test_predictions(layout, name)
+        for (region, kind), group in data.groupby(["region", "kind"]):
+            axis.scatter(group["mos"], group["prediction"], c=colours[region], marker=markers[kind],
+                         s=28, alpha=0.8, label=f"{kind}, {region}")
+        axis.plot([1, 5], [1, 5], color="grey", linewidth=1, linestyle="--")
+        maps, alpha = QUALITY_RUNS[name]
+        axis.set_title(f"{name.replace('_', ' ')} (a = {alpha:g})\n"
+                       f"SRCC {quality[name]['SRCC']:.3f}, PLCC {quality[name]['PLCC']:.3f}",
+                       fontsize=10)
+        axis.set_xlabel("MOS")
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel("predicted score")
+    axes[-1].legend(fontsize=7, loc="lower right", title="distortion, region", title_fontsize=7)
+    figure.savefig(path, dpi=110)
+
+
+def plot_curves(layout: Layout, path: Path) -> None:
+    """Training curves from the stages' log.csv files: saliency loss and validation CC,
+    quality loss and validation SRCC, per epoch."""
+    figure = Figure(figsize=(10, 7), layout="constrained")
+    axes = figure.subplots(2, 2)
+    panels = [(axes[0, 0], "saliency: training loss", "train_loss"),
+              (axes[0, 1], "saliency: validation CC", "val_cc")]
+    for axis, title, column in panels:
+        for name in SALIENCY_RUNS:
+            log = pd.read_csv(layout.saliency_run(name) / train_sal.LOG)
+            axis.plot(log["epoch"], log[column], marker="o", label=name)
+        axis.set_title(title)
+    for axis, title, column in [(axes[1, 0], "quality: training loss", "train_loss"),
+                                (axes[1, 1], "quality: validation SRCC", "val_srcc")]:
+        for name in QUALITY_RUNS:
+            log = pd.read_csv(layout.quality_run(name) / "log.csv")
+            axis.plot(log["epoch"] + 1, log[column], marker="o", label=name.replace("_", " "))
+        axis.set_title(title)
+    for axis in axes.flat:
+        axis.set_xlabel("epoch")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.savefig(path, dpi=100)
+
+
+def plot_overlays(layout: Layout, path: Path) -> None:
+    """Saliency overlays (inference_sal.py --overlay, register network) of a few test clips,
+    one per distorted region, OVERLAY_FRAMES frames each, with each clip's distortion."""
+    data = test_predictions(layout, DEMO_MODEL)
+    picked = data.groupby("region", sort=False).head(1).head(OVERLAY_CLIPS)
+    folder = inference_sal.overlay_folder(layout.maps("registers"))
+    figure = Figure(figsize=(2.6 * OVERLAY_FRAMES, 1.9 * len(picked)), layout="constrained")
+    axes = np.atleast_2d(figure.subplots(len(picked), OVERLAY_FRAMES))
+    for row, clip in zip(axes, picked.itertuples()):
+        names = json.loads((layout.frames / clip.video_id / extract_frame.FRAME_LIST).read_text())["frames"]
+        shown = [names[i] for i in np.linspace(0, len(names) - 1, OVERLAY_FRAMES).round().astype(int)]
+        for axis, name in zip(row, shown):
+            image = cv2.imread(str(folder / clip.video_id / name))
+            axis.imshow(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), interpolation="nearest")
+            axis.set_xticks([])
+            axis.set_yticks([])
+        row[0].set_ylabel(f"{clip.kind} on {clip.region}\ns={clip.strength:.2f} MOS {clip.mos:.2f}\n"
+                          f"predicted {clip.prediction:.2f}", fontsize=8)
+    figure.suptitle("Saliency maps (register network) over test clips: the moving disk is the "
+                    "salient one", fontsize=10)
+    figure.savefig(path, dpi=110)
+
+
+# ----------------------------------------------------------------------------- the demo
+
+def run_demo(out: str | Path, size: str = SIZE, seed: int = SEED, device: str = "cpu",
+             workers: int = 2) -> dict[str, Path]:
+    """Run the whole demo into `out`; returns the paths of the files to look at."""
+    layout, preset = Layout(Path(out)), SIZES[size]
+    prepare_folder(layout.out)
+    (layout.out / MARKER).write_text(json.dumps({"size": size, "seed": seed, **asdict(preset)}))
+    stages = Stages(3 + len(SALIENCY_RUNS) * 2 + len(QUALITY_RUNS) + 2)
+    with stages.stage("demo data (demo_data.py)"):
+        write_data(layout, preset, seed)
+    with stages.stage("frames of the quality clips (extract_frame.py)"):
+        extract_frames(layout, preset, workers)
+    saliency = {}
+    for name in SALIENCY_RUNS:
+        with stages.stage(f"saliency network, {name} (train_sal.py)"):
+            best = train_saliency(layout, preset, name, seed, device)
+            saliency[name] = score_saliency(layout, best, device)
+    for name in SALIENCY_RUNS:
+        with stages.stage(f"saliency maps of the quality clips, {name} (inference_sal.py)"):
+            infer_maps(layout, name, layout.saliency_run(name) / train_sal.BEST, device)
+    for name, (maps, alpha) in QUALITY_RUNS.items():
+        with stages.stage(f"quality network, {name.replace('_', ' ')}: a = {alpha:g}"
+                          f"{', maps of ' + maps if maps else ''} (train_lsvq.py)"):
+            train_quality(layout, preset, name, seed, device)
+    with stages.stage("test split (evaluate_vqa.py)"):
+        test_labels = write_test_labels(layout)
+        quality = {name: evaluate_quality(layout, name, test_labels, device) for name in QUALITY_RUNS}
+    with stages.stage("tables and figures"):
+        files = {"results": train_lsvq.write_results(results_table(quality[DEMO_MODEL]), layout.out),
+                 "ablation": train_lsvq.write_results(ablation_table(saliency, quality), layout.out,
+                                                      "ablation"),
+                 "overlays": layout.out / "overlays.png", "scatter": layout.out / "scatter.png",
+                 "training curves": layout.out / "training_curves.png"}
+        plot_overlays(layout, files["overlays"])
+        plot_scatter(layout, quality, files["scatter"])
+        plot_curves(layout, files["training curves"])
+    return files
+
+
+def summary(files: dict[str, Path], out: Path, seconds: float) -> str:
+    """The closing lines: both tables and where everything is."""
+    lines = [f"\nDemo finished in {seconds / 60:.1f} min.",
+             "\nResults of the demo model (saliency network with registers, a = 0.5):",
+             files["results"].read_text(), "Ablation (same data, split and seeds):",
+             files["ablation"].read_text(), "Files:"]
+    lines += [f"  {what:<16}{path}" for what, path in files.items()]
+    lines.append(f"  {'everything':<16}{out} (data/, frames/, saliency/, maps/, quality/, eval/)")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=OUT, help=f"output folder (default: {OUT})")
+    parser.add_argument("--size", choices=sorted(SIZES), default=SIZE,
+                        help="small: the demo; tiny: the smallest end-to-end run")
+    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--device", default="cpu",
+                        help="cpu (the demo is sized for it) or cuda")
+    parser.add_argument("--workers", type=int, default=2, help="frame-extraction processes")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    began = time.perf_counter()
+    try:
+        files = run_demo(args.out, args.size, args.seed, args.device, args.workers)
+    except (FileExistsError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(summary(files, Path(args.out), time.perf_counter() - began))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""demo.py end to end at its smallest size: the tables, figures and data it writes."""
+from __future__ import annotations
+
+import json
+import math
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+import demo
+import demo_data
+from dataloader import read_labels, read_saliency_set
+from fakes import one_thread  # noqa: F401  (fixture)
+from train_lsvq import RESULT_COLUMNS
+
+METRICS = ["PLCC", "SRCC", "KRCC", "RMSE"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, one_thread):  # noqa: F811
+    out = tmp_path_factory.mktemp("demo")
+    code = demo.main(["--size", "tiny", "--out", str(out), "--device", "cpu", "--workers", "1"])
+    return code, out
+
+
+def finite_or_undefined(value) -> bool:
+    return value is None or math.isfinite(value)
+
+
+def test_the_demo_runs_and_writes_the_results_table(tiny_run, capsys):
+    code, out = tiny_run
+    assert code == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert len(rows) == 1 and list(rows[0]) == RESULT_COLUMNS
+    tested = pd.read_csv(out / "eval" / "KoNViD_1k_mos_test.csv")
+    assert rows[0]["n"] == len(tested) > 0
+    assert all(finite_or_undefined(rows[0][m]) for m in METRICS)
+    assert rows[0]["RMSE"] is not None and rows[0]["RMSE"] >= 0
+    assert (out / "results.md").read_text().startswith("| Dataset | PLCC | SRCC | KRCC | RMSE |")
+    # the demo model's test predictions are those of evaluate_vqa on the held-out clips only
+    predictions = pd.read_csv(out / "eval" / demo.DEMO_MODEL / "predictions_KoNViD-1k.csv")
+    assert sorted(predictions["video_id"]) == sorted(tested["flickr_id"])
+    trained_on = pd.read_csv(out / "quality" / demo.DEMO_MODEL / "predictions_test.csv")
+    assert sorted(trained_on["video_id"]) == sorted(tested["flickr_id"])
+
+
+def test_the_ablation_table_compares_saliency_and_registers(tiny_run):
+    _, out = tiny_run
+    table = pd.read_csv(out / "ablation.csv")
+    assert table["Quality model"].tolist() == [n.replace("_", " ") for n in demo.QUALITY_RUNS]
+    assert table["a"].tolist() == [0.5, 0.5, 0.0]
+    assert table["Saliency network"].str.contains("registers").tolist() == [True, True, False]
+    assert table["Saliency CC"].iloc[:2].notna().all() and np.isnan(table["Saliency CC"].iloc[2])
+    for column in METRICS:
+        assert all(finite_or_undefined(v) for v in table[column].replace({np.nan: None}))
+    markdown = (out / "ablation.md").read_text().splitlines()
+    assert len(markdown) == 2 + len(demo.QUALITY_RUNS)
+
+
+def test_the_figures_are_images(tiny_run):
+    _, out = tiny_run
+    for name in ("overlays.png", "scatter.png", "training_curves.png"):
+        image = cv2.imread(str(out / name))
+        assert image is not None and min(image.shape[:2]) > 200, name
+        assert image.std() > 10, name  # not a blank canvas
+
+
+def test_every_clip_gets_maps_and_overlays_named_like_its_frames(tiny_run):
+    _, out = tiny_run
+    videos = sorted(p.name for p in (out / "frames").iterdir() if p.is_dir())
+    assert len(videos) == demo.SIZES["tiny"].quality_clips
+    for name in ("registers", "baseline"):
+        for folder in (out / "maps" / name, out / "maps" / f"{name}_overlays"):
+            assert sorted(p.name for p in folder.iterdir()) == videos
+    frames = sorted(p.name for p in (out / "frames" / videos[0]).glob("*.png"))
+    overlay = out / "maps" / "registers_overlays" / videos[0]
+    assert sorted(p.name for p in overlay.glob("*.png")) == frames
+    image = cv2.imread(str(overlay / frames[0]))
+    assert image.shape[:2] == demo.SIZES["tiny"].frame_size
+
+
+def test_the_demo_data_are_in_the_official_layouts(tiny_run):
+    _, out = tiny_run
+    size = demo.SIZES["tiny"]
+    videos = read_saliency_set("dhf1k", out / "data" / "DHF1K")
+    assert [v.split for v in videos] == ["train"] * size.saliency_train + ["val"] * size.saliency_val
+    quality = out / "data" / "KoNViD-1k"
+    table = read_labels("konvid", quality / "KoNViD_1k_mos.csv", quality / "KoNViD_1k_videos")
+    assert len(table) == size.quality_clips and table["path"].notna().all()
+    details = pd.read_csv(quality / "KoNViD_1k_distortions.csv")
+    assert set(details["kind"]) <= set(demo_data.DEMO_KINDS)
+
+
+def test_a_foreign_folder_is_refused(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert demo.main(["--size", "tiny", "--out", str(tmp_path)]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
