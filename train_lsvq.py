@@ -404,6 +404,7 @@ def train(config: argparse.Namespace, splits: dict[str, pd.DataFrame] | None = N
     unwrap(model).load_state_dict(load_checkpoint(best, device)["model_state"])
     evaluate_best(model, {name: loader(name) for name in splits if name not in ("train", "val")},
                   config.dataset, out, device, dist)
+    barrier(dist)  # the ranks leave together, once rank 0 has written its files
     return best
 
 

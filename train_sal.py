@@ -282,7 +282,9 @@ def train(config: Any) -> Path:
     writes files."""
     dist, device = init_distributed(pick_device(config.device))
     try:
-        return _train(config, dist, device)
+        best = _train(config, dist, device)
+        gather_objects(None, dist)  # the ranks leave together, once rank 0 has written its files
+        return best
     finally:
         close_distributed()
 

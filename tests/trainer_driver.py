@@ -4,10 +4,11 @@ test_distributed.py (under torchrun) and test_crash_resume.py (as a process to k
     python trainer_driver.py TRAINER [--trace FILE] [--per-clip] [--kill-after-step N]
         [--kill-in-save NAME:N] -- TRAINER OPTIONS ...
 
---trace FILE: each rank writes FILE.<rank>.json, a list of events in order:
+--trace FILE: each rank writes FILE.<rank>.json, the list of events of `trace`:
     {"epoch": [sample indices of this rank's shard]} when an epoch starts,
-    {"step": sha1 of the weights} after every optimizer step,
-    {"end": sha1 of the weights, "loss": the epoch's reported loss} when it ends.
+    {"grad": norm of the gradient} before every optimizer step,
+    {"step": sha1 of the weights} after it,
+    {"end": sha1 of the weights, "loss": the epoch's reported loss} when the epoch ends.
 --per-clip: BatchNorm layers become GroupNorm(1, C) and dropout is off, so that the model's
     output for a clip depends on that clip alone (to compare with a single process exactly).
 --kill-after-step N: the process sends itself SIGKILL right after its N-th optimizer step.
@@ -32,7 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
-from torch.optim.optimizer import register_optimizer_step_post_hook  # noqa: E402
+from torch.optim.optimizer import (register_optimizer_step_post_hook,  # noqa: E402
+                                   register_optimizer_step_pre_hook)
 
 BUILDERS = {"train_sal": "build_saliency_model", "train_lsvq": "build_model"}
 
@@ -66,7 +68,16 @@ def per_clip(module: nn.Module) -> nn.Module:
     return module
 
 
-def trace_epochs(trainer: Any, events: list[dict]) -> None:
+def gradient_norm(optimizer: torch.optim.Optimizer) -> float:
+    """L2 norm of all the gradients an optimizer is about to apply, summed in float64."""
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"]
+             if p.grad is not None]
+    return float(sum(g.double().pow(2).sum() for g in grads) ** 0.5)
+
+
+def trace(trainer: Any, events: list[dict]) -> Callable[[], None]:
+    """Append the trainer's epochs and optimizer steps to `events` (see --trace); returns the
+    function that stops recording."""
     real = trainer.train_epoch
 
     def train_epoch(model, loader, optimizer, *args, **kwargs):
@@ -76,6 +87,16 @@ def trace_epochs(trainer: Any, events: list[dict]) -> None:
         return loss
 
     trainer.train_epoch = train_epoch
+    hooks = [register_optimizer_step_pre_hook(
+                 lambda optimizer, args, kwargs: events.append({"grad": gradient_norm(optimizer)})),
+             register_optimizer_step_post_hook(
+                 lambda optimizer, args, kwargs: events.append({"step": weights_digest(optimizer)}))]
+
+    def stop() -> None:
+        trainer.train_epoch = real
+        for hook in hooks:
+            hook.remove()
+    return stop
 
 
 def on_step(action: Callable[[torch.optim.Optimizer], None]) -> None:
@@ -131,8 +152,7 @@ def main() -> int:
         setattr(trainer, BUILDERS[args.trainer], lambda *a, **k: per_clip(build(*a, **k)))
     events: list[dict] = []
     if args.trace:
-        trace_epochs(trainer, events)
-        on_step(lambda optimizer: events.append({"step": weights_digest(optimizer)}))
+        trace(trainer, events)
     if args.kill_after_step:
         on_step(kill_after(args.kill_after_step))
     if args.kill_in_save:
