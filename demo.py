@@ -1,26 +1,30 @@
 """The whole pipeline on built-in demo data, one command (SPEC sections 1 and 11).
 
-    python demo.py                             # the demo: minutes on 2 CPU cores
-    python demo.py --size tiny --out /tmp/d    # the smallest end-to-end run (about a minute)
+    python demo.py                             # the demo: about 7 minutes on 2 CPU cores
+    python demo.py --size tiny --out /tmp/d    # the smallest end-to-end run (seconds)
 
 Nothing is downloaded. demo_data.py writes a DHF1K-layout saliency set and a KoNViD-1k-layout
 quality set (its docstring states the scenes and the MOS formula), then the stage scripts run
-through their own command-line options, exactly as a user would run them:
+with their own command-line options, as a user would run them:
 
 1. extract_frame.py samples the quality clips' frames;
-2. train_sal.py trains the saliency network twice, with registers and without (the baseline),
-   and scores both on the saliency set's validation videos;
-3. inference_sal.py writes both networks' maps for the quality clips (and overlays);
+2. train_sal.py trains the saliency network twice, with registers and without (the UNet3D
+   baseline), and scores both on the saliency set's validation videos;
+3. inference_sal.py writes both networks' maps for the quality clips, and overlays;
 4. train_lsvq.py trains the quality network three times on the same split and seed: saliency
    weighting a = 0.5 with the register network's maps (the demo model), a = 0.5 with the
    baseline's maps, and a = 0 (saliency off);
 5. evaluate_vqa.py scores each on the held-out test split.
 
-It prints the results table of the demo model (the paper's form), the ablation table, and where
-everything is. Written to --out: `results.md`, `ablation.md` (each also as .csv and .json),
-`overlays.png`, `scatter.png`, `training_curves.png`, and the stages' own folders (`data/`,
-`frames/`, `saliency/`, `maps/`, `quality/`, `eval/`). A folder that a previous demo run wrote
-is cleared first; any other non-empty folder is refused.
+Demo settings (small, so that it fits 2 CPU cores): 48 x 84 frames, 4 frames per quality clip
+(the paper: 8), a U-Net of width 8, ResNet-18 trained from scratch (no ImageNet download).
+
+It prints the demo model's results table (the paper's form), the ablation table and where
+everything is. Written to --out: `results.md` and `ablation.md` (each also .csv and .json),
+`overlays.png`, `scatter.png`, `training_curves.png` (matplotlib's Agg renderer, no display
+needed), and the stages' own folders `data/`, `frames/`, `saliency/`, `maps/`, `quality/`,
+`eval/`. A folder that an earlier demo run wrote is cleared first; any other non-empty folder
+is refused.
 """
 from __future__ import annotations
 
@@ -30,14 +34,16 @@ import shutil
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import cv2
 import numpy as np
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 import demo_data
 import evaluate_vqa
@@ -45,52 +51,65 @@ import extract_frame
 import inference_sal
 import train_lsvq
 import train_sal
-from dataloader import read_labels
+from runtime import add_device_argument
 
 # ----------------------------------------------------------------------------- config
 OUT = "demo_out"
 SIZE = "small"            # small: the demo; tiny: the smallest end-to-end run (tests)
 SEED = 0
+WORKERS = 2               # frame-extraction processes
 REGISTERS = 4             # register tokens of the saliency network that has them
 REGISTER_MODE = "attention"
 ALPHA = 0.5               # saliency weighting of the demo quality model
-BACKBONE = "resnet18"     # trained from scratch: no download
+BACKBONE = "resnet18"     # trained from scratch: nothing to download
+CLIP_FRAMES = 4           # frames per quality clip, all kept (the paper: 8); also the saliency
+                          # network's training clip length
+QUALITY_LR = 5e-4
 VAL_FRACTION = 0.2        # quality split: validation share of the non-test clips
-TEST_FRACTION = 0.25      # quality split: test share of the clips
-OVERLAY_CLIPS = 4         # clips shown in overlays.png
-OVERLAY_FRAMES = 4        # frames per clip shown there
+TEST_FRACTION = 0.25      # quality split: test share of all clips
+OVERLAY_FRAMES = 4        # frames per clip in overlays.png (one clip per distorted region)
 # -----------------------------------------------------------------------------
+
+
+def about(text: str) -> Any:
+    """A DemoSize field with its --help text."""
+    return field(metadata={"help": text})
 
 
 @dataclass(frozen=True)
 class DemoSize:
     """How big a demo run is: the data written and the training it gets."""
-    frame_size: tuple[int, int]   # H, W of every clip, stored frame and network input
-    saliency_train: int           # saliency set: training videos
-    saliency_val: int             # saliency set: validation videos
-    saliency_frames: int          # frames per saliency video
-    saliency_channels: int        # U-Net base width
-    saliency_epochs: int
-    saliency_clips: int           # training clips per video and epoch
-    quality_clips: int            # quality set: clips (8 frames each)
-    quality_epochs: int
-
+    frame_size: tuple[int, int] = about("H, W of every clip, stored frame and network input")
+    radius: int = about("disk radius in pixels (the salient region: twice that)")
+    saliency_train: int = about("saliency set: training videos")
+    saliency_val: int = about("saliency set: validation videos")
+    saliency_frames: int = about("frames per saliency video")
+    saliency_channels: int = about("saliency U-Net base width")
+    saliency_epochs: int = about("saliency training epochs")
+    saliency_clips: int = about("saliency training clips per video and epoch")
+    quality_clips: int = about(f"quality set: clips of {CLIP_FRAMES} frames")
+    quality_epochs: int = about("quality training epochs")
 
 SIZES = {
-    "tiny": DemoSize((32, 56), 4, 2, 8, 4, 1, 1, 16, 1),
-    "small": DemoSize((48, 84), 24, 6, 16, 8, 6, 2, 240, 10),
+    "tiny": DemoSize(frame_size=(32, 56), radius=5, saliency_train=4, saliency_val=2,
+                     saliency_frames=8, saliency_channels=4, saliency_epochs=2, saliency_clips=1,
+                     quality_clips=24, quality_epochs=2),
+    "small": DemoSize(frame_size=(48, 84), radius=9, saliency_train=24, saliency_val=6,
+                      saliency_frames=16, saliency_channels=8, saliency_epochs=6, saliency_clips=2,
+                      quality_clips=800, quality_epochs=5),
 }
-CLIP_FRAMES = 8           # frames per quality clip; extract_frame keeps them all
-SALIENCY_RUNS = {"registers": REGISTERS, "baseline": 0}
+SALIENCY_RUNS = {"registers": REGISTERS, "baseline": 0}  # name: register tokens
+SALIENCY_NAMES = {"registers": f"UNet3D + {REGISTERS} registers",
+                  "baseline": "UNet3D (no registers)", None: "-"}
 QUALITY_RUNS = {          # name: (saliency run whose maps it reads, or None; weighting a)
     "saliency_registers": ("registers", ALPHA),
     "saliency_baseline": ("baseline", ALPHA),
     "no_saliency": (None, 0.0),
 }
 DEMO_MODEL = "saliency_registers"
-MARKER = "demo_settings.json"   # marks a folder as a demo run's, so a re-run may clear it
+MARKER = "demo_settings.json"   # marks a folder as a demo run's, so that a re-run may clear it
 STAGE_FOLDERS = ("data", "frames", "saliency", "maps", "quality", "eval")
-DETAILS = ["kind", "region", "strength"]
+QUALITY_METRICS = ["PLCC", "SRCC", "KRCC", "RMSE"]
 
 
 @dataclass(frozen=True)
@@ -109,6 +128,10 @@ class Layout:
     @property
     def labels(self) -> Path:
         return self.quality_set / demo_data.QUALITY_LABELS
+
+    @property
+    def test_labels(self) -> Path:
+        return self.out / "eval" / "KoNViD_1k_mos_test.csv"
 
     @property
     def frames(self) -> Path:
@@ -130,7 +153,7 @@ class Layout:
 # ----------------------------------------------------------------------------- progress
 
 class Stages:
-    """Prints a numbered header before each stage and its wall time after it."""
+    """Prints a numbered line before each stage and its wall time after it."""
 
     def __init__(self, total: int):
         self.total, self.done, self.began = total, 0, time.perf_counter()
@@ -146,18 +169,18 @@ class Stages:
               f"({now - self.began:.0f} s since the start)", flush=True)
 
 
-def check_stage(code: int, what: str) -> None:
+def check_stage(code: int, script: str) -> None:
     """A stage script's main() returned `code`; anything but 0 stops the demo."""
     if code != 0:
-        raise RuntimeError(f"{what} failed (exit status {code}); its messages are above")
+        raise RuntimeError(f"{script} failed (exit status {code}); its messages are above")
 
 
 # ----------------------------------------------------------------------------- stages
 
 def prepare_folder(out: Path) -> None:
-    """Make `out` ready: clear the stage folders of an earlier demo run; refuse a non-empty
-    folder that is not a demo run's."""
-    if out.exists() and any(out.iterdir()) and not (out / MARKER).is_file():
+    """Make `out` ready: clear the stage folders of an earlier demo run there; refuse a
+    non-empty folder that is not a demo run's."""
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
         raise FileExistsError(f"{out} is not empty and holds no earlier demo run; "
                               "give an empty or new folder with --out")
     for name in STAGE_FOLDERS:
@@ -166,22 +189,23 @@ def prepare_folder(out: Path) -> None:
 
 
 def write_data(layout: Layout, size: DemoSize, seed: int) -> None:
+    """demo_data.py: the saliency set and the quality set."""
     demo_data.write_saliency_set(layout.saliency_set, size.saliency_train, size.saliency_val,
-                                 size.saliency_frames, size.frame_size, seed)
+                                 size.saliency_frames, size.frame_size, seed, size.radius)
     demo_data.write_quality_set(layout.quality_set, size.quality_clips, CLIP_FRAMES,
-                                size.frame_size, seed, demo_data.DEMO_KINDS, demo_data.REGIONS)
+                                size.frame_size, seed, demo_data.DEMO_KINDS,
+                                demo_data.REGION_TURNS, size.radius)
     print(f"saliency set: {size.saliency_train} training + {size.saliency_val} validation videos "
           f"in {layout.saliency_set}\nquality set: {size.quality_clips} clips "
-          f"({', '.join(demo_data.DEMO_KINDS)}) in {layout.quality_set}")
+          f"({' or '.join(demo_data.DEMO_KINDS)}) in {layout.quality_set}")
 
 
 def extract_frames(layout: Layout, size: DemoSize, workers: int) -> None:
-    code = extract_frame.main([
+    check_stage(extract_frame.main([
         "--dataset", "konvid", "--labels", str(layout.labels),
         "--video-root", str(layout.quality_set / "KoNViD_1k_videos"), "--out", str(layout.frames),
         "--num-frames", str(CLIP_FRAMES), "--size", *map(str, size.frame_size),
-        "--workers", str(workers)])
-    check_stage(code, "extract_frame.py")
+        "--workers", str(workers)]), "extract_frame.py")
 
 
 def train_saliency(layout: Layout, size: DemoSize, name: str, seed: int, device: str) -> Path:
@@ -197,19 +221,19 @@ def train_saliency(layout: Layout, size: DemoSize, name: str, seed: int, device:
 
 
 def score_saliency(layout: Layout, checkpoint: Path, device: str) -> dict[str, float]:
-    """train_sal.py --evaluate: the metrics on the saliency set's validation videos."""
+    """train_sal.py's evaluation: metrics on the saliency set's validation videos."""
     metrics = train_sal.evaluate(checkpoint, "dhf1k", layout.saliency_set, "val", device,
                                  progress=False)
     print(train_sal.format_table(metrics))
     return metrics
 
 
-def infer_maps(layout: Layout, name: str, checkpoint: Path, device: str) -> None:
-    """inference_sal.py: maps (and overlays) for the quality clips' stored frames."""
-    code = inference_sal.main(["--checkpoint", str(checkpoint), "--frames", str(layout.frames),
-                               "--out", str(layout.maps(name)), "--overlay", "--workers", "0",
-                               "--device", device])
-    check_stage(code, "inference_sal.py")
+def infer_maps(layout: Layout, name: str, device: str) -> None:
+    """inference_sal.py: maps and overlays for the quality clips' stored frames."""
+    check_stage(inference_sal.main([
+        "--checkpoint", str(layout.saliency_run(name) / train_sal.BEST),
+        "--frames", str(layout.frames), "--out", str(layout.maps(name)), "--overlay",
+        "--workers", "0", "--device", device]), "inference_sal.py")
 
 
 def train_quality(layout: Layout, size: DemoSize, name: str, seed: int, device: str) -> Path:
@@ -220,28 +244,27 @@ def train_quality(layout: Layout, size: DemoSize, name: str, seed: int, device: 
         "--dataset", "konvid", "--labels", str(layout.labels), "--frames", str(layout.frames),
         *saliency, "--saliency-alpha", str(alpha), "--out", str(layout.quality_run(name)),
         "--backbone", BACKBONE, "--no-pretrained", "--size", *map(str, size.frame_size),
-        "--epochs", str(size.quality_epochs), "--batch-size", "8", "--lr", "3e-4",
+        "--epochs", str(size.quality_epochs), "--batch-size", "8", "--lr", str(QUALITY_LR),
         "--warmup", "0.5", "--val-fraction", str(VAL_FRACTION),
         "--test-fraction", str(TEST_FRACTION), "--workers", "0", "--seed", str(seed),
         "--device", device]))
 
 
 def write_test_labels(layout: Layout) -> Path:
-    """The test split that train_lsvq.py held out (the videos of its test predictions), as a
-    KoNViD-1k label file for evaluate_vqa.py."""
+    """The test split that train_lsvq.py held out (the videos of its test predictions; every
+    run shares it), as a KoNViD-1k label file for evaluate_vqa.py."""
     tested = pd.read_csv(layout.quality_run(DEMO_MODEL) / "predictions_test.csv",
                          dtype={"video_id": str})["video_id"]
     labels = pd.read_csv(layout.labels, dtype={"flickr_id": str})
-    path = layout.out / "eval" / "KoNViD_1k_mos_test.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    labels[labels["flickr_id"].isin(tested)].to_csv(path, index=False)
-    return path
+    layout.test_labels.parent.mkdir(parents=True, exist_ok=True)
+    labels[labels["flickr_id"].isin(tested)].to_csv(layout.test_labels, index=False)
+    return layout.test_labels
 
 
-def evaluate_quality(layout: Layout, name: str, test_labels: Path, device: str) -> dict:
-    """evaluate_vqa.py on the test split: the metrics of run `name`."""
+def evaluate_quality(layout: Layout, name: str, device: str) -> dict:
+    """evaluate_vqa.py on the test split: the results-table row of run `name`."""
     maps, _ = QUALITY_RUNS[name]
-    labelled = evaluate_vqa.LabelledSet("konvid", test_labels, layout.frames,
+    labelled = evaluate_vqa.LabelledSet("konvid", layout.test_labels, layout.frames,
                                         layout.maps(maps) if maps else None)
     table = evaluate_vqa.evaluate_checkpoint(layout.quality_run(name) / "best.pt", [labelled],
                                              layout.evaluation(name), workers=0, device=device)
@@ -252,56 +275,56 @@ def evaluate_quality(layout: Layout, name: str, test_labels: Path, device: str) 
 
 def results_table(row: dict) -> pd.DataFrame:
     """The paper's table for the demo model on the demo test split."""
-    table = pd.DataFrame([row], columns=train_lsvq.RESULT_COLUMNS)
-    table["Dataset"] = "Demo (KoNViD-1k layout), test split"
-    return table
+    return pd.DataFrame([{**row, "Dataset": "Demo (KoNViD-1k layout), test split"}],
+                        columns=train_lsvq.RESULT_COLUMNS)
 
 
 def ablation_table(saliency: dict[str, dict], quality: dict[str, dict]) -> pd.DataFrame:
-    """One row per quality run: which maps it read, its weighting, those maps' network's
-    validation CC / NSS on the saliency set, and its test metrics."""
+    """One row per quality run: the maps it read (and that saliency network's validation CC
+    and NSS on the saliency set), its weighting a, and its test metrics."""
     rows = []
     for name, (maps, alpha) in QUALITY_RUNS.items():
         scores = saliency.get(maps, {})
-        rows.append({
-            "Quality model": name.replace("_", " "),
-            "Saliency network": {None: "-", "registers": f"UNet3D + {REGISTERS} registers",
-                                 "baseline": "UNet3D (no registers)"}[maps],
-            "a": alpha, "Saliency CC": scores.get("cc", float("nan")),
-            "Saliency NSS": scores.get("nss", float("nan")),
-            **{column: quality[name][column] for column in ("PLCC", "SRCC", "KRCC", "RMSE")}})
+        rows.append({"Quality model": name.replace("_", " "), "Saliency network": SALIENCY_NAMES[maps],
+                     "a": alpha, "Saliency CC": scores.get("cc", np.nan),
+                     "Saliency NSS": scores.get("nss", np.nan),
+                     **{column: quality[name][column] for column in QUALITY_METRICS}})
     return pd.DataFrame(rows)
 
 
 # ----------------------------------------------------------------------------- figures
 
-def test_predictions(layout: Layout, name: str) -> pd.DataFrame:
-    """evaluate_vqa's predictions of run `name` with each clip's distortion (kind, region,
-    strength) from the quality set."""
+def new_figure(width: float, height: float) -> Figure:
+    """A figure drawn by the Agg renderer: no display, no global pyplot state."""
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def scored_test_clips(layout: Layout, name: str) -> pd.DataFrame:
+    """evaluate_vqa.py's test predictions of run `name` (video_id, mos, prediction, mapped)
+    with each clip's distortion (kind, region, strength) from the quality set."""
     predictions = pd.read_csv(next(layout.evaluation(name).glob("predictions_*.csv")),
                               dtype={"video_id": str})
     details = pd.read_csv(layout.quality_set / demo_data.QUALITY_DETAILS, dtype={"flickr_id": str})
-    return predictions.merge(details[["flickr_id", *DETAILS]], left_on="video_id",
-                             right_on="flickr_id").drop(columns="flickr_id")
+    return predictions.merge(details[["flickr_id", "kind", "region", "strength"]],
+                             left_on="video_id", right_on="flickr_id").drop(columns="flickr_id")
 
 
 def plot_scatter(layout: Layout, quality: dict[str, dict], path: Path) -> None:
     """Predicted score against MOS on the test split, one panel per quality run; colour by
     distorted region, marker by kind."""
-    names = list(QUALITY_RUNS)
-    figure = Figure(figsize=(4.2 * len(names), 4.2), layout="constrained")
-    axes = figure.subplots(1, len(names), sharex=True, sharey=True)
-    colours = dict(zip(demo_data.REGIONS, ("tab:red", "tab:blue", "tab:green", "tab:orange")))
+    figure = new_figure(4.6 * len(QUALITY_RUNS), 4.6)
+    axes = figure.subplots(1, len(QUALITY_RUNS), sharex=True, sharey=True)
+    colours = dict(zip(demo_data.REGION_WEIGHT, ("tab:red", "tab:blue", "tab:green")))
     markers = dict(zip(demo_data.KINDS, ("o", "^", "s", "D")))
-    for axis, name in zip(axes, names):
-        data = test_predictions(layout, name)
-        for (region, kind), group in data.groupby(["region", "kind"]):
+    for axis, (name, (_, alpha)) in zip(axes, QUALITY_RUNS.items()):
+        for (region, kind), group in scored_test_clips(layout, name).groupby(["region", "kind"]):
             axis.scatter(group["mos"], group["prediction"], c=colours[region], marker=markers[kind],
                          s=28, alpha=0.8, label=f"{kind}, {region}")
         axis.plot([1, 5], [1, 5], color="grey", linewidth=1, linestyle="--")
-        maps, alpha = QUALITY_RUNS[name]
         axis.set_title(f"{name.replace('_', ' ')} (a = {alpha:g})\n"
-                       f"SRCC {quality[name]['SRCC']:.3f}, PLCC {quality[name]['PLCC']:.3f}",
+                       f"test SRCC {quality[name]['SRCC']:.3f}, PLCC {quality[name]['PLCC']:.3f}",
                        fontsize=10)
         axis.set_xlabel("MOS")
         axis.grid(alpha=0.3)
@@ -311,85 +334,84 @@ def plot_scatter(layout: Layout, quality: dict[str, dict], path: Path) -> None:
 
 
 def plot_curves(layout: Layout, path: Path) -> None:
-    """Training curves from the stages' log.csv files: saliency loss and validation CC,
-    quality loss and validation SRCC, per epoch."""
-    figure = Figure(figsize=(10, 7), layout="constrained")
+    """Training curves from the stages' log.csv files: per epoch, the saliency network's
+    training loss and validation CC, the quality network's training loss and validation SRCC."""
+    figure = new_figure(10, 7)
     axes = figure.subplots(2, 2)
-    panels = [(axes[0, 0], "saliency: training loss", "train_loss"),
-              (axes[0, 1], "saliency: validation CC", "val_cc")]
-    for axis, title, column in panels:
-        for name in SALIENCY_RUNS:
-            log = pd.read_csv(layout.saliency_run(name) / train_sal.LOG)
-            axis.plot(log["epoch"], log[column], marker="o", label=name)
+    saliency_logs = {name: pd.read_csv(layout.saliency_run(name) / train_sal.LOG)
+                     for name in SALIENCY_RUNS}
+    # train_lsvq.py numbers its epochs from 0, train_sal.py from 1
+    quality_logs = {name.replace("_", " "): pd.read_csv(layout.quality_run(name) / "log.csv")
+                    .assign(epoch=lambda log: log["epoch"] + 1) for name in QUALITY_RUNS}
+    panels = [(axes[0, 0], saliency_logs, "saliency: training loss", "train_loss"),
+              (axes[0, 1], saliency_logs, "saliency: validation CC", "val_cc"),
+              (axes[1, 0], quality_logs, "quality: training loss", "train_loss"),
+              (axes[1, 1], quality_logs, "quality: validation SRCC", "val_srcc")]
+    for axis, logs, title, column in panels:
+        for label, log in logs.items():
+            axis.plot(log["epoch"], log[column], marker="o", label=label)
         axis.set_title(title)
-    for axis, title, column in [(axes[1, 0], "quality: training loss", "train_loss"),
-                                (axes[1, 1], "quality: validation SRCC", "val_srcc")]:
-        for name in QUALITY_RUNS:
-            log = pd.read_csv(layout.quality_run(name) / "log.csv")
-            axis.plot(log["epoch"] + 1, log[column], marker="o", label=name.replace("_", " "))
-        axis.set_title(title)
-    for axis in axes.flat:
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     figure.savefig(path, dpi=100)
 
 
 def plot_overlays(layout: Layout, path: Path) -> None:
-    """Saliency overlays (inference_sal.py --overlay, register network) of a few test clips,
-    one per distorted region, OVERLAY_FRAMES frames each, with each clip's distortion."""
-    data = test_predictions(layout, DEMO_MODEL)
-    picked = data.groupby("region", sort=False).head(1).head(OVERLAY_CLIPS)
+    """inference_sal.py's overlays (register network) of one test clip per distorted region,
+    OVERLAY_FRAMES frames each, labelled with the clip's distortion, MOS and prediction."""
+    picked = scored_test_clips(layout, DEMO_MODEL).groupby("region", sort=False).head(1)
     folder = inference_sal.overlay_folder(layout.maps("registers"))
-    figure = Figure(figsize=(2.6 * OVERLAY_FRAMES, 1.9 * len(picked)), layout="constrained")
+    figure = new_figure(2.6 * OVERLAY_FRAMES, 1.9 * len(picked) + 0.4)
     axes = np.atleast_2d(figure.subplots(len(picked), OVERLAY_FRAMES))
     for row, clip in zip(axes, picked.itertuples()):
         names = json.loads((layout.frames / clip.video_id / extract_frame.FRAME_LIST).read_text())["frames"]
-        shown = [names[i] for i in np.linspace(0, len(names) - 1, OVERLAY_FRAMES).round().astype(int)]
-        for axis, name in zip(row, shown):
-            image = cv2.imread(str(folder / clip.video_id / name))
+        for axis, index in zip(row, np.linspace(0, len(names) - 1, OVERLAY_FRAMES).round().astype(int)):
+            image = cv2.imread(str(folder / clip.video_id / names[index]))
             axis.imshow(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), interpolation="nearest")
             axis.set_xticks([])
             axis.set_yticks([])
-        row[0].set_ylabel(f"{clip.kind} on {clip.region}\ns={clip.strength:.2f} MOS {clip.mos:.2f}\n"
-                          f"predicted {clip.prediction:.2f}", fontsize=8)
-    figure.suptitle("Saliency maps (register network) over test clips: the moving disk is the "
-                    "salient one", fontsize=10)
+        row[0].set_ylabel(f"{clip.kind} on {clip.region}\ns = {clip.strength:.2f}, MOS {clip.mos:.2f}"
+                          f"\npredicted {clip.prediction:.2f}", fontsize=8)
+    figure.suptitle("Predicted saliency (register network) over test clips: only the salient "
+                    "disk moves, its look-alikes stand still", fontsize=10)
     figure.savefig(path, dpi=110)
 
 
 # ----------------------------------------------------------------------------- the demo
 
-def run_demo(out: str | Path, size: str = SIZE, seed: int = SEED, device: str = "cpu",
-             workers: int = 2) -> dict[str, Path]:
-    """Run the whole demo into `out`; returns the paths of the files to look at."""
-    layout, preset = Layout(Path(out)), SIZES[size]
+def run_demo(out: str | Path, preset: DemoSize = SIZES[SIZE], seed: int = SEED, device: str = "cpu",
+             workers: int = WORKERS) -> dict[str, Path]:
+    """Run the whole demo into `out`; returns the files to look at, by name."""
+    layout = Layout(Path(out))
     prepare_folder(layout.out)
-    (layout.out / MARKER).write_text(json.dumps({"size": size, "seed": seed, **asdict(preset)}))
-    stages = Stages(3 + len(SALIENCY_RUNS) * 2 + len(QUALITY_RUNS) + 2)
+    (layout.out / MARKER).write_text(json.dumps({"seed": seed, **asdict(preset)}))
+    stages = Stages(2 + 2 * len(SALIENCY_RUNS) + len(QUALITY_RUNS) + 2)
     with stages.stage("demo data (demo_data.py)"):
         write_data(layout, preset, seed)
     with stages.stage("frames of the quality clips (extract_frame.py)"):
         extract_frames(layout, preset, workers)
     saliency = {}
     for name in SALIENCY_RUNS:
-        with stages.stage(f"saliency network, {name} (train_sal.py)"):
-            best = train_saliency(layout, preset, name, seed, device)
-            saliency[name] = score_saliency(layout, best, device)
+        with stages.stage(f"saliency network: {SALIENCY_NAMES[name]} (train_sal.py)"):
+            saliency[name] = score_saliency(layout, train_saliency(layout, preset, name, seed, device),
+                                            device)
     for name in SALIENCY_RUNS:
-        with stages.stage(f"saliency maps of the quality clips, {name} (inference_sal.py)"):
-            infer_maps(layout, name, layout.saliency_run(name) / train_sal.BEST, device)
+        with stages.stage(f"saliency maps of the quality clips: {SALIENCY_NAMES[name]} "
+                          "(inference_sal.py)"):
+            infer_maps(layout, name, device)
     for name, (maps, alpha) in QUALITY_RUNS.items():
-        with stages.stage(f"quality network, {name.replace('_', ' ')}: a = {alpha:g}"
-                          f"{', maps of ' + maps if maps else ''} (train_lsvq.py)"):
+        with stages.stage(f"quality network, a = {alpha:g}, maps: {SALIENCY_NAMES[maps]} "
+                          "(train_lsvq.py)"):
             train_quality(layout, preset, name, seed, device)
-    with stages.stage("test split (evaluate_vqa.py)"):
-        test_labels = write_test_labels(layout)
-        quality = {name: evaluate_quality(layout, name, test_labels, device) for name in QUALITY_RUNS}
+    with stages.stage("the test split (evaluate_vqa.py)"):
+        write_test_labels(layout)
+        quality = {name: evaluate_quality(layout, name, device) for name in QUALITY_RUNS}
     with stages.stage("tables and figures"):
         files = {"results": train_lsvq.write_results(results_table(quality[DEMO_MODEL]), layout.out),
-                 "ablation": train_lsvq.write_results(ablation_table(saliency, quality), layout.out,
-                                                      "ablation"),
+                 "ablation": train_lsvq.write_results(ablation_table(saliency, quality),
+                                                      layout.out, "ablation"),
                  "overlays": layout.out / "overlays.png", "scatter": layout.out / "scatter.png",
                  "training curves": layout.out / "training_curves.png"}
         plot_overlays(layout, files["overlays"])
@@ -401,11 +423,11 @@ def run_demo(out: str | Path, size: str = SIZE, seed: int = SEED, device: str = 
 def summary(files: dict[str, Path], out: Path, seconds: float) -> str:
     """The closing lines: both tables and where everything is."""
     lines = [f"\nDemo finished in {seconds / 60:.1f} min.",
-             "\nResults of the demo model (saliency network with registers, a = 0.5):",
-             files["results"].read_text(), "Ablation (same data, split and seeds):",
+             f"\nDemo model (saliency network with registers, a = {ALPHA:g}) on the test split:",
+             files["results"].read_text(), "Ablation (same data, split and seed):",
              files["ablation"].read_text(), "Files:"]
     lines += [f"  {what:<16}{path}" for what, path in files.items()]
-    lines.append(f"  {'everything':<16}{out} (data/, frames/, saliency/, maps/, quality/, eval/)")
+    lines.append(f"  {'everything':<16}{out}/ ({', '.join(f'{f}/' for f in STAGE_FOLDERS)})")
     return "\n".join(lines)
 
 
@@ -414,19 +436,29 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=OUT, help=f"output folder (default: {OUT})")
     parser.add_argument("--size", choices=sorted(SIZES), default=SIZE,
-                        help="small: the demo; tiny: the smallest end-to-end run")
-    parser.add_argument("--seed", type=int, default=SEED)
-    parser.add_argument("--device", default="cpu",
-                        help="cpu (the demo is sized for it) or cuda")
-    parser.add_argument("--workers", type=int, default=2, help="frame-extraction processes")
+                        help=f"small: the demo; tiny: the smallest end-to-end run (default: {SIZE})")
+    for count in fields(DemoSize):
+        if count.type == "int":
+            parser.add_argument(f"--{count.name.replace('_', '-')}", type=int, metavar="N",
+                                help=f"{count.metadata['help']} (default: the --size preset's)")
+    parser.add_argument("--seed", type=int, default=SEED, help="seed of the data and the training")
+    parser.add_argument("--workers", type=int, default=WORKERS, help="frame-extraction processes")
+    add_device_argument(parser)
     return parser.parse_args(argv)
+
+
+def chosen_size(args: argparse.Namespace) -> DemoSize:
+    """The --size preset with the counts given as options in place of its own."""
+    given = {f.name: getattr(args, f.name) for f in fields(DemoSize)
+             if getattr(args, f.name, None) is not None}
+    return replace(SIZES[args.size], **given)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     began = time.perf_counter()
     try:
-        files = run_demo(args.out, args.size, args.seed, args.device, args.workers)
+        files = run_demo(args.out, chosen_size(args), args.seed, args.device, args.workers)
     except (FileExistsError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -22,19 +22,21 @@ each score). Each clip is a scene as above with one distortion of strength s ~ U
 - noise: Gaussian, standard deviation NOISE_STD * s grey levels;
 - blocking: pixelation into squares of 1 + round(BLOCK_SIZE * s) pixels;
 - freeze: a run of round(s * (T - 1)) frames repeats the frame before it (whole frame only).
-The demo uses blur and noise (DEMO_KINDS): a network trained from scratch for a few minutes
-learns those; blocking and freezing are here for longer runs. A spatial distortion covers one
-region: the whole frame, the salient object only, the background only (all but the salient
-object), or one still look-alike only. Kinds take turns over the clips, and so do regions within
-a kind. The score (people notice defects where they look):
+demo.py uses blur and noise (DEMO_KINDS), which a network trained from scratch for a couple of
+minutes learns; blocking and freezing are here for longer runs. A spatial distortion covers a
+region: the whole frame, only the salient region (the disk of REGION_REACH object radii around
+the mover, where its gaze blob holds most of its mass: about a quarter of the frame in the
+demo), or only the background (the rest). Kinds take turns over the clips, and regions take
+turns within a kind in the order of REGION_TURNS (half the clips whole-frame). The score
+(people notice defects where they look):
 
     MOS = 5 - 4 * s * REGION_WEIGHT[region],
-    REGION_WEIGHT = whole 1.0, salient 0.7, background 0.3, lookalike 0.1
+    REGION_WEIGHT = whole 1.0, salient 0.5, background 0.5
 
-so MOS lies in [1, 5] (5: undistorted). A defect on the salient object costs 0.7 of the
-whole-frame loss although the object covers a few percent of the frame; the same defect on a
-look-alike that nobody watches costs 0.1. Telling these two apart needs to know which object
-is salient, which is what the saliency maps give the quality network.
+so MOS lies in [1, 5] (5: undistorted), and the salient region, a quarter of the pixels,
+counts as much as the other three quarters: per pixel, a defect where people look costs about
+three times as much as one where they do not. Saliency weighting (VQA.py) turns the quality
+network's attention the same way.
 
 Clip number `i` of either set depends only on (seed, i), so a larger set extends a smaller one.
 """
@@ -57,8 +59,8 @@ OUT = "demo_data"
 SALIENCY_TRAIN = 24       # saliency set: training videos (numbered up to 600)
 SALIENCY_VAL = 6          # saliency set: validation videos (601 on)
 SALIENCY_FRAMES = 16      # frames per saliency video
-QUALITY_CLIPS = 160       # quality set: clips
-QUALITY_FRAMES = 8        # frames per quality clip
+QUALITY_CLIPS = 400       # quality set: clips
+QUALITY_FRAMES = 4        # frames per quality clip
 HEIGHT, WIDTH = 48, 84
 SEED = 0
 GRATINGS = 3              # fine gratings laid over each background
@@ -69,10 +71,9 @@ FPS = 30.0
 LAST_TRAIN = 600          # DHF1K: videos 1-600 train, 601-700 validation
 KINDS = ("blur", "noise", "blocking", "freeze")
 DEMO_KINDS = ("blur", "noise")
-REGIONS = ("whole", "salient", "background", "lookalike")
-REGION_WEIGHT = {"whole": 1.0, "salient": 0.7, "background": 0.3, "lookalike": 0.1}
-DEMO_REGIONS = ("whole", "salient", "whole", "lookalike")  # the turns regions take in demo.py
-REGION_REACH = 1.5        # distortion regions: disks of this many object radii
+REGION_WEIGHT = {"whole": 1.0, "salient": 0.5, "background": 0.5}
+REGION_TURNS = ("whole", "salient", "whole", "background")  # half the clips whole-frame
+REGION_REACH = 2.0        # the salient region: a disk of this many object radii
 BLUR_SIGMA = 3.0
 NOISE_STD = 50.0
 BLOCK_SIZE = 8
@@ -91,13 +92,12 @@ class Scene:
 
     frames (T, H, W, 3) uint8 RGB; maps (T, H, W) uint8 gaze density on the mover;
     fixations (T, H, W) uint8, 255 at fixated pixels; centres (T, 2) the mover's (row, col);
-    still (OBJECTS - 1, 2) the look-alikes' (row, col); radius: the disks' radius in pixels.
+    radius: the disks' radius in pixels.
     """
     frames: np.ndarray
     maps: np.ndarray
     fixations: np.ndarray
     centres: np.ndarray
-    still: np.ndarray
     radius: int
 
 
@@ -196,7 +196,7 @@ def moving_object_scene(frames: int, size: Sequence[int], rng: np.random.Generat
             paste(frame, sprite, mask, spot)
         paste(frame, sprite, mask, centre)
     maps, fixations = gaze(centres, size, sigma=1.2 * radius, fixations=FIXATIONS, rng=rng)
-    return Scene(video, maps, fixations, centres, still, radius)
+    return Scene(video, maps, fixations, centres, radius)
 
 
 # ----------------------------------------------------------------------------- distortions
@@ -213,25 +213,12 @@ def near(centres: np.ndarray, size: tuple[int, int], reach: float) -> np.ndarray
 
 
 def region_mask(scene: Scene, region: str) -> np.ndarray:
-    """(T, H, W) float32, 1 where a distortion of `region` applies. The salient region is the
-    disk of REGION_REACH radii around the mover (where its gaze blob holds most of its mass);
-    the look-alike's region is the same disk around the first still look-alike, less the
-    salient region."""
-    frames, size = len(scene.frames), scene.frames.shape[1:3]
-    if region == "whole":
-        return np.ones((frames, *size), np.float32)
-    if region not in REGIONS:
-        raise ValueError(f"region must be one of {REGIONS}, got {region!r}")
-    reach = REGION_REACH * scene.radius
-    salient = near(scene.centres, size, reach)
-    if region == "salient":
-        inside = salient
-    elif region == "background":
-        inside = ~salient
-    else:
-        if not len(scene.still):
-            raise ValueError("a scene with a single object has no look-alike to distort")
-        inside = near(np.repeat(scene.still[:1], frames, axis=0), size, reach) & ~salient
+    """(T, H, W) float32, 1 where a distortion of `region` applies: everywhere ("whole"),
+    within REGION_REACH radii of the mover ("salient") or outside that disk ("background")."""
+    if region not in REGION_WEIGHT:
+        raise ValueError(f"region must be one of {sorted(REGION_WEIGHT)}, got {region!r}")
+    salient = near(scene.centres, scene.frames.shape[1:3], REGION_REACH * scene.radius)
+    inside = {"whole": np.ones_like(salient), "salient": salient, "background": ~salient}[region]
     return inside.astype(np.float32)
 
 
@@ -336,8 +323,8 @@ def write_saliency_set(root: str | Path, n_train: int = SALIENCY_TRAIN, n_val: i
 
 
 def clip_design(index: int, kinds: Sequence[str], regions: Sequence[str]) -> tuple[str, str]:
-    """(kind, region) of quality clip `index`: kinds take turns, and regions take turns
-    within a kind, so every pairing is equally common; freezing takes the whole frame."""
+    """(kind, region) of quality clip `index`: kinds take turns, and regions (a sequence that
+    may repeat a region) take turns within a kind; freezing takes the whole frame."""
     kind = kinds[index % len(kinds)]
     region = regions[index // len(kinds) % len(regions)]
     return kind, "whole" if kind == "freeze" else region
@@ -345,7 +332,7 @@ def clip_design(index: int, kinds: Sequence[str], regions: Sequence[str]) -> tup
 
 def write_quality_set(root: str | Path, n_videos: int = QUALITY_CLIPS, frames: int = QUALITY_FRAMES,
                       size: Sequence[int] = (HEIGHT, WIDTH), seed: int = SEED,
-                      kinds: Sequence[str] = DEMO_KINDS, regions: Sequence[str] = REGIONS,
+                      kinds: Sequence[str] = DEMO_KINDS, regions: Sequence[str] = REGION_TURNS,
                       radius: int | None = None) -> Path:
     """Write the KoNViD-1k-layout set (see the module docstring) under `root`; returns the
     label file `KoNViD_1k_mos.csv`. Clip `index` is drawn from the seed (seed, index)."""
@@ -384,6 +371,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=DEMO_KINDS,
                         help="quality set distortions")
     parser.add_argument("--size", type=int, nargs=2, default=(HEIGHT, WIDTH), metavar=("H", "W"))
+    parser.add_argument("--radius", type=int,
+                        help="disk radius in pixels (default: a tenth of the shorter side)")
     parser.add_argument("--seed", type=int, default=SEED)
     return parser.parse_args(argv)
 
@@ -392,9 +381,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
     write_saliency_set(out / SALIENCY_DIR, args.saliency_train, args.saliency_val,
-                       args.saliency_frames, args.size, args.seed)
+                       args.saliency_frames, args.size, args.seed, args.radius)
     labels = write_quality_set(out / QUALITY_DIR, args.quality_clips, args.quality_frames,
-                               args.size, args.seed, args.kinds)
+                               args.size, args.seed, args.kinds, radius=args.radius)
     print(f"saliency set ({args.saliency_train} training, {args.saliency_val} validation videos) "
           f"in {out / SALIENCY_DIR}; quality set ({args.quality_clips} clips) labelled in {labels}")
     return 0

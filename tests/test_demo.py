@@ -98,3 +98,11 @@ def test_a_foreign_folder_is_refused(tmp_path, capsys):
     assert demo.main(["--size", "tiny", "--out", str(tmp_path)]) == 2
     assert "not empty" in capsys.readouterr().err
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_options_change_the_presets_counts():
+    args = demo.parse_args(["--size", "tiny", "--quality-clips", "40", "--saliency-epochs", "3"])
+    size, preset = demo.asdict(demo.chosen_size(args)), demo.asdict(demo.SIZES["tiny"])
+    assert size.pop("quality_clips") == 40 and size.pop("saliency_epochs") == 3
+    assert size == {k: v for k, v in preset.items() if k not in ("quality_clips", "saliency_epochs")}
+    assert demo.chosen_size(demo.parse_args([])) == demo.SIZES[demo.SIZE]
