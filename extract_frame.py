@@ -263,13 +263,16 @@ def _write_failures(path: Path, failures: dict[str, str]) -> None:
         writer.writerows(sorted(failures.items()))
 
 
-def videos_from_labels(dataset: str, labels: str, video_root: str) -> list[tuple[str, Path]]:
-    """(video_id, path) for the rows of a dataset's official label file whose video exists."""
+def videos_from_labels(dataset: str, labels: str, video_root: str
+                       ) -> tuple[list[tuple[str, Path]], list[str]]:
+    """(video_id, path) for the rows of a dataset's official label file whose video exists,
+    and the problems reported while reading it (rows left out: missing video, bad MOS)."""
     # imported here because dataloader imports this module for its decoding
-    from dataloader import read_labels
+    from dataloader import PROBLEMS, read_labels
 
+    reported = len(PROBLEMS)
     table = read_labels(dataset, labels, video_root)
-    return list(zip(table["video_id"], map(Path, table["path"])))
+    return list(zip(table["video_id"], map(Path, table["path"]))), PROBLEMS[reported:]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -295,8 +298,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        videos = (videos_from_labels(args.dataset, args.labels, args.video_root) if args.dataset
-                  else find_videos(args.inputs))
+        videos, left_out = (videos_from_labels(args.dataset, args.labels, args.video_root)
+                            if args.dataset else (find_videos(args.inputs), []))
         writable_folder(args.out)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -308,7 +311,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{len(failures)} failed (listed in {Path(args.out) / FAILURES}):", file=sys.stderr)
         for message in failures.values():
             print(f"  {message}", file=sys.stderr)
-    return 1 if failures else 0
+    for problem in left_out:
+        print(f"left out: {problem}", file=sys.stderr)
+    return 1 if failures or left_out else 0
 
 
 if __name__ == "__main__":

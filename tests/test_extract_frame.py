@@ -181,7 +181,7 @@ def test_cli_needs_inputs_or_dataset(capsys):
         ef.parse_args(["--dataset", "konvid"])
 
 
-def test_cli_dataset_mode_reads_label_file(tmp_path, make_video):
+def test_cli_dataset_mode_reads_label_file(tmp_path, make_video, capsys):
     make_video("konvid/KoNViD_1k_videos/111.mp4", 10, codec="mp4v")
     make_video("konvid/KoNViD_1k_videos/222.mp4", 10, codec="mp4v")
     labels = tmp_path / "KoNViD_1k_mos.csv"
@@ -189,8 +189,11 @@ def test_cli_dataset_mode_reads_label_file(tmp_path, make_video):
     out = tmp_path / "frames"
     code = ef.main(["--dataset", "konvid", "--labels", str(labels), "--video-root",
                     str(tmp_path / "konvid"), "--out", str(out), "--workers", "1"])
-    assert code == 0
     assert sorted(p.name for p in out.iterdir()) == ["111", "222"]
+    # the row without a video is left out, reported at the end, and the status says so
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "left out" in err and "1 of 3 video(s) not found" in err and "333" in err
 
 
 def test_real_lying_container_if_available():
