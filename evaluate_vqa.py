@@ -43,7 +43,6 @@ does not import this file.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +59,7 @@ import train_lsvq
 from dataloader import DATASETS, PROBLEMS, MosScale, read_labels
 from extract_frame import VideoError, find_videos, sample_video
 from runtime import (add_device_argument, atomic_path, load_checkpoint, pick_device,
-                     writable_folder)
+                     writable_folder, write_failures)
 from sal_withreg import (PRECISIONS, default_precision, precision_autocast, predict_maps,
                          prepare_inference, saliency_model_from_payload, to_precision,
                          weights_precision)
@@ -336,7 +335,7 @@ def score_videos(checkpoint: str | Path, videos: Sequence[str | Path], out: str 
     scores = pd.DataFrame(rows, columns=["video", "score"])
     with atomic_path(out) as tmp:
         scores.to_csv(tmp, index=False, float_format="%.6g")
-    write_failures(failures_file(out), failures)
+    write_failures(failures_file(out), failures, "video")
     return scores, failures
 
 
@@ -344,17 +343,6 @@ def failures_file(out: str | Path) -> Path:
     """The failures list beside a scores file: `scores.csv` -> `scores_failures.csv`."""
     out = Path(out)
     return out.with_name(f"{out.stem}_failures.csv")
-
-
-def write_failures(path: Path, failures: dict[str, str]) -> None:
-    """video,problem rows; no file (an old one removed) when nothing failed."""
-    if not failures:
-        path.unlink(missing_ok=True)
-        return
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["video", "problem"])
-        writer.writerows(failures.items())
 
 
 # ----------------------------------------------------------------------------- command line

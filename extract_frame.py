@@ -12,7 +12,6 @@ are listed at the end and in `<out>/failures.csv`; the exit status is 1 if there
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from runtime import atomic_path, writable_folder
+from runtime import atomic_path, writable_folder, write_failures
 
 # ----------------------------------------------------------------------------- config
 NUM_FRAMES = 8           # K: frames kept per video (the quality network reads 8)
@@ -230,7 +229,7 @@ def extract(videos: Sequence[tuple[str, Path]], out: str | Path, k: int = NUM_FR
             failures[video_id] = message
         elif status == "note":
             tqdm.write(f"note: {message}", file=sys.stderr)
-    _write_failures(out / FAILURES, failures)
+    write_failures(out / FAILURES, failures, "video_id")
     return failures
 
 
@@ -251,16 +250,6 @@ def _run_all(jobs: list[Job], workers: int, progress: bool):
         if workers > 1 and len(jobs) > 1:
             pool.close()
             pool.join()
-
-
-def _write_failures(path: Path, failures: dict[str, str]) -> None:
-    if not failures:
-        path.unlink(missing_ok=True)
-        return
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["video_id", "problem"])
-        writer.writerows(sorted(failures.items()))
 
 
 def videos_from_labels(dataset: str, labels: str, video_root: str

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import io
 import os
 import random
@@ -90,6 +91,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+def write_failures(path: str | os.PathLike, failures: dict[str, str], id_column: str) -> None:
+    """Write `id_column,problem` rows (sorted by id) atomically; when nothing failed, write no
+    file and remove one that an earlier run left."""
+    path = Path(path)
+    if not failures:
+        path.unlink(missing_ok=True)
+        return
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([id_column, "problem"])
+        writer.writerows(sorted(failures.items()))
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:

@@ -145,18 +145,22 @@ def test_truncated_video(tmp_path, good_video, models, capsys) -> None:
                         also_scored=[cut_avi])
 
 
-def test_zero_byte_video(tmp_path, good_video, models, capsys) -> None:
-    empty = tmp_path / "videos" / "empty.mp4"
-    empty.write_bytes(b"")
-    code = extract([good_video, empty], tmp_path / "frames")
+@pytest.mark.parametrize("name, content", [
+    ("empty.mp4", b""),                                              # zero bytes
+    ("notes.mp4", b"this is a text file, not a video\n" * 40),     # text named .mp4
+])
+def test_file_named_as_a_video_that_is_none(tmp_path, good_video, models, capsys, name,
+                                            content) -> None:
+    bad = tmp_path / "videos" / name
+    bad.write_bytes(content)
+    code = extract([good_video, bad], tmp_path / "frames")
     err = capsys.readouterr().err
-    code_scores = score(models, [good_video, empty], tmp_path / "scores.csv")
+    code_scores = score(models, [good_video, bad], tmp_path / "scores.csv")
     err_scores = capsys.readouterr().err
-    check_video_failure(empty, "cannot be opened as a video", good_video, code, err,
+    check_video_failure(bad, "cannot be opened as a video", good_video, code, err,
                         tmp_path / "frames", tmp_path / "scores.csv", code_scores, err_scores)
-    assert render(models, [good_video, empty], tmp_path / "renders") == 1
-    err = capsys.readouterr().err
-    assert f"{empty}: cannot be opened as a video" in err
+    assert render(models, [good_video, bad], tmp_path / "renders") == 1
+    assert f"{bad}: cannot be opened as a video" in capsys.readouterr().err
     assert [p.name for p in (tmp_path / "renders").iterdir()] == ["good.mp4"]
 
 
@@ -172,20 +176,6 @@ def test_zero_byte_label_file_and_checkpoint(tmp_path, quality_set, models, caps
     assert inference_sal.main(["--checkpoint", str(checkpoint), "--frames", str(frames),
                                "--out", str(tmp_path / "maps"), *CPU]) == 2
     assert f"error: {checkpoint}: not a readable checkpoint" in capsys.readouterr().err
-
-
-def test_text_file_named_mp4(tmp_path, good_video, models, capsys) -> None:
-    text = tmp_path / "videos" / "notes.mp4"
-    text.write_text("this is a text file, not a video\n" * 40)
-    code = extract([good_video, text], tmp_path / "frames")
-    err = capsys.readouterr().err
-    code_scores = score(models, [good_video, text], tmp_path / "scores.csv")
-    err_scores = capsys.readouterr().err
-    check_video_failure(text, "cannot be opened as a video", good_video, code, err,
-                        tmp_path / "frames", tmp_path / "scores.csv", code_scores, err_scores)
-    assert render(models, [good_video, text], tmp_path / "renders") == 1
-    assert f"{text}: cannot be opened as a video" in capsys.readouterr().err
-    assert (tmp_path / "renders" / "good.mp4").is_file()
 
 
 def test_video_with_one_frame(tmp_path, good_video, models, capsys) -> None:

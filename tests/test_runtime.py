@@ -95,3 +95,14 @@ def test_pick_device_refuses_missing_cuda(monkeypatch):
     assert rt.pick_device("cpu").type == "cpu"
     with pytest.raises(SystemExit, match="no CUDA"):
         rt.pick_device("cuda")
+
+
+def test_write_failures_sorts_rows_and_removes_a_stale_file(tmp_path):
+    path = tmp_path / "failures.csv"
+    rt.write_failures(path, {"b.mp4": "cannot be opened", "a.mp4": "no frames"}, "video")
+    with open(path, newline="") as handle:
+        assert list(csv.reader(handle)) == [["video", "problem"], ["a.mp4", "no frames"],
+                                            ["b.mp4", "cannot be opened"]]
+    assert [p.name for p in tmp_path.iterdir()] == ["failures.csv"]  # no temporary left
+    rt.write_failures(path, {}, "video")
+    assert not path.exists()
