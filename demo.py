@@ -1,6 +1,6 @@
 """The whole pipeline on built-in demo data, one command (SPEC sections 1 and 11).
 
-    python demo.py                             # the demo: about 7 minutes on 2 CPU cores
+    python demo.py                             # the demo: about 8 minutes on 2 CPU cores
     python demo.py --size tiny --out /tmp/d    # the smallest end-to-end run (seconds)
 
 Nothing is downloaded. demo_data.py writes a DHF1K-layout saliency set and a KoNViD-1k-layout
@@ -203,8 +203,8 @@ def write_data(layout: Layout, size: DemoSize, seed: int) -> None:
 def extract_frames(layout: Layout, size: DemoSize, workers: int) -> None:
     check_stage(extract_frame.main([
         "--dataset", "konvid", "--labels", str(layout.labels),
-        "--video-root", str(layout.quality_set / "KoNViD_1k_videos"), "--out", str(layout.frames),
-        "--num-frames", str(CLIP_FRAMES), "--size", *map(str, size.frame_size),
+        "--video-root", str(layout.quality_set / demo_data.QUALITY_VIDEOS),
+        "--out", str(layout.frames), "--num-frames", str(CLIP_FRAMES), "--size", *map(str, size.frame_size),
         "--workers", str(workers)]), "extract_frame.py")
 
 

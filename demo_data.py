@@ -82,6 +82,7 @@ FIRST_ID = 3_000_000_000  # KoNViD-1k ids are Flickr ids of about this size
 
 SALIENCY_DIR, QUALITY_DIR = "DHF1K", "KoNViD-1k"
 QUALITY_LABELS, QUALITY_DETAILS = "KoNViD_1k_mos.csv", "KoNViD_1k_distortions.csv"
+QUALITY_VIDEOS = "KoNViD_1k_videos"
 
 
 # ----------------------------------------------------------------------------- scenes
@@ -344,7 +345,7 @@ def write_quality_set(root: str | Path, n_videos: int = QUALITY_CLIPS, frames: i
         strength = float(rng.uniform(0.0, 1.0))
         scene = moving_object_scene(frames, size, rng, radius=radius)
         flickr_id = FIRST_ID + index
-        write_mp4(root / "KoNViD_1k_videos" / f"{flickr_id}.mp4",
+        write_mp4(root / QUALITY_VIDEOS / f"{flickr_id}.mp4",
                   distorted_clip(scene, kind, region, strength, rng))
         rows.append({"flickr_id": flickr_id, "kind": kind, "region": region,
                      "strength": round(strength, 4), "mos": round(mos_of(strength, region), 4)})
