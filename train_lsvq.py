@@ -55,7 +55,7 @@ from metrics import logistic_map, vqa_metrics
 from runtime import (CsvLog, Distributed, add_device_argument, atomic_path, autocast,
                      batches_per_epoch, close_distributed, gather_objects, init_distributed,
                      join_context, load_checkpoint, pick_device, restore_training,
-                     resume_checkpoint, save_checkpoint, seed_everything, ShardSampler,
+                     resume_checkpoint, save_epoch_checkpoints, seed_everything, ShardSampler,
                      sync_optimizer, training_payload, unwrap, warmup_cosine, wrap_for_training,
                      writable_folder)
 from VQA import BACKBONES, VARIANTS, QualityNet, build_quality_model, quality_model_from_payload
@@ -371,12 +371,6 @@ def train(config: argparse.Namespace, splits: dict[str, pd.DataFrame] | None = N
     if dist.is_main:
         log.resume_at(start)  # rows are numbered from 0: keeps those of the finished epochs
 
-    def checkpoint(path: Path, epoch: int, metrics: dict[str, float]) -> None:
-        save_checkpoint(path, training_payload(
-            model, unwrap(model).config, optimizer, scheduler, epoch, metrics, settings_of(config),
-            kind="quality", mos_scale={"low": scale.low, "high": scale.high},
-            frame_size=list(config.size), best_score=best_score, best_epoch=best_epoch))
-
     for epoch in range(start, config.epochs):
         train_loader.sampler.set_epoch(epoch)
         loss = train_epoch(model, train_loader, optimizer, scheduler, config, device,
@@ -389,14 +383,16 @@ def train(config: argparse.Namespace, splits: dict[str, pd.DataFrame] | None = N
         if improved:
             best_score, best_epoch = score, epoch
         if dist.is_main:
-            # log, then best, then last: a crash in between resumes from the previous last,
-            # which drops this epoch's row and redoes the epoch
+            # the log first: a crash before the checkpoints are saved resumes from the
+            # previous last, which drops this epoch's row and redoes the epoch
             log.append({"epoch": epoch, "lr": scheduler.get_last_lr()[0], "train_loss": loss,
                         **{f"val_{k}": metrics[k] for k in ("plcc", "srcc", "krcc", "rmse")},
                         "val_score": score, "best": int(improved)})
-            if improved:
-                checkpoint(out / "best.pt", epoch + 1, metrics)
-            checkpoint(out / "last.pt", epoch + 1, metrics)
+            save_epoch_checkpoints(out / "best.pt", out / "last.pt", training_payload(
+                model, unwrap(model).config, optimizer, scheduler, epoch + 1, metrics,
+                settings_of(config), kind="quality",
+                mos_scale={"low": scale.low, "high": scale.high}, frame_size=list(config.size),
+                best_score=best_score, best_epoch=best_epoch), improved)
             tqdm.write(f"epoch {epoch + 1}: loss {loss:.4f}, val SRCC {metrics['srcc']:.3f} "
                        f"PLCC {metrics['plcc']:.3f}" + (" (best)" if improved else ""))
     barrier(dist)

@@ -47,7 +47,7 @@ from metrics import saliency_metrics
 from runtime import (CsvLog, Distributed, ShardSampler, add_device_argument, autocast,
                      batches_per_epoch, close_distributed, gather_objects, init_distributed,
                      join_context, load_checkpoint, pick_device, restore_training,
-                     resume_checkpoint, save_checkpoint, seed_everything, sync_optimizer,
+                     resume_checkpoint, save_epoch_checkpoints, seed_everything, sync_optimizer,
                      training_payload, unwrap, warmup_cosine, wrap_for_training,
                      writable_folder)
 from sal_withreg import REGISTER_MODES, build_saliency_model, saliency_model_from_payload
@@ -334,15 +334,13 @@ def _train(config: Any, dist: Distributed, device: torch.device) -> Path:
             payload = training_payload(model, model_arguments(config), optimizer, scheduler,
                                        epoch + 1, metrics, settings_of(config), kind=KIND,
                                        best_cc=best_cc)
-            # log, then best, then last: a crash in between resumes from the previous last,
-            # which drops this epoch's row and redoes the epoch
+            # the log first: a crash before the checkpoints are saved resumes from the
+            # previous last, which drops this epoch's row and redoes the epoch
             log.append({"epoch": epoch + 1, "train_loss": loss,
                         "lr": optimizer.param_groups[0]["lr"],
                         **{f"val_{m}": metrics[m] for m in METRICS},
                         "seconds": time.perf_counter() - began})
-            if improved:
-                save_checkpoint(out / BEST, payload)
-            save_checkpoint(out / LAST, payload)
+            save_epoch_checkpoints(out / BEST, out / LAST, payload, improved)
             tqdm.write(f"epoch {epoch + 1}/{config.epochs}: loss {loss:.4f}, val "
                        + ", ".join(f"{m} {metrics[m]:.4f}" for m in METRICS)
                        + (" (best)" if improved else ""))

@@ -124,10 +124,12 @@ def test_saliency_training_killed_while_writing_a_checkpoint_resumes_exactly(
         sal_reference, tmp_path) -> None:
     root, reference = sal_reference
     argv = sal_argv(root, tmp_path)
-    killed_run("train_sal", argv, "--kill-in-save", "last.pt:2")
-    half = [p for p in tmp_path.iterdir() if p.name.startswith(".last.pt.")]
+    # the first epoch saves best.pt (and links last.pt to it); the second save is epoch 2's
+    killed_run("train_sal", argv, "--kill-in-save", "2")
+    half = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     assert len(half) == 1  # the half-written temporary file of the killed save ...
-    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1  # ... never replaced last.pt
+    for name in ("best.pt", "last.pt"):  # ... replaced neither checkpoint
+        assert load_checkpoint(tmp_path / name)["epoch"] == 1
     with pytest.raises(ValueError, match="not a readable checkpoint"):
         load_checkpoint(half[0])
     assert len(log_rows(tmp_path)) == 2  # epoch 2 was logged before the checkpoint
@@ -160,7 +162,7 @@ def test_saliency_training_killed_before_its_first_checkpoint_starts_again(
         sal_reference, tmp_path, capsys) -> None:
     root, reference = sal_reference
     argv = sal_argv(root, tmp_path)
-    killed_run("train_sal", argv, "--kill-in-save", "last.pt:1")
+    killed_run("train_sal", argv, "--kill-in-save", "1")
     assert not (tmp_path / "last.pt").exists() and len(log_rows(tmp_path)) == 1
     assert train_sal.main([*argv, "--resume"]) == 0
     assert "does not exist yet; starting from the first epoch" in capsys.readouterr().err

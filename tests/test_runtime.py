@@ -45,6 +45,33 @@ def test_checkpoint_round_trip_strips_wrapper_prefixes(tmp_path):
         rt.load_checkpoint(tmp_path / "missing.pt")
 
 
+@pytest.mark.parametrize("links", [True, False], ids=["hard-link", "no-links"])
+def test_epoch_checkpoints_share_one_file_until_best_stops_improving(tmp_path, monkeypatch,
+                                                                     links):
+    def refuse(*_paths) -> None:
+        raise OSError("this file system has no hard links")
+
+    if not links:  # then last.pt is a copy of best.pt
+        monkeypatch.setattr(rt.os, "link", refuse)
+    best, last = tmp_path / "best.pt", tmp_path / "last.pt"
+
+    def save(epoch: int, improved: bool) -> None:
+        rt.save_epoch_checkpoints(best, last, {"model_state": {"w": torch.full((2,), epoch)},
+                                               "epoch": epoch}, improved)
+
+    def epochs() -> tuple[int, int]:
+        return rt.load_checkpoint(best)["epoch"], rt.load_checkpoint(last)["epoch"]
+
+    save(1, improved=True)
+    assert epochs() == (1, 1) and best.samefile(last) == links
+    save(2, improved=False)
+    assert epochs() == (1, 2) and not best.samefile(last)
+    assert torch.equal(rt.load_checkpoint(best)["model_state"]["w"], torch.ones(2))
+    save(3, improved=True)
+    assert epochs() == (3, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
+
+
 def test_shard_sampler_covers_every_index_once():
     for world in (1, 2, 3):
         shards = [rt.ShardSampler(10, rt.Distributed(rank, world), seed=1) for rank in range(world)]

@@ -2,7 +2,7 @@
 test_distributed.py (under torchrun) and test_crash_resume.py (as a process to kill).
 
     python trainer_driver.py TRAINER [--trace FILE] [--per-clip] [--kill-after-step N]
-        [--kill-in-save NAME:N] -- TRAINER OPTIONS ...
+        [--kill-in-save N] -- TRAINER OPTIONS ...
 
 --trace FILE: each rank writes FILE.<rank>.json, the list of events of `trace`:
     {"epoch": [sample indices of this rank's shard]} when an epoch starts,
@@ -12,8 +12,8 @@ test_distributed.py (under torchrun) and test_crash_resume.py (as a process to k
 --per-clip: BatchNorm layers become GroupNorm(1, C) and dropout is off, so that the model's
     output for a clip depends on that clip alone (to compare with a single process exactly).
 --kill-after-step N: the process sends itself SIGKILL right after its N-th optimizer step.
---kill-in-save NAME:N: SIGKILL in the middle of the N-th torch.save of the checkpoint NAME
-    (e.g. last.pt), after half of its bytes are written to the temporary file it goes to.
+--kill-in-save N: SIGKILL in the middle of the N-th torch.save of a checkpoint (best.pt or
+    last.pt), after half of its bytes are written to the temporary file it goes to.
 Each process uses one torch thread.
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -113,15 +114,14 @@ def kill_after(step: int) -> Callable[[torch.optim.Optimizer], None]:
     return count
 
 
-def kill_in_save(spec: str) -> None:
-    name, call = spec.rsplit(":", 1)
+def kill_in_save(call: int) -> None:
     real, calls = torch.save, []
 
     def save(obj, f, *args, **kwargs):
-        # runtime.atomic_path writes NAME through a temporary ".NAME.<random>.tmp" beside it
-        if isinstance(f, (str, os.PathLike)) and Path(f).name.startswith(f".{name}."):
+        # runtime.atomic_path writes NAME.pt through a temporary ".NAME.pt.<random>.tmp"
+        if isinstance(f, (str, os.PathLike)) and re.fullmatch(r"\..+\.pt\..+\.tmp", Path(f).name):
             calls.append(f)
-            if len(calls) == int(call):
+            if len(calls) == call:
                 buffer = io.BytesIO()
                 real(obj, buffer, *args, **kwargs)
                 data = buffer.getvalue()
@@ -143,7 +143,7 @@ def main() -> int:
     parser.add_argument("--trace")
     parser.add_argument("--per-clip", action="store_true")
     parser.add_argument("--kill-after-step", type=int)
-    parser.add_argument("--kill-in-save", metavar="NAME:N")
+    parser.add_argument("--kill-in-save", type=int, metavar="N")
     args = parser.parse_args(argv[:cut])
     torch.set_num_threads(1)
     trainer = __import__(args.trainer)
