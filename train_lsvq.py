@@ -383,16 +383,17 @@ def train(config: argparse.Namespace, splits: dict[str, pd.DataFrame] | None = N
         if improved:
             best_score, best_epoch = score, epoch
         if dist.is_main:
+            checkpoint = training_payload(
+                model, unwrap(model).config, optimizer, scheduler, epoch + 1, metrics,
+                settings_of(config), kind="quality",
+                mos_scale={"low": scale.low, "high": scale.high}, frame_size=list(config.size),
+                best_score=best_score, best_epoch=best_epoch)
             # the log first: a crash before the checkpoints are saved resumes from the
             # previous last, which drops this epoch's row and redoes the epoch
             log.append({"epoch": epoch, "lr": scheduler.get_last_lr()[0], "train_loss": loss,
                         **{f"val_{k}": metrics[k] for k in ("plcc", "srcc", "krcc", "rmse")},
                         "val_score": score, "best": int(improved)})
-            save_epoch_checkpoints(out / "best.pt", out / "last.pt", training_payload(
-                model, unwrap(model).config, optimizer, scheduler, epoch + 1, metrics,
-                settings_of(config), kind="quality",
-                mos_scale={"low": scale.low, "high": scale.high}, frame_size=list(config.size),
-                best_score=best_score, best_epoch=best_epoch), improved)
+            save_epoch_checkpoints(out / "best.pt", out / "last.pt", checkpoint, improved)
             tqdm.write(f"epoch {epoch + 1}: loss {loss:.4f}, val SRCC {metrics['srcc']:.3f} "
                        f"PLCC {metrics['plcc']:.3f}" + (" (best)" if improved else ""))
     barrier(dist)
