@@ -41,13 +41,10 @@ from typing import Any, Iterator, Sequence
 import cv2
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
-
 import demo_data
 import evaluate_vqa
 import extract_frame
+import figures
 import inference_sal
 import train_lsvq
 import train_sal
@@ -294,13 +291,6 @@ def ablation_table(saliency: dict[str, dict], quality: dict[str, dict]) -> pd.Da
 
 # ----------------------------------------------------------------------------- figures
 
-def new_figure(width: float, height: float) -> Figure:
-    """A figure drawn by the Agg renderer: no display, no global pyplot state."""
-    figure = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
-
-
 def scored_test_clips(layout: Layout, name: str) -> pd.DataFrame:
     """evaluate_vqa.py's test predictions of run `name` (video_id, mos, prediction, mapped)
     with each clip's distortion (kind, region, strength) from the quality set."""
@@ -311,51 +301,34 @@ def scored_test_clips(layout: Layout, name: str) -> pd.DataFrame:
                              left_on="video_id", right_on="flickr_id").drop(columns="flickr_id")
 
 
-def plot_scatter(layout: Layout, quality: dict[str, dict], path: Path) -> None:
-    """Predicted score against MOS on the test split, one panel per quality run; colour by
-    distorted region, marker by kind."""
-    figure = new_figure(4.6 * len(QUALITY_RUNS), 4.6)
-    axes = figure.subplots(1, len(QUALITY_RUNS), sharex=True, sharey=True)
-    colours = dict(zip(demo_data.REGION_WEIGHT, ("tab:red", "tab:blue", "tab:green")))
-    markers = dict(zip(demo_data.KINDS, ("o", "^", "s", "D")))
-    for axis, (name, (_, alpha)) in zip(axes, QUALITY_RUNS.items()):
-        for (region, kind), group in scored_test_clips(layout, name).groupby(["region", "kind"]):
-            axis.scatter(group["mos"], group["prediction"], c=colours[region], marker=markers[kind],
-                         s=28, alpha=0.8, label=f"{kind}, {region}")
-        axis.plot([1, 5], [1, 5], color="grey", linewidth=1, linestyle="--")
-        axis.set_title(f"{name.replace('_', ' ')} (a = {alpha:g})\n"
-                       f"test SRCC {quality[name]['SRCC']:.3f}, PLCC {quality[name]['PLCC']:.3f}",
-                       fontsize=10)
-        axis.set_xlabel("MOS")
-        axis.grid(alpha=0.3)
-    axes[0].set_ylabel("predicted score")
-    axes[-1].legend(fontsize=7, loc="lower right", title="distortion, region", title_fontsize=7)
-    figure.savefig(path, dpi=110)
+def plot_scatter(layout: Layout, path: Path) -> None:
+    """Predicted score against MOS on the test split with the fitted logistic, one panel per
+    quality run; colour by distorted region."""
+    width, height = figures.SCATTER_SIZE
+    figure = figures.new_figure(width * len(QUALITY_RUNS), height)
+    for axis, (name, (_, alpha)) in zip(figure.subplots(1, len(QUALITY_RUNS)), QUALITY_RUNS.items()):
+        clips = scored_test_clips(layout, name)
+        figures.draw_scatter(axis, clips["prediction"], clips["mos"],
+                             f"{name.replace('_', ' ')} (a = {alpha:g})",
+                             groups=clips["region"] + " distorted")
+    figures.save_png(figure, path, dpi=110)
 
 
 def plot_curves(layout: Layout, path: Path) -> None:
-    """Training curves from the stages' log.csv files: per epoch, the saliency network's
-    training loss and validation CC, the quality network's training loss and validation SRCC."""
-    figure = new_figure(10, 7)
-    axes = figure.subplots(2, 2)
-    saliency_logs = {name: pd.read_csv(layout.saliency_run(name) / train_sal.LOG)
-                     for name in SALIENCY_RUNS}
-    # train_lsvq.py numbers its epochs from 0, train_sal.py from 1
-    quality_logs = {name.replace("_", " "): pd.read_csv(layout.quality_run(name) / "log.csv")
-                    .assign(epoch=lambda log: log["epoch"] + 1) for name in QUALITY_RUNS}
-    panels = [(axes[0, 0], saliency_logs, "saliency: training loss", "train_loss"),
-              (axes[0, 1], saliency_logs, "saliency: validation CC", "val_cc"),
-              (axes[1, 0], quality_logs, "quality: training loss", "train_loss"),
-              (axes[1, 1], quality_logs, "quality: validation SRCC", "val_srcc")]
-    for axis, logs, title, column in panels:
-        for label, log in logs.items():
-            axis.plot(log["epoch"], log[column], marker="o", label=label)
-        axis.set_title(title)
-        axis.set_xlabel("epoch")
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=8)
-    figure.savefig(path, dpi=100)
+    """Training curves from the stages' log.csv files, each run's best epoch marked: the
+    saliency networks' training loss and validation CC (top), the quality networks' training
+    loss and validation SRCC (bottom)."""
+    figure = figures.new_figure(10, 7)
+    top, bottom = figure.subplots(2, 2)
+    figures.draw_curves(top, {name: pd.read_csv(layout.saliency_run(name) / train_sal.LOG)
+                              for name in SALIENCY_RUNS},
+                        [("saliency: training loss", ["train_loss"]),
+                         ("saliency: validation CC", ["val_cc"])])
+    figures.draw_curves(bottom, {name.replace("_", " "): pd.read_csv(layout.quality_run(name) / "log.csv")
+                                 for name in QUALITY_RUNS},
+                        [("quality: training loss", ["train_loss"]),
+                         ("quality: validation SRCC", ["val_srcc"])])
+    figures.save_png(figure, path)
 
 
 def plot_overlays(layout: Layout, path: Path) -> None:
@@ -363,7 +336,7 @@ def plot_overlays(layout: Layout, path: Path) -> None:
     OVERLAY_FRAMES frames each, labelled with the clip's distortion, MOS and prediction."""
     picked = scored_test_clips(layout, DEMO_MODEL).groupby("region", sort=False).head(1)
     folder = inference_sal.overlay_folder(layout.maps("registers"))
-    figure = new_figure(2.6 * OVERLAY_FRAMES, 1.9 * len(picked) + 0.4)
+    figure = figures.new_figure(2.6 * OVERLAY_FRAMES, 1.9 * len(picked) + 0.4)
     axes = np.atleast_2d(figure.subplots(len(picked), OVERLAY_FRAMES))
     for row, clip in zip(axes, picked.itertuples()):
         names = json.loads((layout.frames / clip.video_id / extract_frame.FRAME_LIST).read_text())["frames"]
@@ -376,7 +349,7 @@ def plot_overlays(layout: Layout, path: Path) -> None:
                           f"\npredicted {clip.prediction:.2f}", fontsize=8)
     figure.suptitle("Predicted saliency (register network) over test clips: only the salient "
                     "disk moves, its look-alikes stand still", fontsize=10)
-    figure.savefig(path, dpi=110)
+    figures.save_png(figure, path, dpi=110)
 
 
 # ----------------------------------------------------------------------------- the demo
@@ -415,7 +388,7 @@ def run_demo(out: str | Path, preset: DemoSize = SIZES[SIZE], seed: int = SEED, 
                  "overlays": layout.out / "overlays.png", "scatter": layout.out / "scatter.png",
                  "training curves": layout.out / "training_curves.png"}
         plot_overlays(layout, files["overlays"])
-        plot_scatter(layout, quality, files["scatter"])
+        plot_scatter(layout, files["scatter"])
         plot_curves(layout, files["training curves"])
     return files
 

@@ -9,8 +9,9 @@ same order; leave out every --saliency when the model does not use saliency:
 
   LSVQ label files are evaluated on their test rows (`is_test`, or the whole 1080p file); the
   other datasets on every video (cross-dataset). Writes `predictions_<set>.csv` (video_id, mos,
-  prediction in MOS units of the training scale, mapped = logistic fit to the MOS) and the
-  paper's table as `results.md`, `results.csv` and `results.json`, and prints the table.
+  prediction in MOS units of the training scale, mapped = logistic fit to the MOS),
+  `scatter_<set>.png` (prediction against MOS with the fitted logistic) and the paper's table
+  as `results.md`, `results.csv` and `results.json`, and prints the table.
 
 Fine-tuning protocol: R seeded random 80/20 splits (test fraction and everything else as in
 train_lsvq.py), each trained from --checkpoint (or from scratch with --from-scratch, same
@@ -21,8 +22,9 @@ train_lsvq.py:
         --labels KoNViD_1k_mos.csv --frames frames/konvid --saliency maps/konvid --out ft/ \\
         -- --epochs 10 --lr 5e-5
 
-  Writes `split_XX/` (each run's checkpoints and log) and `results.{md,csv,json}`: the test
-  metrics of every split, then their median and standard deviation (ddof = 1).
+  Writes `split_XX/` (each run's checkpoints, log and curves) and `results.{md,csv,json}`: the
+  test metrics of every split, then their median and standard deviation (ddof = 1); and
+  `splits.png`, each split's PLCC and SRCC with their medians.
 
 Scoring (the fast inference path): only the K sampled frames are decoded to pictures (the
 others are grabbed and skipped), saliency is computed for those K only, in memory, in batches of
@@ -55,6 +57,7 @@ from torch.fx.experimental.optimization import fuse as fuse_conv_batchnorm
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+import figures
 import train_lsvq
 from dataloader import DATASETS, PROBLEMS, MosScale, read_labels
 from extract_frame import VideoError, find_videos, sample_video
@@ -136,6 +139,7 @@ def evaluate_checkpoint(checkpoint: str | Path, sets: Sequence[LabelledSet], out
             scored, metrics[name] = predict_set(model, scale, size, rows, item.frames,
                                                 item.saliency, batch_size, workers, device)
             train_lsvq.write_predictions(scored, out / f"predictions_{name}.csv")
+            figures.write_scatter(scored, name, out / f"scatter_{name}.png")
     table = train_lsvq.results_table(metrics)
     train_lsvq.write_results(table, out)
     return table
@@ -195,8 +199,10 @@ def finetune_splits(checkpoint: str | Path | None, item: LabelledSet, out: str |
         model, scale, size = load_quality(best, device)
         _, metrics[f"Split {r + 1}"] = predict_set(model, scale, size, parts["test"], item.frames,
                                                    item.saliency, batch_size, workers, device)
-    results = summary_rows(train_lsvq.results_table(metrics, average=False))
+    per_split = train_lsvq.results_table(metrics, average=False)
+    results = summary_rows(per_split)
     train_lsvq.write_results(results, out)
+    figures.write_split_metrics(per_split, out / figures.SPLITS)
     return results
 
 

@@ -21,10 +21,11 @@ checkpoint); predictions are reported in MOS units. Loss on a batch of B clips:
 both extra terms differentiable (the original "Spearman loss" had no gradient).
 
 Writes into --out: `last.pt` and `best.pt` (self-describing, written atomically), `log.csv`
-(one row per epoch), and for each test set `predictions_<set>.csv` (video_id, mos,
-prediction, mapped) and `results.{md,csv,json}`. `--resume` continues from `last.pt` with its
-optimizer, scheduler and RNG states; the data order depends only on seed + epoch, so a resumed
-CPU run ends with the same weights as an uninterrupted one.
+(one row per epoch), `curves.png` (the log's curves, redrawn every epoch), and for each test
+set `predictions_<set>.csv` (video_id, mos, prediction, mapped) and `results.{md,csv,json}`.
+`--resume` continues from `last.pt` with its optimizer, scheduler and RNG states (and redraws
+curves.png from the log); the data order depends only on seed + epoch, so a resumed CPU run ends
+with the same weights as an uninterrupted one.
 
 Distributed: `torchrun --nproc_per_node N train_lsvq.py ...` trains each rank on its shard
 (ShardSampler, DDP join for uneven shards), gathers losses and predictions on every rank, and
@@ -50,6 +51,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+import figures
 from dataloader import PROBLEMS, MosScale, VQAClipDataset, read_labels
 from metrics import logistic_map, vqa_metrics
 from runtime import (CsvLog, Distributed, add_device_argument, atomic_path, autocast,
@@ -96,6 +98,10 @@ METRIC_OF_COLUMN = {"PLCC": "plcc", "SRCC": "srcc", "KRCC": "krcc", "RMSE": "rms
                     "PLCC (logistic)": "plcc_logistic", "n": "n"}
 LOG_FIELDS = ["epoch", "lr", "train_loss", "val_plcc", "val_srcc", "val_krcc", "val_rmse",
               "val_score", "best"]
+CURVE_PANELS = [("training loss", ["train_loss"]),
+                ("validation correlations and score", ["val_plcc", "val_srcc", "val_krcc", "val_score"]),
+                ("validation RMSE (MOS units)", ["val_rmse"])]
+CURVES_TITLE = "quality training; best epoch: highest validation score = (SRCC + PLCC) / 2"
 
 
 # ----------------------------------------------------------------------------- loss
@@ -394,6 +400,7 @@ def train(config: argparse.Namespace, splits: dict[str, pd.DataFrame] | None = N
                         **{f"val_{k}": metrics[k] for k in ("plcc", "srcc", "krcc", "rmse")},
                         "val_score": score, "best": int(improved)})
             save_epoch_checkpoints(out / "best.pt", out / "last.pt", checkpoint, improved)
+            figures.write_curves(out / "log.csv", CURVE_PANELS, CURVES_TITLE)
             tqdm.write(f"epoch {epoch + 1}: loss {loss:.4f}, val SRCC {metrics['srcc']:.3f} "
                        f"PLCC {metrics['plcc']:.3f}" + (" (best)" if improved else ""))
     barrier(dist)

@@ -24,7 +24,8 @@ inference_sal.py stores are a monotone, near-linear function of P (see
 sal_withreg.predict_maps), so these numbers describe them too.
 
 Writes to --out: `best.pt` (highest validation CC), `last.pt` (every epoch; --resume continues
-from it exactly, with the schedule set by --epochs), `log.csv` (one row per epoch). Checkpoints
+from it exactly, with the schedule set by --epochs), `log.csv` (one row per epoch; `best` marks
+the epochs that improved) and `curves.png` (its curves, redrawn every epoch). Checkpoints
 hold `kind="saliency"` and everything else SPEC section 10 lists.
 """
 from __future__ import annotations
@@ -42,6 +43,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+import figures
 from dataloader import PROBLEMS, SaliencyClipDataset, SaliencyVideo, read_saliency_set
 from metrics import saliency_metrics
 from runtime import (CsvLog, Distributed, ShardSampler, add_device_argument, autocast,
@@ -78,7 +80,11 @@ SPLIT = "val"             # split that --evaluate scores: val, train or test
 
 BEST, LAST, LOG = "best.pt", "last.pt", "log.csv"
 METRICS = ("cc", "nss", "sim", "kld", "auc_j", "s_auc")
-LOG_FIELDS = ["epoch", "train_loss", "lr", *(f"val_{m}" for m in METRICS), "seconds"]
+LOG_FIELDS = ["epoch", "train_loss", "lr", *(f"val_{m}" for m in METRICS), "seconds", "best"]
+CURVE_PANELS = [("training loss", ["train_loss"]),
+                ("validation CC, SIM, AUC-J, s-AUC", ["val_cc", "val_sim", "val_auc_j", "val_s_auc"]),
+                ("validation NSS", ["val_nss"]), ("validation KLD", ["val_kld"])]
+CURVES_TITLE = "saliency training; best epoch: highest validation CC"
 KIND = "saliency"
 UNIT_EPS = 1e-12  # keeps the variance terms of unit-mean maps (values near 1) off zero
 
@@ -339,8 +345,9 @@ def _train(config: Any, dist: Distributed, device: torch.device) -> Path:
             log.append({"epoch": epoch + 1, "train_loss": loss,
                         "lr": optimizer.param_groups[0]["lr"],
                         **{f"val_{m}": metrics[m] for m in METRICS},
-                        "seconds": time.perf_counter() - began})
+                        "seconds": time.perf_counter() - began, "best": int(improved)})
             save_epoch_checkpoints(out / BEST, out / LAST, payload, improved)
+            figures.write_curves(out / LOG, CURVE_PANELS, CURVES_TITLE)
             tqdm.write(f"epoch {epoch + 1}/{config.epochs}: loss {loss:.4f}, val "
                        + ", ".join(f"{m} {metrics[m]:.4f}" for m in METRICS)
                        + (" (best)" if improved else ""))

@@ -1,0 +1,24 @@
+"""Checks that a file is a real picture of something: a PNG that decodes, not blank."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_image(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """The decoded image (H, W, 3) uint8 of the PNG at `path`, after asserting that it is one,
+    that it is `size` (H, W) pixels when given, and that it is drawn on (not one flat colour:
+    spread of values, dozens of distinct colours from lines, text and markers)."""
+    assert path.read_bytes()[:8] == PNG_SIGNATURE, f"{path} is not a PNG file"
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert image is not None, f"{path} does not decode"
+    if size is not None:
+        assert image.shape[:2] == size, (image.shape, size)
+    assert image.std() > 10, f"{path} is blank"
+    colours = np.unique(image.reshape(-1, 3), axis=0)
+    assert len(colours) > 30, f"{path} has only {len(colours)} colours"
+    return image
