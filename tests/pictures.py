@@ -1,10 +1,14 @@
-"""Checks that a file is a real picture of something: a PNG that decodes, not blank."""
+"""Checks that a file is a real picture of something (a PNG that decodes, not blank), and a spy
+on the figures that the trainers draw."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
+
+import figures
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -22,3 +26,25 @@ def png_image(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
     colours = np.unique(image.reshape(-1, 3), axis=0)
     assert len(colours) > 30, f"{path} has only {len(colours)} colours"
     return image
+
+
+def spy_on_curves(monkeypatch) -> list[tuple[pd.DataFrame, object]]:
+    """Every (log, figure) that figures.curves_figure draws from now on."""
+    drawn, real = [], figures.curves_figure
+
+    def spy(logs, *args, **kwargs):
+        figure = real(logs, *args, **kwargs)
+        drawn.append((*logs.values(), figure))
+        return figure
+
+    monkeypatch.setattr(figures, "curves_figure", spy)
+    return drawn
+
+
+def assert_curves_of(drawn: tuple[pd.DataFrame, object], log: pd.DataFrame, best_epoch: int) -> None:
+    """The figure shows `log`'s training loss and marks `best_epoch`."""
+    drawn_log, figure = drawn
+    pd.testing.assert_frame_equal(drawn_log, log)
+    lines = {line.get_label(): line for line in figure.axes[0].get_lines()}
+    assert lines["LOSS"].get_ydata().tolist() == log["train_loss"].tolist()
+    assert list(lines[f"best epoch {best_epoch}"].get_xdata()) == [best_epoch, best_epoch]

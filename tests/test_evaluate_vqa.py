@@ -10,10 +10,12 @@ import torch
 
 import demo_data as dq
 import evaluate_vqa as ev
+import figures
 import train_lsvq as tl
 from dataloader import MosScale, read_labels
 from extract_frame import sample_video
 from fakes_vqa import SIZE, TINY, lsvq_labels, saliency_checkpoint, stored_quality_set, train_config
+from pictures import png_image
 from runtime import load_checkpoint, save_checkpoint
 from sal_withreg import predict_maps, saliency_model_from_payload
 from VQA import quality_model_from_payload
@@ -34,8 +36,21 @@ def test_quality_payload_of_another_kind_is_refused(trained):
         quality_model_from_payload({**payload, "kind": "saliency"})
 
 
-def test_evaluation_writes_predictions_and_the_papers_table(trained, tmp_path, capsys):
+def spy_on(monkeypatch, name: str) -> list[tuple[tuple, object]]:
+    """Every (arguments, result) of the figures function `name` from now on."""
+    calls, real = [], getattr(figures, name)
+
+    def spy(*args, **kwargs):
+        calls.append((args, real(*args, **kwargs)))
+        return calls[-1][1]
+
+    monkeypatch.setattr(figures, name, spy)
+    return calls
+
+
+def test_evaluation_writes_predictions_and_the_papers_table(trained, tmp_path, capsys, monkeypatch):
     labels, frames, maps, best = trained
+    scatters = spy_on(monkeypatch, "draw_scatter")
     lsvq = lsvq_labels(tmp_path / "labels_train_test.csv", labels, ["1000", "1003", "1006", "1009"])
     code = ev.main(["--checkpoint", str(best), "--out", str(tmp_path / "eval"), "--device", "cpu",
                     "--workers", "0", "--dataset", "konvid", "--labels", str(labels),
@@ -63,6 +78,16 @@ def test_evaluation_writes_predictions_and_the_papers_table(trained, tmp_path, c
     assert row["RMSE"] == pytest.approx(np.sqrt(np.mean((konvid["mapped"] - konvid["mos"]) ** 2)), rel=1e-3)
     assert table.loc[2, "SRCC"] == pytest.approx(table.loc[:1, "SRCC"].mean())
     assert (tmp_path / "eval" / "results.md").read_text().startswith("| Dataset | PLCC | SRCC |")
+
+    # one scatter per set, of its predictions, titled with the table's PLCC and SRCC
+    assert [args[3] for args, _ in scatters] == ["KoNViD-1k", "LSVQ"]
+    for (args, drawn), predictions, row in zip(scatters, (konvid, test), table.itertuples()):
+        np.testing.assert_allclose(args[1], predictions["prediction"], rtol=1e-5)
+        np.testing.assert_allclose(args[2], predictions["mos"], rtol=1e-5)  # the CSV: 6 digits
+        assert drawn["plcc"] == pytest.approx(row.PLCC, abs=1e-5)
+        assert drawn["srcc"] == pytest.approx(row.SRCC, abs=1e-5)
+        assert f"SRCC {row.SRCC:.3f}" in args[0].get_title()
+        png_image(tmp_path / "eval" / f"scatter_{row.Dataset}.png")
 
 
 def test_constant_predictions_are_reported_undefined(trained, tmp_path):
@@ -135,8 +160,9 @@ def test_scoring_without_saliency_checkpoint_needs_saliency_off(trained, tmp_pat
     assert len(scores) == 1 and not failures and np.isfinite(scores["score"]).all()
 
 
-def test_finetuning_protocol_writes_median_and_std(trained, tmp_path):
+def test_finetuning_protocol_writes_median_and_std(trained, tmp_path, monkeypatch):
     labels, frames, maps, best = trained
+    drawn = spy_on(monkeypatch, "draw_split_metrics")
     item = ev.LabelledSet("konvid", labels, frames, maps)
     table = ev.finetune_splits(best, item, tmp_path / "ft", splits=2, seed=5,
                                train_options=[*TINY, "--epochs", "1"], workers=0, device="cpu")
@@ -146,6 +172,10 @@ def test_finetuning_protocol_writes_median_and_std(trained, tmp_path):
         assert table.loc[2, column] == pytest.approx(splits[column].median())
         assert table.loc[3, column] == pytest.approx(splits[column].std(ddof=1))
     assert pd.read_csv(tmp_path / "ft" / "results.csv")["Dataset"].tolist()[2:] == ["Median", "Std"]
+    (_, per_split, columns), _ = drawn[0]  # splits.png: the PLCC and SRCC of the split rows
+    assert list(columns) == ["PLCC", "SRCC"]
+    pd.testing.assert_frame_equal(per_split, splits, check_dtype=False)
+    png_image(tmp_path / "ft" / figures.SPLITS)
     full = read_labels("konvid", labels)
     for r in (1, 2):
         run = tmp_path / "ft" / f"split_{r:02d}"

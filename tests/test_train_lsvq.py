@@ -11,6 +11,7 @@ import torch
 import train_lsvq as tl
 from dataloader import MosScale, VQAClipDataset, read_labels
 from fakes_vqa import stored_quality_set, train_argv, train_config
+from pictures import assert_curves_of, png_image, spy_on_curves
 from runtime import load_checkpoint
 from VQA import QualityNet, quality_model_from_payload
 
@@ -99,6 +100,7 @@ def test_training_run_files_scale_and_validation_only_choice(quality_set, tmp_pa
         return real_predict(model, loader, *args, **kwargs)
 
     monkeypatch.setattr(tl, "predict", spy)
+    drawn = spy_on_curves(monkeypatch)
     assert tl.main(argv) == 0
 
     val_ids, test_ids = set(parts["val"]["video_id"]), set(parts["test"]["video_id"])
@@ -111,6 +113,10 @@ def test_training_run_files_scale_and_validation_only_choice(quality_set, tmp_pa
     assert best["epoch"] == best["best_epoch"] + 1
     assert best["metrics"]["srcc"] == pytest.approx(log["val_srcc"][best["best_epoch"]], abs=1e-5)
     assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 3
+    # curves.png: redrawn after every epoch from the whole log, the best epoch that of best.pt
+    assert [log["epoch"].tolist() for log, _ in drawn] == [[0], [0, 1], [0, 1, 2]]
+    assert_curves_of(drawn[-1], log, best["best_epoch"])
+    png_image(tmp_path / "run" / "curves.png")
 
     # MOS scale: the training split's range, stored, and used to map predictions back
     scale = MosScale(**best["mos_scale"])
@@ -161,6 +167,7 @@ def test_resume_continues_with_the_saved_state_and_matches_an_uninterrupted_run(
         return real_epoch(model, loader, optimizer, *args, **kwargs)
 
     monkeypatch.setattr(tl, "train_epoch", record)
+    drawn = spy_on_curves(monkeypatch)
     tl.train(train_config(labels, frames, None, tmp_path / "b", *options, "--resume"))
     assert len(calls) == 1  # only the second epoch ran
     resumed = calls[0]
@@ -173,7 +180,11 @@ def test_resume_continues_with_the_saved_state_and_matches_an_uninterrupted_run(
     assert final["epoch"] == 2
     for name, tensor in whole["model_state"].items():
         assert torch.equal(final["model_state"][name], tensor), name
-    assert pd.read_csv(tmp_path / "b" / "log.csv")["epoch"].tolist() == [0, 1]
+    log = pd.read_csv(tmp_path / "b" / "log.csv")
+    assert log["epoch"].tolist() == [0, 1]
+    assert len(drawn) == 1  # the resumed epoch redraws the curves of the whole log
+    assert_curves_of(drawn[0], log, final["best_epoch"])
+    png_image(tmp_path / "b" / "curves.png")
 
 
 def test_missing_saliency_maps_or_labels_fail_clearly(quality_set, tmp_path, capsys):

@@ -6,14 +6,17 @@ import csv
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 import demo_data
+import figures
 import train_sal
 from dataloader import read_saliency_set
 from fakes import one_thread, tiny_config, tiny_dhf1k  # noqa: F401 (one_thread is a fixture)
 from metrics import saliency_metrics
+from pictures import assert_curves_of, png_image, spy_on_curves
 from runtime import load_checkpoint, save_checkpoint
 from train_sal import probability_maps, saliency_loss
 
@@ -124,6 +127,11 @@ def test_training_writes_best_and_last_checkpoints_and_a_log(trained) -> None:
     best_row = max(rows, key=lambda r: float(r["val_cc"]))
     assert best["epoch"] == int(best_row["epoch"])
     assert best["metrics"]["cc"] == pytest.approx(float(best_row["val_cc"]), rel=1e-5)
+    # `best` marks the improving epochs; curves.png marks the last of them, best.pt's epoch
+    cc = [float(r["val_cc"]) for r in rows]
+    assert [r["best"] for r in rows] == ["1"] + ["1" if cc[1] > cc[0] else "0"]
+    assert figures.best_epoch(pd.read_csv(out / "log.csv")) == best["epoch"]
+    png_image(out / "curves.png")
 
 
 class Interrupted(Exception):
@@ -141,11 +149,16 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(trained, tmp_p
         return validate(*args, **kwargs)
 
     monkeypatch.setattr(train_sal, "validate", dies_in_epoch_two)
+    drawn = spy_on_curves(monkeypatch)
     with pytest.raises(Interrupted):
         train_sal.train(tiny_config(root, tmp_path))
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
     monkeypatch.setattr(train_sal, "validate", validate)
     train_sal.train(tiny_config(root, tmp_path, "--resume"))
+    # drawn after epoch 1, then by the resumed run from the whole log
+    assert [log["epoch"].tolist() for log, _ in drawn] == [[1], [1, 2]]
+    log = pd.read_csv(tmp_path / "log.csv")
+    assert_curves_of(drawn[-1], log, load_checkpoint(tmp_path / "best.pt")["epoch"])
 
     resumed, reference = load_checkpoint(tmp_path / "last.pt"), load_checkpoint(full / "last.pt")
     assert resumed["model_state"].keys() == reference["model_state"].keys()
