@@ -98,6 +98,7 @@ def draw_curves(axes: Sequence[Axes], logs: Mapping[str, pd.DataFrame],
         axis.set_title(title, fontsize=10)
         axis.set_xlabel("epoch")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.ticklabel_format(axis="y", useOffset=False)  # values as logged, not 1e-5 + 1.281
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
 
@@ -158,9 +159,14 @@ def draw_scatter(axis: Axes, prediction: Sequence[float], mos: Sequence[float], 
     order = np.argsort(x, kind="stable")
     axis.plot(x[order], mapped[order], color="black", linewidth=1.5,
               label="least-squares line (no logistic fit)" if fallback else "fitted logistic")
-    low, high = min(x.min(), y.min()), max(x.max(), y.max())
-    axis.plot([low, high], [low, high], color="grey", linewidth=1, linestyle=":",
-              label="prediction = MOS")
+    # the limits are the data's (collapsed predictions stay readable), then the identity line
+    axis.autoscale_view()
+    (x_low, x_high), (y_low, y_high) = axis.get_xlim(), axis.get_ylim()
+    axis.set(xlim=(x_low, x_high), ylim=(y_low, y_high))
+    if max(x_low, y_low) < min(x_high, y_high):  # some of it is in view
+        middle = (max(x_low, y_low) + min(x_high, y_high)) / 2
+        axis.axline((middle, middle), slope=1, color="grey", linewidth=1, linestyle=":",
+                    label="prediction = MOS")
     axis.set_title(scatter_title(name, metrics), fontsize=10)
     axis.set_xlabel("predicted score (MOS units)")
     axis.set_ylabel("MOS")
