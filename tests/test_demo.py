@@ -13,6 +13,7 @@ import demo
 import demo_data
 from dataloader import read_labels, read_saliency_set
 from fakes import one_thread  # noqa: F401  (fixture)
+from pictures import png_image
 from train_lsvq import RESULT_COLUMNS
 
 METRICS = ["PLCC", "SRCC", "KRCC", "RMSE"]
@@ -65,6 +66,12 @@ def test_the_figures_are_images(tiny_run):
         image = cv2.imread(str(out / name))
         assert image is not None and min(image.shape[:2]) > 200, name
         assert image.std() > 10, name  # not a blank canvas
+    # every training's curves and every evaluation's scatter, beside their numbers
+    for name in demo.SALIENCY_RUNS:
+        png_image(out / "saliency" / name / "curves.png")
+    for name in demo.QUALITY_RUNS:
+        png_image(out / "quality" / name / "curves.png")
+        png_image(out / "eval" / name / "scatter_KoNViD-1k.png")
 
 
 def test_every_clip_gets_maps_and_overlays_named_like_its_frames(tiny_run):
