@@ -30,6 +30,7 @@ DPI = 100
 PANEL_SIZE = (4.2, 3.4)       # inches (width, height) of one panel
 CURVES = "curves.png"         # written beside log.csv
 SCATTER_SIZE = (5.2, 4.6)
+SPARSE = 500                  # videos up to which scatter points are drawn large
 SPLITS = "splits.png"
 SPLIT_COLUMNS = ("PLCC", "SRCC")
 # -----------------------------------------------------------------------------
@@ -153,9 +154,11 @@ def draw_scatter(axis: Axes, prediction: Sequence[float], mos: Sequence[float], 
         mapped = logistic_map(x, y)
     fallback = any("least-squares line" in str(w.message) for w in caught)
     labels = np.asarray(groups if groups is not None else ["videos"] * len(x))
+    dense = len(x) > SPARSE  # thousands of videos: smaller, lighter points, so density shows
     for label in dict.fromkeys(labels):
         chosen = labels == label
-        axis.scatter(x[chosen], y[chosen], s=18, alpha=0.75, label=str(label))
+        axis.scatter(x[chosen], y[chosen], s=5 if dense else 18, alpha=0.3 if dense else 0.75,
+                     linewidths=0, label=str(label))
     order = np.argsort(x, kind="stable")
     axis.plot(x[order], mapped[order], color="black", linewidth=1.5,
               label="least-squares line (no logistic fit)" if fallback else "fitted logistic")
