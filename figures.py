@@ -72,7 +72,9 @@ def _finite(values: pd.Series) -> np.ndarray:
 def best_epoch(log: pd.DataFrame) -> int | None:
     """The epoch the trainer kept as best.pt: the last row its `best` column marks (the
     trainer sets it in every epoch that improved its validation score); None when no row is
-    marked."""
+    marked (or, in a log written before the column existed, there is no such column)."""
+    if "best" not in log:
+        return None
     marked = log.loc[pd.to_numeric(log["best"], errors="coerce") == 1, "epoch"]
     return int(marked.iloc[-1]) if len(marked) else None
 

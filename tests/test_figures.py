@@ -40,6 +40,8 @@ def test_best_epoch_is_the_last_epoch_the_trainer_marked():
     log.loc[4, "best"] = 1
     assert figures.best_epoch(log) == 4
     assert figures.best_epoch(log.assign(best=0)) is None
+    assert figures.best_epoch(log.drop(columns="best")) is None
+    assert figures.best_epoch(log.assign(best=np.nan)) is None  # an older log, resumed
 
 
 def test_curves_hold_the_logs_values_and_mark_the_best_epoch(tmp_path):
