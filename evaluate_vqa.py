@@ -57,12 +57,13 @@ from tqdm import tqdm
 
 import train_lsvq
 from dataloader import DATASETS, PROBLEMS, MosScale, read_labels
-from extract_frame import VideoError, find_videos, sample_video
-from runtime import (add_device_argument, atomic_path, load_checkpoint, pick_device,
+from extract_frame import find_videos
+from runtime import (Failure, add_device_argument, atomic_path, load_checkpoint, pick_device,
                      writable_folder, write_failures)
 from sal_withreg import (PRECISIONS, default_precision, precision_autocast, predict_maps,
                          prepare_inference, saliency_model_from_payload, to_precision,
                          weights_precision)
+from video_io import VideoError, sample_video
 from VQA import QualityNet, quality_model_from_payload
 
 # ----------------------------------------------------------------------------- config
@@ -204,8 +205,9 @@ def finetune_splits(checkpoint: str | Path | None, item: LabelledSet, out: str |
 
 class SampledVideos(Dataset):
     """K frames sampled from each video file. Item: `video` (path string), `frames` uint8
-    (T, H, W, 3) RGB tensor or None when the video cannot be read, `problem` (why), `decoded`
-    (frames that decode in the file; 0 when it cannot be read)."""
+    (T, H, W, 3) RGB tensor or None when the video cannot be read, `problem` (why) and `kind`
+    (video_io's failure kind; "" when read), `decoded` (frames that decode in the file; 0 when
+    it cannot be read)."""
 
     def __init__(self, paths: Sequence[Path], size: tuple[int, int], k: int = NUM_FRAMES):
         self.paths, self.size, self.k = list(paths), tuple(size), k
@@ -218,9 +220,10 @@ class SampledVideos(Dataset):
         try:
             sampled = sample_video(path, self.k, self.size)
         except (VideoError, OSError, cv2.error) as err:
-            return {"video": str(path), "frames": None, "problem": str(err), "decoded": 0}
+            return {"video": str(path), "frames": None, "problem": str(err),
+                    "kind": getattr(err, "kind", "error"), "decoded": 0}
         return {"video": str(path), "frames": torch.from_numpy(sampled.frames), "problem": "",
-                "decoded": sampled.decoded}
+                "kind": "", "decoded": sampled.decoded}
 
 
 def single_threaded_opencv(_: int) -> None:
@@ -309,7 +312,7 @@ def score_videos(checkpoint: str | Path, videos: Sequence[str | Path], out: str 
                  progress: bool = True, precision: str | None = None,
                  compiled: bool = False) -> tuple[pd.DataFrame, dict[str, str]]:
     """Score video files and folders: writes `out` (video,score) and, when some fail,
-    `<out stem>_failures.csv` (video,problem). Returns the scores and {video: problem}.
+    `<out stem>_failures.csv` (video,kind,problem). Returns the scores and {video: Failure}.
     The models run at `precision` (default: bf16 on CUDA, fp32 on the CPU), BatchNorm folded
     into the saliency network's convolutions, `torch.compile`d when `compiled`."""
     device, out = pick_device(device), Path(out)
@@ -329,7 +332,7 @@ def score_videos(checkpoint: str | Path, videos: Sequence[str | Path], out: str 
     rows, failures = [], {}
     for item in tqdm(items, total=len(paths), desc="score", unit="video", disable=not progress):
         if item["score"] is None:
-            failures[item["video"]] = item["problem"]
+            failures[item["video"]] = Failure(item["kind"], item["problem"])
         else:
             rows.append((item["video"], scale.to_mos(item["score"])))
     scores = pd.DataFrame(rows, columns=["video", "score"])
