@@ -56,8 +56,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 import train_lsvq
-from dataloader import DATASETS, PROBLEMS, MosScale, read_labels
+from dataloader import PROBLEMS, MosScale
 from extract_frame import find_videos
+from labelled_sets import (LABEL_DATASETS, PLAIN_FORMATS, LabelColumns, add_label_arguments,
+                           label_columns, read_table)
 from runtime import (Failure, add_device_argument, atomic_path, load_checkpoint, pick_device,
                      writable_folder, write_failures)
 from sal_withreg import (PRECISIONS, default_precision, precision_autocast, predict_maps,
@@ -81,11 +83,16 @@ SEED = 0
 
 @dataclass(frozen=True)
 class LabelledSet:
-    """One dataset to evaluate: its official label file, stored frames and maps."""
+    """One dataset to evaluate: its label file (and how to read a plain one), stored frames
+    and maps."""
     dataset: str
     labels: str | Path
     frames: str | Path
     saliency: str | Path | None = None
+    columns: LabelColumns = LabelColumns()
+
+    def table(self) -> pd.DataFrame:
+        return read_table(self.dataset, self.labels, columns=self.columns)
 
 
 def load_quality(checkpoint: str | Path, device: torch.device
@@ -103,7 +110,10 @@ def load_quality(checkpoint: str | Path, device: torch.device
 
 def evaluation_parts(table: pd.DataFrame, dataset: str) -> dict[str, pd.DataFrame]:
     """{split: rows} to evaluate: LSVQ's test rows (`test`, `test_1080p`) when the file has
-    any, otherwise (and for every other dataset) all rows as `all`."""
+    any, a plain label file's `test` rows when its split column has any, otherwise (and for
+    every other dataset) all rows as `all`."""
+    if dataset in PLAIN_FORMATS and (table["split"] == "test").any():
+        return {"test": table[table["split"] == "test"].reset_index(drop=True)}
     if dataset == "lsvq":
         tests = {split: rows.reset_index(drop=True) for split, rows in table.groupby("split")
                  if split != "train"}
@@ -129,7 +139,7 @@ def evaluate_checkpoint(checkpoint: str | Path, sets: Sequence[LabelledSet], out
     model, scale, size = load_quality(checkpoint, device)
     metrics = {}
     for item in sets:
-        table = read_labels(item.dataset, item.labels)
+        table = item.table()
         for split, rows in evaluation_parts(table, item.dataset).items():
             name = train_lsvq.set_name(item.dataset, split)
             if name in metrics:
@@ -160,6 +170,11 @@ def finetune_config(checkpoint: str | Path | None, item: LabelledSet, out: Path,
             "--out", str(out), "--seed", str(seed)]
     if item.saliency:
         argv += ["--saliency", str(item.saliency)]
+    for option, value in (("--video-column", item.columns.video),
+                          ("--mos-column", item.columns.mos),
+                          ("--split-column", item.columns.split)):
+        argv += [option, value] if value else []
+    argv += ["--dmos"] if item.columns.dmos else []
     config = train_lsvq.parse_args([*argv, *train_options])
     if checkpoint is None:
         if not from_scratch:
@@ -186,7 +201,7 @@ def finetune_splits(checkpoint: str | Path | None, item: LabelledSet, out: str |
         raise ValueError("--finetune-splits needs at least one split")
     device, out = pick_device(device), Path(out)
     config = finetune_config(checkpoint, item, out, seed, from_scratch, train_options)
-    table = read_labels(item.dataset, item.labels)
+    table = item.table()
     metrics = {}
     for r in range(splits):
         run = argparse.Namespace(**{**vars(config), "out": str(out / f"split_{r + 1:02d}"),
@@ -357,9 +372,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=CHECKPOINT, help="quality checkpoint")
-    parser.add_argument("--dataset", action="append", choices=DATASETS,
-                        help="a labelled set (repeat with --labels/--frames/--saliency)")
-    parser.add_argument("--labels", action="append", help="the set's official label file")
+    parser.add_argument("--dataset", action="append", choices=LABEL_DATASETS,
+                        help="a labelled set (repeat with --labels/--frames/--saliency); csv "
+                             "and labels-txt read any labelled set (see the README)")
+    parser.add_argument("--labels", action="append",
+                        help="the set's official label file, or a csv / labels-txt file")
+    add_label_arguments(parser)
     parser.add_argument("--frames", action="append", help="the set's stored frames")
     parser.add_argument("--saliency", action="append", help="the set's stored saliency maps")
     parser.add_argument("--out", help=f"folder (default {OUT}); scoring: CSV file (default {SCORES})")
@@ -407,7 +425,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
 
 def labelled_sets(args: argparse.Namespace) -> list[LabelledSet]:
     saliency = args.saliency or [None] * len(args.dataset)
-    return [LabelledSet(*fields) for fields in zip(args.dataset, args.labels, args.frames, saliency)]
+    return [LabelledSet(*fields, label_columns(args))
+            for fields in zip(args.dataset, args.labels, args.frames, saliency)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,7 +22,8 @@ from typing import Iterable, Sequence
 import cv2
 from tqdm import tqdm
 
-from dataloader import FRAME_LIST, PROBLEMS, read_labels
+from dataloader import FRAME_LIST, PROBLEMS
+from labelled_sets import LABEL_DATASETS, LabelColumns, add_label_arguments, label_columns, read_table
 from runtime import Failure, atomic_path, writable_folder, write_failures
 from video_io import NUM_FRAMES, VIDEO_EXTENSIONS, SampledVideo, VideoError, sample_video
 
@@ -146,12 +147,14 @@ def _run_all(jobs: list[Job], workers: int, progress: bool):
             pool.join()
 
 
-def videos_from_labels(dataset: str, labels: str, video_root: str
+def videos_from_labels(dataset: str, labels: str, video_root: str,
+                       columns: LabelColumns = LabelColumns()
                        ) -> tuple[list[tuple[str, Path]], list[str]]:
-    """(video_id, path) for the rows of a dataset's official label file whose video exists,
-    and the problems reported while reading it (rows left out: missing video, bad MOS)."""
+    """(video_id, path) for the rows of a label file (official, csv or labels-txt) whose
+    video exists, and the problems reported while reading it (rows left out: missing video,
+    bad MOS)."""
     reported = len(PROBLEMS)
-    table = read_labels(dataset, labels, video_root)
+    table = read_table(dataset, labels, video_root, columns)
     return list(zip(table["video_id"], map(Path, table["path"]))), PROBLEMS[reported:]
 
 
@@ -163,9 +166,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, nargs=2, default=(HEIGHT, WIDTH), metavar=("H", "W"),
                         help="stored frame height and width")
     parser.add_argument("--workers", type=int, default=WORKERS, help="decoding processes")
-    parser.add_argument("--dataset", help="read the videos from a dataset's label file: "
-                        "lsvq, konvid, livevqc or youtube-ugc")
-    parser.add_argument("--labels", help="the dataset's official label file")
+    parser.add_argument("--dataset", choices=LABEL_DATASETS,
+                        help="read the videos from a label file: lsvq, konvid, livevqc or "
+                        "youtube-ugc (official files), csv or labels-txt (any set; see the README)")
+    parser.add_argument("--labels", help="the dataset's label file")
+    add_label_arguments(parser)
     parser.add_argument("--video-root", help="folder holding the dataset's videos")
     args = parser.parse_args(argv)
     if bool(args.inputs) == bool(args.dataset):
@@ -178,7 +183,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        videos, left_out = (videos_from_labels(args.dataset, args.labels, args.video_root)
+        videos, left_out = (videos_from_labels(args.dataset, args.labels, args.video_root,
+                                               label_columns(args))
                             if args.dataset else (find_videos(args.inputs), []))
         writable_folder(args.out)
     except (OSError, ValueError) as err:

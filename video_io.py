@@ -25,7 +25,8 @@ import numpy as np
 # ----------------------------------------------------------------------------- config
 NUM_FRAMES = 8            # K: frames kept per video (the quality network reads 8)
 THREAD_TYPE = "AUTO"      # FFmpeg frame + slice threads: output identical, decoding faster
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v")
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts",
+                    ".m2ts", ".mts", ".flv", ".3gp", ".wmv", ".ogv", ".y4m")
 # -----------------------------------------------------------------------------
 
 MISSING = "missing"                    # no such file
