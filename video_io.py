@@ -219,12 +219,16 @@ def _decode_at(path: Path, wanted: Sequence[int], size: tuple[int, int] | None
         return kept, count, False, video.error
 
 
-def count_frames(path: str | Path) -> tuple[int, str | None]:
-    """Frames that actually decode (the container's count can be wrong), and the decoder's
-    error if one ended the stream."""
+def _count_decoded(path: Path) -> tuple[int, str | None]:
+    """Frames that actually decode, and the decoder's error if one ended the stream."""
     with VideoReader(path) as video:
         count = sum(1 for _ in video.frames())
         return count, video.error
+
+
+def count_frames(path: str | Path) -> int:
+    """Frames that actually decode (the container's count can be wrong)."""
+    return _count_decoded(Path(path))[0]
 
 
 def sample_video(path: str | Path, k: int = NUM_FRAMES,
@@ -240,12 +244,12 @@ def sample_video(path: str | Path, k: int = NUM_FRAMES,
         declared, total = video.declared, video.estimated
     error, notes = None, []
     if total < 1:
-        total, error = count_frames(path)
+        total, error = _count_decoded(path)
     if total < 1:
         raise VideoError(path, DAMAGED, f"cut short or damaged: {_ended(0, error)}")
     kept, decoded, more, error = _decode_at(path, sample_indices(total, k), size)
     if decoded < total or more:
-        total, error = (decoded, error) if decoded < total else count_frames(path)
+        total, error = (decoded, error) if decoded < total else _count_decoded(path)
         if total < 1:
             raise VideoError(path, DAMAGED, f"cut short or damaged: {_ended(0, error)}")
         if declared > 0:

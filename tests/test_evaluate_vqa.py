@@ -12,7 +12,7 @@ import demo_data as dq
 import evaluate_vqa as ev
 import train_lsvq as tl
 from dataloader import MosScale, read_labels
-from extract_frame import sample_video
+from video_io import sample_video
 from fakes_vqa import SIZE, TINY, lsvq_labels, saliency_checkpoint, stored_quality_set, train_config
 from runtime import load_checkpoint, save_checkpoint
 from sal_withreg import predict_maps, saliency_model_from_payload

@@ -13,10 +13,11 @@ import inference_sal
 import train_sal
 from conftest import write_video
 from dataloader import frame_files, load_stored_clip
-from extract_frame import count_frames, extract
+from extract_frame import extract
 from fakes import TINY_SIZE, one_thread, tiny_config, tiny_dhf1k  # noqa: F401 (one_thread is a fixture)
 from runtime import load_checkpoint, save_checkpoint
 from sal_withreg import build_saliency_model, predict_maps
+from video_io import count_frames
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,7 +1,6 @@
 """video_io: decoding every codec through PyAV, sampling, rotation and failure kinds. The videos
 are made here with PyAV (AV1, HEVC, VP9, H.264) or OpenCV; none comes from outside."""
 import pickle
-from fractions import Fraction
 from pathlib import Path
 
 import av
