@@ -9,34 +9,7 @@ import numpy as np
 import pytest
 
 import video_io as vio
-from conftest import frame_level_index
-
-STEP = 10  # grey level per frame index in the PyAV-made clips
-
-
-def encode(path: Path, codec: str, n: int, size=(64, 64), rotation: float | None = None) -> Path:
-    """Frame i: flat grey STEP * i with a red top-left quarter and a white bar on the left
-    edge's top half (so that any rotation shows). The container follows the suffix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=10)
-        stream.width, stream.height, stream.pix_fmt = size[1], size[0], "yuv420p"
-        if rotation is not None:
-            stream.set_display_rotation(rotation)
-        for i in range(n):
-            image = np.full((*size, 3), STEP * i, np.uint8)
-            image[: size[0] // 4, : size[1] // 4] = (255, 0, 0)
-            image[: size[0] // 2, : 4] = 255
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts = i
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-    return path
-
-
-def level(image: np.ndarray) -> int:
-    h, w = image.shape[:2]
-    return int(round(float(image[h // 2:, w // 2:].mean()) / STEP))
+from conftest import PYAV_STEP, encode_video, frame_level_index, pyav_level
 
 
 def audio_only(path: Path) -> Path:
@@ -54,7 +27,7 @@ def audio_only(path: Path) -> Path:
 
 def unknown_codec(path: Path) -> Path:
     """A valid MPEG-4 AVI whose codec tags are rewritten to one no decoder knows."""
-    encode(path, "mpeg4", 4)
+    encode_video(path, "mpeg4", 4)
     data = path.read_bytes()
     for tag in (b"FMP4", b"fmp4"):
         data = data.replace(tag, b"ZQZQ")
@@ -65,12 +38,12 @@ def unknown_codec(path: Path) -> Path:
 @pytest.mark.parametrize("name,codec", [("av1.mkv", "libsvtav1"), ("hevc.mp4", "hevc"),
                                         ("vp9.webm", "libvpx-vp9"), ("h264.mov", "libx264")])
 def test_every_codec_samples_the_frames_at_the_sampled_positions(tmp_path, name, codec):
-    path = encode(tmp_path / name, codec, 12)
+    path = encode_video(tmp_path / name, codec, 12)
     sampled = vio.sample_video(path, k=5, size=(32, 48))
     assert sampled.frames.shape == (5, 32, 48, 3) and sampled.decoded == 12
     assert sampled.indices == vio.sample_indices(12, 5) == [0, 3, 6, 8, 11]
-    assert [level(f) for f in sampled.frames] == sampled.indices
-    assert (np.abs(sampled.frames[:, 16:, 24:].astype(int) - STEP * np.array(sampled.indices)
+    assert [pyav_level(f) for f in sampled.frames] == sampled.indices
+    assert (np.abs(sampled.frames[:, 16:, 24:].astype(int) - PYAV_STEP * np.array(sampled.indices)
                    [:, None, None, None]) <= 4).all()
     corner = sampled.frames[-1, 4, 8]  # red in RGB order
     assert corner[0] > 200 and corner[2] < 60
@@ -79,7 +52,7 @@ def test_every_codec_samples_the_frames_at_the_sampled_positions(tmp_path, name,
 
 @pytest.mark.parametrize("rotation", [90, 180, -90])
 def test_rotation_metadata_is_honoured_as_opencv_does(tmp_path, rotation):
-    path = encode(tmp_path / f"rot{rotation}.mp4", "libx264", 3, size=(32, 48), rotation=rotation)
+    path = encode_video(tmp_path / f"rot{rotation}.mp4", "libx264", 3, size=(32, 48), rotation=rotation)
     mine = vio.read_frames_at(path, [1], None)[0]
     capture = cv2.VideoCapture(str(path))
     ok, theirs = capture.read()
@@ -119,13 +92,13 @@ def test_a_stream_without_decodable_frames_is_damaged(tmp_path, make_video):
 
 
 def test_frames_past_the_end_are_damaged_with_the_count(tmp_path):
-    path = encode(tmp_path / "short.mkv", "libsvtav1", 4)
+    path = encode_video(tmp_path / "short.mkv", "libsvtav1", 4)
     with pytest.raises(vio.VideoError) as caught:
         vio.read_frames_at(path, [1, 6, 9], None)
     assert caught.value.kind == vio.DAMAGED
     assert "6, 9 wanted but 4 frame(s) decode" in str(caught.value)
     frames = vio.read_frames_at(path, [3, 0, 3], (16, 16))
-    assert frames.shape == (3, 16, 16, 3) and [level(f) for f in frames] == [3, 0, 3]
+    assert frames.shape == (3, 16, 16, 3) and [pyav_level(f) for f in frames] == [3, 0, 3]
 
 
 def test_video_error_survives_pickling():
@@ -134,11 +107,11 @@ def test_video_error_survives_pickling():
 
 
 def test_reader_gives_every_frame_and_the_rate(tmp_path):
-    path = encode(tmp_path / "all.webm", "libvpx-vp9", 7)
+    path = encode_video(tmp_path / "all.webm", "libvpx-vp9", 7)
     with vio.VideoReader(path) as video:
         assert video.fps == 10.0 and video.declared == 0 and video.estimated == 7
         bgr = list(video.arrays((16, 16), order="bgr"))
-    assert [level(f) for f in bgr] == list(range(7)) and bgr[0][1, 1, 2] > 200  # red, BGR
+    assert [pyav_level(f) for f in bgr] == list(range(7)) and bgr[0][1, 1, 2] > 200  # red, BGR
 
 
 def test_sample_indices_uniform_and_repeating():
