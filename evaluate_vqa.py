@@ -176,6 +176,10 @@ def finetune_config(checkpoint: str | Path | None, item: LabelledSet, out: Path,
         argv += [option, value] if value else []
     argv += ["--dmos"] if item.columns.dmos else []
     config = train_lsvq.parse_args([*argv, *train_options])
+    if config.splits:
+        raise ValueError("--splits does not combine with --finetune-splits, which draws its "
+                         "splits (each written to split_XX/splits.csv); to reuse one, run "
+                         "train_lsvq.py --splits FILE")
     if checkpoint is None:
         if not from_scratch:
             raise ValueError("fine-tuning needs --checkpoint (or --from-scratch)")

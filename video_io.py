@@ -39,9 +39,10 @@ KINDS = (MISSING, EMPTY, NOT_MEDIA, NO_VIDEO, UNSUPPORTED_CODEC, DAMAGED)
 SHOW = 5  # how many frame numbers a message lists
 
 
-class VideoError(Exception):
+class VideoError(OSError):
     """A video that cannot be used. `kind` is one of KINDS; the message is
-    `<path>: <what is wrong>`."""
+    `<path>: <what is wrong>`. An OSError, so that the scripts that stop cleanly on a bad
+    file (`except OSError`) also stop cleanly on a bad video."""
 
     def __init__(self, path: str | Path, kind: str, detail: str):
         super().__init__(f"{path}: {detail}")

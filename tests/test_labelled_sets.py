@@ -151,3 +151,13 @@ def test_extract_frame_reads_a_csv_set(tmp_path, make_video, capsys):
                     "--size", "16", "16"])
     assert code == 1 and "none" in capsys.readouterr().err  # the missing one, left out
     assert (out / "a" / ef.FRAME_LIST).is_file() and (out / "sub" / "b" / ef.FRAME_LIST).is_file()
+
+
+def test_finetuning_protocol_passes_the_columns_and_refuses_a_splits_file(tmp_path):
+    item = ev.LabelledSet("csv", tmp_path / "l.csv", tmp_path / "frames")
+    with pytest.raises(ValueError, match="--splits does not combine with --finetune-splits"):
+        ev.finetune_config(None, item, tmp_path, 0, True, ["--splits", str(tmp_path / "s.csv")])
+    item = ev.LabelledSet("csv", tmp_path / "l.csv", tmp_path / "frames",
+                          columns=ls.LabelColumns(video="clip", mos="dmos", dmos=True))
+    config = ev.finetune_config(None, item, tmp_path, 0, True, [])  # each split reads it alike
+    assert (config.video_column, config.mos_column, config.dmos) == ("clip", "dmos", True)
