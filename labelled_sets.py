@@ -14,7 +14,8 @@ DMOS (lower = better): trained on as given, a model predicts DMOS, and its corre
 DMOS are positive; `--dmos` stores the negated score instead, so that higher is better as with
 MOS (needed to compare with, fine-tune or evaluate a MOS-trained checkpoint).
 
-Splits on disk: `write_splits` writes `video_id,split` rows, `read_splits` turns such a file
+Splits: `random_split` (seeded train / val / test) and `given_split` (a split column's);
+on disk, `write_splits` writes `video_id,split` rows, `read_splits` turns such a file
 back into the same {split: rows} a training run uses.
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 
 from dataloader import (DATASETS, LabelFileError, _names, _read_csv, finish_table, read_labels,
@@ -40,6 +42,7 @@ SPLIT_COLUMNS = ("split", "Split", "set")
 SPLITS = "splits.csv"          # what every training run writes
 # -----------------------------------------------------------------------------
 
+MIN_VAL = 3  # a validation part's least size: correlations need at least three videos
 PLAIN_FORMATS = ("csv", "labels-txt")
 LABEL_DATASETS = (*DATASETS, *PLAIN_FORMATS)
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val",
@@ -174,6 +177,40 @@ def read_labels_txt(labels: str | Path, video_root: str | Path | None = None,
     if dmos:
         table["mos"] = -pd.to_numeric(table["mos"], errors="coerce")
     return finish_table(table.assign(split="all"), labels, video_root)
+
+
+# ----------------------------------------------------------------------------- splits
+
+def _hold_out(table: pd.DataFrame, fraction: float, rng: np.random.Generator,
+              minimum: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rest, held out): a random `fraction` of the rows (at least `minimum`, and never all)."""
+    count = min(max(int(round(fraction * len(table))), minimum), len(table) - 1)
+    order = rng.permutation(len(table))
+    return (table.iloc[np.sort(order[count:])].reset_index(drop=True),
+            table.iloc[np.sort(order[:count])].reset_index(drop=True))
+
+
+def random_split(table: pd.DataFrame, val_fraction: float, test_fraction: float,
+                 seed: int) -> dict[str, pd.DataFrame]:
+    """Seeded train / val / test split of all rows: test_fraction of them for testing,
+    val_fraction of the rest (at least MIN_VAL) for validation."""
+    rng = np.random.default_rng(seed)
+    pool, test = _hold_out(table, test_fraction, rng)
+    train, val = _hold_out(pool, val_fraction, rng, MIN_VAL)
+    return {"train": train, "val": val, "test": test}
+
+
+def given_split(table: pd.DataFrame, val_fraction: float, seed: int) -> dict[str, pd.DataFrame]:
+    """The rows of the split column: `train`; `val` (else a seeded hold-out of train); each
+    test set (`test`, `test_1080p`) present."""
+    train = table[table["split"] == "train"].reset_index(drop=True)
+    if (table["split"] == "val").any():
+        val = table[table["split"] == "val"].reset_index(drop=True)
+    else:
+        train, val = _hold_out(train, val_fraction, np.random.default_rng(seed), MIN_VAL)
+    tests = {name: table[table["split"] == name].reset_index(drop=True)
+             for name in ("test", "test_1080p") if (table["split"] == name).any()}
+    return {"train": train, "val": val, **tests}
 
 
 # ----------------------------------------------------------------------------- splits on disk

@@ -36,7 +36,7 @@ statistics over all ranks' clips.
 
 Public API, also used by evaluate_vqa.py (the dependency runs one way, evaluate_vqa ->
 train_lsvq; this file imports no other stage script): `parse_args`, `train`, `load_table`,
-`split_table`, `random_split`, `clip_loader`, `predict`, `score_predictions`, `set_name`,
+`split_table`, `random_split` (from labelled_sets.py), `clip_loader`, `predict`, `score_predictions`, `set_name`,
 `results_table`, `write_results`, `write_predictions`, `quality_loss`.
 """
 from __future__ import annotations
@@ -54,8 +54,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from dataloader import PROBLEMS, MosScale, VQAClipDataset, read_labels
-from labelled_sets import (PLAIN_FORMATS, SPLITS, add_label_arguments, label_columns, read_splits,
-                           read_table, write_splits)
+from labelled_sets import (PLAIN_FORMATS, SPLITS, add_label_arguments, given_split, label_columns,
+                           random_split, read_splits, read_table, write_splits)
 from metrics import logistic_map, vqa_metrics
 from runtime import (CsvLog, Distributed, add_device_argument, atomic_path, autocast,
                      batches_per_epoch, close_distributed, gather_objects, init_distributed,
@@ -92,7 +92,6 @@ WORKERS = 4
 SEED = 0
 # -----------------------------------------------------------------------------
 
-MIN_VAL = 3  # correlations need at least three videos
 CORRELATION_EPS = 1e-8
 DISPLAY_NAMES = {"lsvq": "LSVQ", "konvid": "KoNViD-1k", "livevqc": "LIVE-VQC",
                  "youtube-ugc": "YouTube-UGC", "csv": "Labelled set",
@@ -148,25 +147,6 @@ def load_table(config: argparse.Namespace) -> pd.DataFrame:
     return table
 
 
-def _hold_out(table: pd.DataFrame, fraction: float, rng: np.random.Generator,
-              minimum: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(rest, held out): a random `fraction` of the rows (at least `minimum`, and never all)."""
-    count = min(max(int(round(fraction * len(table))), minimum), len(table) - 1)
-    order = rng.permutation(len(table))
-    return (table.iloc[np.sort(order[count:])].reset_index(drop=True),
-            table.iloc[np.sort(order[:count])].reset_index(drop=True))
-
-
-def random_split(table: pd.DataFrame, val_fraction: float, test_fraction: float,
-                 seed: int) -> dict[str, pd.DataFrame]:
-    """Seeded train / val / test split of all rows: test_fraction of them for testing,
-    val_fraction of the rest (at least MIN_VAL) for validation."""
-    rng = np.random.default_rng(seed)
-    pool, test = _hold_out(table, test_fraction, rng)
-    train, val = _hold_out(pool, val_fraction, rng, MIN_VAL)
-    return {"train": train, "val": val, "test": test}
-
-
 def split_table(table: pd.DataFrame, dataset: str, val_fraction: float = VAL_FRACTION,
                 test_fraction: float = TEST_FRACTION, seed: int = SEED) -> dict[str, pd.DataFrame]:
     """{"train", "val", then one entry per test set}. LSVQ: the official split (train rows
@@ -176,19 +156,6 @@ def split_table(table: pd.DataFrame, dataset: str, val_fraction: float = VAL_FRA
     if dataset == "lsvq" or (dataset in PLAIN_FORMATS and (table["split"] != "all").any()):
         return given_split(table, val_fraction, seed)
     return random_split(table, val_fraction, test_fraction, seed)
-
-
-def given_split(table: pd.DataFrame, val_fraction: float, seed: int) -> dict[str, pd.DataFrame]:
-    """The rows of the split column: `train`; `val` (else a seeded hold-out of train); each
-    test set (`test`, `test_1080p`) present."""
-    train = table[table["split"] == "train"].reset_index(drop=True)
-    if (table["split"] == "val").any():
-        val = table[table["split"] == "val"].reset_index(drop=True)
-    else:
-        train, val = _hold_out(train, val_fraction, np.random.default_rng(seed), MIN_VAL)
-    tests = {name: table[table["split"] == name].reset_index(drop=True)
-             for name in ("test", "test_1080p") if (table["split"] == name).any()}
-    return {"train": train, "val": val, **tests}
 
 
 def clip_loader(table: pd.DataFrame, frames: str | Path, saliency: str | Path | None,

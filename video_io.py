@@ -79,20 +79,22 @@ def sample_indices(num_decoded: int, k: int = NUM_FRAMES) -> list[int]:
 def _codec_description(path: Path) -> str:
     """What FFmpeg says of a video stream it has no decoder for, e.g. `none (ZQZQ /
     0x515A515A)`: PyAV does not expose the codec id of such a stream, FFmpeg's log does."""
+    skip_repeated = av.logging.get_skip_repeated()
     av.logging.set_skip_repeated(False)  # the same file opened twice logs the same line
     av.logging.set_level(av.logging.WARNING)
     try:
         with av.logging.Capture() as logs:
             av.open(str(path)).close()
     except av.FFmpegError:
-        return "unknown"
+        return "(unrecognised)"
     finally:
         av.logging.set_level(None)  # back to PyAV's default: FFmpeg stays silent
+        av.logging.set_skip_repeated(skip_repeated)
     for _, _, message in logs:
         match = re.search(r"Video: ([^,]+)", message)
         if match:
             return match.group(1).strip()
-    return "unknown"
+    return "(unrecognised)"
 
 
 def _streams_listing(container: av.container.InputContainer) -> str:
@@ -102,8 +104,14 @@ def _streams_listing(container: av.container.InputContainer) -> str:
     return ", ".join(f"{kinds.count(k)} {k}" for k in dict.fromkeys(kinds)) + " stream(s)"
 
 
+def _main_video(container: av.container.InputContainer) -> av.video.stream.VideoStream:
+    """FFmpeg's choice of video stream (as the ffmpeg tool makes it: no attached picture
+    such as cover art, the largest or longest stream first), else the first one."""
+    return container.streams.best("video") or container.streams.video[0]
+
+
 def open_video(path: str | Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
-    """The container and its first video stream, ready to decode. Raises VideoError with
+    """The container and its main video stream, ready to decode. Raises VideoError with
     the kind MISSING, EMPTY, NOT_MEDIA, NO_VIDEO or UNSUPPORTED_CODEC."""
     path = Path(path)
     if not path.is_file():
@@ -119,7 +127,7 @@ def open_video(path: str | Path) -> tuple[av.container.InputContainer, av.video.
         listing = _streams_listing(container)
         container.close()
         raise VideoError(path, NO_VIDEO, f"no video stream (it holds {listing})")
-    stream = container.streams.video[0]
+    stream = _main_video(container)
     if stream.codec_context is None:
         container.close()
         raise VideoError(path, UNSUPPORTED_CODEC, "its video codec "
@@ -163,7 +171,7 @@ def frame_array(frame: av.VideoFrame, size: tuple[int, int] | None = None,
 
 
 class VideoReader:
-    """Sequential decoding of a video's first video stream (a context manager).
+    """Sequential decoding of a video's main video stream (a context manager).
 
     `frames()` yields every frame that decodes, in order; decoding ends at the first error
     the decoder raises (as OpenCV's would), and `error` then says what it was.

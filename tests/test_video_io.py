@@ -186,3 +186,26 @@ def test_real_lying_container_if_available():
     assert sampled.declared == 444 and sampled.decoded == 68
     assert sampled.indices == vio.sample_indices(68, 8)
     assert sampled.frames.shape == (8, 224, 398, 3)
+
+
+def test_the_main_video_stream_is_sampled_not_the_first(tmp_path):
+    """A Matroska file whose first video stream is a one-picture MJPEG (cover art, say)."""
+    path = tmp_path / "with_cover.mkv"
+    with av.open(str(path), "w") as container:
+        cover = container.add_stream("mjpeg", rate=1)
+        cover.width = cover.height = 32
+        cover.pix_fmt = "yuvj420p"
+        video = container.add_stream("libx264", rate=10)
+        video.width = video.height = 32
+        video.pix_fmt = "yuv420p"
+        picture = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 255, np.uint8), format="rgb24")
+        container.mux(cover.encode(picture))
+        container.mux(cover.encode())
+        for i in range(6):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), PYAV_STEP * i, np.uint8),
+                                               format="rgb24")
+            frame.pts = i
+            container.mux(video.encode(frame))
+        container.mux(video.encode())
+    sampled = vio.sample_video(path, k=3)
+    assert sampled.decoded == 6 and [pyav_level(f) for f in sampled.frames] == [0, 2, 5]
