@@ -2,12 +2,15 @@
 
     python extract_frame.py videos/ --out frames/ --workers 4
     python extract_frame.py --dataset konvid --labels KoNViD_1k_mos.csv --video-root KoNViD/ --out frames/
+    python extract_frame.py --dataset csv --labels ratings.csv --video-root clips/ --out frames/
 
 Each video becomes `<out>/<video_id>/<frame index>.png` (5-digit, 0-based index in the
 decoded stream) plus `frames.json`, which lists the K file names in temporal order (a video
 shorter than K repeats frames, so a name can appear twice there). A video's folder appears
 whole or not at all, and re-running skips the videos already done. Videos that cannot be read
-are listed at the end and in `<out>/failures.csv`; the exit status is 1 if there were any.
+are listed at the end and in `<out>/failures.csv` (video_id, kind, problem; the kinds are
+video_io's and `duplicate-id`, `write-failed`); the exit status is 1 if there were any.
+Decoding (any codec FFmpeg reads, AV1 included) is video_io.py's.
 """
 from __future__ import annotations
 
