@@ -132,6 +132,14 @@ def _splits_of(values: pd.Series, source: Path) -> pd.Series:
     return split
 
 
+def _names_of(column: pd.Series) -> pd.Series:
+    """Video names as text; numeric ids that pandas read as floats (a column with an empty
+    cell) lose their `.0`."""
+    if pd.api.types.is_float_dtype(column) and (column % 1 == 0).all():
+        column = column.astype("int64")
+    return column.astype(str)
+
+
 def read_csv_labels(labels: str | Path, video_root: str | Path | None = None,
                     columns: LabelColumns = LabelColumns()) -> pd.DataFrame:
     """`video_id, path, mos, split` of a CSV/TSV/XLSX label table (see the module's text)."""
@@ -146,7 +154,7 @@ def read_csv_labels(labels: str | Path, video_root: str | Path | None = None,
               "as given unless --dmos", file=sys.stderr)
     raw = raw[raw[video].notna()]
     score = pd.to_numeric(raw[mos], errors="coerce")
-    table = pd.DataFrame({"video_id": raw[video].map(video_id_of),
+    table = pd.DataFrame({"video_id": _names_of(raw[video]).map(video_id_of),
                           "mos": -score if columns.dmos else raw[mos],
                           "split": _splits_of(raw[split], labels) if split else "all"})
     return finish_table(table, labels, video_root)

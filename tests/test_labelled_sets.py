@@ -33,6 +33,12 @@ def test_csv_finds_usual_columns_and_videos_with_or_without_extension(tmp_path, 
     assert "1 of 3 video(s) not found" in problems and "missing" in problems
 
 
+def test_numeric_ids_with_an_empty_cell_keep_their_names(tmp_path):
+    labels = tmp_path / "konvid_like.csv"
+    labels.write_text("flickr_id,mos\n3337642103,3.2\n,4.0\n8536919744,2.5\n")
+    assert ls.read_table("csv", labels)["video_id"].tolist() == ["3337642103", "8536919744"]
+
+
 def test_tsv_and_xlsx_with_named_columns_and_a_split_column(tmp_path):
     rows = pd.DataFrame({"clip": ["v1", "v2", "v3"], "rating": [1.0, 2.0, 3.0],
                          "part": ["train", "Validation", "test"]})
