@@ -329,7 +329,7 @@ def score_videos(checkpoint: str | Path, videos: Sequence[str | Path], out: str 
                  saliency_checkpoint: str | Path | None = None, batch_size: int = BATCH_SIZE,
                  workers: int = WORKERS, device: str | torch.device | None = None,
                  progress: bool = True, precision: str | None = None,
-                 compiled: bool = False) -> tuple[pd.DataFrame, dict[str, str]]:
+                 compiled: bool = False) -> tuple[pd.DataFrame, dict[str, Failure]]:
     """Score video files and folders: writes `out` (video,score) and, when some fail,
     `<out stem>_failures.csv` (video,kind,problem). Returns the scores and {video: Failure}.
     The models run at `precision` (default: bf16 on CUDA, fp32 on the CPU), BatchNorm folded

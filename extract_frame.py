@@ -108,7 +108,7 @@ def run_job(job: Job) -> tuple[str, str, str | Failure]:
 
 def extract(videos: Sequence[tuple[str, Path]], out: str | Path, k: int = NUM_FRAMES,
             size: tuple[int, int] = (HEIGHT, WIDTH), workers: int = WORKERS,
-            progress: bool = True) -> dict[str, str]:
+            progress: bool = True) -> dict[str, Failure]:
     """Sample every video not yet done into `out`. Returns {video_id: Failure} for the
     videos that failed (also written to `<out>/failures.csv`, removed when all succeed)."""
     out = Path(out)
