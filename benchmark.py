@@ -44,11 +44,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from evaluate_vqa import decoded_videos, inference_quality, score_clips, score_items
-from extract_frame import find_videos, sample_indices, sample_video
-from inference_sal import decoded_frames, frame_windows
+from extract_frame import find_videos
+from inference_sal import frame_windows
 from runtime import add_device_argument, atomic_path, pick_device, seed_everything
 from sal_withreg import (PRECISIONS, build_saliency_model, precision_autocast, predict_maps,
                          prepare_inference, weights_precision)
+from video_io import VideoReader, sample_indices, sample_video
 from VQA import BACKBONES, QualityNet
 
 # ----------------------------------------------------------------------------- config
@@ -263,12 +264,8 @@ def original_one_video(path: Path, plain: Models, args: argparse.Namespace,
     saliency, quality = plain
     height, width = args.size
     start = time.perf_counter()
-    capture = cv2.VideoCapture(str(path))
-    try:
-        frames = [cv2.cvtColor(cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA),
-                               cv2.COLOR_BGR2RGB) for frame in decoded_frames(capture)]
-    finally:
-        capture.release()
+    with VideoReader(path) as video:
+        frames = list(video.arrays((height, width)))
     decoded = time.perf_counter()
     maps, windows = [], 0
     for window, fresh in frame_windows(frames, WINDOW):

@@ -28,12 +28,13 @@ import scipy.io
 import torch
 from torch.utils.data import Dataset
 
-from extract_frame import FRAME_LIST, VIDEO_EXTENSIONS
+from video_io import VIDEO_EXTENSIONS, read_frames_at
 
 COLUMNS = ["video_id", "path", "mos", "split"]
 DATASETS = ("lsvq", "konvid", "livevqc", "youtube-ugc")
 SALIENCY_DATASETS = ("dhf1k", "diem")
 SHOW = 5  # how many names a report lists
+FRAME_LIST = "frames.json"  # extract_frame.py's per-video list of its frame files, in order
 PROBLEMS: list[str] = []  # every data problem this process reported, in order
 
 
@@ -497,23 +498,8 @@ class VQAClipDataset(Dataset):
 
 def read_video_frames(path: Path, numbers: Sequence[int], size: tuple[int, int]) -> np.ndarray:
     """(len(numbers), H, W, 3) uint8 RGB: frames `numbers` (0-based) of a video, decoded
-    sequentially from the start (exact where seeking is not)."""
-    capture = cv2.VideoCapture(str(path))
-    wanted, kept, position = set(numbers), {}, 0
-    try:
-        while position <= max(numbers) and capture.grab():
-            if position in wanted:
-                ok, frame = capture.retrieve()
-                if ok:
-                    frame = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-                    kept[position] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-            position += 1
-    finally:
-        capture.release()
-    lost = [n for n in numbers if n not in kept]
-    if lost:
-        raise OSError(f"{path}: frames {lost[:SHOW]} could not be decoded")
-    return np.stack([kept[n] for n in numbers])
+    sequentially from the start (exact where seeking is not). Raises video_io.VideoError."""
+    return read_frames_at(path, numbers, size)
 
 
 class SaliencyClipDataset(Dataset):

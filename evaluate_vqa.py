@@ -59,13 +59,16 @@ from tqdm import tqdm
 
 import figures
 import train_lsvq
-from dataloader import DATASETS, PROBLEMS, MosScale, read_labels
-from extract_frame import VideoError, find_videos, sample_video
-from runtime import (add_device_argument, atomic_path, load_checkpoint, pick_device,
+from dataloader import PROBLEMS, MosScale
+from extract_frame import find_videos
+from labelled_sets import (LABEL_DATASETS, PLAIN_FORMATS, LabelColumns, add_label_arguments,
+                           label_columns, read_table)
+from runtime import (Failure, add_device_argument, atomic_path, load_checkpoint, pick_device,
                      writable_folder, write_failures)
 from sal_withreg import (PRECISIONS, default_precision, precision_autocast, predict_maps,
                          prepare_inference, saliency_model_from_payload, to_precision,
                          weights_precision)
+from video_io import VideoError, sample_video
 from VQA import QualityNet, quality_model_from_payload
 
 # ----------------------------------------------------------------------------- config
@@ -83,11 +86,16 @@ SEED = 0
 
 @dataclass(frozen=True)
 class LabelledSet:
-    """One dataset to evaluate: its official label file, stored frames and maps."""
+    """One dataset to evaluate: its label file (and how to read a plain one), stored frames
+    and maps."""
     dataset: str
     labels: str | Path
     frames: str | Path
     saliency: str | Path | None = None
+    columns: LabelColumns = LabelColumns()
+
+    def table(self) -> pd.DataFrame:
+        return read_table(self.dataset, self.labels, columns=self.columns)
 
 
 def load_quality(checkpoint: str | Path, device: torch.device
@@ -105,7 +113,10 @@ def load_quality(checkpoint: str | Path, device: torch.device
 
 def evaluation_parts(table: pd.DataFrame, dataset: str) -> dict[str, pd.DataFrame]:
     """{split: rows} to evaluate: LSVQ's test rows (`test`, `test_1080p`) when the file has
-    any, otherwise (and for every other dataset) all rows as `all`."""
+    any, a plain label file's `test` rows when its split column has any, otherwise (and for
+    every other dataset) all rows as `all`."""
+    if dataset in PLAIN_FORMATS and (table["split"] == "test").any():
+        return {"test": table[table["split"] == "test"].reset_index(drop=True)}
     if dataset == "lsvq":
         tests = {split: rows.reset_index(drop=True) for split, rows in table.groupby("split")
                  if split != "train"}
@@ -131,7 +142,7 @@ def evaluate_checkpoint(checkpoint: str | Path, sets: Sequence[LabelledSet], out
     model, scale, size = load_quality(checkpoint, device)
     metrics = {}
     for item in sets:
-        table = read_labels(item.dataset, item.labels)
+        table = item.table()
         for split, rows in evaluation_parts(table, item.dataset).items():
             name = train_lsvq.set_name(item.dataset, split)
             if name in metrics:
@@ -163,7 +174,16 @@ def finetune_config(checkpoint: str | Path | None, item: LabelledSet, out: Path,
             "--out", str(out), "--seed", str(seed)]
     if item.saliency:
         argv += ["--saliency", str(item.saliency)]
+    for option, value in (("--video-column", item.columns.video),
+                          ("--mos-column", item.columns.mos),
+                          ("--split-column", item.columns.split)):
+        argv += [option, value] if value else []
+    argv += ["--dmos"] if item.columns.dmos else []
     config = train_lsvq.parse_args([*argv, *train_options])
+    if config.splits:
+        raise ValueError("--splits does not combine with --finetune-splits, which draws its "
+                         "splits (each written to split_XX/splits.csv); to reuse one, run "
+                         "train_lsvq.py --splits FILE")
     if checkpoint is None:
         if not from_scratch:
             raise ValueError("fine-tuning needs --checkpoint (or --from-scratch)")
@@ -189,7 +209,7 @@ def finetune_splits(checkpoint: str | Path | None, item: LabelledSet, out: str |
         raise ValueError("--finetune-splits needs at least one split")
     device, out = pick_device(device), Path(out)
     config = finetune_config(checkpoint, item, out, seed, from_scratch, train_options)
-    table = read_labels(item.dataset, item.labels)
+    table = item.table()
     metrics = {}
     for r in range(splits):
         run = argparse.Namespace(**{**vars(config), "out": str(out / f"split_{r + 1:02d}"),
@@ -210,8 +230,9 @@ def finetune_splits(checkpoint: str | Path | None, item: LabelledSet, out: str |
 
 class SampledVideos(Dataset):
     """K frames sampled from each video file. Item: `video` (path string), `frames` uint8
-    (T, H, W, 3) RGB tensor or None when the video cannot be read, `problem` (why), `decoded`
-    (frames that decode in the file; 0 when it cannot be read)."""
+    (T, H, W, 3) RGB tensor or None when the video cannot be read, `problem` (why) and `kind`
+    (video_io's failure kind; "" when read), `decoded` (frames that decode in the file; 0 when
+    it cannot be read)."""
 
     def __init__(self, paths: Sequence[Path], size: tuple[int, int], k: int = NUM_FRAMES):
         self.paths, self.size, self.k = list(paths), tuple(size), k
@@ -224,9 +245,10 @@ class SampledVideos(Dataset):
         try:
             sampled = sample_video(path, self.k, self.size)
         except (VideoError, OSError, cv2.error) as err:
-            return {"video": str(path), "frames": None, "problem": str(err), "decoded": 0}
+            return {"video": str(path), "frames": None, "problem": str(err),
+                    "kind": getattr(err, "kind", "error"), "decoded": 0}
         return {"video": str(path), "frames": torch.from_numpy(sampled.frames), "problem": "",
-                "decoded": sampled.decoded}
+                "kind": "", "decoded": sampled.decoded}
 
 
 def single_threaded_opencv(_: int) -> None:
@@ -313,9 +335,9 @@ def score_videos(checkpoint: str | Path, videos: Sequence[str | Path], out: str 
                  saliency_checkpoint: str | Path | None = None, batch_size: int = BATCH_SIZE,
                  workers: int = WORKERS, device: str | torch.device | None = None,
                  progress: bool = True, precision: str | None = None,
-                 compiled: bool = False) -> tuple[pd.DataFrame, dict[str, str]]:
+                 compiled: bool = False) -> tuple[pd.DataFrame, dict[str, Failure]]:
     """Score video files and folders: writes `out` (video,score) and, when some fail,
-    `<out stem>_failures.csv` (video,problem). Returns the scores and {video: problem}.
+    `<out stem>_failures.csv` (video,kind,problem). Returns the scores and {video: Failure}.
     The models run at `precision` (default: bf16 on CUDA, fp32 on the CPU), BatchNorm folded
     into the saliency network's convolutions, `torch.compile`d when `compiled`."""
     device, out = pick_device(device), Path(out)
@@ -335,7 +357,7 @@ def score_videos(checkpoint: str | Path, videos: Sequence[str | Path], out: str 
     rows, failures = [], {}
     for item in tqdm(items, total=len(paths), desc="score", unit="video", disable=not progress):
         if item["score"] is None:
-            failures[item["video"]] = item["problem"]
+            failures[item["video"]] = Failure(item["kind"], item["problem"])
         else:
             rows.append((item["video"], scale.to_mos(item["score"])))
     scores = pd.DataFrame(rows, columns=["video", "score"])
@@ -360,9 +382,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=CHECKPOINT, help="quality checkpoint")
-    parser.add_argument("--dataset", action="append", choices=DATASETS,
-                        help="a labelled set (repeat with --labels/--frames/--saliency)")
-    parser.add_argument("--labels", action="append", help="the set's official label file")
+    parser.add_argument("--dataset", action="append", choices=LABEL_DATASETS,
+                        help="a labelled set (repeat with --labels/--frames/--saliency); csv "
+                             "and labels-txt read any labelled set (see the README)")
+    parser.add_argument("--labels", action="append",
+                        help="the set's official label file, or a csv / labels-txt file")
+    add_label_arguments(parser)
     parser.add_argument("--frames", action="append", help="the set's stored frames")
     parser.add_argument("--saliency", action="append", help="the set's stored saliency maps")
     parser.add_argument("--out", help=f"folder (default {OUT}); scoring: CSV file (default {SCORES})")
@@ -410,7 +435,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
 
 def labelled_sets(args: argparse.Namespace) -> list[LabelledSet]:
     saliency = args.saliency or [None] * len(args.dataset)
-    return [LabelledSet(*fields) for fields in zip(args.dataset, args.labels, args.frames, saliency)]
+    return [LabelledSet(*fields, label_columns(args))
+            for fields in zip(args.dataset, args.labels, args.frames, saliency)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,63 +2,42 @@
 
     python extract_frame.py videos/ --out frames/ --workers 4
     python extract_frame.py --dataset konvid --labels KoNViD_1k_mos.csv --video-root KoNViD/ --out frames/
+    python extract_frame.py --dataset csv --labels ratings.csv --video-root clips/ --out frames/
 
 Each video becomes `<out>/<video_id>/<frame index>.png` (5-digit, 0-based index in the
 decoded stream) plus `frames.json`, which lists the K file names in temporal order (a video
 shorter than K repeats frames, so a name can appear twice there). A video's folder appears
 whole or not at all, and re-running skips the videos already done. Videos that cannot be read
-are listed at the end and in `<out>/failures.csv`; the exit status is 1 if there were any.
+are listed at the end and in `<out>/failures.csv` (video_id, kind, problem; the kinds are
+video_io's and `duplicate-id`, `write-failed`); the exit status is 1 if there were any.
+Decoding (any codec FFmpeg reads, AV1 included) is video_io.py's.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import cv2
-import numpy as np
 from tqdm import tqdm
 
-from runtime import atomic_path, writable_folder, write_failures
+from dataloader import FRAME_LIST, PROBLEMS
+from labelled_sets import LABEL_DATASETS, LabelColumns, add_label_arguments, label_columns, read_table
+from runtime import Failure, atomic_path, writable_folder, write_failures
+from video_io import NUM_FRAMES, VIDEO_EXTENSIONS, SampledVideo, VideoError, sample_video
 
 # ----------------------------------------------------------------------------- config
-NUM_FRAMES = 8           # K: frames kept per video (the quality network reads 8)
 HEIGHT, WIDTH = 224, 398  # stored size; about 16:9, aspect ratio not kept (as in the paper)
 WORKERS = 4              # decoding processes
 OUT = "frames"
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v")
-FRAME_LIST = "frames.json"  # per-video list of the K frame files in temporal order
 FAILURES = "failures.csv"
+DUPLICATE_ID = "duplicate-id"  # failure kinds besides video_io's: two videos, one id
+WRITE_FAILED = "write-failed"  # the frames could not be stored
 # -----------------------------------------------------------------------------
-
-
-class VideoError(Exception):
-    """A video that cannot be sampled; the message names the file and the problem."""
-
-
-@dataclass
-class SampledVideo:
-    """K frames of one video. `frames`: (K, H, W, 3) uint8 RGB; `indices`: their positions
-    in the decoded stream; `decoded`: how many frames actually decode."""
-    frames: np.ndarray
-    indices: list[int]
-    decoded: int
-    declared: int
-    notes: list[str] = field(default_factory=list)
-
-
-def sample_indices(num_decoded: int, k: int = NUM_FRAMES) -> list[int]:
-    """K indices spread uniformly over `num_decoded` frames: round(linspace(0, n-1, K)).
-
-    With fewer than K frames some indices repeat.
-    """
-    if num_decoded < 1:
-        raise ValueError("a video needs at least one frame")
-    return [int(i) for i in np.round(np.linspace(0, num_decoded - 1, k))]
 
 
 def find_videos(inputs: Iterable[str | Path]) -> list[tuple[str, Path]]:
@@ -78,91 +57,6 @@ def find_videos(inputs: Iterable[str | Path]) -> list[tuple[str, Path]]:
         else:
             raise FileNotFoundError(f"{item}: no such file or folder")
     return found
-
-
-def _open(path: Path) -> cv2.VideoCapture:
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise VideoError(f"{path}: cannot be opened as a video (corrupt, empty or not a video)")
-    return capture
-
-
-def _read_at(path: Path, wanted: Sequence[int], size: tuple[int, int] | None
-             ) -> tuple[dict[int, np.ndarray], int, bool]:
-    """Decode `path` sequentially up to max(wanted) and one frame beyond, keeping `wanted`.
-
-    Frames are grabbed (decoded but not converted) and retrieved only when wanted, which is
-    faster and more exact than seeking. Returns the kept frames (RGB, resized to `size` =
-    (H, W) if given), how many frames were decoded, and whether the stream goes on past
-    max(wanted) + 1 frames.
-    """
-    capture, kept, want = _open(path), {}, set(wanted)
-    last = max(wanted)
-    count = 0
-    try:
-        while count <= last + 1:
-            if not capture.grab():
-                return kept, count, False
-            if count in want:
-                ok, frame = capture.retrieve()
-                if not ok:
-                    return kept, count, False
-                kept[count] = _to_rgb(frame, size)
-            count += 1
-        return kept, count, True
-    finally:
-        capture.release()
-
-
-def _to_rgb(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
-    if size is not None:
-        frame = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-
-
-def count_frames(path: Path) -> int:
-    """Frames that actually decode (the container's count can be wrong)."""
-    capture, count = _open(path), 0
-    try:
-        while capture.grab():
-            count += 1
-    finally:
-        capture.release()
-    return count
-
-
-def sample_video(path: str | Path, k: int = NUM_FRAMES,
-                 size: tuple[int, int] | None = (HEIGHT, WIDTH)) -> SampledVideo:
-    """Decode `path` and keep K frames spread uniformly over the frames that decode.
-
-    Trusts the container's frame count first; if the stream ends early, or runs past that
-    count, it counts the decodable frames and samples again. Raises VideoError when the file
-    is unreadable or holds no frame.
-    """
-    path = Path(path)
-    capture = _open(path)
-    declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    capture.release()
-    notes = []
-    total = declared if declared > 0 else count_frames(path)
-    if total < 1:
-        raise VideoError(f"{path}: no frame could be decoded")
-    kept, decoded, more = _read_at(path, sample_indices(total, k), size)
-    if decoded < total or more:
-        total = decoded if decoded < total else count_frames(path)
-        if total < 1:
-            raise VideoError(f"{path}: no frame could be decoded")
-        if declared > 0:
-            notes.append(f"container declares {declared} frames but {total} decode; "
-                         "sampled over the decoded ones")
-        kept, decoded, _ = _read_at(path, sample_indices(total, k), size)
-    indices = sample_indices(total, k)
-    missing = [i for i in indices if i not in kept]
-    if missing:
-        raise VideoError(f"{path}: frames {missing} could not be decoded on a second pass")
-    if total < k:
-        notes.append(f"only {total} frames decode; repeated frames to get {k}")
-    return SampledVideo(np.stack([kept[i] for i in indices]), indices, total, declared, notes)
 
 
 def frame_name(index: int) -> str:
@@ -196,14 +90,17 @@ class Job:
     size: tuple[int, int]
 
 
-def run_job(job: Job) -> tuple[str, str, str]:
+def run_job(job: Job) -> tuple[str, str, str | Failure]:
     """Sample and store one video. Returns (video_id, status, message); status is
-    `done`, `note` (done, with something worth saying) or `failed`."""
+    `done`, `note` (done, with something worth saying) or `failed` (message: a Failure,
+    whose kind says why)."""
     try:
         sampled = sample_video(job.path, job.k, job.size)
         write_frames(sampled, job.folder)
-    except (VideoError, OSError, cv2.error) as err:
-        return job.video_id, "failed", str(err)
+    except VideoError as err:
+        return job.video_id, "failed", Failure(err.kind, str(err))
+    except (OSError, cv2.error) as err:
+        return job.video_id, "failed", Failure(WRITE_FAILED, str(err))
     if sampled.notes:
         return job.video_id, "note", f"{job.path}: " + "; ".join(sampled.notes)
     return job.video_id, "done", ""
@@ -211,15 +108,16 @@ def run_job(job: Job) -> tuple[str, str, str]:
 
 def extract(videos: Sequence[tuple[str, Path]], out: str | Path, k: int = NUM_FRAMES,
             size: tuple[int, int] = (HEIGHT, WIDTH), workers: int = WORKERS,
-            progress: bool = True) -> dict[str, str]:
-    """Sample every video not yet done into `out`. Returns {video_id: problem} for the
+            progress: bool = True) -> dict[str, Failure]:
+    """Sample every video not yet done into `out`. Returns {video_id: Failure} for the
     videos that failed (also written to `<out>/failures.csv`, removed when all succeed)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     failures, jobs, seen = {}, [], set()
     for video_id, path in videos:
         if video_id in seen:
-            failures[video_id] = f"{path}: another video already has the id {video_id!r}; skipped"
+            failures[video_id] = Failure(DUPLICATE_ID, f"{path}: another video already has "
+                                         f"the id {video_id!r}; skipped")
             continue
         seen.add(video_id)
         if not is_done(out / video_id):
@@ -252,15 +150,14 @@ def _run_all(jobs: list[Job], workers: int, progress: bool):
             pool.join()
 
 
-def videos_from_labels(dataset: str, labels: str, video_root: str
+def videos_from_labels(dataset: str, labels: str, video_root: str,
+                       columns: LabelColumns = LabelColumns()
                        ) -> tuple[list[tuple[str, Path]], list[str]]:
-    """(video_id, path) for the rows of a dataset's official label file whose video exists,
-    and the problems reported while reading it (rows left out: missing video, bad MOS)."""
-    # imported here because dataloader imports this module for its decoding
-    from dataloader import PROBLEMS, read_labels
-
+    """(video_id, path) for the rows of a label file (official, csv or labels-txt) whose
+    video exists, and the problems reported while reading it (rows left out: missing video,
+    bad MOS)."""
     reported = len(PROBLEMS)
-    table = read_labels(dataset, labels, video_root)
+    table = read_table(dataset, labels, video_root, columns)
     return list(zip(table["video_id"], map(Path, table["path"]))), PROBLEMS[reported:]
 
 
@@ -272,9 +169,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, nargs=2, default=(HEIGHT, WIDTH), metavar=("H", "W"),
                         help="stored frame height and width")
     parser.add_argument("--workers", type=int, default=WORKERS, help="decoding processes")
-    parser.add_argument("--dataset", help="read the videos from a dataset's label file: "
-                        "lsvq, konvid, livevqc or youtube-ugc")
-    parser.add_argument("--labels", help="the dataset's official label file")
+    parser.add_argument("--dataset", choices=LABEL_DATASETS,
+                        help="read the videos from a label file: lsvq, konvid, livevqc or "
+                        "youtube-ugc (official files), csv or labels-txt (any set; see the README)")
+    parser.add_argument("--labels", help="the dataset's label file")
+    add_label_arguments(parser)
     parser.add_argument("--video-root", help="folder holding the dataset's videos")
     args = parser.parse_args(argv)
     if bool(args.inputs) == bool(args.dataset):
@@ -287,7 +186,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        videos, left_out = (videos_from_labels(args.dataset, args.labels, args.video_root)
+        videos, left_out = (videos_from_labels(args.dataset, args.labels, args.video_root,
+                                               label_columns(args))
                             if args.dataset else (find_videos(args.inputs), []))
         writable_folder(args.out)
     except (OSError, ValueError) as err:

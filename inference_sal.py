@@ -39,9 +39,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from dataloader import StoredFramesDataset, frame_files, stored_videos, to_clip_tensor
-from extract_frame import VideoError, find_videos
+from extract_frame import find_videos
 from runtime import add_device_argument, atomic_path, load_checkpoint, pick_device, writable_folder
 from sal_withreg import PRECISIONS, predict_maps, prepare_inference, saliency_model_from_payload
+from video_io import DAMAGED, VideoError, VideoReader
 
 # ----------------------------------------------------------------------------- config
 CHECKPOINT = "runs/saliency/best.pt"
@@ -225,13 +226,9 @@ def frame_windows(frames: Iterable[np.ndarray], length: int = WINDOW
         yield current + [current[-1]] * (length - len(current)), range(len(current))
 
 
-def decoded_frames(capture: cv2.VideoCapture) -> Iterator[np.ndarray]:
-    """Every frame that decodes, in order, as (H, W, 3) uint8 BGR."""
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            return
-        yield frame
+def decoded_frames(video: VideoReader) -> Iterator[np.ndarray]:
+    """Every frame that decodes, in order and display orientation, as (H, W, 3) uint8 BGR."""
+    return video.arrays(order="bgr")
 
 
 class OverlayVideo:
@@ -280,10 +277,8 @@ def render_video(model: nn.Module, path: str | Path, out_file: str | Path,
     """Write the saliency overlay of every decodable frame of `path` as the MP4 `out_file`
     (atomically), decoding sequentially. Returns the number of frames written."""
     path, out_file = Path(path), Path(out_file)
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise VideoError(f"{path}: cannot be opened as a video (corrupt, empty or not a video)")
-    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    capture = VideoReader(path)  # raises VideoError, whose kind says why
+    fps = capture.fps or 25.0
     with atomic_path(out_file) as tmp:
         staging = tmp.with_name(tmp.name + ".mp4")  # OpenCV picks the container by suffix
         video = OverlayVideo(staging, fps)
@@ -298,10 +293,11 @@ def render_video(model: nn.Module, path: str | Path, out_file: str | Path,
                 _render_batch(model, pending, device, size, video)
             video.close()
             if video.frames == 0:
-                raise VideoError(f"{path}: no frame could be decoded")
+                raise VideoError(path, DAMAGED, f"cut short or damaged: no frame decodes"
+                                 + (f" ({capture.error})" if capture.error else ""))
             os.replace(staging, tmp)
         finally:
-            capture.release()
+            capture.close()
             video.close()
             staging.unlink(missing_ok=True)
     return video.frames

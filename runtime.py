@@ -93,17 +93,32 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
-def write_failures(path: str | os.PathLike, failures: dict[str, str], id_column: str) -> None:
-    """Write `id_column,problem` rows (sorted by id) atomically; when nothing failed, write no
-    file and remove one that an earlier run left."""
+@dataclass(frozen=True)
+class Failure:
+    """Why one input failed: `kind` (a short tag such as `no-video-stream`) and `problem`
+    (one line naming the file); prints as the problem."""
+    kind: str
+    problem: str
+
+    def __str__(self) -> str:
+        return self.problem
+
+
+def write_failures(path: str | os.PathLike, failures: dict[str, Failure | str],
+                   id_column: str) -> None:
+    """Write `id_column,kind,problem` rows (sorted by id) atomically; a plain string counts
+    as kind `error`. When nothing failed, write no file and remove one that an earlier run
+    left."""
     path = Path(path)
     if not failures:
         path.unlink(missing_ok=True)
         return
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow([id_column, "problem"])
-        writer.writerows(sorted(failures.items()))
+        writer.writerow([id_column, "kind", "problem"])
+        for key, failure in sorted(failures.items()):
+            failure = failure if isinstance(failure, Failure) else Failure("error", str(failure))
+            writer.writerow([key, failure.kind, failure.problem])
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:

@@ -9,7 +9,10 @@ Splits. LSVQ follows its official protocol: train on the `is_test == False` rows
 validation hold-out (--val-fraction, 5 %), test on the `is_test` rows and on the 1080p file
 (--labels-1080p). Other sets are split at random (seeded): --test-fraction of the videos for
 testing, --val-fraction of the rest for validation, the remainder for training. A validation
-part holds at least MIN_VAL videos, so that its correlations are defined.
+part holds at least MIN_VAL videos, so that its correlations are defined. A csv or labels-txt
+file with a split column (--dataset csv, see the README) is split by that column. Every run
+writes the split it used to `splits.csv` (video_id, split); `--splits FILE` makes a run use
+exactly the splits of such a file.
 
 Model choice uses the validation videos only: the epoch with the best mean of validation
 SRCC and PLCC is kept as `best.pt`. The test videos are scored once, with that checkpoint,
@@ -34,7 +37,7 @@ statistics over all ranks' clips.
 
 Public API, also used by evaluate_vqa.py (the dependency runs one way, evaluate_vqa ->
 train_lsvq; this file imports no other stage script): `parse_args`, `train`, `load_table`,
-`split_table`, `random_split`, `clip_loader`, `predict`, `score_predictions`, `set_name`,
+`split_table`, `random_split` (from labelled_sets.py), `clip_loader`, `predict`, `score_predictions`, `set_name`,
 `results_table`, `write_results`, `write_predictions`, `quality_loss`.
 """
 from __future__ import annotations
@@ -53,6 +56,8 @@ from tqdm import tqdm
 
 import figures
 from dataloader import PROBLEMS, MosScale, VQAClipDataset, read_labels
+from labelled_sets import (PLAIN_FORMATS, SPLITS, add_label_arguments, given_split, label_columns,
+                           random_split, read_splits, read_table, write_splits)
 from metrics import logistic_map, vqa_metrics
 from runtime import (CsvLog, Distributed, add_device_argument, atomic_path, autocast,
                      batches_per_epoch, close_distributed, gather_objects, init_distributed,
@@ -63,7 +68,7 @@ from runtime import (CsvLog, Distributed, add_device_argument, atomic_path, auto
 from VQA import BACKBONES, VARIANTS, QualityNet, build_quality_model, quality_model_from_payload
 
 # ----------------------------------------------------------------------------- config
-DATASET = "lsvq"          # lsvq | konvid | livevqc | youtube-ugc
+DATASET = "lsvq"          # lsvq | konvid | livevqc | youtube-ugc | csv | labels-txt
 LABELS = None             # the dataset's official label file
 LABELS_1080P = None       # LSVQ only: labels_test_1080p.csv, a second test set
 FRAMES = "frames"         # extract_frame.py output
@@ -89,10 +94,10 @@ WORKERS = 4
 SEED = 0
 # -----------------------------------------------------------------------------
 
-MIN_VAL = 3  # correlations need at least three videos
 CORRELATION_EPS = 1e-8
 DISPLAY_NAMES = {"lsvq": "LSVQ", "konvid": "KoNViD-1k", "livevqc": "LIVE-VQC",
-                 "youtube-ugc": "YouTube-UGC"}
+                 "youtube-ugc": "YouTube-UGC", "csv": "Labelled set",
+                 "labels-txt": "Labelled set"}
 RESULT_COLUMNS = ["Dataset", "PLCC", "SRCC", "KRCC", "RMSE", "PLCC (logistic)", "n"]
 METRIC_OF_COLUMN = {"PLCC": "plcc", "SRCC": "srcc", "KRCC": "krcc", "RMSE": "rmse",
                     "PLCC (logistic)": "plcc_logistic", "n": "n"}
@@ -140,7 +145,7 @@ def quality_loss(pred: torch.Tensor, target: torch.Tensor, plcc_weight: float = 
 
 def load_table(config: argparse.Namespace) -> pd.DataFrame:
     """`video_id, path, mos, split` of --labels, plus the LSVQ 1080p file when given."""
-    table = read_labels(config.dataset, config.labels)
+    table = read_table(config.dataset, config.labels, columns=label_columns(config))
     if config.labels_1080p:
         if config.dataset != "lsvq":
             raise ValueError("--labels-1080p belongs to LSVQ; drop it or use --dataset lsvq")
@@ -148,37 +153,15 @@ def load_table(config: argparse.Namespace) -> pd.DataFrame:
     return table
 
 
-def _hold_out(table: pd.DataFrame, fraction: float, rng: np.random.Generator,
-              minimum: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(rest, held out): a random `fraction` of the rows (at least `minimum`, and never all)."""
-    count = min(max(int(round(fraction * len(table))), minimum), len(table) - 1)
-    order = rng.permutation(len(table))
-    return (table.iloc[np.sort(order[count:])].reset_index(drop=True),
-            table.iloc[np.sort(order[:count])].reset_index(drop=True))
-
-
-def random_split(table: pd.DataFrame, val_fraction: float, test_fraction: float,
-                 seed: int) -> dict[str, pd.DataFrame]:
-    """Seeded train / val / test split of all rows: test_fraction of them for testing,
-    val_fraction of the rest (at least MIN_VAL) for validation."""
-    rng = np.random.default_rng(seed)
-    pool, test = _hold_out(table, test_fraction, rng)
-    train, val = _hold_out(pool, val_fraction, rng, MIN_VAL)
-    return {"train": train, "val": val, "test": test}
-
-
 def split_table(table: pd.DataFrame, dataset: str, val_fraction: float = VAL_FRACTION,
                 test_fraction: float = TEST_FRACTION, seed: int = SEED) -> dict[str, pd.DataFrame]:
     """{"train", "val", then one entry per test set}. LSVQ: the official split (train rows
-    less a seeded validation hold-out; test sets `test` and `test_1080p` as present); other
-    datasets: `random_split`."""
-    if dataset != "lsvq":
-        return random_split(table, val_fraction, test_fraction, seed)
-    train, val = _hold_out(table[table["split"] == "train"].reset_index(drop=True),
-                           val_fraction, np.random.default_rng(seed), MIN_VAL)
-    tests = {name: table[table["split"] == name].reset_index(drop=True)
-             for name in ("test", "test_1080p") if (table["split"] == name).any()}
-    return {"train": train, "val": val, **tests}
+    less a seeded validation hold-out; test sets `test` and `test_1080p` as present); a plain
+    label file with a split column: its train / val / test rows (val held out of train when
+    it has none); other datasets: `random_split`."""
+    if dataset == "lsvq" or (dataset in PLAIN_FORMATS and (table["split"] != "all").any()):
+        return given_split(table, val_fraction, seed)
+    return random_split(table, val_fraction, test_fraction, seed)
 
 
 def clip_loader(table: pd.DataFrame, frames: str | Path, saliency: str | Path | None,
@@ -344,7 +327,8 @@ def barrier(dist: Distributed) -> None:
 def train(config: argparse.Namespace, splits: dict[str, pd.DataFrame] | None = None) -> Path:
     """Train, keep the best-on-validation and the last checkpoint, test the best; returns
     the best checkpoint's path. `splits` ({"train", "val", test sets...}) replaces the
-    split made from the options (evaluate_vqa's repeated-split protocol passes its own)."""
+    split made from the options (evaluate_vqa's repeated-split protocol passes its own);
+    --splits FILE reads it from a file. The split used is written to OUT/splits.csv."""
     if config.epochs < 1:
         raise ValueError("--epochs must be at least 1")
     dist, device = init_distributed(pick_device(config.device))
@@ -353,8 +337,12 @@ def train(config: argparse.Namespace, splits: dict[str, pd.DataFrame] | None = N
     if dist.is_main:
         writable_folder(out)
     if splits is None:
-        splits = split_table(load_table(config), config.dataset, config.val_fraction,
-                             config.test_fraction, config.seed)
+        table = load_table(config)
+        splits = (read_splits(config.splits, table) if config.splits else
+                  split_table(table, config.dataset, config.val_fraction, config.test_fraction,
+                              config.seed))
+    if dist.is_main:
+        write_splits(splits, out / SPLITS)
     scale = MosScale.fit(splits["train"]["mos"])
     model = build_model(config)
     maps = saliency_folder(model, config.saliency)
@@ -432,9 +420,14 @@ def evaluate_best(model: torch.nn.Module, loaders: dict[str, DataLoader], datase
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default=DATASET, choices=sorted(DISPLAY_NAMES))
+    parser.add_argument("--dataset", default=DATASET, choices=sorted(DISPLAY_NAMES),
+                        help=f"label format (default {DATASET}); csv and labels-txt read any "
+                             "labelled set (see the README)")
     parser.add_argument("--labels", default=LABELS, required=LABELS is None,
-                        help="the dataset's official label file")
+                        help="the dataset's official label file, or a csv / labels-txt file")
+    add_label_arguments(parser)
+    parser.add_argument("--splits", help="use exactly the splits of this video_id,split file "
+                        "(such as the splits.csv every run writes) instead of drawing them")
     parser.add_argument("--labels-1080p", default=LABELS_1080P,
                         help="LSVQ: labels_test_1080p.csv, tested as a second set")
     parser.add_argument("--frames", default=FRAMES, help="stored frames (extract_frame.py)")

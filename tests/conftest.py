@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -34,6 +35,35 @@ def frame_level_index(image: np.ndarray) -> int:
     """The index a `write_video` frame encodes, read from its bottom-right quarter."""
     h, w = image.shape[:2]
     return int(round(float(image[h // 2:, w // 2:].mean()) / LEVEL_STEP))
+
+
+PYAV_STEP = 10  # grey level per frame index in the clips encode_video makes
+
+
+def encode_video(path: Path, codec: str, n: int, size=(64, 64), rotation: float | None = None) -> Path:
+    """Frame i: flat grey PYAV_STEP * i with a red top-left quarter and a white bar on the left
+    edge's top half (so that any rotation shows). The container follows the suffix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=10)
+        stream.width, stream.height, stream.pix_fmt = size[1], size[0], "yuv420p"
+        if rotation is not None:
+            stream.set_display_rotation(rotation)
+        for i in range(n):
+            image = np.full((*size, 3), PYAV_STEP * i, np.uint8)
+            image[: size[0] // 4, : size[1] // 4] = (255, 0, 0)
+            image[: size[0] // 2, : 4] = 255
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def pyav_level(image: np.ndarray) -> int:
+    """The index an `encode_video` frame encodes, read from its bottom-right quarter."""
+    h, w = image.shape[:2]
+    return int(round(float(image[h // 2:, w // 2:].mean()) / PYAV_STEP))
 
 
 @pytest.fixture

@@ -110,23 +110,25 @@ def predictions(out: Path, name: str = "predictions_KoNViD-1k.csv") -> pd.DataFr
 
 def check_video_failure(video: Path, problem: str, good: Path, code: int, err: str,
                         out: Path, scores: Path, code_scores: int, err_scores: str,
-                        also_scored: list[Path] = ()) -> None:
-    """extract_frame and scoring: the bad video named with its problem, exit 1, the good done."""
+                        also_scored: list[Path] = (), kind: str = "") -> None:
+    """extract_frame and scoring: the bad video named with its problem (and, in both failure
+    lists, its kind), exit 1, the good done."""
     assert code == 1 and code_scores == 1
     for text in (err, err_scores):
         assert str(video) in text and problem in text
     assert (out / good.stem / extract_frame.FRAME_LIST).is_file()
     assert not (out / video.stem).exists()
-    assert f"{video.stem}," in (out / extract_frame.FAILURES).read_text()
+    assert f"{video.stem},{kind}," in (out / extract_frame.FAILURES).read_text()
     assert pd.read_csv(scores)["video"].tolist() == [str(good), *map(str, also_scored)]
-    assert pd.read_csv(evaluate_vqa.failures_file(scores))["video"].tolist() == [str(video)]
+    failed = pd.read_csv(evaluate_vqa.failures_file(scores))
+    assert failed["video"].tolist() == [str(video)] and failed["kind"].tolist() == [kind]
 
 
 # ----------------------------------------------------------------------------- videos
 
 def test_truncated_video(tmp_path, good_video, models, capsys) -> None:
     """A cut AVI still decodes its first frames: sampled over them, with a note. A cut MP4
-    (its index was at the end) cannot be opened: a failure."""
+    (its index was at the end) cannot be opened: a failure, of the kind not-media."""
     cut_avi = write_video(tmp_path / "videos" / "cut_avi.avi", 40, size=SIZE)
     cut_mp4 = write_video(tmp_path / "videos" / "cut_mp4.mp4", 40, size=SIZE, codec="mp4v")
     for path in (cut_avi, cut_mp4):
@@ -140,27 +142,28 @@ def test_truncated_video(tmp_path, good_video, models, capsys) -> None:
     code_scores = score(models, [good_video, cut_avi, cut_mp4], tmp_path / "scores.csv")
     err_scores = capsys.readouterr().err
     assert str(cut_avi) not in err_scores  # scored over the frames that decode
-    check_video_failure(cut_mp4, "cannot be opened as a video", good_video, code, err,
+    check_video_failure(cut_mp4, "damaged beyond its header", good_video, code, err,
                         tmp_path / "frames", tmp_path / "scores.csv", code_scores, err_scores,
-                        also_scored=[cut_avi])
+                        also_scored=[cut_avi], kind="not-media")
 
 
-@pytest.mark.parametrize("name, content", [
-    ("empty.mp4", b""),                                              # zero bytes
-    ("notes.mp4", b"this is a text file, not a video\n" * 40),     # text named .mp4
+@pytest.mark.parametrize("name, content, kind, problem", [
+    ("empty.mp4", b"", "empty-file", "empty file (0 bytes)"),
+    ("notes.mp4", b"this is a text file, not a video\n" * 40, "not-media",
+     "not a media file FFmpeg can read"),
 ])
 def test_file_named_as_a_video_that_is_none(tmp_path, good_video, models, capsys, name,
-                                            content) -> None:
+                                            content, kind, problem) -> None:
     bad = tmp_path / "videos" / name
     bad.write_bytes(content)
     code = extract([good_video, bad], tmp_path / "frames")
     err = capsys.readouterr().err
     code_scores = score(models, [good_video, bad], tmp_path / "scores.csv")
     err_scores = capsys.readouterr().err
-    check_video_failure(bad, "cannot be opened as a video", good_video, code, err,
-                        tmp_path / "frames", tmp_path / "scores.csv", code_scores, err_scores)
+    check_video_failure(bad, problem, good_video, code, err, tmp_path / "frames",
+                        tmp_path / "scores.csv", code_scores, err_scores, kind=kind)
     assert render(models, [good_video, bad], tmp_path / "renders") == 1
-    assert f"{bad}: cannot be opened as a video" in capsys.readouterr().err
+    assert f"{bad}: {problem}" in capsys.readouterr().err
     assert [p.name for p in (tmp_path / "renders").iterdir()] == ["good.mp4"]
 
 

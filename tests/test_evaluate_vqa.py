@@ -13,7 +13,7 @@ import evaluate_vqa as ev
 import figures
 import train_lsvq as tl
 from dataloader import MosScale, read_labels
-from extract_frame import sample_video
+from video_io import sample_video
 from fakes_vqa import SIZE, TINY, lsvq_labels, saliency_checkpoint, stored_quality_set, train_config
 from pictures import png_image
 from runtime import load_checkpoint, save_checkpoint
@@ -184,6 +184,8 @@ def test_finetuning_protocol_writes_median_and_std(trained, tmp_path, monkeypatc
         expected_test = tl.random_split(full, 0.05, 0.34, 5 + r - 1)["test"]["video_id"]
         predictions = pd.read_csv(run / "predictions_test.csv", dtype={"video_id": str})
         assert sorted(predictions["video_id"]) == sorted(expected_test)
+        written = pd.read_csv(run / "splits.csv", dtype={"video_id": str})  # the split on disk
+        assert sorted(written.loc[written["split"] == "test", "video_id"]) == sorted(expected_test)
         own = json.loads((run / "results.json").read_text())[0]
         assert own["SRCC"] == pytest.approx(table.loc[r - 1, "SRCC"], nan_ok=True)
 

@@ -11,12 +11,13 @@ import torch
 
 import inference_sal
 import train_sal
-from conftest import write_video
+from conftest import encode_video, write_video
 from dataloader import frame_files, load_stored_clip
-from extract_frame import count_frames, extract
+from extract_frame import extract
 from fakes import TINY_SIZE, one_thread, tiny_config, tiny_dhf1k  # noqa: F401 (one_thread is a fixture)
 from runtime import load_checkpoint, save_checkpoint
 from sal_withreg import build_saliency_model, predict_maps
+from video_io import VideoReader, count_frames
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -146,3 +147,17 @@ def test_all_frames_renders_an_overlay_video_of_every_decodable_frame(setup, tmp
         capture.release()
         assert ok and frame.shape == (36, 52, 3)
     assert sorted(p.name for p in out.iterdir()) == ["long.mp4", "short.mp4"]  # no temporary left
+
+
+def test_renders_av1_and_rotated_videos_in_display_orientation(setup, tmp_path) -> None:
+    """--video decodes through video_io: an AV1 file renders, and a 90-degree rotated MP4
+    renders upright (as tall as the source is wide)."""
+    checkpoint, _ = setup
+    encode_video(tmp_path / "in" / "av1.mkv", "libsvtav1", 5, size=(32, 48))
+    encode_video(tmp_path / "in" / "turned.mp4", "libx264", 4, size=(32, 48), rotation=90)
+    out = tmp_path / "renders"
+    assert run(checkpoint, "--video", str(tmp_path / "in"), "--all-frames", "--out", str(out)) == 0
+    for name, frames, shape in (("av1", 5, (32, 48, 3)), ("turned", 4, (48, 32, 3))):
+        with VideoReader(out / f"{name}.mp4") as video:
+            rendered = list(video.arrays())
+        assert len(rendered) == frames and rendered[0].shape == shape

@@ -126,10 +126,13 @@ def test_pick_device_refuses_missing_cuda(monkeypatch):
 
 def test_write_failures_sorts_rows_and_removes_a_stale_file(tmp_path):
     path = tmp_path / "failures.csv"
-    rt.write_failures(path, {"b.mp4": "cannot be opened", "a.mp4": "no frames"}, "video")
+    rt.write_failures(path, {"b.mp4": "cannot be opened",
+                             "a.mp4": rt.Failure("damaged", "a.mp4: no frames")}, "video")
     with open(path, newline="") as handle:
-        assert list(csv.reader(handle)) == [["video", "problem"], ["a.mp4", "no frames"],
-                                            ["b.mp4", "cannot be opened"]]
+        assert list(csv.reader(handle)) == [["video", "kind", "problem"],
+                                            ["a.mp4", "damaged", "a.mp4: no frames"],
+                                            ["b.mp4", "error", "cannot be opened"]]
+    assert str(rt.Failure("damaged", "a.mp4: no frames")) == "a.mp4: no frames"
     assert [p.name for p in tmp_path.iterdir()] == ["failures.csv"]  # no temporary left
     rt.write_failures(path, {}, "video")
     assert not path.exists()

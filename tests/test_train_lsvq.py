@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
+import labelled_sets as ls
 import train_lsvq as tl
 from dataloader import MosScale, VQAClipDataset, read_labels
 from fakes_vqa import stored_quality_set, train_argv, train_config
@@ -81,7 +82,7 @@ def test_lsvq_official_split_and_seeded_random_splits():
     assert [len(parts[k]) for k in ("train", "val", "test")] == [76, 4, 20]
     ids = [set(parts[k]["video_id"]) for k in ("train", "val", "test")]
     assert set.union(*ids) == set(table["video_id"]) and sum(map(len, ids)) == 100
-    assert len(tl.random_split(table.iloc[:12], 0.05, 0.2, 0)["val"]) == tl.MIN_VAL
+    assert len(tl.random_split(table.iloc[:12], 0.05, 0.2, 0)["val"]) == ls.MIN_VAL
 
 
 # ----------------------------------------------------------------------------- training runs
