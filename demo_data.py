@@ -53,6 +53,7 @@ import numpy as np
 import pandas as pd
 
 from runtime import atomic_path
+from runtime import run_script
 
 # ----------------------------------------------------------------------------- config
 OUT = "demo_data"
@@ -391,4 +392,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -8,6 +8,8 @@ decoded stream) plus `frames.json`, which lists the K file names in temporal ord
 shorter than K repeats frames, so a name can appear twice there). A video's folder appears
 whole or not at all, and re-running skips the videos already done. Videos that cannot be read
 are listed at the end and in `<out>/failures.csv`; the exit status is 1 if there were any.
+Under torchrun, or with --shard I/N, each process samples its share of the videos (README,
+"Corpus-scale runs"); Ctrl-C stops with exit status 130, keeping every finished video.
 """
 from __future__ import annotations
 
@@ -23,12 +25,14 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from runtime import atomic_path, writable_folder, write_failures
+from runtime import (Interrupted, atomic_path, default_workers, remove_leftovers, run_script,
+                     sigint_ignored, writable_folder, write_failures)
+from sharding import CsvOutput, Shard, add_shard_argument, current_shard, write_outputs
 
 # ----------------------------------------------------------------------------- config
 NUM_FRAMES = 8           # K: frames kept per video (the quality network reads 8)
 HEIGHT, WIDTH = 224, 398  # stored size; about 16:9, aspect ratio not kept (as in the paper)
-WORKERS = 4              # decoding processes
+WORKERS = None           # decoding processes; None: runtime.default_workers (the cores)
 OUT = "frames"
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v")
 FRAME_LIST = "frames.json"  # per-video list of the K frame files in temporal order
@@ -210,27 +214,46 @@ def run_job(job: Job) -> tuple[str, str, str]:
 
 
 def extract(videos: Sequence[tuple[str, Path]], out: str | Path, k: int = NUM_FRAMES,
-            size: tuple[int, int] = (HEIGHT, WIDTH), workers: int = WORKERS,
-            progress: bool = True) -> dict[str, str]:
-    """Sample every video not yet done into `out`. Returns {video_id: problem} for the
-    videos that failed (also written to `<out>/failures.csv`, removed when all succeed)."""
+            size: tuple[int, int] = (HEIGHT, WIDTH), workers: int | None = WORKERS,
+            progress: bool = True, shard: Shard = Shard()) -> dict[str, str]:
+    """Sample every video of `shard`'s share (every video by default) not yet done into `out`.
+    Returns {video_id: problem} for the share's videos that failed; `<out>/failures.csv` lists
+    those of all shards once the last one is done (removed when all succeed)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    failures, jobs, seen = {}, [], set()
-    for video_id, path in videos:
-        if video_id in seen:
+    failures, jobs = {}, []
+    for video_id, path, duplicate in shard.take(_mark_duplicates(videos)):
+        if duplicate:
             failures[video_id] = f"{path}: another video already has the id {video_id!r}; skipped"
-            continue
-        seen.add(video_id)
-        if not is_done(out / video_id):
+        elif not is_done(out / video_id):
             jobs.append(Job(video_id, Path(path), out / video_id, k, tuple(size)))
-    for video_id, status, message in _run_all(jobs, workers, progress):
-        if status == "failed":
-            failures[video_id] = message
-        elif status == "note":
-            tqdm.write(f"note: {message}", file=sys.stderr)
-    write_failures(out / FAILURES, failures, "video_id")
+    workers = default_workers(len(jobs)) if workers is None else workers
+    finished = 0
+    try:
+        for video_id, status, message in _run_all(jobs, workers, progress):
+            finished += 1
+            if status == "failed":
+                failures[video_id] = message
+            elif status == "note":
+                tqdm.write(f"note: {message}", file=sys.stderr)
+    except KeyboardInterrupt:
+        for job in jobs:
+            remove_leftovers(job.folder)  # of the videos a stopped worker was writing
+        raise Interrupted(f"{finished} of {len(jobs)} videos sampled into {out} and kept; run "
+                          "the same command again to do the rest") from None
+    write_outputs([CsvOutput(out / FAILURES, lambda path: write_failures(path, failures, "video_id"),
+                             "video_id")], shard)
     return failures
+
+
+def _mark_duplicates(videos: Sequence[tuple[str, Path]]) -> list[tuple[str, Path, bool]]:
+    """(video_id, path, whether an earlier video has the same id) for each of `videos`."""
+    seen: set[str] = set()
+    marked = []
+    for video_id, path in videos:
+        marked.append((video_id, path, video_id in seen))
+        seen.add(video_id)
+    return marked
 
 
 def _run_all(jobs: list[Job], workers: int, progress: bool):
@@ -239,12 +262,17 @@ def _run_all(jobs: list[Job], workers: int, progress: bool):
         results = map(run_job, jobs)
     else:
         # spawn, not fork: forking a process that already holds torch / OpenCV threads can hang
-        pool = get_context("spawn").Pool(workers)
+        with sigint_ignored():
+            pool = get_context("spawn").Pool(workers)
         results = pool.imap_unordered(run_job, jobs)
     try:
         for result in results:
             bar.update()
             yield result
+    except BaseException:
+        if workers > 1 and len(jobs) > 1:
+            pool.terminate()  # stop now, not after the queued videos
+        raise
     finally:
         bar.close()
         if workers > 1 and len(jobs) > 1:
@@ -268,14 +296,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="*", help="video files or folders (searched recursively)")
     parser.add_argument("--out", default=OUT, help=f"output folder (default: {OUT})")
-    parser.add_argument("--num-frames", type=int, default=NUM_FRAMES, help="frames kept per video")
+    parser.add_argument("--num-frames", type=int, default=NUM_FRAMES,
+                        help=f"frames kept per video (default: {NUM_FRAMES})")
     parser.add_argument("--size", type=int, nargs=2, default=(HEIGHT, WIDTH), metavar=("H", "W"),
-                        help="stored frame height and width")
-    parser.add_argument("--workers", type=int, default=WORKERS, help="decoding processes")
+                        help=f"stored frame height and width (default: {HEIGHT} {WIDTH})")
+    parser.add_argument("--workers", type=int, default=WORKERS,
+                        help="decoding processes (default: the machine's cores, at most one per "
+                             "video, none for a single video)")
     parser.add_argument("--dataset", help="read the videos from a dataset's label file: "
                         "lsvq, konvid, livevqc or youtube-ugc")
     parser.add_argument("--labels", help="the dataset's official label file")
     parser.add_argument("--video-root", help="folder holding the dataset's videos")
+    add_shard_argument(parser)
     args = parser.parse_args(argv)
     if bool(args.inputs) == bool(args.dataset):
         parser.error("give video files/folders, or --dataset with --labels and --video-root")
@@ -289,13 +321,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         videos, left_out = (videos_from_labels(args.dataset, args.labels, args.video_root)
                             if args.dataset else (find_videos(args.inputs), []))
+        if not videos:
+            raise FileNotFoundError(f"{args.labels}: no row's video is under {args.video_root}"
+                                    if args.dataset else
+                                    f"{' '.join(args.inputs)}: no video file found (extensions: "
+                                    f"{' '.join(VIDEO_EXTENSIONS)})")
         writable_folder(args.out)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    failures = extract(videos, args.out, args.num_frames, tuple(args.size), args.workers)
-    done = len(videos) - len(failures)
-    print(f"{done} of {len(videos)} videos sampled into {args.out}")
+    shard = current_shard(args.shard)
+    failures = extract(videos, args.out, args.num_frames, tuple(args.size), args.workers,
+                       shard=shard)
+    share = len(shard.take(videos))
+    done = share - len(failures)
+    print(f"{done} of {share} videos sampled into {args.out}"
+          + ("" if shard.single else f" (shard {shard.index} of {shard.count})"))
     if failures:
         print(f"{len(failures)} failed (listed in {Path(args.out) / FAILURES}):", file=sys.stderr)
         for message in failures.values():
@@ -306,4 +347,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -8,15 +8,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import glob
 import io
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, NoReturn
 
 import numpy as np
 import torch
@@ -91,6 +93,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+def remove_leftovers(path: str | os.PathLike) -> None:
+    """Remove what an `atomic_path(path)` block left when its process was killed inside it."""
+    path = Path(path)
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
 
 
 def write_failures(path: str | os.PathLike, failures: dict[str, str], id_column: str) -> None:
@@ -399,3 +411,55 @@ def gather_objects(obj: Any, dist: Distributed) -> list[Any]:
     out: list[Any] = [None] * dist.world
     tdist.all_gather_object(out, obj)
     return out
+
+
+# ----------------------------------------------------------------------------- Ctrl-C and workers
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a program stopped by Ctrl-C
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, carrying one line that says what was kept and how to go on."""
+
+
+def run_script(main: Callable[[], int]) -> NoReturn:
+    """Every script's `if __name__ == "__main__":` entry: exit with main()'s status, or, on
+    Ctrl-C, with one line on stderr (an `Interrupted`'s message) and status 130 instead of a
+    traceback. The stages write every output atomically, so what an interrupted run leaves is
+    finished work only."""
+    try:
+        code = main()
+    except KeyboardInterrupt as err:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not add a traceback
+        message = str(err) if isinstance(err, Interrupted) and str(err) else \
+            "stopped before the end; finished work is kept (run again to continue)"
+        print(f"\ninterrupted: {message}", file=sys.stderr, flush=True)
+        code = EXIT_INTERRUPTED
+    sys.exit(code)
+
+
+@contextlib.contextmanager
+def sigint_ignored() -> Iterator[None]:
+    """Ignore Ctrl-C while worker processes start inside the block. They inherit the ignored
+    signal (Python keeps an inherited SIG_IGN), so a Ctrl-C reaches only the main process,
+    which stops them in order: no worker prints a traceback, even while it is still importing."""
+    if signal.getsignal(signal.SIGINT) is None:  # not set from Python: leave it alone
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def default_workers(items: int) -> int:
+    """Decoding processes by default: the cores this process may use (shared among the
+    processes torchrun starts on the machine), at most one per item, and none (decode in this
+    process) for a single item. PyTorch warns above the cores; starting more only costs time."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    cores = max(cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)
+    return 0 if items <= 1 else min(cores, items)

@@ -58,6 +58,7 @@ from runtime import (CsvLog, Distributed, add_device_argument, atomic_path, auto
                      resume_checkpoint, save_epoch_checkpoints, seed_everything, ShardSampler,
                      sync_optimizer, training_payload, unwrap, warmup_cosine, wrap_for_training,
                      writable_folder)
+from runtime import run_script
 from VQA import BACKBONES, VARIANTS, QualityNet, build_quality_model, quality_model_from_payload
 
 # ----------------------------------------------------------------------------- config
@@ -486,4 +487,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

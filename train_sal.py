@@ -50,6 +50,7 @@ from runtime import (CsvLog, Distributed, ShardSampler, add_device_argument, aut
                      resume_checkpoint, save_epoch_checkpoints, seed_everything, sync_optimizer,
                      training_payload, unwrap, warmup_cosine, wrap_for_training,
                      writable_folder)
+from runtime import run_script
 from sal_withreg import REGISTER_MODES, build_saliency_model, saliency_model_from_payload
 
 # ----------------------------------------------------------------------------- config
@@ -413,4 +414,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)
