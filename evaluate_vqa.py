@@ -65,7 +65,7 @@ from runtime import (Interrupted, add_device_argument, atomic_path, default_work
                      load_checkpoint, pick_device, run_script, sigint_ignored, writable_folder,
                      write_failures)
 from sharding import (CsvOutput, PartialRows, Shard, add_shard_argument, current_shard,
-                      partial_path, shard_device, write_outputs)
+                      exit_status, partial_path, shard_device, write_outputs)
 from sal_withreg import (PRECISIONS, default_precision, precision_autocast, predict_maps,
                          prepare_inference, saliency_model_from_payload, to_precision,
                          weights_precision)
@@ -476,7 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       f"{failures_file(args.out)}):", file=sys.stderr)
                 for video, problem in failures.items():
                     print(f"  {video}: {problem}", file=sys.stderr)
-            return 1 if failures else 0
+            return exit_status(shard, bool(failures), Path(args.out), failures_file(args.out))
         if args.finetune_splits:
             finetune_splits(args.checkpoint, labelled_sets(args)[0], args.out,
                             args.finetune_splits, args.from_scratch, args.seed,

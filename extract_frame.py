@@ -27,7 +27,8 @@ from tqdm import tqdm
 
 from runtime import (Interrupted, atomic_path, default_workers, remove_leftovers, run_script,
                      sigint_ignored, writable_folder, write_failures)
-from sharding import CsvOutput, Shard, add_shard_argument, current_shard, write_outputs
+from sharding import (CsvOutput, Shard, add_shard_argument, current_shard, exit_status,
+                      write_outputs)
 
 # ----------------------------------------------------------------------------- config
 NUM_FRAMES = 8           # K: frames kept per video (the quality network reads 8)
@@ -343,7 +344,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {message}", file=sys.stderr)
     for problem in left_out:
         print(f"left out: {problem}", file=sys.stderr)
-    return 1 if failures or left_out else 0
+    return exit_status(shard, bool(failures or left_out), Path(args.out) / FAILURES,
+                       Path(args.out) / FAILURES)
 
 
 if __name__ == "__main__":

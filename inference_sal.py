@@ -44,7 +44,7 @@ from dataloader import StoredFramesDataset, frame_files, stored_videos, to_clip_
 from extract_frame import VideoError, find_videos
 from runtime import (Interrupted, add_device_argument, atomic_path, default_workers,
                      load_checkpoint, pick_device, run_script, sigint_ignored, writable_folder)
-from sharding import Shard, add_shard_argument, current_shard, shard_device
+from sharding import Shard, add_shard_argument, current_shard, exit_status, shard_device
 from sal_withreg import PRECISIONS, predict_maps, prepare_inference, saliency_model_from_payload
 
 # ----------------------------------------------------------------------------- config
@@ -434,7 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{len(failures)} video(s) failed:", file=sys.stderr)
         for video_id, problem in sorted(failures.items()):
             print(f"  {video_id}: {problem}", file=sys.stderr)
-    return 1 if failures else 0
+    return exit_status(current_shard(args.shard), bool(failures))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 import torch
 
@@ -183,6 +183,19 @@ def merge_csv(parts: Sequence[Path], out: Path, key: str,
         writer.writerows(rows)
 
 
+def exit_status(shard: Shard, failed_here: bool, anchor: Path | None = None,
+                failures: Path | None = None) -> int:
+    """1 when videos failed, else 0. Under torchrun a rank that exits non-zero makes torchrun
+    stop the other ranks at once, so there a rank says 1 only when the job's files are merged
+    (the done marker of the job's first CSV file `anchor` gone) and the merged failures list
+    `failures` exists; a stage without such a list says 0 there (its failures are printed)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return int(failed_here)
+    if anchor is None or failures is None:
+        return 0
+    return int(not _marker(anchor, shard).exists() and failures.is_file())
+
+
 # ----------------------------------------------------------------------------- partial results
 
 def partial_path(final: str | os.PathLike, shard: Shard) -> Path:
@@ -242,7 +255,3 @@ class PartialRows:
         self.close()
         self.path.unlink(missing_ok=True)
 
-
-def take_new(items: Iterable[T], done: set[str], key: Callable[[T], str]) -> list[T]:
-    """The items whose key is not in `done` (what a resumed run still has to do)."""
-    return [item for item in items if key(item) not in done]
