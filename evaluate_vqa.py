@@ -443,8 +443,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             parser.error("the fine-tuning protocol takes one dataset per call")
     if not args.checkpoint and not (args.finetune_splits and args.from_scratch):
         parser.error("--checkpoint is needed (fine-tuning from scratch excepted)")
-    if args.resume and not args.videos:
-        parser.error("--resume is for scoring (--videos)")
+    if (args.resume or args.shard) and not args.videos:
+        parser.error("--resume and --shard are for scoring (--videos)")
     if args.train_options and not args.finetune_splits:
         parser.error("options after -- are for the fine-tuning protocol's trainer")
 
