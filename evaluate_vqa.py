@@ -59,13 +59,13 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 import train_lsvq
-from dataloader import DATASETS, PROBLEMS, MosScale, read_labels
+from dataloader import DATASETS, FRAME_LIST, PROBLEMS, MosScale, read_labels
 from extract_frame import VideoError, find_videos, sample_video
 from runtime import (Interrupted, add_device_argument, atomic_path, default_workers,
                      load_checkpoint, pick_device, run_script, sigint_ignored, writable_folder,
                      write_failures)
 from sharding import (CsvOutput, PartialRows, Shard, add_shard_argument, current_shard,
-                      exit_status, partial_path, shard_device, write_outputs)
+                      exit_status, is_merged, partial_path, shard_device, write_outputs)
 from sal_withreg import (PRECISIONS, default_precision, precision_autocast, predict_maps,
                          prepare_inference, saliency_model_from_payload, to_precision,
                          weights_precision)
@@ -128,24 +128,52 @@ def predict_set(model: QualityNet, scale: MosScale, size: tuple[int, int], rows:
 
 
 def evaluate_checkpoint(checkpoint: str | Path, sets: Sequence[LabelledSet], out: str | Path,
-                        batch_size: int = BATCH_SIZE, workers: int = WORKERS,
-                        device: str | torch.device | None = None) -> pd.DataFrame:
-    """Predictions CSV per set and the results table (written to `out`, printed, returned)."""
-    device, out = pick_device(device), Path(out)
+                        batch_size: int = BATCH_SIZE, workers: int | None = WORKERS,
+                        device: str | torch.device | None = None,
+                        shard: Shard = Shard()) -> pd.DataFrame | None:
+    """Predictions CSV per set and the results table (written to `out`, printed, returned).
+
+    `shard` predicts its share of each set's videos and writes it as a part of the set's raw
+    predictions (`.raw_predictions_<set>.csv`, full precision); the shard that finds every
+    part there fits, scores and writes everything, as one process does. Returns None on a
+    shard that leaves that to another."""
+    device, out = shard_device(pick_device(device)), Path(out)
     model, scale, size = load_quality(checkpoint, device)
-    metrics = {}
+    raw: dict[str, CsvOutput] = {}
     for item in sets:
         table = read_labels(item.dataset, item.labels)
         for split, rows in evaluation_parts(table, item.dataset).items():
             name = train_lsvq.set_name(item.dataset, split)
-            if name in metrics:
+            if name in raw:
                 raise ValueError(f"{name} is given twice")
-            scored, metrics[name] = predict_set(model, scale, size, rows, item.frames,
-                                                item.saliency, batch_size, workers, device)
-            train_lsvq.write_predictions(scored, out / f"predictions_{name}.csv")
+            if not any((Path(item.frames) / v / FRAME_LIST).is_file() for v in rows["video_id"]):
+                raise FileNotFoundError(f"{item.frames}: no stored frames of any of the "
+                                        f"{len(rows)} videos of {item.labels}")
+            mine = rows.iloc[shard.index::shard.count].reset_index(drop=True)
+            loader = train_lsvq.clip_loader(
+                mine, item.frames, train_lsvq.saliency_folder(model, item.saliency), scale, size,
+                batch_size, default_workers(len(mine)) if workers is None else workers)
+            predicted = train_lsvq.predict(model, loader, device)
+            raw[name] = CsvOutput(out / f".raw_predictions_{name}.csv",
+                                  lambda path, frame=predicted: _write_raw(frame, path),
+                                  "video_id", list(rows["video_id"]))
+    if not write_outputs(list(raw.values()), shard):
+        return None
+    metrics = {}
+    for name, output in raw.items():
+        predicted = pd.read_csv(output.path, dtype={"video_id": str})
+        scored, metrics[name] = train_lsvq.score_predictions(predicted)
+        train_lsvq.write_predictions(scored, out / f"predictions_{name}.csv")
+        output.path.unlink()
     table = train_lsvq.results_table(metrics)
     train_lsvq.write_results(table, out)
     return table
+
+
+def _write_raw(predictions: pd.DataFrame, path: Path) -> None:
+    """Predictions at full precision (pandas reads them back exactly)."""
+    with atomic_path(path) as tmp:
+        predictions.to_csv(tmp, index=False)
 
 
 # ----------------------------------------------------------------------------- fine-tuning protocol
@@ -443,8 +471,10 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             parser.error("the fine-tuning protocol takes one dataset per call")
     if not args.checkpoint and not (args.finetune_splits and args.from_scratch):
         parser.error("--checkpoint is needed (fine-tuning from scratch excepted)")
-    if (args.resume or args.shard) and not args.videos:
-        parser.error("--resume and --shard are for scoring (--videos)")
+    if args.resume and not args.videos:
+        parser.error("--resume is for scoring (--videos)")
+    if args.shard and args.finetune_splits:
+        parser.error("--shard is for scoring and labelled-set evaluation, not fine-tuning")
     if args.train_options and not args.finetune_splits:
         parser.error("options after -- are for the fine-tuning protocol's trainer")
 
@@ -476,14 +506,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                       f"{failures_file(args.out)}):", file=sys.stderr)
                 for video, problem in failures.items():
                     print(f"  {video}: {problem}", file=sys.stderr)
-            return exit_status(shard, bool(failures), Path(args.out), failures_file(args.out))
+            return exit_status(shard, bool(failures), is_merged(Path(args.out), shard),
+                               failures_file(args.out))
         if args.finetune_splits:
             finetune_splits(args.checkpoint, labelled_sets(args)[0], args.out,
                             args.finetune_splits, args.from_scratch, args.seed,
                             args.train_options, args.batch_size, args.workers, args.device)
         else:
-            evaluate_checkpoint(args.checkpoint, labelled_sets(args), args.out,
-                                args.batch_size, args.workers, args.device)
+            shard = current_shard(args.shard)
+            table = evaluate_checkpoint(args.checkpoint, labelled_sets(args), args.out,
+                                        args.batch_size, args.workers, args.device, shard)
+            return exit_status(shard, len(PROBLEMS) > problems, table is not None)
     except (OSError, ValueError) as err:  # LabelFileError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2

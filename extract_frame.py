@@ -28,7 +28,7 @@ from tqdm import tqdm
 from runtime import (Interrupted, atomic_path, default_workers, remove_leftovers, run_script,
                      sigint_ignored, writable_folder, write_failures)
 from sharding import (CsvOutput, Shard, add_shard_argument, current_shard, exit_status,
-                      write_outputs)
+                      is_merged, write_outputs)
 
 # ----------------------------------------------------------------------------- config
 NUM_FRAMES = 8           # K: frames kept per video (the quality network reads 8)
@@ -344,8 +344,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {message}", file=sys.stderr)
     for problem in left_out:
         print(f"left out: {problem}", file=sys.stderr)
-    return exit_status(shard, bool(failures or left_out), Path(args.out) / FAILURES,
-                       Path(args.out) / FAILURES)
+    failures_csv = Path(args.out) / FAILURES
+    return exit_status(shard, bool(failures or left_out), is_merged(failures_csv, shard),
+                       failures_csv)
 
 
 if __name__ == "__main__":

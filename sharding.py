@@ -23,6 +23,7 @@ import argparse
 import csv
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
@@ -183,17 +184,23 @@ def merge_csv(parts: Sequence[Path], out: Path, key: str,
         writer.writerows(rows)
 
 
-def exit_status(shard: Shard, failed_here: bool, anchor: Path | None = None,
+def is_merged(anchor: Path, shard: Shard) -> bool:
+    """Whether the job whose first CSV file is `anchor` has merged `shard`'s part (its done
+    marker gone); true at once for a single process."""
+    return shard.single or not _marker(anchor, shard).exists()
+
+
+def exit_status(shard: Shard, failed_here: bool, merged: bool = False,
                 failures: Path | None = None) -> int:
-    """1 when videos failed, else 0. Under torchrun a rank that exits non-zero makes torchrun
-    stop the other ranks at once, so there a rank says 1 only when the job's files are merged
-    (the done marker of the job's first CSV file `anchor` gone) and the merged failures list
-    `failures` exists; a stage without such a list says 0 there (its failures are printed)."""
+    """1 when videos failed (or label rows were left out), else 0. Under torchrun a rank that
+    exits non-zero makes torchrun stop the other ranks at once, so there a rank says 1 only
+    once the job's files are `merged`, from the merged failures list `failures` when the stage
+    has one; a rank that has not merged says 0 (its failures are printed all the same)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return int(failed_here)
-    if anchor is None or failures is None:
+    if not merged:
         return 0
-    return int(not _marker(anchor, shard).exists() and failures.is_file())
+    return int(failures.is_file() if failures is not None else failed_here)
 
 
 # ----------------------------------------------------------------------------- partial results
@@ -218,7 +225,11 @@ class PartialRows:
         self._unsynced = 0
 
     def start(self, resume: bool) -> list[dict[str, str]]:
-        kept = self._complete_rows() if resume else []
+        kept = self._complete_rows()
+        if kept and not resume:
+            print(f"note: {self.path}: {len(kept)} result(s) of an earlier run dropped, starting "
+                  "again (--resume keeps them)", file=sys.stderr)
+            kept = []
         with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as handle:
             writer = csv.DictWriter(handle, self.fields)
             writer.writeheader()

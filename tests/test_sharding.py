@@ -24,7 +24,7 @@ import extract_frame as ef
 import inference_sal
 from conftest import ROOT, write_video
 from fakes import TINY_SIZE, one_thread  # noqa: F401 (one_thread is a fixture)
-from fakes_vqa import saliency_checkpoint
+from fakes_vqa import saliency_checkpoint, stored_quality_set
 from runtime import EXIT_INTERRUPTED, save_checkpoint
 from sharding import PartialRows, Shard, merge_csv, part_path
 from VQA import build_quality_model
@@ -250,6 +250,11 @@ def test_nothing_to_do_is_an_error_naming_the_path(corpus, tmp_path, capsys):
     assert ef.main(["--dataset", "konvid", "--labels", str(labels), "--video-root", str(empty),
                     "--out", str(tmp_path / "frames")]) == 2
     assert f"error: {labels}: no row's video is under {empty}" in capsys.readouterr().err
+    assert ev.main(["--checkpoint", str(corpus["quality"]), "--dataset", "konvid", "--labels",
+                    str(labels), "--frames", str(empty), "--out", str(tmp_path / "eval"),
+                    "--device", "cpu"]) == 2
+    assert f"error: {empty}: no stored frames of any of the 2 videos of {labels}" in \
+        capsys.readouterr().err
 
 
 def test_default_decoding_workers_fit_the_machine_without_a_warning(corpus, tmp_path, recwarn):
@@ -262,3 +267,18 @@ def test_default_decoding_workers_fit_the_machine_without_a_warning(corpus, tmp_
                                 device="cpu", progress=False)
     assert len(scores) == 4
     assert not [w for w in recwarn if "worker" in str(w.message)]
+
+
+def test_labelled_set_evaluation_with_shards_gives_the_files_of_one_process(corpus, tmp_path):
+    labels, frames, _ = stored_quality_set(tmp_path / "set", n_videos=7)  # 4 + 3 videos
+    # batch size 1: the CPU kernels may round a clip's score differently in another batch
+    argv = ["--checkpoint", str(corpus["quality"]), "--dataset", "konvid", "--labels",
+            str(labels), "--frames", str(frames), "--device", "cpu", "--workers", "0",
+            "--batch-size", "1"]
+    assert ev.main([*argv, "--out", str(tmp_path / "one")]) == 0
+    one = tree(tmp_path / "one")
+    assert set(one) == {"predictions_KoNViD-1k.csv", "results.md", "results.csv", "results.json"}
+    assert ev.main([*argv, "--out", str(tmp_path / "sharded"), "--shard", "1/2"]) == 0
+    assert not (tmp_path / "sharded" / "results.csv").exists()
+    assert ev.main([*argv, "--out", str(tmp_path / "sharded"), "--shard", "0/2"]) == 0
+    assert tree(tmp_path / "sharded") == one
