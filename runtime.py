@@ -453,13 +453,18 @@ def sigint_ignored() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def default_workers(items: int) -> int:
-    """Decoding processes by default: the cores this process may use (shared among the
-    processes torchrun starts on the machine), at most one per item, and none (decode in this
-    process) for a single item. PyTorch warns above the cores; starting more only costs time."""
+def available_cores() -> int:
+    """The cores this process may use, shared among the processes torchrun starts on the
+    machine (at least 1)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    cores = max(cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)
-    return 0 if items <= 1 else min(cores, items)
+    return max(cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)
+
+
+def default_workers(items: int) -> int:
+    """Decoding processes by default: the available cores, at most one per item, and none
+    (decode in this process) for a single item. PyTorch warns above the cores; starting more
+    only costs time."""
+    return 0 if items <= 1 else min(available_cores(), items)

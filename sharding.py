@@ -88,10 +88,11 @@ def current_shard(requested: Shard | None = None) -> Shard:
 
 
 def shard_device(device: torch.device) -> torch.device:
-    """One GPU per process on a machine: `cuda` becomes cuda:LOCAL_RANK under torchrun (an
-    explicit cuda:N stays), anything else is kept."""
+    """One GPU per process on a machine: `cuda` becomes cuda:LOCAL_RANK under torchrun (GPUs
+    shared in turn when the machine has fewer GPUs than processes; an explicit cuda:N stays),
+    anything else is kept."""
     if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
         torch.cuda.set_device(device)
     return device
 

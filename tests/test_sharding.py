@@ -282,3 +282,20 @@ def test_labelled_set_evaluation_with_shards_gives_the_files_of_one_process(corp
     assert not (tmp_path / "sharded" / "results.csv").exists()
     assert ev.main([*argv, "--out", str(tmp_path / "sharded"), "--shard", "0/2"]) == 0
     assert tree(tmp_path / "sharded") == one
+
+
+def test_shards_cover_every_video_once_and_combine_with_torchrun(monkeypatch):
+    from sharding import current_shard, parse_shard, shard_device
+
+    videos = [f"v{i}" for i in range(7)]
+    assert sorted(sum((Shard(i, 3).take(videos) for i in range(3)), [])) == videos
+    assert parse_shard("2/4") == Shard(2, 4)
+    for bad in ("4/4", "-1/2", "1", "a/b"):
+        with pytest.raises(Exception, match="I/N|0..N-1"):
+            parse_shard(bad)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert current_shard() == Shard(1, 2)
+    assert current_shard(Shard(3, 4)) == Shard(7, 8)  # a SLURM task split among its 2 ranks
+    assert shard_device(torch.device("cpu")) == torch.device("cpu")
