@@ -238,8 +238,7 @@ def extract(videos: Sequence[tuple[str, Path]], out: str | Path, k: int = NUM_FR
             elif status == "note":
                 tqdm.write(f"note: {message}", file=sys.stderr)
     except KeyboardInterrupt:
-        for job in jobs:
-            remove_leftovers(job.folder)  # of the videos a stopped worker was writing
+        remove_leftovers(job.folder for job in jobs)  # of the videos stopped workers were writing
         raise Interrupted(f"{finished} of {len(jobs)} videos sampled into {out} and kept; run "
                           "the same command again to do the rest") from None
     write_outputs([CsvOutput(out / FAILURES, lambda path: write_failures(path, failures, "video_id"),

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import glob
 import io
 import os
 import random
@@ -18,7 +17,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, NoReturn
+from typing import Any, Callable, Iterable, Iterator, NoReturn
 
 import numpy as np
 import torch
@@ -95,14 +94,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
-def remove_leftovers(path: str | os.PathLike) -> None:
-    """Remove what an `atomic_path(path)` block left when its process was killed inside it."""
-    path = Path(path)
-    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
+def remove_leftovers(paths: Iterable[str | os.PathLike]) -> None:
+    """Remove what `atomic_path(path)` blocks for `paths` left behind when their process was
+    stopped inside them (their temporary siblings `.<name>.<random>.tmp`); one listing per
+    folder, however many paths."""
+    names: dict[Path, set[str]] = {}
+    for path in map(Path, paths):
+        names.setdefault(path.parent, set()).add(path.name)
+    for folder, wanted in names.items():
+        if not folder.is_dir():
+            continue
+        for tmp in folder.iterdir():
+            if not (tmp.name.startswith(".") and tmp.name.endswith(".tmp")
+                    and tmp.name[1:-4].rsplit(".", 1)[0] in wanted):
+                continue
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
 
 
 def write_failures(path: str | os.PathLike, failures: dict[str, str], id_column: str) -> None:

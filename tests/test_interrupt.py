@@ -66,3 +66,12 @@ def test_ctrl_c_while_extracting_keeps_finished_videos_only(tmp_path):
     assert all(not p.name.startswith(".") for p in folders)  # no half-written video
     assert all((p / "frames.json").is_file() and len(list(p.glob("*.png"))) == 8 for p in folders)
     assert 2 <= len(folders) < 24 and not (out / "failures.csv").exists()
+
+
+def test_leftovers_of_stopped_atomic_writes_are_removed_and_nothing_else(tmp_path):
+    for name in (".a.x1.tmp", ".a.b.x2.tmp", ".c.x3.tmp"):
+        (tmp_path / name).mkdir()
+    (tmp_path / ".d.x4.tmp").write_text("half a file")
+    (tmp_path / "a").mkdir()
+    runtime.remove_leftovers([tmp_path / "a", tmp_path / "d", tmp_path / "missing" / "e"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".a.b.x2.tmp", ".c.x3.tmp", "a"]
