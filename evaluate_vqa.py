@@ -46,6 +46,7 @@ does not import this file.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,8 +260,10 @@ class SampledVideos(Dataset):
 
 
 def single_threaded_opencv(_: int) -> None:
-    """Worker set-up: one OpenCV thread per decoding process (the processes are the parallelism)."""
+    """Worker set-up: one OpenCV thread per decoding process (the processes are the
+    parallelism); Ctrl-C is left to the main process, which stops the workers."""
     cv2.setNumThreads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def decoded_videos(paths: Sequence[Path], size: tuple[int, int], workers: int,

@@ -74,8 +74,9 @@ def add_shard_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard", type=parse_shard, default=None, metavar="I/N",
                         help="handle only shard I (0-based) of N of the videos, e.g. "
                              "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT; the last shard to "
-                             "finish writes the CSV files (default: all videos, or this "
-                             "process's share under torchrun)")
+                             "finish writes the CSV files, if any (default: all videos, or "
+                             "this process's share under torchrun; README, \"Corpus-scale "
+                             "runs\")")
 
 
 def current_shard(requested: Shard | None = None) -> Shard:
