@@ -299,3 +299,16 @@ def test_shards_cover_every_video_once_and_combine_with_torchrun(monkeypatch):
     assert current_shard() == Shard(1, 2)
     assert current_shard(Shard(3, 4)) == Shard(7, 8)  # a SLURM task split among its 2 ranks
     assert shard_device(torch.device("cpu")) == torch.device("cpu")
+
+
+def test_a_merge_cut_off_is_finished_by_any_shard_run_again(corpus, tmp_path, monkeypatch):
+    import sharding
+
+    out = tmp_path / "frames"
+    assert ef.main(extract_argv(corpus, out, "--shard", "0/2")) == 1
+    with monkeypatch.context() as patch:  # shard 1 dies after its marker, before the merge
+        patch.setattr(sharding, "merge_if_complete", lambda outputs, count: False)
+        assert ef.main(extract_argv(corpus, out, "--shard", "1/2")) == 0
+    assert not (out / "failures.csv").exists()
+    assert ef.main(extract_argv(corpus, out, "--shard", "0/2")) == 1  # its videos are done
+    assert tree(out) == tree(corpus["frames"])
