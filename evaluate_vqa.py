@@ -11,6 +11,8 @@ same order; leave out every --saliency when the model does not use saliency:
   other datasets on every video (cross-dataset). Writes `predictions_<set>.csv` (video_id, mos,
   prediction in MOS units of the training scale, mapped = logistic fit to the MOS) and the
   paper's table as `results.md`, `results.csv` and `results.json`, and prints the table.
+  Under torchrun, or with --shard I/N, each process predicts its share of every set and the
+  last to finish writes these files.
 
 Fine-tuning protocol: R seeded random 80/20 splits (test fraction and everything else as in
 train_lsvq.py), each trained from --checkpoint (or from scratch with --from-scratch, same
