@@ -47,6 +47,7 @@ from evaluate_vqa import decoded_videos, inference_quality, score_clips, score_i
 from extract_frame import find_videos
 from inference_sal import frame_windows
 from runtime import add_device_argument, atomic_path, pick_device, seed_everything
+from runtime import run_script
 from sal_withreg import (PRECISIONS, build_saliency_model, precision_autocast, predict_maps,
                          prepare_inference, weights_precision)
 from video_io import VideoReader, sample_indices, sample_video
@@ -471,4 +472,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -49,6 +49,7 @@ import inference_sal
 import train_lsvq
 import train_sal
 from runtime import add_device_argument
+from runtime import run_script
 
 # ----------------------------------------------------------------------------- config
 OUT = "demo_out"
@@ -440,4 +441,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

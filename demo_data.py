@@ -43,7 +43,6 @@ Clip number `i` of either set depends only on (seed, i), so a larger set extends
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -53,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 from runtime import atomic_path
+from runtime import run_script
 
 # ----------------------------------------------------------------------------- config
 OUT = "demo_data"
@@ -391,4 +391,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -11,7 +11,9 @@ same order; leave out every --saliency when the model does not use saliency:
   other datasets on every video (cross-dataset). Writes `predictions_<set>.csv` (video_id, mos,
   prediction in MOS units of the training scale, mapped = logistic fit to the MOS),
   `scatter_<set>.png` (prediction against MOS with the fitted logistic) and the paper's table
-  as `results.md`, `results.csv` and `results.json`, and prints the table.
+  as `results.md`, `results.csv` and `results.json`, and prints the table. Under torchrun, or
+  with --shard I/N, each process predicts its share of every set and the last to finish
+  writes these files.
 
 Fine-tuning protocol: R seeded random 80/20 splits (test fraction and everything else as in
 train_lsvq.py), each trained from --checkpoint (or from scratch with --from-scratch, same
@@ -36,7 +38,10 @@ faster where the CPU has AMX); `--compile` adds torch.compile. benchmark.py meas
         --videos clips/ more.mp4 --out scores.csv
 
   Writes `video,score` (score in the training MOS scale). Unreadable videos are listed on stderr
-  and in `<out stem>_failures.csv`, and make the exit status 1.
+  and in `<out stem>_failures.csv`, and make the exit status 1. Scores are kept as they come in
+  `<out>.partial`: after a crash or Ctrl-C (exit status 130), `--resume` scores only the videos
+  still missing. Under torchrun, or with --shard I/N, each process scores its share of the
+  videos on its own GPU and the last to finish writes the files (README, "Corpus-scale runs").
 
 Public API: `evaluate_checkpoint`, `finetune_splits`, `score_videos`. This script uses
 train_lsvq.py's public API (train, splits, prediction loop, results tables); train_lsvq.py
@@ -45,6 +50,7 @@ does not import this file.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,12 +65,15 @@ from tqdm import tqdm
 
 import figures
 import train_lsvq
-from dataloader import PROBLEMS, MosScale
+from dataloader import FRAME_LIST, PROBLEMS, MosScale
 from extract_frame import find_videos
 from labelled_sets import (LABEL_DATASETS, PLAIN_FORMATS, LabelColumns, add_label_arguments,
                            label_columns, read_table)
-from runtime import (Failure, add_device_argument, atomic_path, load_checkpoint, pick_device,
-                     writable_folder, write_failures)
+from runtime import (Failure, Interrupted, add_device_argument, atomic_path, default_workers,
+                     load_checkpoint, pick_device, run_script, sigint_ignored, writable_folder,
+                     write_failures)
+from sharding import (CsvOutput, PartialRows, Shard, add_shard_argument, current_shard,
+                      exit_status, is_merged, partial_path, shard_device, write_outputs)
 from sal_withreg import (PRECISIONS, default_precision, precision_autocast, predict_maps,
                          prepare_inference, saliency_model_from_payload, to_precision,
                          weights_precision)
@@ -79,7 +88,8 @@ SCORES = "scores.csv"       # file for scoring
 FINETUNE_SPLITS = 10        # R, when --finetune-splits is given without a number
 NUM_FRAMES = 8              # frames per video the quality network reads
 BATCH_SIZE = 16
-WORKERS = 4
+WORKERS = None              # decoding processes; None: the machine's cores, one per video at most
+PARTIAL_FIELDS = ["video", "score", "kind", "problem"]  # scores kept as they come (score at full precision)
 SEED = 0
 # -----------------------------------------------------------------------------
 
@@ -135,25 +145,53 @@ def predict_set(model: QualityNet, scale: MosScale, size: tuple[int, int], rows:
 
 
 def evaluate_checkpoint(checkpoint: str | Path, sets: Sequence[LabelledSet], out: str | Path,
-                        batch_size: int = BATCH_SIZE, workers: int = WORKERS,
-                        device: str | torch.device | None = None) -> pd.DataFrame:
-    """Predictions CSV per set and the results table (written to `out`, printed, returned)."""
-    device, out = pick_device(device), Path(out)
+                        batch_size: int = BATCH_SIZE, workers: int | None = WORKERS,
+                        device: str | torch.device | None = None,
+                        shard: Shard = Shard()) -> pd.DataFrame | None:
+    """Predictions CSV per set and the results table (written to `out`, printed, returned).
+
+    `shard` predicts its share of each set's videos and writes it as a part of the set's raw
+    predictions (`.raw_predictions_<set>.csv`, full precision); the shard that finds every
+    part there fits, scores and writes everything, as one process does. Returns None on a
+    shard that leaves that to another."""
+    device, out = shard_device(pick_device(device)), Path(out)
     model, scale, size = load_quality(checkpoint, device)
-    metrics = {}
+    raw: dict[str, CsvOutput] = {}
     for item in sets:
         table = item.table()
         for split, rows in evaluation_parts(table, item.dataset).items():
             name = train_lsvq.set_name(item.dataset, split)
-            if name in metrics:
+            if name in raw:
                 raise ValueError(f"{name} is given twice")
-            scored, metrics[name] = predict_set(model, scale, size, rows, item.frames,
-                                                item.saliency, batch_size, workers, device)
-            train_lsvq.write_predictions(scored, out / f"predictions_{name}.csv")
-            figures.write_scatter(scored, name, out / f"scatter_{name}.png")
+            if not any((Path(item.frames) / v / FRAME_LIST).is_file() for v in rows["video_id"]):
+                raise FileNotFoundError(f"{item.frames}: no stored frames of any of the "
+                                        f"{len(rows)} videos of {item.labels}")
+            mine = rows.iloc[shard.index::shard.count].reset_index(drop=True)
+            loader = train_lsvq.clip_loader(
+                mine, item.frames, train_lsvq.saliency_folder(model, item.saliency), scale, size,
+                batch_size, default_workers(len(mine)) if workers is None else workers)
+            predicted = train_lsvq.predict(model, loader, device)
+            raw[name] = CsvOutput(out / f".raw_predictions_{name}.csv",
+                                  lambda path, frame=predicted: _write_raw(frame, path),
+                                  "video_id", list(rows["video_id"]))
+    if not write_outputs(list(raw.values()), shard):
+        return None
+    metrics = {}
+    for name, output in raw.items():
+        predicted = pd.read_csv(output.path, dtype={"video_id": str})
+        scored, metrics[name] = train_lsvq.score_predictions(predicted)
+        train_lsvq.write_predictions(scored, out / f"predictions_{name}.csv")
+        figures.write_scatter(scored, name, out / f"scatter_{name}.png")
+        output.path.unlink()
     table = train_lsvq.results_table(metrics)
     train_lsvq.write_results(table, out)
     return table
+
+
+def _write_raw(predictions: pd.DataFrame, path: Path) -> None:
+    """Predictions at full precision (pandas reads them back exactly)."""
+    with atomic_path(path) as tmp:
+        predictions.to_csv(tmp, index=False)
 
 
 # ----------------------------------------------------------------------------- fine-tuning protocol
@@ -252,8 +290,10 @@ class SampledVideos(Dataset):
 
 
 def single_threaded_opencv(_: int) -> None:
-    """Worker set-up: one OpenCV thread per decoding process (the processes are the parallelism)."""
+    """Worker set-up: one OpenCV thread per decoding process (the processes are the
+    parallelism); Ctrl-C is left to the main process, which stops the workers."""
     cv2.setNumThreads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def decoded_videos(paths: Sequence[Path], size: tuple[int, int], workers: int,
@@ -333,14 +373,18 @@ def _without_frames(item: dict) -> dict:
 
 def score_videos(checkpoint: str | Path, videos: Sequence[str | Path], out: str | Path,
                  saliency_checkpoint: str | Path | None = None, batch_size: int = BATCH_SIZE,
-                 workers: int = WORKERS, device: str | torch.device | None = None,
+                 workers: int | None = WORKERS, device: str | torch.device | None = None,
                  progress: bool = True, precision: str | None = None,
-                 compiled: bool = False) -> tuple[pd.DataFrame, dict[str, Failure]]:
-    """Score video files and folders: writes `out` (video,score) and, when some fail,
-    `<out stem>_failures.csv` (video,kind,problem). Returns the scores and {video: Failure}.
-    The models run at `precision` (default: bf16 on CUDA, fp32 on the CPU), BatchNorm folded
-    into the saliency network's convolutions, `torch.compile`d when `compiled`."""
-    device, out = pick_device(device), Path(out)
+                 compiled: bool = False, shard: Shard = Shard(),
+                 resume: bool = False) -> tuple[pd.DataFrame, dict[str, Failure]]:
+    """Score video files and folders (`shard`'s share of them): writes `out` (video,score)
+    and, when some fail, `<out stem>_failures.csv` (video,kind,problem), or for a shard its parts of
+    them, merged by the last shard to finish. Returns the share's scores and {video: Failure}.
+    Each result is appended to a partial file as it comes; with `resume` the videos already
+    there are not scored again. The models run at `precision` (default: bf16 on CUDA, fp32 on
+    the CPU), BatchNorm folded into the saliency network's convolutions, `torch.compile`d when
+    `compiled`."""
+    device, out = shard_device(pick_device(device)), Path(out)
     model, scale, size = load_quality(checkpoint, device)
     model = inference_quality(model, device, precision, compiled)
     saliency_model = None
@@ -351,20 +395,49 @@ def score_videos(checkpoint: str | Path, videos: Sequence[str | Path], out: str 
         payload = load_checkpoint(saliency_checkpoint, kind="saliency")
         saliency_model = prepare_inference(saliency_model_from_payload(payload), device,
                                            precision, compiled=compiled)
-    paths = [path for _, path in find_videos(videos)]
-    items = score_items(model, saliency_model, decoded_videos(paths, size, workers), batch_size,
-                        device)
-    rows, failures = [], {}
-    for item in tqdm(items, total=len(paths), desc="score", unit="video", disable=not progress):
-        if item["score"] is None:
-            failures[item["video"]] = Failure(item["kind"], item["problem"])
-        else:
-            rows.append((item["video"], scale.to_mos(item["score"])))
-    scores = pd.DataFrame(rows, columns=["video", "score"])
-    with atomic_path(out) as tmp:
-        scores.to_csv(tmp, index=False, float_format="%.6g")
-    write_failures(failures_file(out), failures, "video")
+    paths = [str(path) for _, path in find_videos(videos)]
+    if not paths:
+        raise FileNotFoundError(f"{' '.join(map(str, videos))}: no video file found")
+    mine = shard.take(paths)
+    partial = PartialRows(partial_path(out, shard), PARTIAL_FIELDS)
+    results = {row["video"]: row for row in partial.start(resume)}
+    todo = [Path(p) for p in mine if p not in results]
+    workers = default_workers(len(todo)) if workers is None else workers
+    try:
+        with sigint_ignored():  # the decoding processes start here
+            decoded = iter(decoded_videos(todo, size, workers))
+        items = score_items(model, saliency_model, decoded, batch_size, device)
+        for item in tqdm(items, total=len(todo), desc="score", unit="video", disable=not progress):
+            score = "" if item["score"] is None else str(float(scale.to_mos(item["score"])))
+            results[item["video"]] = {"video": item["video"], "score": score,
+                                      "kind": item["kind"], "problem": item["problem"]}
+            partial.append(results[item["video"]])
+    except KeyboardInterrupt:
+        partial.close()
+        raise Interrupted(f"{len(results)} of {len(mine)} videos scored, kept in {partial.path}; "
+                          "run again with --resume to continue") from None
+    partial.close()
+    scores, failures = _scores_and_failures([results[p] for p in mine])
+    write_outputs([CsvOutput(out, lambda path: _write_scores(scores, path), "video", paths),
+                   CsvOutput(failures_file(out),
+                             lambda path: write_failures(path, failures, "video"), "video")],
+                  shard)
+    partial.remove()
     return scores, failures
+
+
+def _scores_and_failures(rows: Iterable[dict[str, str]]
+                         ) -> tuple[pd.DataFrame, dict[str, Failure]]:
+    """PartialRows' rows -> scores (video, score) and {video: Failure}."""
+    rows = list(rows)
+    scores = pd.DataFrame([(r["video"], float(r["score"])) for r in rows if not r["problem"]],
+                          columns=["video", "score"])
+    return scores, {r["video"]: Failure(r["kind"], r["problem"]) for r in rows if r["problem"]}
+
+
+def _write_scores(scores: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        scores.to_csv(tmp, index=False, float_format="%.6g")
 
 
 def failures_file(out: str | Path) -> Path:
@@ -396,17 +469,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--from-scratch", action="store_true",
                         help="fine-tuning protocol: fresh weights instead of the checkpoint's")
     parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--resume", action="store_true",
+                        help="scoring: keep the scores of an interrupted run (<out>.partial) and "
+                             "score only the videos still missing")
     parser.add_argument("--saliency-checkpoint", default=SALIENCY_CHECKPOINT,
                         help="scoring: saliency checkpoint (not needed when saliency is off)")
     parser.add_argument("--videos", nargs="+", metavar="INPUT", help="scoring: video files or folders")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
-    parser.add_argument("--workers", type=int, default=WORKERS, help="data-loading processes")
+    parser.add_argument("--workers", type=int, default=WORKERS,
+                        help="data-loading processes (default: the machine's cores, at most one "
+                             "per video, none for a single video)")
     parser.add_argument("--precision", choices=PRECISIONS,
                         help="scoring: bf16 or fp32 (default: bf16 on CUDA, fp32 on the CPU; bf16 "
                              "is ~10x faster on CPUs with AMX)")
     parser.add_argument("--compile", action="store_true",
                         help="scoring: torch.compile the networks (pays on GPUs for many videos)")
     add_device_argument(parser)
+    add_shard_argument(parser)
     args = parser.parse_args(argv[:cut])
     args.train_options = argv[cut + 1:]
     check_args(parser, args)
@@ -429,6 +508,10 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             parser.error("the fine-tuning protocol takes one dataset per call")
     if not args.checkpoint and not (args.finetune_splits and args.from_scratch):
         parser.error("--checkpoint is needed (fine-tuning from scratch excepted)")
+    if args.resume and not args.videos:
+        parser.error("--resume is for scoring (--videos)")
+    if args.shard and args.finetune_splits:
+        parser.error("--shard is for scoring and labelled-set evaluation, not fine-tuning")
     if args.train_options and not args.finetune_splits:
         parser.error("options after -- are for the fine-tuning protocol's trainer")
 
@@ -447,24 +530,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         writable_folder(Path(args.out).parent if args.videos else args.out)
         if args.videos:
+            shard = current_shard(args.shard)
             scores, failures = score_videos(args.checkpoint, args.videos, args.out,
                                             args.saliency_checkpoint, args.batch_size,
                                             args.workers, args.device,
-                                            precision=args.precision, compiled=args.compile)
-            print(f"{len(scores)} video(s) scored into {args.out}")
+                                            precision=args.precision, compiled=args.compile,
+                                            shard=shard, resume=args.resume)
+            print(f"{len(scores)} video(s) scored into {args.out}" + (
+                "" if shard.single else f" (shard {shard.index} of {shard.count}; the last "
+                                        "shard to finish writes the file)"))
             if failures:
                 print(f"{len(failures)} video(s) could not be read (listed in "
                       f"{failures_file(args.out)}):", file=sys.stderr)
                 for video, problem in failures.items():
                     print(f"  {video}: {problem}", file=sys.stderr)
-            return 1 if failures else 0
+            return exit_status(shard, bool(failures), is_merged(Path(args.out), shard),
+                               failures_file(args.out))
         if args.finetune_splits:
             finetune_splits(args.checkpoint, labelled_sets(args)[0], args.out,
                             args.finetune_splits, args.from_scratch, args.seed,
                             args.train_options, args.batch_size, args.workers, args.device)
         else:
-            evaluate_checkpoint(args.checkpoint, labelled_sets(args), args.out,
-                                args.batch_size, args.workers, args.device)
+            shard = current_shard(args.shard)
+            table = evaluate_checkpoint(args.checkpoint, labelled_sets(args), args.out,
+                                        args.batch_size, args.workers, args.device, shard)
+            return exit_status(shard, len(PROBLEMS) > problems, table is not None)
     except (OSError, ValueError) as err:  # LabelFileError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -472,4 +562,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

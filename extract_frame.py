@@ -10,7 +10,9 @@ shorter than K repeats frames, so a name can appear twice there). A video's fold
 whole or not at all, and re-running skips the videos already done. Videos that cannot be read
 are listed at the end and in `<out>/failures.csv` (video_id, kind, problem; the kinds are
 video_io's and `duplicate-id`, `write-failed`); the exit status is 1 if there were any.
-Decoding (any codec FFmpeg reads, AV1 included) is video_io.py's.
+Decoding (any codec FFmpeg reads, AV1 included) is video_io.py's. Under torchrun, or with
+--shard I/N, each process samples its share of the videos (README, "Corpus-scale runs");
+Ctrl-C stops with exit status 130, keeping every finished video.
 """
 from __future__ import annotations
 
@@ -27,12 +29,15 @@ from tqdm import tqdm
 
 from dataloader import FRAME_LIST, PROBLEMS
 from labelled_sets import LABEL_DATASETS, LabelColumns, add_label_arguments, label_columns, read_table
-from runtime import Failure, atomic_path, writable_folder, write_failures
+from runtime import (Failure, Interrupted, atomic_path, default_workers, remove_leftovers,
+                     run_script, sigint_ignored, writable_folder, write_failures)
+from sharding import (CsvOutput, Shard, add_shard_argument, current_shard, exit_status,
+                      is_merged, write_outputs)
 from video_io import NUM_FRAMES, VIDEO_EXTENSIONS, SampledVideo, VideoError, sample_video
 
 # ----------------------------------------------------------------------------- config
 HEIGHT, WIDTH = 224, 398  # stored size; about 16:9, aspect ratio not kept (as in the paper)
-WORKERS = 4              # decoding processes
+WORKERS = None           # decoding processes; None: runtime.default_workers (the cores)
 OUT = "frames"
 FAILURES = "failures.csv"
 DUPLICATE_ID = "duplicate-id"  # failure kinds besides video_io's: two videos, one id
@@ -107,28 +112,46 @@ def run_job(job: Job) -> tuple[str, str, str | Failure]:
 
 
 def extract(videos: Sequence[tuple[str, Path]], out: str | Path, k: int = NUM_FRAMES,
-            size: tuple[int, int] = (HEIGHT, WIDTH), workers: int = WORKERS,
-            progress: bool = True) -> dict[str, Failure]:
-    """Sample every video not yet done into `out`. Returns {video_id: Failure} for the
-    videos that failed (also written to `<out>/failures.csv`, removed when all succeed)."""
+            size: tuple[int, int] = (HEIGHT, WIDTH), workers: int | None = WORKERS,
+            progress: bool = True, shard: Shard = Shard()) -> dict[str, Failure]:
+    """Sample every video of `shard`'s share (every video by default) not yet done into `out`.
+    Returns {video_id: Failure} for the share's videos that failed; `<out>/failures.csv` lists
+    those of all shards once the last one is done (removed when all succeed)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    failures, jobs, seen = {}, [], set()
-    for video_id, path in videos:
-        if video_id in seen:
+    failures, jobs = {}, []
+    for video_id, path, duplicate in shard.take(_mark_duplicates(videos)):
+        if duplicate:
             failures[video_id] = Failure(DUPLICATE_ID, f"{path}: another video already has "
                                          f"the id {video_id!r}; skipped")
-            continue
-        seen.add(video_id)
-        if not is_done(out / video_id):
+        elif not is_done(out / video_id):
             jobs.append(Job(video_id, Path(path), out / video_id, k, tuple(size)))
-    for video_id, status, message in _run_all(jobs, workers, progress):
-        if status == "failed":
-            failures[video_id] = message
-        elif status == "note":
-            tqdm.write(f"note: {message}", file=sys.stderr)
-    write_failures(out / FAILURES, failures, "video_id")
+    workers = default_workers(len(jobs)) if workers is None else workers
+    finished = 0
+    try:
+        for video_id, status, message in _run_all(jobs, workers, progress):
+            finished += 1
+            if status == "failed":
+                failures[video_id] = message
+            elif status == "note":
+                tqdm.write(f"note: {message}", file=sys.stderr)
+    except KeyboardInterrupt:
+        remove_leftovers(job.folder for job in jobs)  # of the videos stopped workers were writing
+        raise Interrupted(f"{finished} of {len(jobs)} videos sampled into {out} and kept; run "
+                          "the same command again to do the rest") from None
+    write_outputs([CsvOutput(out / FAILURES, lambda path: write_failures(path, failures, "video_id"),
+                             "video_id")], shard)
     return failures
+
+
+def _mark_duplicates(videos: Sequence[tuple[str, Path]]) -> list[tuple[str, Path, bool]]:
+    """(video_id, path, whether an earlier video has the same id) for each of `videos`."""
+    seen: set[str] = set()
+    marked = []
+    for video_id, path in videos:
+        marked.append((video_id, path, video_id in seen))
+        seen.add(video_id)
+    return marked
 
 
 def _run_all(jobs: list[Job], workers: int, progress: bool):
@@ -137,12 +160,17 @@ def _run_all(jobs: list[Job], workers: int, progress: bool):
         results = map(run_job, jobs)
     else:
         # spawn, not fork: forking a process that already holds torch / OpenCV threads can hang
-        pool = get_context("spawn").Pool(workers)
+        with sigint_ignored():
+            pool = get_context("spawn").Pool(workers)
         results = pool.imap_unordered(run_job, jobs)
     try:
         for result in results:
             bar.update()
             yield result
+    except BaseException:
+        if workers > 1 and len(jobs) > 1:
+            pool.terminate()  # stop now, not after the queued videos
+        raise
     finally:
         bar.close()
         if workers > 1 and len(jobs) > 1:
@@ -165,16 +193,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="*", help="video files or folders (searched recursively)")
     parser.add_argument("--out", default=OUT, help=f"output folder (default: {OUT})")
-    parser.add_argument("--num-frames", type=int, default=NUM_FRAMES, help="frames kept per video")
+    parser.add_argument("--num-frames", type=int, default=NUM_FRAMES,
+                        help=f"frames kept per video (default: {NUM_FRAMES})")
     parser.add_argument("--size", type=int, nargs=2, default=(HEIGHT, WIDTH), metavar=("H", "W"),
-                        help="stored frame height and width")
-    parser.add_argument("--workers", type=int, default=WORKERS, help="decoding processes")
+                        help=f"stored frame height and width (default: {HEIGHT} {WIDTH})")
+    parser.add_argument("--workers", type=int, default=WORKERS,
+                        help="decoding processes (default: the machine's cores, at most one per "
+                             "video, none for a single video)")
     parser.add_argument("--dataset", choices=LABEL_DATASETS,
                         help="read the videos from a label file: lsvq, konvid, livevqc or "
                         "youtube-ugc (official files), csv or labels-txt (any set; see the README)")
     parser.add_argument("--labels", help="the dataset's label file")
     add_label_arguments(parser)
     parser.add_argument("--video-root", help="folder holding the dataset's videos")
+    add_shard_argument(parser)
     args = parser.parse_args(argv)
     if bool(args.inputs) == bool(args.dataset):
         parser.error("give video files/folders, or --dataset with --labels and --video-root")
@@ -189,21 +221,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         videos, left_out = (videos_from_labels(args.dataset, args.labels, args.video_root,
                                                label_columns(args))
                             if args.dataset else (find_videos(args.inputs), []))
+        if not videos:
+            raise FileNotFoundError(f"{args.labels}: no row's video is under {args.video_root}"
+                                    if args.dataset else
+                                    f"{' '.join(args.inputs)}: no video file found (extensions: "
+                                    f"{' '.join(VIDEO_EXTENSIONS)})")
         writable_folder(args.out)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    failures = extract(videos, args.out, args.num_frames, tuple(args.size), args.workers)
-    done = len(videos) - len(failures)
-    print(f"{done} of {len(videos)} videos sampled into {args.out}")
+    shard = current_shard(args.shard)
+    failures = extract(videos, args.out, args.num_frames, tuple(args.size), args.workers,
+                       shard=shard)
+    share = len(shard.take(videos))
+    done = share - len(failures)
+    print(f"{done} of {share} videos sampled into {args.out}"
+          + ("" if shard.single else f" (shard {shard.index} of {shard.count})"))
     if failures:
         print(f"{len(failures)} failed (listed in {Path(args.out) / FAILURES}):", file=sys.stderr)
         for message in failures.values():
             print(f"  {message}", file=sys.stderr)
     for problem in left_out:
         print(f"left out: {problem}", file=sys.stderr)
-    return 1 if failures or left_out else 0
+    failures_csv = Path(args.out) / FAILURES
+    return exit_status(shard, bool(failures or left_out), is_merged(failures_csv, shard),
+                       failures_csv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -21,7 +21,9 @@ consecutive windows of --window frames (the last window is aligned to the video'
 video shorter than a window repeats its last frame); the overlays are written as
 `<out>/<video_id>.mp4` at the source's frame rate. Videos already rendered are skipped.
 
-Videos that fail are listed at the end and the exit status is 1.
+Videos that fail are listed at the end and the exit status is 1. In frames mode, torchrun or
+--shard I/N give each process its share of the videos, one GPU per process (README,
+"Corpus-scale runs"). Ctrl-C stops with exit status 130, keeping every finished video.
 """
 from __future__ import annotations
 
@@ -40,7 +42,9 @@ from tqdm import tqdm
 
 from dataloader import StoredFramesDataset, frame_files, stored_videos, to_clip_tensor
 from extract_frame import find_videos
-from runtime import add_device_argument, atomic_path, load_checkpoint, pick_device, writable_folder
+from runtime import (Interrupted, add_device_argument, atomic_path, default_workers,
+                     load_checkpoint, pick_device, run_script, sigint_ignored, writable_folder)
+from sharding import Shard, add_shard_argument, current_shard, exit_status, shard_device
 from sal_withreg import PRECISIONS, predict_maps, prepare_inference, saliency_model_from_payload
 from video_io import DAMAGED, VideoError, VideoReader
 
@@ -49,7 +53,7 @@ CHECKPOINT = "runs/saliency/best.pt"
 FRAMES = "frames"          # extract_frame.py's output
 OUT = "saliency"
 BATCH_SIZE = 8             # clips per forward pass
-WORKERS = 2                # frame-loading processes (frames mode)
+WORKERS = None             # frame-loading processes (frames mode); None: the machine's cores
 WINDOW = 8                 # frames per clip in video mode
 OVERLAY_ALPHA = 0.5        # weight of the heat map in an overlay
 COLORMAP = cv2.COLORMAP_JET
@@ -161,19 +165,32 @@ def _save_maps(item: dict, maps: np.ndarray, frames_dir: Path, out: Path,
                 _write_png(tmp / name, overlay(frame, image))
 
 
+def stored_share(frames_dir: Path, shard: Shard) -> list[str]:
+    """`shard`'s share of the videos stored under `frames_dir`. Raises FileNotFoundError
+    (naming the folder) when it is missing or holds no stored video: nothing to do there is a
+    mistake in the command."""
+    if not frames_dir.is_dir():
+        raise FileNotFoundError(f"{frames_dir}: no such folder (give extract_frame.py's --out)")
+    videos = stored_videos(frames_dir)
+    if not videos:
+        raise FileNotFoundError(f"{frames_dir}: no video's frames stored there (give "
+                                "extract_frame.py's --out)")
+    return shard.take(videos)
+
+
 def infer_frames(model: nn.Module, frames_dir: str | Path, out: str | Path,
                  device: torch.device | str, size: Sequence[int], batch_size: int = BATCH_SIZE,
-                 workers: int = WORKERS, with_overlays: bool = False,
-                 progress: bool = True) -> tuple[dict[str, str], int]:
-    """Maps (and overlays) for every stored video under `frames_dir` not yet done in `out`.
-    The network sees frames resized to `size` (H, W). Returns ({video_id: problem} for the
-    videos that failed, number of videos skipped as done)."""
+                 workers: int | None = WORKERS, with_overlays: bool = False,
+                 progress: bool = True, shard: Shard = Shard()) -> tuple[dict[str, str], int]:
+    """Maps (and overlays) for every stored video under `frames_dir` (`shard`'s share of them)
+    not yet done in `out`. The network sees frames resized to `size` (H, W). Returns
+    ({video_id: problem} for the videos that failed, number of videos skipped as done)."""
     frames_dir, out = Path(frames_dir), Path(out)
     overlays = overlay_folder(out) if with_overlays else None
     targets = [out] + ([overlays] if overlays is not None else [])
     failures: dict[str, str] = {}
     todo, skipped = [], 0
-    for video_id in stored_videos(frames_dir):
+    for video_id in stored_share(frames_dir, shard):
         try:
             names = frame_files(frames_dir / video_id)
         except (OSError, ValueError) as err:
@@ -183,23 +200,43 @@ def infer_frames(model: nn.Module, frames_dir: str | Path, out: str | Path,
             skipped += 1
         else:
             todo.append(video_id)
+    workers = default_workers(len(todo)) if workers is None else workers
     loader = DataLoader(StoredClips(frames_dir, todo, tuple(size)), batch_size,
                         num_workers=workers, collate_fn=list)
-    for batch in tqdm(loader, desc="saliency", unit="batch", disable=not progress):
-        failures.update({item["video_id"]: item["error"] for item in batch if "error" in item})
-        groups: dict[tuple, list[dict]] = {}  # one forward pass per clip length and frame size
-        for item in batch:
-            if "error" not in item:
-                groups.setdefault((item["frames"].shape, item["frame_size"]), []).append(item)
-        for (_, frame_size), items in groups.items():
-            clips = torch.stack([i["frames"] for i in items])
-            maps = predict_maps(model, clips, device, frame_size)
-            for item, video_maps in zip(items, maps.numpy()):
-                try:
-                    _save_maps(item, video_maps, frames_dir, out, overlays)
-                except (OSError, cv2.error) as err:
-                    failures[item["video_id"]] = str(err)
+    written = 0
+    try:
+        with sigint_ignored():  # the loading processes start here
+            batches = iter(loader)
+        for batch in tqdm(batches, total=len(loader), desc="saliency", unit="batch",
+                          disable=not progress):
+            written += _map_batch(model, batch, frames_dir, out, overlays, device, failures)
+    except KeyboardInterrupt:
+        raise Interrupted(f"maps of {written} of {len(todo)} videos written to {out} and kept; "
+                          "run the same command again to do the rest") from None
     return failures, skipped
+
+
+def _map_batch(model: nn.Module, batch: list[dict], frames_dir: Path, out: Path,
+               overlays: Path | None, device: torch.device | str, failures: dict[str, str]
+               ) -> int:
+    """Maps (and overlays) of one batch of StoredClips' items; returns how many were written,
+    recording the others in `failures`."""
+    written = 0
+    failures.update({item["video_id"]: item["error"] for item in batch if "error" in item})
+    groups: dict[tuple, list[dict]] = {}  # one forward pass per clip length and frame size
+    for item in batch:
+        if "error" not in item:
+            groups.setdefault((item["frames"].shape, item["frame_size"]), []).append(item)
+    for (_, frame_size), items in groups.items():
+        clips = torch.stack([i["frames"] for i in items])
+        maps = predict_maps(model, clips, device, frame_size)
+        for item, video_maps in zip(items, maps.numpy()):
+            try:
+                _save_maps(item, video_maps, frames_dir, out, overlays)
+                written += 1
+            except (OSError, cv2.error) as err:
+                failures[item["video_id"]] = str(err)
+    return written
 
 
 # ----------------------------------------------------------------------------- video mode
@@ -293,7 +330,7 @@ def render_video(model: nn.Module, path: str | Path, out_file: str | Path,
                 _render_batch(model, pending, device, size, video)
             video.close()
             if video.frames == 0:
-                raise VideoError(path, DAMAGED, f"cut short or damaged: no frame decodes"
+                raise VideoError(path, DAMAGED, "cut short or damaged: no frame decodes"
                                  + (f" ({capture.error})" if capture.error else ""))
             os.replace(staging, tmp)
         finally:
@@ -340,7 +377,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
                         help="network input size (default: the checkpoint's training size)")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="clips per forward pass")
-    parser.add_argument("--workers", type=int, default=WORKERS, help="frame-loading processes")
+    parser.add_argument("--workers", type=int, default=WORKERS,
+                        help="frame-loading processes (default: the machine's cores, at most one "
+                             "per video, none for a single video)")
     parser.add_argument("--window", type=int, default=WINDOW, help="frames per clip in video mode")
     parser.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=FOLD_BN,
                         help="fold BatchNorm into the convolutions")
@@ -349,17 +388,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "faster on CPUs with AMX)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
     add_device_argument(parser)
+    add_shard_argument(parser)
     args = parser.parse_args(argv)
     if bool(args.frames) == bool(args.video):
         parser.error("give either --frames DIR or --video INPUT ... --all-frames")
     if bool(args.video) != args.all_frames:
         parser.error("--video and --all-frames go together (video mode maps every frame)")
+    if args.shard and not args.frames:
+        parser.error("--shard is for frames mode (--frames)")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    device = pick_device(args.device)
+    device = shard_device(pick_device(args.device))
     try:
         model, settings = _load(args.checkpoint, device, args.fold_bn, args.precision,
                                 args.compile)
@@ -368,12 +410,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     size = args.size or settings["size"]
     try:
+        if args.frames and not Path(args.frames).is_dir():  # before --out is made
+            raise FileNotFoundError(f"{args.frames}: no such folder (give extract_frame.py's --out)")
         writable_folder(args.out)
         if args.overlay:
             writable_folder(overlay_folder(args.out))
         if args.frames:
             failures, skipped = infer_frames(model, args.frames, args.out, device, size,
-                                             args.batch_size, args.workers, args.overlay)
+                                             args.batch_size, args.workers, args.overlay,
+                                             shard=current_shard(args.shard))
         else:
             failures, skipped = render_videos(model, args.video, args.out, device, size,
                                               args.window, args.batch_size)
@@ -385,8 +430,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{len(failures)} video(s) failed:", file=sys.stderr)
         for video_id, problem in sorted(failures.items()):
             print(f"  {video_id}: {problem}", file=sys.stderr)
-    return 1 if failures else 0
+    return exit_status(current_shard(args.shard), bool(failures))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

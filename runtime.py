@@ -12,11 +12,12 @@ import io
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator, NoReturn
 
 import numpy as np
 import torch
@@ -91,6 +92,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+def remove_leftovers(paths: Iterable[str | os.PathLike]) -> None:
+    """Remove what `atomic_path(path)` blocks for `paths` left behind when their process was
+    stopped inside them (their temporary siblings `.<name>.<random>.tmp`); one listing per
+    folder, however many paths."""
+    names: dict[Path, set[str]] = {}
+    for path in map(Path, paths):
+        names.setdefault(path.parent, set()).add(path.name)
+    for folder, wanted in names.items():
+        if not folder.is_dir():
+            continue
+        for tmp in folder.iterdir():
+            if not (tmp.name.startswith(".") and tmp.name.endswith(".tmp")
+                    and tmp.name[1:-4].rsplit(".", 1)[0] in wanted):
+                continue
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -414,3 +435,60 @@ def gather_objects(obj: Any, dist: Distributed) -> list[Any]:
     out: list[Any] = [None] * dist.world
     tdist.all_gather_object(out, obj)
     return out
+
+
+# ----------------------------------------------------------------------------- Ctrl-C and workers
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a program stopped by Ctrl-C
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, carrying one line that says what was kept and how to go on."""
+
+
+def run_script(main: Callable[[], int]) -> NoReturn:
+    """Every script's `if __name__ == "__main__":` entry: exit with main()'s status, or, on
+    Ctrl-C, with one line on stderr (an `Interrupted`'s message) and status 130 instead of a
+    traceback. The stages write every output atomically, so what an interrupted run leaves is
+    finished work only."""
+    try:
+        code = main()
+    except KeyboardInterrupt as err:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not add a traceback
+        message = str(err) if isinstance(err, Interrupted) and str(err) else \
+            "stopped before the end; finished work is kept (run again to continue)"
+        print(f"\ninterrupted: {message}", file=sys.stderr, flush=True)
+        code = EXIT_INTERRUPTED
+    sys.exit(code)
+
+
+@contextlib.contextmanager
+def sigint_ignored() -> Iterator[None]:
+    """Ignore Ctrl-C while worker processes start inside the block. They inherit the ignored
+    signal (Python keeps an inherited SIG_IGN), so a Ctrl-C reaches only the main process,
+    which stops them in order: no worker prints a traceback, even while it is still importing."""
+    if signal.getsignal(signal.SIGINT) is None:  # not set from Python: leave it alone
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def available_cores() -> int:
+    """The cores this process may use, shared among the processes torchrun starts on the
+    machine (at least 1)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)
+
+
+def default_workers(items: int) -> int:
+    """Decoding processes by default: the available cores, at most one per item, and none
+    (decode in this process) for a single item. PyTorch warns above the cores; starting more
+    only costs time."""
+    return 0 if items <= 1 else min(available_cores(), items)

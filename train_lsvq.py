@@ -65,6 +65,7 @@ from runtime import (CsvLog, Distributed, add_device_argument, atomic_path, auto
                      resume_checkpoint, save_epoch_checkpoints, seed_everything, ShardSampler,
                      sync_optimizer, training_payload, unwrap, warmup_cosine, wrap_for_training,
                      writable_folder)
+from runtime import available_cores, run_script
 from VQA import BACKBONES, VARIANTS, QualityNet, build_quality_model, quality_model_from_payload
 
 # ----------------------------------------------------------------------------- config
@@ -90,7 +91,7 @@ RANK_WEIGHT = 0.3         # weight of the pairwise ranking hinge
 GRAD_CLIP = 1.0           # max gradient norm; 0 = no clipping
 VAL_FRACTION = 0.05
 TEST_FRACTION = 0.2       # non-LSVQ sets only
-WORKERS = 4
+WORKERS = min(4, available_cores())  # data-loading processes (no more than the cores)
 SEED = 0
 # -----------------------------------------------------------------------------
 
@@ -486,4 +487,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

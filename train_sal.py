@@ -52,6 +52,7 @@ from runtime import (CsvLog, Distributed, ShardSampler, add_device_argument, aut
                      resume_checkpoint, save_epoch_checkpoints, seed_everything, sync_optimizer,
                      training_payload, unwrap, warmup_cosine, wrap_for_training,
                      writable_folder)
+from runtime import available_cores, run_script
 from sal_withreg import REGISTER_MODES, build_saliency_model, saliency_model_from_payload
 
 # ----------------------------------------------------------------------------- config
@@ -73,7 +74,7 @@ WARMUP = 100              # optimizer steps of linear warm-up before the cosine 
 GRAD_ACCUM = 1            # batches per optimizer step
 CLIP_GRAD = 1.0           # maximum gradient norm; 0 turns clipping off
 L_KL, L_CC, L_NSS = 1.0, 1.0, 0.0
-WORKERS = 4               # data-loading processes
+WORKERS = min(4, available_cores())  # data-loading processes (no more than the cores)
 SEED = 0
 SPLIT = "val"             # split that --evaluate scores: val, train or test
 # -----------------------------------------------------------------------------
@@ -420,4 +421,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)
