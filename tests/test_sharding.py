@@ -277,7 +277,8 @@ def test_labelled_set_evaluation_with_shards_gives_the_files_of_one_process(corp
             "--batch-size", "1"]
     assert ev.main([*argv, "--out", str(tmp_path / "one")]) == 0
     one = tree(tmp_path / "one")
-    assert set(one) == {"predictions_KoNViD-1k.csv", "results.md", "results.csv", "results.json"}
+    assert set(one) == {"predictions_KoNViD-1k.csv", "scatter_KoNViD-1k.png", "results.md",
+                        "results.csv", "results.json"}
     assert ev.main([*argv, "--out", str(tmp_path / "sharded"), "--shard", "1/2"]) == 0
     assert not (tmp_path / "sharded" / "results.csv").exists()
     assert ev.main([*argv, "--out", str(tmp_path / "sharded"), "--shard", "0/2"]) == 0
