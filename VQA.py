@@ -113,7 +113,12 @@ def resnet_trunk(backbone: str, weights: str | os.PathLike | None) -> nn.Sequent
     elif weights is not None:
         if not os.path.isfile(weights):
             raise FileNotFoundError(f"{weights}: {backbone} weights file not found")
-        resnet.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        try:  # weights_only: a crafted file is refused before it can run code
+            resnet.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        except Exception as err:  # unpickling and state-dict errors come in many kinds
+            message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"{weights}: not a {backbone} state dict that loads with "
+                             f"weights_only ({message})") from err
     return nn.Sequential(OrderedDict(
         (name, module) for name, module in resnet.named_children() if name not in ("avgpool", "fc")))
 

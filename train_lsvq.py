@@ -58,7 +58,8 @@ from runtime import (CsvLog, Distributed, add_device_argument, atomic_path, auto
                      resume_checkpoint, save_epoch_checkpoints, seed_everything, ShardSampler,
                      sync_optimizer, training_payload, unwrap, warmup_cosine, wrap_for_training,
                      writable_folder)
-from VQA import BACKBONES, VARIANTS, QualityNet, build_quality_model, quality_model_from_payload
+from model_file import checkpoint_network
+from VQA import BACKBONES, VARIANTS, QualityNet, build_quality_model
 
 # ----------------------------------------------------------------------------- config
 DATASET = "lsvq"          # lsvq | konvid | livevqc | youtube-ugc
@@ -192,7 +193,7 @@ def clip_loader(table: pd.DataFrame, frames: str | Path, saliency: str | Path | 
 def build_model(config: argparse.Namespace) -> QualityNet:
     """From --init (a quality checkpoint: its architecture and weights) or from the options."""
     if config.init:
-        return quality_model_from_payload(load_checkpoint(config.init, kind="quality"))
+        return checkpoint_network(config.init, "quality")[0]
     return build_quality_model(backbone=config.backbone, variant=config.variant,
                                saliency_alpha=config.saliency_alpha, weights=config.weights)
 
