@@ -1,7 +1,8 @@
 """Checkpoints that load without running code, and the one shared model file
-(`evaluate_vqa.py --export`, then `--model`): a crafted pickle is refused at every entry point
-that takes a checkpoint; the exported file scores as the two checkpoints do; a damaged, foreign
-or newer model file gets one line naming it."""
+(`evaluate_vqa.py --export`, then `--model`): a crafted pickle, a foreign file and a truncated
+checkpoint are refused in one line at every entry point that takes a checkpoint; the exported
+file scores as the two checkpoints do; a damaged, foreign or newer model file gets one line
+naming it."""
 from __future__ import annotations
 
 import json
@@ -83,7 +84,8 @@ def videos(tmp_path_factory) -> Path:
     rng = np.random.default_rng(0)
     for name, strength in (("clean", 0.0), ("noisy", 0.8)):
         scene = dq.moving_object_scene(12, SIZE, rng)
-        dq.write_mp4(folder / f"{name}.mp4", dq.distorted_clip(scene, "noise", "whole", strength, rng))
+        clip = dq.distorted_clip(scene, "noise", "whole", strength, rng)
+        dq.write_mp4(folder / f"{name}.mp4", clip)
     return folder
 
 
@@ -112,6 +114,16 @@ def one_error_line(capsys, path: Path) -> str:
 
 # ----------------------------------------------------------------------------- crafted pickles
 
+def foreign_and_damaged(folder: Path, models: dict[str, Path]) -> dict[Path, str]:
+    """{file: what loading it as a checkpoint must say}: a plain state dict (not a DAGR-VQA
+    checkpoint) and the first half of a real checkpoint."""
+    foreign, truncated = folder / "state_dict.pt", folder / "truncated.pt"
+    torch.save(build_saliency_model(channels=2, registers=0).state_dict(), foreign)
+    whole = models["quality"].read_bytes()
+    truncated.write_bytes(whole[: len(whole) // 2])
+    return {foreign: "not a DAGR-VQA checkpoint", truncated: "not a readable checkpoint"}
+
+
 def test_a_crafted_pickle_is_refused_at_every_entry_point(tmp_path, models, quality_set, videos,
                                                           capsys) -> None:
     labels, frames, maps = quality_set
@@ -121,7 +133,11 @@ def test_a_crafted_pickle_is_refused_at_every_entry_point(tmp_path, models, qual
     labelled = ["--dataset", "konvid", "--labels", str(labels), "--frames", str(frames),
                 "--saliency", str(maps), "--out", str(tmp_path / "eval"), *CPU]
     scoring = ["--videos", str(videos), "--out", str(tmp_path / "s.csv"), *CPU]
-    for crafted in crafted_files(tmp_path / "files", marker):
+    expected = dict.fromkeys(crafted_files(tmp_path / "files", marker),
+                             ("refused", "not a readable checkpoint"))
+    expected |= {path: (reason,) for path, reason in
+                 foreign_and_damaged(tmp_path / "files", models).items()}
+    for crafted, reasons in expected.items():
         resume = tmp_path / f"resume_{crafted.stem}"
         resume.mkdir()
         (resume / "last.pt").write_bytes(crafted.read_bytes())
@@ -165,7 +181,7 @@ def test_a_crafted_pickle_is_refused_at_every_entry_point(tmp_path, models, qual
             line = one_error_line(capsys, given)
             assert not marker.exists(), name
             if "--model" not in name:  # a model file is never unpickled at all
-                assert "refused" in line or "not a readable checkpoint" in line, (name, line)
+                assert any(reason in line for reason in reasons), (name, line)
     assert not (tmp_path / "s.csv").exists() and not (tmp_path / "x.safetensors").exists()
     refused = one_line_of(crafted_files(tmp_path / "again", marker)[0], capsys)
     assert "refused: it holds objects other than tensors and plain values" in refused
@@ -227,7 +243,8 @@ def test_the_exported_file_scores_and_maps_as_the_two_checkpoints(tmp_path, mode
 def test_a_model_without_saliency_exports_without_a_saliency_checkpoint(tmp_path, models, videos,
                                                                         capsys) -> None:
     off = tmp_path / "off.safetensors"
-    assert evaluate_vqa.main(["--export", str(off), "--checkpoint", str(models["quality_off"])]) == 0
+    assert evaluate_vqa.main(["--export", str(off), "--checkpoint",
+                              str(models["quality_off"])]) == 0
     want = score(["--checkpoint", str(models["quality_off"])], videos, tmp_path / "a.csv")
     got = score(["--model", str(off)], videos, tmp_path / "b.csv")
     assert np.abs(got - want).max() <= 1e-6
