@@ -363,7 +363,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    size = args.size or settings["size"]
+    size = args.size or settings.get("size")
+    if not size:
+        print(f"error: {args.model or args.checkpoint}: no training frame size stored with the "
+              "network; give --size H W", file=sys.stderr)
+        return 2
     try:
         writable_folder(args.out)
         if args.overlay:

@@ -23,7 +23,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from safetensors import safe_open
@@ -108,18 +108,18 @@ def checkpoint_network(path: str | os.PathLike, kind: str) -> tuple[nn.Module, d
 def load_quality(source: Source) -> QualityPart:
     """The quality side of a training checkpoint (a path) or of a `ModelFile`."""
     if isinstance(source, ModelFile):
-        meta, tensors = read_model_file(source.path)
+        meta, tensors = read_model_file(source.path, ["quality"])
         part = meta["quality"]
         model = _network(source.path, "quality", part["model_kwargs"], tensors)
-        return QualityPart(model, dict(part["mos_scale"]), tuple(part["frame_size"]),
-                           part["frames_per_clip"])
+        return QualityPart(model, *_scale_and_size(source.path, part), part["frames_per_clip"])
     model, payload = checkpoint_network(source, "quality")
     return QualityPart(model, *_scale_and_size(source, payload), None)
 
 
 def _scale_and_size(path: str | os.PathLike, payload: dict[str, Any]
                     ) -> tuple[dict[str, float], tuple[int, int]]:
-    """A quality checkpoint's MOS scale {low, high} and frame size (H, W)."""
+    """The MOS scale {low, high} and frame size (H, W) of a quality checkpoint's payload (or
+    of a model file's quality metadata)."""
     try:
         scale = {"low": float(payload["mos_scale"]["low"]),
                  "high": float(payload["mos_scale"]["high"])}
@@ -134,20 +134,21 @@ def load_saliency(source: Source) -> tuple[nn.Module, dict[str, Any]]:
     """(saliency network in eval mode on the CPU, its training settings) of a training
     checkpoint (a path) or of a `ModelFile`."""
     if isinstance(source, ModelFile):
-        meta, tensors = read_model_file(source.path)
+        meta, tensors = read_model_file(source.path, ["saliency"])
         if meta["saliency"] is None:
             raise ValueError(f"{source.path}: holds no saliency network (its quality model "
                              "has saliency alpha 0)")
         part = meta["saliency"]
-        return _network(source.path, "saliency", part["model_kwargs"], tensors), part["settings"]
+        network = _network(source.path, "saliency", part["model_kwargs"], tensors)
+        return network, part.get("settings") or {}
     model, payload = checkpoint_network(source, "saliency")
     return model, payload.get("settings") or {}
 
 
 def frames_per_clip(source: Source) -> int | None:
-    """The frames per clip an exported model was trained with; None for a checkpoint."""
+    """The frames per video an exported model file scores with; None for a checkpoint."""
     if isinstance(source, ModelFile):
-        return read_model_file(source.path, with_tensors=False)[0]["quality"]["frames_per_clip"]
+        return read_model_file(source.path, parts=())[0]["quality"]["frames_per_clip"]
     return None
 
 
@@ -215,10 +216,10 @@ def _stored(model: nn.Module, kind: str, precision: str) -> dict[str, torch.Tens
 
 # ----------------------------------------------------------------------------- reading
 
-def read_model_file(path: str | os.PathLike, with_tensors: bool = True
+def read_model_file(path: str | os.PathLike, parts: Sequence[str] = tuple(PREFIXES)
                     ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(checked metadata, tensors) of an exported model file ({} without `with_tensors`);
-    ValueError naming the file when it is missing, damaged, of a newer format version, holds
+    """(checked metadata, the tensors of `parts`: "quality", "saliency") of an exported model
+    file; ValueError naming the file when it is missing, damaged, of a newer format version, holds
     tensors of a network it does not describe, or is not such a file."""
     path = Path(path)
     if not path.is_file():
@@ -227,11 +228,13 @@ def read_model_file(path: str | os.PathLike, with_tensors: bool = True
         with safe_open(str(path), framework="pt") as handle:
             text = (handle.metadata() or {}).get(METADATA_KEY)
             meta = _checked_metadata(path, text)
-            parts = [PREFIXES[kind] for kind in PREFIXES if meta[kind] is not None]
-            stray = [key for key in handle.keys() if not key.startswith(tuple(parts))]
+            described = tuple(PREFIXES[kind] for kind in PREFIXES if meta[kind] is not None)
+            stray = [key for key in handle.keys() if not key.startswith(described)]
             if stray:
                 raise ValueError(f"{path}: holds tensors of no network it describes ({stray[0]})")
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()} if with_tensors else {}
+            wanted = tuple(PREFIXES[part] for part in parts)
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()
+                       if key.startswith(wanted)}
     except ValueError:
         raise
     except Exception as err:  # safetensors reports every damage as SafetensorError
@@ -286,3 +289,5 @@ def _check_parts(meta: dict[str, Any]) -> None:
             raise ValueError(f"saliency alpha is {alpha} but it holds no saliency network")
     elif not isinstance(saliency["model_kwargs"], dict):
         raise ValueError("saliency model_kwargs is not a table")
+    elif not isinstance(saliency.get("settings") or {}, dict):
+        raise ValueError("saliency settings is not a table")

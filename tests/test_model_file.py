@@ -23,7 +23,7 @@ import model_file
 import train_lsvq
 import train_sal
 from fakes import one_thread, tiny_dhf1k  # noqa: F401 (one_thread is a fixture)
-from fakes_vqa import SIZE, stored_quality_set, train_argv
+from fakes_vqa import SIZE, saliency_checkpoint, stored_quality_set, train_argv
 from runtime import save_checkpoint
 from sal_withreg import build_saliency_model
 from VQA import build_quality_model
@@ -312,3 +312,9 @@ def test_damaged_foreign_and_newer_model_files_get_one_line(tmp_path, models, vi
         assert inference_sal.main(["--model", str(path), "--frames", "x", *CPU]) == 2
         assert reason in one_error_line(capsys, path), path.name
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_a_saliency_network_stored_without_its_size_asks_for_size(tmp_path, capsys) -> None:
+    bare = saliency_checkpoint(tmp_path / "bare.pt")  # no training settings
+    assert inference_sal.main(["--checkpoint", str(bare), "--frames", "x", *CPU]) == 2
+    assert "give --size H W" in one_error_line(capsys, bare)
