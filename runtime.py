@@ -358,14 +358,20 @@ def plain_values(value: Any) -> Any:
 
 
 def restore_training(payload: dict[str, Any], model: torch.nn.Module,
-                     optimizer: torch.optim.Optimizer, scheduler: Any) -> int:
-    """Load a `training_payload` into a live run; returns the epoch to continue from."""
-    unwrap(model).load_state_dict(payload["model_state"])
-    optimizer.load_state_dict(payload["optimizer_state"])
-    if scheduler is not None and payload.get("scheduler_state") is not None:
-        scheduler.load_state_dict(payload["scheduler_state"])
-    set_rng_state(payload["rng_state"])
-    return int(payload["epoch"])
+                     optimizer: torch.optim.Optimizer, scheduler: Any,
+                     path: str | os.PathLike = "checkpoint") -> int:
+    """Load a `training_payload` (read from `path`) into a live run; returns the epoch to
+    continue from. ValueError naming `path` when it does not fit the run."""
+    try:
+        unwrap(model).load_state_dict(payload["model_state"])
+        optimizer.load_state_dict(payload["optimizer_state"])
+        if scheduler is not None and payload.get("scheduler_state") is not None:
+            scheduler.load_state_dict(payload["scheduler_state"])
+        set_rng_state(payload["rng_state"])
+        return int(payload["epoch"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{path}: cannot resume this run from it, it was written with other "
+                         f"options ({_first_line(err)})") from err
 
 
 class ShardSampler(torch.utils.data.Sampler):

@@ -367,7 +367,7 @@ def train(config: argparse.Namespace, splits: dict[str, pd.DataFrame] | None = N
     start, best_score, best_epoch = 0, None, None
     payload = resume_checkpoint(out / "last.pt", "quality") if config.resume else None
     if payload is not None:
-        start = restore_training(payload, model, optimizer, scheduler)
+        start = restore_training(payload, model, optimizer, scheduler, out / "last.pt")
         best_score, best_epoch = payload["best_score"], payload["best_epoch"]
     if dist.is_main:
         log.resume_at(start)  # rows are numbered from 0: keeps those of the finished epochs

@@ -313,7 +313,7 @@ def _train(config: Any, dist: Distributed, device: torch.device) -> Path:
     start, best_cc = 0, None
     payload = resume_checkpoint(out / LAST, KIND) if config.resume else None
     if payload is not None:
-        start = restore_training(payload, model, optimizer, scheduler)
+        start = restore_training(payload, model, optimizer, scheduler, out / LAST)
         best_cc = payload["best_cc"]
     main_process = dist.is_main
     log = CsvLog(out / LOG, LOG_FIELDS)

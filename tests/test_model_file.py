@@ -24,7 +24,7 @@ import train_lsvq
 import train_sal
 from fakes import one_thread, tiny_dhf1k  # noqa: F401 (one_thread is a fixture)
 from fakes_vqa import SIZE, saliency_checkpoint, stored_quality_set, train_argv
-from runtime import save_checkpoint
+from runtime import save_checkpoint, training_payload, warmup_cosine
 from sal_withreg import build_saliency_model
 from VQA import build_quality_model
 
@@ -318,3 +318,25 @@ def test_a_saliency_network_stored_without_its_size_asks_for_size(tmp_path, caps
     bare = saliency_checkpoint(tmp_path / "bare.pt")  # no training settings
     assert inference_sal.main(["--checkpoint", str(bare), "--frames", "x", *CPU]) == 2
     assert "give --size H W" in one_error_line(capsys, bare)
+
+
+def test_resuming_from_a_checkpoint_of_other_options_or_no_training_state(tmp_path,
+                                                                           models, capsys) -> None:
+    root = tiny_dhf1k(tmp_path / "DHF1K", n_train=1, n_val=1, frames=4)
+    other = build_saliency_model(channels=2, registers=0)  # the run below is 4 wide
+    optimizer = torch.optim.AdamW(other.parameters())
+    payloads = {
+        "other options": training_payload(other, {"channels": 2, "registers": 0}, optimizer,
+                                          warmup_cosine(optimizer, 1, 2), 1, {}, {},
+                                          kind="saliency", best_cc=0.0),
+        "no training state": torch.load(models["saliency"], weights_only=True),
+    }
+    expected = {"other options": "cannot resume this run from it",
+                "no training state": "cannot resume from it: no rng_state"}
+    for name, payload in payloads.items():
+        out = tmp_path / name.replace(" ", "_")
+        save_checkpoint(out / "last.pt", payload)
+        assert train_sal.main(["--root", str(root), "--out", str(out), "--channels", "4",
+                               "--registers", "0", "--size", *map(str, SIZE), "--clip-len", "4",
+                               "--resume", *CPU]) == 2, name
+        assert expected[name] in one_error_line(capsys, out / "last.pt"), name
