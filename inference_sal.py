@@ -38,8 +38,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from dataloader import StoredFramesDataset, frame_files, stored_videos, to_clip_tensor
 import model_file
+from dataloader import StoredFramesDataset, frame_files, stored_videos, to_clip_tensor
 from extract_frame import VideoError, find_videos
 from runtime import add_device_argument, atomic_path, pick_device, writable_folder
 from sal_withreg import PRECISIONS, predict_maps, prepare_inference

@@ -334,13 +334,13 @@ def training_payload(model: torch.nn.Module, model_kwargs: dict[str, Any],
                      **extra: Any) -> dict[str, Any]:
     """Everything a checkpoint holds (SPEC section 10): enough to rebuild the model with no
     other file, and to resume training exactly. `epoch` is the number of finished epochs.
-    Tensors and plain values only (`plain_values`), so that it loads with weights_only."""
-    return plain_values({
-        "model_kwargs": model_kwargs, "model_state": unwrap(model).state_dict(),
-        "optimizer_state": optimizer.state_dict(),
+    Tensors and plain values only (`plain_values`), so that it loads with weights_only; the
+    model's state dict is kept as it is (its version metadata guides `load_state_dict`)."""
+    return {"model_state": unwrap(model).state_dict(), **plain_values({
+        "model_kwargs": model_kwargs, "optimizer_state": optimizer.state_dict(),
         "scheduler_state": scheduler.state_dict() if scheduler is not None else None,
         "rng_state": rng_state(), "epoch": epoch, "metrics": metrics, "settings": settings,
-        **extra})
+        **extra})}
 
 
 def plain_values(value: Any) -> Any:
@@ -348,7 +348,7 @@ def plain_values(value: Any) -> Any:
     through dicts, lists and tuples: what `torch.load(weights_only=True)` reads back."""
     if isinstance(value, dict):
         return {key: plain_values(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
+    if type(value) in (list, tuple):  # named tuples are left alone
         return type(value)(plain_values(item) for item in value)
     if isinstance(value, os.PathLike):
         return os.fspath(value)
