@@ -114,11 +114,14 @@ def resnet_trunk(backbone: str, weights: str | os.PathLike | None) -> nn.Sequent
         if not os.path.isfile(weights):
             raise FileNotFoundError(f"{weights}: {backbone} weights file not found")
         try:  # weights_only: a crafted file is refused before it can run code
-            resnet.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        except Exception as err:  # unpickling and state-dict errors come in many kinds
-            message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ValueError(f"{weights}: not a {backbone} state dict that loads with "
-                             f"weights_only ({message})") from err
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises many kinds for a damaged or crafted file
+            raise ValueError(f"{weights}: not a readable state dict (damaged, or it holds "
+                             "objects other than tensors, which are refused unread)") from err
+        try:
+            resnet.load_state_dict(state)
+        except (RuntimeError, TypeError, AttributeError) as err:
+            raise ValueError(f"{weights}: not a torchvision {backbone} state dict") from err
     return nn.Sequential(OrderedDict(
         (name, module) for name, module in resnet.named_children() if name not in ("avgpool", "fc")))
 
