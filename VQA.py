@@ -113,7 +113,15 @@ def resnet_trunk(backbone: str, weights: str | os.PathLike | None) -> nn.Sequent
     elif weights is not None:
         if not os.path.isfile(weights):
             raise FileNotFoundError(f"{weights}: {backbone} weights file not found")
-        resnet.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        try:  # weights_only: a crafted file is refused before it can run code
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises many kinds for a damaged or crafted file
+            raise ValueError(f"{weights}: not a readable state dict (damaged, or it holds "
+                             "objects other than tensors, which are refused unread)") from err
+        try:
+            resnet.load_state_dict(state)
+        except (RuntimeError, TypeError, AttributeError) as err:
+            raise ValueError(f"{weights}: not a torchvision {backbone} state dict") from err
     return nn.Sequential(OrderedDict(
         (name, module) for name, module in resnet.named_children() if name not in ("avgpool", "fc")))
 

@@ -37,6 +37,10 @@ faster where the CPU has AMX); `--compile` adds torch.compile. benchmark.py meas
     python evaluate_vqa.py --checkpoint best.pt --saliency-checkpoint sal.pt \\
         --videos clips/ more.mp4 --out scores.csv
 
+  Or from one shared file (see the README): `--export dagr.safetensors --checkpoint best.pt
+  --saliency-checkpoint sal.pt [--precision bf16]` writes it, `--model dagr.safetensors`
+  then takes the place of both checkpoints, for scoring and for labelled sets.
+
   Writes `video,score` (score in the training MOS scale). Unreadable videos are listed on stderr
   and in `<out stem>_failures.csv`, and make the exit status 1. Scores are kept as they come in
   `<out>.partial`: after a crash or Ctrl-C (exit status 130), `--resume` scores only the videos
@@ -64,6 +68,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 import figures
+import model_file
 import train_lsvq
 from dataloader import FRAME_LIST, PROBLEMS, MosScale
 from extract_frame import find_videos
@@ -75,10 +80,9 @@ from runtime import (Failure, Interrupted, add_device_argument, atomic_path, def
 from sharding import (CsvOutput, PartialRows, Shard, add_shard_argument, current_shard,
                       exit_status, is_merged, partial_path, shard_device, write_outputs)
 from sal_withreg import (PRECISIONS, default_precision, precision_autocast, predict_maps,
-                         prepare_inference, saliency_model_from_payload, to_precision,
-                         weights_precision)
+                         prepare_inference, to_precision, weights_precision)
 from video_io import VideoError, sample_video
-from VQA import QualityNet, quality_model_from_payload
+from VQA import QualityNet
 
 # ----------------------------------------------------------------------------- config
 CHECKPOINT = None           # quality checkpoint (train_lsvq.py)
@@ -108,15 +112,15 @@ class LabelledSet:
         return read_table(self.dataset, self.labels, columns=self.columns)
 
 
-def load_quality(checkpoint: str | Path, device: torch.device
+def load_quality(checkpoint: str | Path | model_file.ModelFile, device: torch.device
                  ) -> tuple[QualityNet, MosScale, tuple[int, int]]:
-    """The trained model (eval mode, on `device`; channels_last on CUDA), its MOS scale and
-    its frame size (H, W)."""
-    payload = load_checkpoint(checkpoint, "cpu", "quality")
-    model = quality_model_from_payload(payload).to(device).eval()
+    """The trained model of a quality checkpoint or an exported model file (eval mode, on
+    `device`; channels_last on CUDA), its MOS scale and its frame size (H, W)."""
+    part = model_file.load_quality(checkpoint)
+    model = part.model.to(device).eval()
     if device.type == "cuda":
         model.to_channels_last()
-    return model, MosScale(**payload["mos_scale"]), tuple(payload["frame_size"])
+    return model, MosScale(**part.mos_scale), part.frame_size
 
 
 # ----------------------------------------------------------------------------- labelled sets
@@ -144,7 +148,8 @@ def predict_set(model: QualityNet, scale: MosScale, size: tuple[int, int], rows:
     return train_lsvq.score_predictions(train_lsvq.predict(model, loader, device))
 
 
-def evaluate_checkpoint(checkpoint: str | Path, sets: Sequence[LabelledSet], out: str | Path,
+def evaluate_checkpoint(checkpoint: str | Path | model_file.ModelFile,
+                        sets: Sequence[LabelledSet], out: str | Path,
                         batch_size: int = BATCH_SIZE, workers: int | None = WORKERS,
                         device: str | torch.device | None = None,
                         shard: Shard = Shard()) -> pd.DataFrame | None:
@@ -371,8 +376,10 @@ def _without_frames(item: dict) -> dict:
     return {key: value for key, value in item.items() if key != "frames"}
 
 
-def score_videos(checkpoint: str | Path, videos: Sequence[str | Path], out: str | Path,
-                 saliency_checkpoint: str | Path | None = None, batch_size: int = BATCH_SIZE,
+def score_videos(checkpoint: str | Path | model_file.ModelFile, videos: Sequence[str | Path],
+                 out: str | Path,
+                 saliency_checkpoint: str | Path | model_file.ModelFile | None = None,
+                 batch_size: int = BATCH_SIZE,
                  workers: int | None = WORKERS, device: str | torch.device | None = None,
                  progress: bool = True, precision: str | None = None,
                  compiled: bool = False, shard: Shard = Shard(),
@@ -383,7 +390,8 @@ def score_videos(checkpoint: str | Path, videos: Sequence[str | Path], out: str 
     Each result is appended to a partial file as it comes; with `resume` the videos already
     there are not scored again. The models run at `precision` (default: bf16 on CUDA, fp32 on
     the CPU), BatchNorm folded into the saliency network's convolutions, `torch.compile`d when
-    `compiled`."""
+    `compiled`. An exported model file (a `model_file.ModelFile`, given as both checkpoints)
+    also sets the frames per video."""
     device, out = shard_device(pick_device(device)), Path(out)
     model, scale, size = load_quality(checkpoint, device)
     model = inference_quality(model, device, precision, compiled)
@@ -392,20 +400,20 @@ def score_videos(checkpoint: str | Path, videos: Sequence[str | Path], out: str 
         if saliency_checkpoint is None:
             raise ValueError(f"the quality model weights frames by saliency (alpha "
                              f"{model.saliency_alpha}): give --saliency-checkpoint")
-        payload = load_checkpoint(saliency_checkpoint, kind="saliency")
-        saliency_model = prepare_inference(saliency_model_from_payload(payload), device,
-                                           precision, compiled=compiled)
+        saliency_model = prepare_inference(model_file.load_saliency(saliency_checkpoint)[0],
+                                           device, precision, compiled=compiled)
     paths = [str(path) for _, path in find_videos(videos)]
     if not paths:
         raise FileNotFoundError(f"{' '.join(map(str, videos))}: no video file found")
     mine = shard.take(paths)
+    k = model_file.frames_per_clip(checkpoint) or NUM_FRAMES
     partial = PartialRows(partial_path(out, shard), PARTIAL_FIELDS)
     results = {row["video"]: row for row in partial.start(resume)}
     todo = [Path(p) for p in mine if p not in results]
     workers = default_workers(len(todo)) if workers is None else workers
     try:
         with sigint_ignored():  # the decoding processes start here
-            decoded = iter(decoded_videos(todo, size, workers))
+            decoded = iter(decoded_videos(todo, size, workers, k))
         items = score_items(model, saliency_model, decoded, batch_size, device)
         for item in tqdm(items, total=len(todo), desc="score", unit="video", disable=not progress):
             score = "" if item["score"] is None else str(float(scale.to_mos(item["score"])))
@@ -455,6 +463,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=CHECKPOINT, help="quality checkpoint")
+    parser.add_argument("--model", metavar="FILE",
+                        help="an exported model file (--export) in place of --checkpoint and "
+                             "--saliency-checkpoint, for scoring and labelled sets")
+    parser.add_argument("--export", metavar="FILE",
+                        help="write --checkpoint and --saliency-checkpoint as one safetensors "
+                             "model file to share (--precision bf16: half the size) and stop")
     parser.add_argument("--dataset", action="append", choices=LABEL_DATASETS,
                         help="a labelled set (repeat with --labels/--frames/--saliency); csv "
                              "and labels-txt read any labelled set (see the README)")
@@ -493,6 +507,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.export:
+        if not args.checkpoint or args.model or args.videos or args.dataset:
+            parser.error("--export takes --checkpoint (and --saliency-checkpoint) only")
+        return
+    if args.model and (args.checkpoint or args.saliency_checkpoint or args.finetune_splits):
+        parser.error("--model replaces --checkpoint and --saliency-checkpoint; fine-tuning "
+                     "needs a training checkpoint")
     if args.videos:
         if args.dataset or args.finetune_splits:
             parser.error("--videos (scoring) does not combine with --dataset or --finetune-splits")
@@ -506,8 +527,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             parser.error("give --labels, --frames (and --saliency, if any) once per --dataset")
         if args.finetune_splits and len(args.dataset) > 1:
             parser.error("the fine-tuning protocol takes one dataset per call")
-    if not args.checkpoint and not (args.finetune_splits and args.from_scratch):
-        parser.error("--checkpoint is needed (fine-tuning from scratch excepted)")
+    if not (args.checkpoint or args.model) and not (args.finetune_splits and args.from_scratch):
+        parser.error("--checkpoint or --model is needed (fine-tuning from scratch excepted)")
     if args.resume and not args.videos:
         parser.error("--resume is for scoring (--videos)")
     if args.shard and args.finetune_splits:
@@ -528,11 +549,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     problems = len(PROBLEMS)
     try:
+        if args.export:
+            written = model_file.export_model(args.export, args.checkpoint,
+                                              args.saliency_checkpoint, args.precision or "fp32",
+                                              NUM_FRAMES)
+            print(f"model written to {written} ({written.stat().st_size / 1e6:.1f} MB)")
+            return 0
         writable_folder(Path(args.out).parent if args.videos else args.out)
+        source = model_file.ModelFile(args.model) if args.model else args.checkpoint
         if args.videos:
             shard = current_shard(args.shard)
-            scores, failures = score_videos(args.checkpoint, args.videos, args.out,
-                                            args.saliency_checkpoint, args.batch_size,
+            scores, failures = score_videos(source, args.videos, args.out,
+                                            source if args.model else args.saliency_checkpoint,
+                                            args.batch_size,
                                             args.workers, args.device,
                                             precision=args.precision, compiled=args.compile,
                                             shard=shard, resume=args.resume)
@@ -552,7 +581,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             args.train_options, args.batch_size, args.workers, args.device)
         else:
             shard = current_shard(args.shard)
-            table = evaluate_checkpoint(args.checkpoint, labelled_sets(args), args.out,
+            table = evaluate_checkpoint(source, labelled_sets(args), args.out,
                                         args.batch_size, args.workers, args.device, shard)
             return exit_status(shard, len(PROBLEMS) > problems, table is not None)
     except (OSError, ValueError) as err:  # LabelFileError is a ValueError

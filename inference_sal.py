@@ -40,12 +40,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+import model_file
 from dataloader import StoredFramesDataset, frame_files, stored_videos, to_clip_tensor
 from extract_frame import find_videos
 from runtime import (Interrupted, add_device_argument, atomic_path, default_workers,
-                     load_checkpoint, pick_device, run_script, sigint_ignored, writable_folder)
+                     pick_device, run_script, sigint_ignored, writable_folder)
 from sharding import Shard, add_shard_argument, current_shard, exit_status, shard_device
-from sal_withreg import PRECISIONS, predict_maps, prepare_inference, saliency_model_from_payload
+from sal_withreg import PRECISIONS, predict_maps, prepare_inference
 from video_io import DAMAGED, VideoError, VideoReader
 
 # ----------------------------------------------------------------------------- config
@@ -64,32 +65,21 @@ OVERLAY_SUFFIX = "_overlays"
 
 # ----------------------------------------------------------------------------- model
 
-def inference_model(payload: dict, device: torch.device | str, fold_bn: bool = FOLD_BN,
-                    precision: str | None = None, compiled: bool = False) -> nn.Module:
-    """The network of a loaded saliency checkpoint, ready for `predict_maps` on `device`
-    (sal_withreg.prepare_inference): eval mode, BatchNorm optionally folded, weights at
-    `precision` (default: bf16 on CUDA, fp32 on the CPU), channels_last_3d on CUDA and for
-    bf16, optionally `torch.compile`d."""
-    return prepare_inference(saliency_model_from_payload(payload), device, precision, fold_bn,
-                             compiled)
-
-
-def load_saliency_model(checkpoint: str | Path, device: torch.device | str,
+def load_saliency_model(checkpoint: str | Path | model_file.ModelFile, device: torch.device | str,
                         fold_bn: bool = FOLD_BN, precision: str | None = None,
                         compiled: bool = False) -> nn.Module:
-    """The network of a train_sal.py checkpoint, ready for `predict_maps`. Raises ValueError
-    (naming the file) for a checkpoint of another kind, FileNotFoundError if it is missing."""
+    """The network of a train_sal.py checkpoint or of an exported model file, ready for
+    `predict_maps`. Raises ValueError (naming the file) for a checkpoint of another kind or
+    a file that is not one, FileNotFoundError if it is missing."""
     return _load(checkpoint, device, fold_bn, precision, compiled)[0]
 
 
-def _load(checkpoint: str | Path, device: torch.device | str, fold_bn: bool,
-          precision: str | None = None, compiled: bool = False) -> tuple[nn.Module, dict]:
+def _load(checkpoint: str | Path | model_file.ModelFile, device: torch.device | str,
+          fold_bn: bool, precision: str | None = None, compiled: bool = False
+          ) -> tuple[nn.Module, dict]:
     """(inference model, the training settings stored with it)."""
-    payload = load_checkpoint(checkpoint, "cpu")
-    try:
-        return inference_model(payload, device, fold_bn, precision, compiled), payload["settings"]
-    except ValueError as err:
-        raise ValueError(f"{checkpoint}: {err}") from err
+    network, settings = model_file.load_saliency(checkpoint)
+    return prepare_inference(network, device, precision, fold_bn, compiled), settings
 
 
 # ----------------------------------------------------------------------------- images
@@ -366,6 +356,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=CHECKPOINT, help="a train_sal.py checkpoint")
+    parser.add_argument("--model", metavar="FILE",
+                        help="an exported model file (evaluate_vqa.py --export) in place of "
+                             "--checkpoint: its saliency network")
     parser.add_argument("--frames", help="extract_frame.py's output folder (frames mode)")
     parser.add_argument("--video", nargs="+", metavar="INPUT",
                         help="video files or folders to render (video mode, with --all-frames)")
@@ -403,12 +396,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     device = shard_device(pick_device(args.device))
     try:
-        model, settings = _load(args.checkpoint, device, args.fold_bn, args.precision,
-                                args.compile)
+        source = model_file.ModelFile(args.model) if args.model else args.checkpoint
+        model, settings = _load(source, device, args.fold_bn, args.precision, args.compile)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    size = args.size or settings["size"]
+    size = args.size or settings.get("size")
+    if not size:
+        print(f"error: {args.model or args.checkpoint}: no training frame size stored with the "
+              "network; give --size H W", file=sys.stderr)
+        return 2
     try:
         if args.frames and not Path(args.frames).is_dir():  # before --out is made
             raise FileNotFoundError(f"{args.frames}: no such folder (give extract_frame.py's --out)")

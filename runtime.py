@@ -9,12 +9,16 @@ import argparse
 import contextlib
 import csv
 import io
+import math
 import os
+import pickle
 import random
+import re
 import shutil
 import signal
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, NoReturn
@@ -56,8 +60,11 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    """Every random generator's state, for exact resume."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+    """Every random generator's state, for exact resume, in plain values and tensors only
+    (what `torch.load(weights_only=True)` reads back): NumPy's key array becomes a list."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(),
+             "numpy": (name, keys.tolist(), int(position), int(has_gauss), float(cached)),
              "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -66,7 +73,8 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -171,21 +179,51 @@ def save_epoch_checkpoints(best: str | os.PathLike, last: str | os.PathLike,
 def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu",
                     kind: str | None = None) -> dict[str, Any]:
     """Load a checkpoint written by `save_checkpoint`, with a clear error (naming the file) if
-    it is not one, or, when `kind` is given ("saliency", "quality"), not one of that kind."""
+    it is not one, or, when `kind` is given ("saliency", "quality"), not one of that kind.
+
+    Only tensors and plain values are unpickled (`weights_only=True`): a file that holds any
+    other object is refused before that object is built, so a crafted file runs no code.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
-    try:
-        payload = torch.load(path, map_location=device, weights_only=False)
-    except Exception as err:  # torch raises many kinds for a damaged file
-        raise ValueError(f"{path}: not a readable checkpoint ({err})") from err
-    if not isinstance(payload, dict) or "model_state" not in payload:
+    payload = _load_plain(path, device)
+    if not isinstance(payload, dict) or not isinstance(payload.get("model_state"), dict):
         raise ValueError(f"{path}: not a DAGR-VQA checkpoint (no model_state)")
+    if not all(isinstance(v, torch.Tensor) for v in payload["model_state"].values()):
+        raise ValueError(f"{path}: not a DAGR-VQA checkpoint (its model_state holds non-tensors)")
     if kind is not None and payload.get("kind") != kind:
         raise ValueError(f"{path}: this is a {payload.get('kind')!r} checkpoint, not a {kind} "
                          "checkpoint")
     payload["model_state"] = plain_state_dict(payload["model_state"])
     return payload
+
+
+def _load_plain(path: Path, device: torch.device | str) -> Any:
+    """torch.load with weights_only=True; every failure becomes one ValueError line."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. torch's note on a foreign pickle protocol
+            return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if found is None:  # an instruction the safe unpickler does not take: not torch.save's
+            raise ValueError(f"{path}: not a readable checkpoint (not written by torch.save, "
+                             "or damaged)") from err
+        raise ValueError(f"{path}: refused: it holds objects other than tensors and plain "
+                         f"values ({found.group(1)}), which could run code when loaded; a "
+                         "DAGR-VQA checkpoint holds none") from err
+    except Exception as err:  # torch raises many kinds for a damaged file
+        raise ValueError(f"{path}: not a readable checkpoint ({_first_line(err)})") from err
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of an exception's message (torch's run over many lines)."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+RESUME_KEYS = ("optimizer_state", "rng_state", "epoch")
 
 
 def resume_checkpoint(path: str | os.PathLike, kind: str) -> dict[str, Any] | None:
@@ -194,7 +232,12 @@ def resume_checkpoint(path: str | os.PathLike, kind: str) -> dict[str, Any] | No
     if not Path(path).is_file():
         print(f"note: {path} does not exist yet; starting from the first epoch", file=sys.stderr)
         return None
-    return load_checkpoint(path, "cpu", kind)
+    payload = load_checkpoint(path, "cpu", kind)
+    missing = [k for k in RESUME_KEYS if k not in payload]
+    if missing:
+        raise ValueError(f"{path}: cannot resume from it: no {', '.join(missing)} (not a "
+                         "training checkpoint)")
+    return payload
 
 
 def writable_folder(path: str | os.PathLike) -> Path:
@@ -283,7 +326,7 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int,
         if step < warmup_steps:
             return (step + 1) / max(warmup_steps, 1)
         progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
-        return 0.5 * (1.0 + np.cos(np.pi * min(progress, 1.0)))
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
@@ -326,23 +369,45 @@ def training_payload(model: torch.nn.Module, model_kwargs: dict[str, Any],
                      metrics: dict[str, float], settings: dict[str, Any],
                      **extra: Any) -> dict[str, Any]:
     """Everything a checkpoint holds (SPEC section 10): enough to rebuild the model with no
-    other file, and to resume training exactly. `epoch` is the number of finished epochs."""
-    return {"model_kwargs": model_kwargs, "model_state": unwrap(model).state_dict(),
-            "optimizer_state": optimizer.state_dict(),
-            "scheduler_state": scheduler.state_dict() if scheduler is not None else None,
-            "rng_state": rng_state(), "epoch": epoch, "metrics": metrics,
-            "settings": settings, **extra}
+    other file, and to resume training exactly. `epoch` is the number of finished epochs.
+    Tensors and plain values only (`plain_values`), so that it loads with weights_only; the
+    model's state dict is kept as it is (its version metadata guides `load_state_dict`)."""
+    return {"model_state": unwrap(model).state_dict(), **plain_values({
+        "model_kwargs": model_kwargs, "optimizer_state": optimizer.state_dict(),
+        "scheduler_state": scheduler.state_dict() if scheduler is not None else None,
+        "rng_state": rng_state(), "epoch": epoch, "metrics": metrics, "settings": settings,
+        **extra})}
+
+
+def plain_values(value: Any) -> Any:
+    """`value` with paths as strings and NumPy scalars and arrays as Python numbers and lists,
+    through dicts, lists and tuples: what `torch.load(weights_only=True)` reads back."""
+    if isinstance(value, dict):
+        return {key: plain_values(item) for key, item in value.items()}
+    if type(value) in (list, tuple):  # named tuples are left alone
+        return type(value)(plain_values(item) for item in value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    return value
 
 
 def restore_training(payload: dict[str, Any], model: torch.nn.Module,
-                     optimizer: torch.optim.Optimizer, scheduler: Any) -> int:
-    """Load a `training_payload` into a live run; returns the epoch to continue from."""
-    unwrap(model).load_state_dict(payload["model_state"])
-    optimizer.load_state_dict(payload["optimizer_state"])
-    if scheduler is not None and payload.get("scheduler_state") is not None:
-        scheduler.load_state_dict(payload["scheduler_state"])
-    set_rng_state(payload["rng_state"])
-    return int(payload["epoch"])
+                     optimizer: torch.optim.Optimizer, scheduler: Any,
+                     path: str | os.PathLike = "checkpoint") -> int:
+    """Load a `training_payload` (read from `path`) into a live run; returns the epoch to
+    continue from. ValueError naming `path` when it does not fit the run."""
+    try:
+        unwrap(model).load_state_dict(payload["model_state"])
+        optimizer.load_state_dict(payload["optimizer_state"])
+        if scheduler is not None and payload.get("scheduler_state") is not None:
+            scheduler.load_state_dict(payload["scheduler_state"])
+        set_rng_state(payload["rng_state"])
+        return int(payload["epoch"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{path}: cannot resume this run from it, it was written with other "
+                         f"options ({_first_line(err)})") from err
 
 
 class ShardSampler(torch.utils.data.Sampler):
@@ -416,12 +481,12 @@ def sync_optimizer(optimizer: torch.optim.Optimizer, scheduler: Any, dist: Distr
     message: list[Any] = [None]
     if dist.is_main:
         buffer = io.BytesIO()
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-                   buffer)
+        torch.save(plain_values({"optimizer": optimizer.state_dict(),
+                                 "scheduler": scheduler.state_dict()}), buffer)
         message = [buffer.getvalue()]
     tdist.broadcast_object_list(message, src=0)
     if not dist.is_main:
-        state = torch.load(io.BytesIO(message[0]), map_location="cpu", weights_only=False)
+        state = torch.load(io.BytesIO(message[0]), map_location="cpu", weights_only=True)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
 

@@ -66,7 +66,8 @@ from runtime import (CsvLog, Distributed, add_device_argument, atomic_path, auto
                      sync_optimizer, training_payload, unwrap, warmup_cosine, wrap_for_training,
                      writable_folder)
 from runtime import available_cores, run_script
-from VQA import BACKBONES, VARIANTS, QualityNet, build_quality_model, quality_model_from_payload
+from model_file import checkpoint_network
+from VQA import BACKBONES, VARIANTS, QualityNet, build_quality_model
 
 # ----------------------------------------------------------------------------- config
 DATASET = "lsvq"          # lsvq | konvid | livevqc | youtube-ugc | csv | labels-txt
@@ -182,7 +183,7 @@ def clip_loader(table: pd.DataFrame, frames: str | Path, saliency: str | Path | 
 def build_model(config: argparse.Namespace) -> QualityNet:
     """From --init (a quality checkpoint: its architecture and weights) or from the options."""
     if config.init:
-        return quality_model_from_payload(load_checkpoint(config.init, kind="quality"))
+        return checkpoint_network(config.init, "quality")[0]
     return build_quality_model(backbone=config.backbone, variant=config.variant,
                                saliency_alpha=config.saliency_alpha, weights=config.weights)
 
@@ -361,7 +362,7 @@ def train(config: argparse.Namespace, splits: dict[str, pd.DataFrame] | None = N
     start, best_score, best_epoch = 0, None, None
     payload = resume_checkpoint(out / "last.pt", "quality") if config.resume else None
     if payload is not None:
-        start = restore_training(payload, model, optimizer, scheduler)
+        start = restore_training(payload, model, optimizer, scheduler, out / "last.pt")
         best_score, best_epoch = payload["best_score"], payload["best_epoch"]
     if dist.is_main:
         log.resume_at(start)  # rows are numbered from 0: keeps those of the finished epochs

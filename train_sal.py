@@ -48,12 +48,13 @@ from dataloader import PROBLEMS, SaliencyClipDataset, SaliencyVideo, read_salien
 from metrics import saliency_metrics
 from runtime import (CsvLog, Distributed, ShardSampler, add_device_argument, autocast,
                      batches_per_epoch, close_distributed, gather_objects, init_distributed,
-                     join_context, load_checkpoint, pick_device, restore_training,
+                     join_context, pick_device, restore_training,
                      resume_checkpoint, save_epoch_checkpoints, seed_everything, sync_optimizer,
                      training_payload, unwrap, warmup_cosine, wrap_for_training,
                      writable_folder)
 from runtime import available_cores, run_script
-from sal_withreg import REGISTER_MODES, build_saliency_model, saliency_model_from_payload
+from model_file import checkpoint_network
+from sal_withreg import REGISTER_MODES, build_saliency_model
 
 # ----------------------------------------------------------------------------- config
 DATASET = "dhf1k"         # dhf1k or diem
@@ -212,9 +213,11 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str | Path, split: str 
     on (frame size, clip length and clips per video from the checkpoint's settings).
     Returns {cc, nss, sim, kld, auc_j, s_auc}."""
     device = pick_device(device)
-    payload = load_checkpoint(checkpoint, "cpu", KIND)
-    model = saliency_model_from_payload(payload).to(device)
-    settings = payload["settings"]
+    model, payload = checkpoint_network(checkpoint, KIND)
+    model = model.to(device)
+    settings = payload.get("settings") or {}
+    if not {"clip_len", "size", "val_clips", "batch_size"} <= settings.keys():
+        raise ValueError(f"{checkpoint}: not a train_sal.py checkpoint (no training settings)")
     data = evaluation_clips(split_videos(dataset, root, split), settings["clip_len"],
                             settings["size"], settings["val_clips"])
     return validate(model, data, device, batch_size=batch_size or settings["batch_size"],
@@ -317,7 +320,7 @@ def _train(config: Any, dist: Distributed, device: torch.device) -> Path:
     start, best_cc = 0, None
     payload = resume_checkpoint(out / LAST, KIND) if config.resume else None
     if payload is not None:
-        start = restore_training(payload, model, optimizer, scheduler)
+        start = restore_training(payload, model, optimizer, scheduler, out / LAST)
         best_cc = payload["best_cc"]
     main_process = dist.is_main
     log = CsvLog(out / LOG, LOG_FIELDS)
