@@ -27,8 +27,9 @@ train_lsvq.py:
 Scoring (the fast inference path): only the K sampled frames are decoded to pictures (the
 others are grabbed and skipped), saliency is computed for those K only, in memory, in batches of
 videos, while worker processes decode the next videos; BatchNorm is folded into the saliency
-network's convolutions; bf16 and channels_last on CUDA (`--precision bf16` on the CPU too: ~10x
-faster where the CPU has AMX); `--compile` adds torch.compile. benchmark.py measures it:
+network's convolutions; bf16 and channels_last on CUDA (`--precision bf16` on the CPU too: it pays only
+where the CPU has bf16 instructions, 1.6x measured, see the README); `--compile` adds
+torch.compile. benchmark.py measures it:
 
     python evaluate_vqa.py --checkpoint best.pt --saliency-checkpoint sal.pt \\
         --videos clips/ more.mp4 --out scores.csv
@@ -58,11 +59,11 @@ from tqdm import tqdm
 import train_lsvq
 from dataloader import DATASETS, PROBLEMS, MosScale, read_labels
 from extract_frame import VideoError, find_videos, sample_video
-from runtime import (add_device_argument, atomic_path, load_checkpoint, pick_device,
+from runtime import (add_device_argument, add_precision_arguments, atomic_path, compile_model,
+                     load_checkpoint, pick_device, precision_autocast, resolve_precision,
                      writable_folder, write_failures)
-from sal_withreg import (PRECISIONS, default_precision, precision_autocast, predict_maps,
-                         prepare_inference, saliency_model_from_payload, to_precision,
-                         weights_precision)
+from sal_withreg import (predict_maps, prepare_inference, saliency_model_from_payload,
+                         to_precision, weights_precision)
 from VQA import QualityNet, quality_model_from_payload
 
 # ----------------------------------------------------------------------------- config
@@ -251,9 +252,8 @@ def inference_quality(model: QualityNet, device: torch.device, precision: str | 
     model = model.to(device).eval()
     model.trunk = fuse_conv_batchnorm(model.trunk)
     model.to_channels_last()
-    to_precision(model, precision or default_precision(device))
-    if compiled:
-        model.trunk = torch.compile(model.trunk)
+    to_precision(model, resolve_precision(precision, device))
+    model.trunk = compile_model(model.trunk, compiled)
     return model
 
 
@@ -321,8 +321,9 @@ def score_videos(checkpoint: str | Path, videos: Sequence[str | Path], out: str 
             raise ValueError(f"the quality model weights frames by saliency (alpha "
                              f"{model.saliency_alpha}): give --saliency-checkpoint")
         payload = load_checkpoint(saliency_checkpoint, kind="saliency")
-        saliency_model = prepare_inference(saliency_model_from_payload(payload), device,
-                                           precision, compiled=compiled)
+        saliency_model = compile_model(prepare_inference(
+            saliency_model_from_payload(payload), device, resolve_precision(precision, device)),
+            compiled)
     paths = [path for _, path in find_videos(videos)]
     items = score_items(model, saliency_model, decoded_videos(paths, size, workers), batch_size,
                         device)
@@ -370,11 +371,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--videos", nargs="+", metavar="INPUT", help="scoring: video files or folders")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     parser.add_argument("--workers", type=int, default=WORKERS, help="data-loading processes")
-    parser.add_argument("--precision", choices=PRECISIONS,
-                        help="scoring: bf16 or fp32 (default: bf16 on CUDA, fp32 on the CPU; bf16 "
-                             "is ~10x faster on CPUs with AMX)")
-    parser.add_argument("--compile", action="store_true",
-                        help="scoring: torch.compile the networks (pays on GPUs for many videos)")
+    add_precision_arguments(parser, "the networks for scoring")
     add_device_argument(parser)
     args = parser.parse_args(argv[:cut])
     args.train_options = argv[cut + 1:]

@@ -40,8 +40,9 @@ from tqdm import tqdm
 
 from dataloader import StoredFramesDataset, frame_files, stored_videos, to_clip_tensor
 from extract_frame import VideoError, find_videos
-from runtime import add_device_argument, atomic_path, load_checkpoint, pick_device, writable_folder
-from sal_withreg import PRECISIONS, predict_maps, prepare_inference, saliency_model_from_payload
+from runtime import (add_device_argument, add_precision_arguments, atomic_path, compile_model,
+                     load_checkpoint, pick_device, resolve_precision, writable_folder)
+from sal_withreg import predict_maps, prepare_inference, saliency_model_from_payload
 
 # ----------------------------------------------------------------------------- config
 CHECKPOINT = "runs/saliency/best.pt"
@@ -65,8 +66,9 @@ def inference_model(payload: dict, device: torch.device | str, fold_bn: bool = F
     (sal_withreg.prepare_inference): eval mode, BatchNorm optionally folded, weights at
     `precision` (default: bf16 on CUDA, fp32 on the CPU), channels_last_3d on CUDA and for
     bf16, optionally `torch.compile`d."""
-    return prepare_inference(saliency_model_from_payload(payload), device, precision, fold_bn,
-                             compiled)
+    model = prepare_inference(saliency_model_from_payload(payload), device,
+                              resolve_precision(precision, device), fold_bn)
+    return compile_model(model, compiled)
 
 
 def load_saliency_model(checkpoint: str | Path, device: torch.device | str,
@@ -348,10 +350,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--window", type=int, default=WINDOW, help="frames per clip in video mode")
     parser.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=FOLD_BN,
                         help="fold BatchNorm into the convolutions")
-    parser.add_argument("--precision", choices=PRECISIONS,
-                        help="bf16 or fp32 (default: bf16 on CUDA, fp32 on the CPU; bf16 is ~10x "
-                             "faster on CPUs with AMX)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the network")
+    add_precision_arguments(parser, "the network")
     add_device_argument(parser)
     args = parser.parse_args(argv)
     if bool(args.frames) == bool(args.video):
