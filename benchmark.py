@@ -309,7 +309,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     for compiled in ((False, True) if args.compile else (False,))}
         report["model_only"] = model_rows(args, device, plain, flops, variants)
         if args.train:
-            report["training"] = training_rows(args, device, list(variants))
+            report["training"] = training_rows(args, device, list(variants), NUM_FRAMES)
         report.update(video_measurements(args, device, plain, variants, videos))
     if args.train:
         report["time_to_reproduce"] = reproduce_columns(report)

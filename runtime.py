@@ -126,6 +126,18 @@ def precision_autocast(device: torch.device | str, precision: str
                           enabled=precision == "bf16")
 
 
+def bf16_backward_guard(device: torch.device | str, precision: str
+                        ) -> contextlib.AbstractContextManager:
+    """Wrap a backward pass of a network with Conv3d: on the CPU in bf16, oneDNN is switched
+    off so that PyTorch's own kernels compute it. oneDNN's bf16 Conv3d weight gradient is
+    sometimes NaN for inputs of depth 2 (torch 2.14.1 on an AVX512-BF16 CPU: about one call in
+    three; seen in tests/test_precision.py), and the UNet3D's deeper levels always have such
+    inputs. Nothing changes elsewhere."""
+    if torch.device(device).type == "cpu" and precision == "bf16":
+        return torch.backends.mkldnn.flags(enabled=False)
+    return contextlib.nullcontext()
+
+
 def compile_model(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
     """`torch.compile(model)` when `enabled`, else `model`; `unwrap` and `plain_state_dict`
     see through it, so checkpoints load into a plain model. The backend is inductor unless the

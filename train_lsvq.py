@@ -53,11 +53,12 @@ from tqdm import tqdm
 from dataloader import PROBLEMS, MosScale, VQAClipDataset, read_labels
 from metrics import logistic_map, vqa_metrics
 from runtime import (CsvLog, Distributed, add_device_argument, add_precision_arguments,
-                     atomic_path, batches_per_epoch, close_distributed, compile_model, gather_objects,
-                     init_distributed, join_context, load_checkpoint, pick_device,
-                     precision_autocast, resolve_precision, restore_training, resume_checkpoint,
-                     save_epoch_checkpoints, seed_everything, ShardSampler, sync_optimizer,
-                     training_payload, unwrap, warmup_cosine, wrap_for_training, writable_folder)
+                     atomic_path, batches_per_epoch, close_distributed, compile_model,
+                     gather_objects, init_distributed, join_context, load_checkpoint,
+                     pick_device, precision_autocast, resolve_precision, restore_training,
+                     resume_checkpoint, save_epoch_checkpoints, seed_everything, ShardSampler,
+                     sync_optimizer, training_payload, unwrap, warmup_cosine, wrap_for_training,
+                     writable_folder)
 from VQA import BACKBONES, VARIANTS, QualityNet, build_quality_model, quality_model_from_payload
 
 # ----------------------------------------------------------------------------- config

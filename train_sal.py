@@ -45,12 +45,12 @@ from tqdm import tqdm
 from dataloader import PROBLEMS, SaliencyClipDataset, SaliencyVideo, read_saliency_set
 from metrics import saliency_metrics
 from runtime import (CsvLog, Distributed, ShardSampler, add_device_argument,
-                     add_precision_arguments, batches_per_epoch, close_distributed, compile_model,
-                     gather_objects, init_distributed, join_context, load_checkpoint,
-                     pick_device, precision_autocast, resolve_precision, restore_training,
-                     resume_checkpoint, save_epoch_checkpoints, seed_everything, sync_optimizer,
-                     training_payload, unwrap, warmup_cosine, wrap_for_training,
-                     writable_folder)
+                     add_precision_arguments, batches_per_epoch, bf16_backward_guard,
+                     close_distributed, compile_model, gather_objects, init_distributed,
+                     join_context, load_checkpoint, pick_device, precision_autocast,
+                     resolve_precision, restore_training, resume_checkpoint,
+                     save_epoch_checkpoints, seed_everything, sync_optimizer, training_payload,
+                     unwrap, warmup_cosine, wrap_for_training, writable_folder)
 from sal_withreg import REGISTER_MODES, build_saliency_model, saliency_model_from_payload
 
 # ----------------------------------------------------------------------------- config
@@ -273,7 +273,8 @@ def train_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch.opt
             # in fp32 whatever the forward's precision (saliency_loss casts the logits)
             loss = saliency_loss(logits, batch["maps"].to(device), batch["fixations"].to(device),
                                  config.l_kl, config.l_cc, config.l_nss)
-            (loss / group).backward()
+            with bf16_backward_guard(device, config.precision):
+                (loss / group).backward()
             if (i + 1) % config.grad_accum == 0 or i + 1 == batches:
                 if config.clip_grad > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)

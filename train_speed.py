@@ -20,7 +20,7 @@ import torch
 
 import train_lsvq
 import train_sal
-from runtime import compile_model, precision_autocast
+from runtime import bf16_backward_guard, compile_model, precision_autocast
 from sal_withreg import build_saliency_model
 from VQA import QualityNet
 
@@ -63,7 +63,8 @@ def _step(model: torch.nn.Module, loss_of: Callable[[], torch.Tensor], device: t
         with precision_autocast(device, precision):
             loss = loss_of()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        with bf16_backward_guard(device, precision):
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         optimizer.step()
         return loss.detach()
@@ -164,12 +165,13 @@ def peak_memory_mib(device: torch.device) -> float:
 # ----------------------------------------------------------------------------- benchmark.py --train
 
 def training_rows(args: argparse.Namespace, device: torch.device,
-                  variants: list[tuple[str, bool]]) -> list[dict]:
-    """Training throughput of each network per (precision, compiled) (train_speed.py)."""
+                  variants: list[tuple[str, bool]], frames: int) -> list[dict]:
+    """Training throughput of each network on clips of `frames` frames per (precision,
+    compiled), with benchmark.py's options `args`."""
     rows = []
     for precision, compiled in variants:
         steps = training_steps(args.saliency_width, args.registers, args.backbone,
-                                           args.batch_size, NUM_FRAMES, tuple(args.size), device,
+                                           args.batch_size, frames, tuple(args.size), device,
                                            precision, compiled)
         for part, step in steps.items():
             reset_peak_memory(device)
