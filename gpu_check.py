@@ -279,11 +279,20 @@ def paths(check: Check) -> list[tuple[str, Callable[[], str], tuple[str, ...]]]:
 def run_check(device: torch.device, work: Path) -> dict[str, bool]:
     """Run every path, print one PASS/FAIL line each; returns {path: passed}."""
     check = Check(work, device)
-    if device.type == "cpu":
-        os.environ.setdefault(COMPILE_BACKEND_VARIABLE, CPU_COMPILE_BACKEND)
+    backend = os.environ.get(COMPILE_BACKEND_VARIABLE)
+    if device.type == "cpu" and backend is None:
+        os.environ[COMPILE_BACKEND_VARIABLE] = CPU_COMPILE_BACKEND
+    try:
+        return _run_paths(check)
+    finally:
+        if backend is None:
+            os.environ.pop(COMPILE_BACKEND_VARIABLE, None)
+
+
+def _run_paths(check: Check) -> dict[str, bool]:
     began = time.perf_counter()
     prepare_data(check)
-    print(f"check on {device}: data generated in {time.perf_counter() - began:.0f} s",
+    print(f"check on {check.device}: data generated in {time.perf_counter() - began:.0f} s",
           flush=True)
     results: dict[str, bool] = {}
     for name, run, needs in paths(check):

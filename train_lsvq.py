@@ -313,10 +313,11 @@ def train_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch.opt
     """One pass over this rank's shard; returns the mean loss per clip over all ranks."""
     model.train()
     total, count = 0.0, 0
+    precision = resolve_precision(config.precision, device)
     with join_context(model):
         for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress):
             target = batch["target"].to(device, non_blocking=True)
-            with precision_autocast(device, config.precision):
+            with precision_autocast(device, precision):
                 pred = model(batch["frames"].to(device, non_blocking=True),
                              batch["saliency"].to(device, non_blocking=True))
             # the loss in fp32 whatever the forward's precision

@@ -264,16 +264,17 @@ def train_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch.opt
     number however the clips are split into batches and processes)."""
     model.train()
     total, count, batches = 0.0, 0, len(loader)
+    precision = resolve_precision(config.precision, device)
     with join_context(model):
         for i, batch in enumerate(tqdm(loader, desc="train", unit="batch", leave=False,
                                        disable=not progress)):
             group = min(config.grad_accum, batches - i // config.grad_accum * config.grad_accum)
-            with precision_autocast(device, config.precision):
+            with precision_autocast(device, precision):
                 logits = model(batch["frames"].to(device))
             # in fp32 whatever the forward's precision (saliency_loss casts the logits)
             loss = saliency_loss(logits, batch["maps"].to(device), batch["fixations"].to(device),
                                  config.l_kl, config.l_cc, config.l_nss)
-            with bf16_backward_guard(device, config.precision):
+            with bf16_backward_guard(device, precision):
                 (loss / group).backward()
             if (i + 1) % config.grad_accum == 0 or i + 1 == batches:
                 if config.clip_grad > 0:
