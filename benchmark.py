@@ -13,7 +13,13 @@
   for every frame in 8-frame windows (one window per forward pass), fp32, the network as
   trained (BatchNorm not folded), then the quality network on the 8 sampled frames.
 
-It prints a table in the form of the paper's "System Performance" table and writes JSON.
+- with --train: training throughput of each network and the table "time to reproduce the
+  paper on this machine" (train_speed.py; on a CPU only a dry run of that table).
+
+It prints a table in the form of the paper's "System Performance" table and writes JSON. Each
+measurement stops after --seconds or --repeats timed calls and prints a progress line on
+stderr; only the precisions the device runs natively are measured unless --precisions asks.
+`--check` runs gpu_check.py instead: every GPU path once, PASS or FAIL each.
 
     python benchmark.py --device cpu --saliency-width 16 --videos ../shared/data/h264_1080p_8s.mp4
     python benchmark.py --device cuda --compile --videos ../shared/data/h264_1080p_8s.mp4 \\
@@ -460,9 +466,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int,
                         help=f"clips per forward pass (default {BATCH_SIZE})")
     parser.add_argument("--warmup", type=int, help=f"untimed calls (default {WARMUP})")
-    parser.add_argument("--repeats", type=int, help=f"at most this many timed calls (default {REPEATS})")
+    parser.add_argument("--repeats", type=int,
+                        help=f"at most this many timed calls (default {REPEATS})")
     parser.add_argument("--seconds", type=float,
-                        help=f"timed calls per measurement stop after this long (default {SECONDS})")
+                        help=f"timed calls stop after this long (default {SECONDS})")
     parser.add_argument("--workers", type=int, default=WORKERS,
                         help=f"decoding processes (default {WORKERS}: one per CPU)")
     parser.add_argument("--video-repeats", type=int,

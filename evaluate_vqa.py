@@ -27,9 +27,9 @@ train_lsvq.py:
 Scoring (the fast inference path): only the K sampled frames are decoded to pictures (the
 others are grabbed and skipped), saliency is computed for those K only, in memory, in batches of
 videos, while worker processes decode the next videos; BatchNorm is folded into the saliency
-network's convolutions; bf16 and channels_last on CUDA (`--precision bf16` on the CPU too: it pays only
-where the CPU has bf16 instructions, 1.6x measured, see the README); `--compile` adds
-torch.compile. benchmark.py measures it:
+network's convolutions; bf16 and channels_last on CUDA (`--precision bf16` on the CPU too:
+it pays only where the CPU has bf16 instructions, 1.6x measured, see the README); `--compile`
+adds torch.compile. benchmark.py measures it:
 
     python evaluate_vqa.py --checkpoint best.pt --saliency-checkpoint sal.pt \\
         --videos clips/ more.mp4 --out scores.csv

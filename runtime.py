@@ -14,6 +14,7 @@ import random
 import shutil
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -40,7 +41,7 @@ def pick_device(name: str | None = None) -> torch.device:
     return device
 
 
-# ----------------------------------------------------------------------------- precision and compile
+# ----------------------------------------------------------------------------- precision, compile
 # The one policy every script follows (README "Precision, compile and the GPU check"): bf16
 # autocast by default on CUDA, fp32 on the CPU; bf16 on the CPU too when asked, which runs
 # natively only where the CPU has bf16 instructions (AVX512-BF16 or AMX) and is emulated, and
@@ -134,8 +135,17 @@ def bf16_backward_guard(device: torch.device | str, precision: str
     three; seen in tests/test_precision.py), and the UNet3D's deeper levels always have such
     inputs. Nothing changes elsewhere."""
     if torch.device(device).type == "cpu" and precision == "bf16":
-        return torch.backends.mkldnn.flags(enabled=False)
+        return _without_onednn()
     return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _without_onednn() -> Iterator[None]:
+    with warnings.catch_warnings():
+        # switching the flags re-sets oneDNN's TF32 option, which warns on every CPU build
+        warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
+        with torch.backends.mkldnn.flags(enabled=False):
+            yield
 
 
 def compile_model(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:

@@ -116,7 +116,8 @@ def reproduce_rows(train_rate: dict[str, float], inference_rate: dict[str, float
          f"{q_val_videos:,} x {q_epochs} + tests {LSVQ_TEST + LSVQ_TEST_1080P:,}",
          q_train / train_rate["quality"] + q_eval / inference_rate["quality"]),
     ]
-    rows = [{"stage": stage, "work": size, "hours": seconds / 3600} for stage, size, seconds in work]
+    rows = [{"stage": stage, "work": size, "hours": seconds / 3600}
+            for stage, size, seconds in work]
     rows.append({"stage": "Total", "work": "-", "hours": sum(r["hours"] for r in rows)})
     return rows
 
