@@ -13,7 +13,13 @@
   for every frame in 8-frame windows (one window per forward pass), fp32, the network as
   trained (BatchNorm not folded), then the quality network on the 8 sampled frames.
 
-It prints a table in the form of the paper's "System Performance" table and writes JSON.
+- with --train: training throughput of each network and the table "time to reproduce the
+  paper on this machine" (train_speed.py; on a CPU only a dry run of that table).
+
+It prints a table in the form of the paper's "System Performance" table and writes JSON. Each
+measurement stops after --seconds or --repeats timed calls and prints a progress line on
+stderr; only the precisions the device runs natively are measured unless --precisions asks.
+`--check` runs gpu_check.py instead: every GPU path once, PASS or FAIL each.
 
     python benchmark.py --device cpu --saliency-width 16 --videos ../shared/data/h264_1080p_8s.mp4
     python benchmark.py --device cuda --compile --videos ../shared/data/h264_1080p_8s.mp4 \\
@@ -31,12 +37,11 @@ import json
 import math
 import os
 import platform
-import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -46,10 +51,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from evaluate_vqa import decoded_videos, inference_quality, score_clips, score_items
 from extract_frame import find_videos
 from inference_sal import frame_windows
-from runtime import add_device_argument, atomic_path, pick_device, seed_everything
-from runtime import run_script
-from sal_withreg import (PRECISIONS, build_saliency_model, precision_autocast, predict_maps,
-                         prepare_inference, weights_precision)
+from train_speed import (peak_memory_mib, progress, reproduce_columns, reproduce_table,
+                         reset_peak_memory, seconds_per_call, synchronize, training_rows)
+from runtime import (PRECISIONS, add_device_argument, atomic_path, compile_model,
+                     native_precisions, pick_device, precision_autocast, resolve_precision,
+                     run_script, seed_everything)
+from sal_withreg import build_saliency_model, predict_maps, prepare_inference, weights_precision
 from video_io import VideoReader, sample_indices, sample_video
 from VQA import BACKBONES, QualityNet
 
@@ -62,7 +69,8 @@ NUM_FRAMES = 8              # frames per clip
 WINDOW = 8                  # original shape: frames per saliency window
 BATCH_SIZE = {"cuda": 8, "cpu": 2}   # clips per forward pass, per device type
 WARMUP = {"cuda": 5, "cpu": 1}       # untimed calls before each measurement
-REPEATS = {"cuda": 20, "cpu": 2}     # timed calls per measurement
+REPEATS = {"cuda": 50, "cpu": 20}    # at most this many timed calls per measurement
+SECONDS = {"cuda": 3.0, "cpu": 8.0}  # and timed calls stop once this much time has passed
 WORKERS = os.cpu_count() or 1        # decoding processes
 MIN_VIDEOS_PER_WORKER = 4   # end to end: the file list is repeated up to this many per worker
 GENERATED_SIZE = (720, 1280)
@@ -124,7 +132,7 @@ def plain_models(args: argparse.Namespace, device: torch.device) -> Models:
 def fast_models(plain: Models, device: torch.device, precision: str, compiled: bool) -> Models:
     """The fast path's inference copies (as evaluate_vqa.score_videos prepares them)."""
     saliency, quality = plain
-    return (prepare_inference(saliency, device, precision, compiled=compiled),
+    return (compile_model(prepare_inference(saliency, device, precision), compiled),
             inference_quality(copy.deepcopy(quality), device, precision, compiled))
 
 
@@ -152,35 +160,14 @@ def gflop_per_clip(args: argparse.Namespace) -> dict[str, float]:
 
 # ----------------------------------------------------------------------------- measuring
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
-def seconds_per_call(step: Callable[[], Any], device: torch.device, warmup: int,
-                     repeats: int) -> float:
-    """Mean wall time of `step` over `repeats` calls after `warmup` untimed ones."""
-    for _ in range(warmup):
-        step()
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        step()
-    synchronize(device)
-    return (time.perf_counter() - start) / repeats
 
 
-def reset_peak_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
 
 
-def peak_memory_mib(device: torch.device) -> float:
-    """CUDA: peak allocated since the last reset; CPU: the process's peak resident set."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
 
 
 def model_rows(args: argparse.Namespace, device: torch.device, plain: Models,
@@ -203,7 +190,9 @@ def model_rows(args: argparse.Namespace, device: torch.device, plain: Models,
                  "quality": quality_alone}
         for part, step in steps.items():
             reset_peak_memory(device)
-            seconds = seconds_per_call(step, device, args.warmup, args.repeats)
+            seconds = seconds_per_call(step, device, args.warmup, args.repeats, args.seconds)
+            progress(f"model only: {part}, {precision}{' compiled' if compiled else ''}: "
+                     f"{batch / seconds:.3g} clips/s")
             names = ("saliency", "quality") if part == "scoring model" else (part,)
             rows.append({"part": part, "precision": precision, "compiled": compiled,
                          "batch": batch, "params_m": sum(params[n] for n in names),
@@ -212,6 +201,10 @@ def model_rows(args: argparse.Namespace, device: torch.device, plain: Models,
                          "frames_per_s": batch * NUM_FRAMES / seconds,
                          "peak_memory_mib": peak_memory_mib(device)})
     return rows
+
+
+
+
 
 
 def decode_pass(items) -> dict[str, float]:
@@ -296,11 +289,18 @@ def stages(start: float, decoded: float, mapped: float, end: float) -> dict[str,
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Every measurement of the module docstring; returns the JSON report."""
     device = pick_device(args.device)
+    if args.precisions is None:
+        args.precisions, skipped = native_precisions(device)
+    else:
+        args.precisions, skipped = [resolve_precision(p, device) for p in args.precisions], {}
+    for precision, why in skipped.items():
+        print(f"note: {precision} not measured: {why}", file=sys.stderr)
     report: dict[str, Any] = {"device": describe_device(device), "settings": {
         "saliency_width": args.saliency_width, "registers": args.registers,
         "backbone": args.backbone, "size": list(args.size), "frames_per_clip": NUM_FRAMES,
         "batch_size": args.batch_size, "warmup": args.warmup, "repeats": args.repeats,
         "workers": args.workers, "precisions": list(args.precisions), "compile": args.compile,
+        "skipped_precisions": skipped, "seconds_per_measurement": args.seconds,
         "memory": "torch.cuda.max_memory_allocated" if device.type == "cuda"
                   else "process peak resident set size (ru_maxrss), cumulative"}}
     with tempfile.TemporaryDirectory(prefix="benchmark_") as scratch:
@@ -311,7 +311,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     for precision in args.precisions
                     for compiled in ((False, True) if args.compile else (False,))}
         report["model_only"] = model_rows(args, device, plain, flops, variants)
+        if args.train:
+            report["training"] = training_rows(args, device, list(variants), NUM_FRAMES)
         report.update(video_measurements(args, device, plain, variants, videos))
+    if args.train:
+        report["time_to_reproduce"] = reproduce_columns(report)
     report["device"]["load_average_at_end"] = list(os.getloadavg())
     return report
 
@@ -344,6 +348,7 @@ def video_measurements(args: argparse.Namespace, device: torch.device, plain: Mo
     out: dict[str, Any] = {"cold_decode_pass_s": decode_pass(items)["seconds"]}
     out["decode_only"] = {"workers": args.workers, "files": len(videos), "repeats": repeats,
                           **decode_pass(items)}
+    progress(f"decode only: {videos_rate(out['decode_only'])}")
     out["end_to_end"], out["fast_one_video"] = [], []
     for precision in args.precisions:
         models = variants[precision, args.compile]
@@ -355,10 +360,13 @@ def video_measurements(args: argparse.Namespace, device: torch.device, plain: Mo
         out["end_to_end"].append({"precision": precision, "compiled": args.compile,
                                   "batch": args.batch_size, **e2e,
                                   "peak_memory_mib": peak_memory_mib(device)})
+        progress(f"end to end, {precision}: {videos_rate(e2e)}")
         out["fast_one_video"].append({"precision": precision, "compiled": args.compile,
                                       **fast_one_video(videos[0], models, args, device)})
+        progress(f"one video, fast path, {precision}: {stage_seconds(out['fast_one_video'][-1])}")
     out["original_shape"] = {"video": str(videos[0]), "precision": "fp32",
                              **original_one_video(videos[0], plain, args, device)}
+    progress(f"one video, original shape: {stage_seconds(out['original_shape'])}")
     original = out["original_shape"]["total_s"]
     out["speedup"] = [{"precision": e2e["precision"],
                        "end_to_end": original * e2e["videos_per_s"],
@@ -379,6 +387,10 @@ def performance_table(report: dict[str, Any]) -> str:
                      f"{row['gflop_per_clip']:.4g}",
                      f"{row['clips_per_s']:.3g} clips/s = {row['frames_per_s']:.3g} frames/s",
                      f"{row['peak_memory_mib']:.0f}"])
+    for row in report.get("training", []):
+        label = f"Training: {row['part']}" + (" (compiled)" if row["compiled"] else "")
+        rows.append([label, row["precision"], row["batch"], "-", "-",
+                     f"{row['clips_per_s']:.3g} clips/s", f"{row['peak_memory_mib']:.0f}"])
     decode = report["decode_only"]
     rows.append([f"Decode only (ceiling), {decode['workers']} workers", "-", "-", "-", "-",
                  videos_rate(decode), "-"])
@@ -407,7 +419,11 @@ def performance_table(report: dict[str, Any]) -> str:
              f"{device['load_average_at_end'][0]:.1f} at end",
              "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    if "time_to_reproduce" in report:
+        lines += ["", reproduce_table(report)]
     return "\n".join(lines)
+
+
 
 
 def videos_rate(measured: dict[str, float]) -> str:
@@ -433,13 +449,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--registers", type=int, default=REGISTERS)
     parser.add_argument("--backbone", choices=sorted(BACKBONES), default=BACKBONE)
     parser.add_argument("--size", type=int, nargs=2, default=SIZE, metavar=("H", "W"))
-    parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
+    parser.add_argument("--precisions", nargs="+", choices=PRECISIONS,
+                        help="precisions to measure (default: those the device runs natively: "
+                             "both on CUDA; on a CPU bf16 only with AVX512-BF16 or AMX)")
+    parser.add_argument("--train", action="store_true",
+                        help="also measure training throughput and print the time-to-reproduce "
+                             "table")
+    parser.add_argument("--check", action="store_true",
+                        help="instead of measuring, check every GPU path once on generated data "
+                             "(gpu_check.py; tiny on the CPU)")
     parser.add_argument("--compile", action="store_true",
                         help="also measure torch.compile'd models; end to end uses them")
     parser.add_argument("--batch-size", type=int,
                         help=f"clips per forward pass (default {BATCH_SIZE})")
     parser.add_argument("--warmup", type=int, help=f"untimed calls (default {WARMUP})")
-    parser.add_argument("--repeats", type=int, help=f"timed calls (default {REPEATS})")
+    parser.add_argument("--repeats", type=int,
+                        help=f"at most this many timed calls (default {REPEATS})")
+    parser.add_argument("--seconds", type=float,
+                        help=f"timed calls stop after this long (default {SECONDS})")
     parser.add_argument("--workers", type=int, default=WORKERS,
                         help=f"decoding processes (default {WORKERS}: one per CPU)")
     parser.add_argument("--video-repeats", type=int,
@@ -454,11 +481,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.batch_size = args.batch_size or BATCH_SIZE.get(kind, 1)
     args.warmup = WARMUP.get(kind, 1) if args.warmup is None else args.warmup
     args.repeats = args.repeats or REPEATS.get(kind, 2)
+    args.seconds = args.seconds or SECONDS.get(kind, 8.0)
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.check:
+        import gpu_check  # it runs this benchmark too, so it is imported only here
+
+        return gpu_check.main(["--device", args.device])
     try:
         report = run(args)
     except (FileNotFoundError, OSError) as err:

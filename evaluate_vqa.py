@@ -31,8 +31,9 @@ train_lsvq.py:
 Scoring (the fast inference path): only the K sampled frames are decoded to pictures (the
 others are grabbed and skipped), saliency is computed for those K only, in memory, in batches of
 videos, while worker processes decode the next videos; BatchNorm is folded into the saliency
-network's convolutions; bf16 and channels_last on CUDA (`--precision bf16` on the CPU too: ~10x
-faster where the CPU has AMX); `--compile` adds torch.compile. benchmark.py measures it:
+network's convolutions; bf16 and channels_last on CUDA (`--precision bf16` on the CPU too:
+it pays only where the CPU has bf16 instructions, 1.6x measured, see the README); `--compile`
+adds torch.compile. benchmark.py measures it:
 
     python evaluate_vqa.py --checkpoint best.pt --saliency-checkpoint sal.pt \\
         --videos clips/ more.mp4 --out scores.csv
@@ -74,13 +75,13 @@ from dataloader import FRAME_LIST, PROBLEMS, MosScale
 from extract_frame import find_videos
 from labelled_sets import (LABEL_DATASETS, PLAIN_FORMATS, LabelColumns, add_label_arguments,
                            label_columns, read_table)
-from runtime import (Failure, Interrupted, add_device_argument, atomic_path, default_workers,
-                     load_checkpoint, pick_device, run_script, sigint_ignored, writable_folder,
-                     write_failures)
+from runtime import (Failure, Interrupted, add_device_argument, add_precision_arguments,
+                     atomic_path, compile_model, default_workers, load_checkpoint, pick_device,
+                     precision_autocast, resolve_precision, run_script, sigint_ignored,
+                     writable_folder, write_failures)
 from sharding import (CsvOutput, PartialRows, Shard, add_shard_argument, current_shard,
                       exit_status, is_merged, partial_path, shard_device, write_outputs)
-from sal_withreg import (PRECISIONS, default_precision, precision_autocast, predict_maps,
-                         prepare_inference, to_precision, weights_precision)
+from sal_withreg import predict_maps, prepare_inference, to_precision, weights_precision
 from video_io import VideoError, sample_video
 from VQA import QualityNet
 
@@ -324,9 +325,8 @@ def inference_quality(model: QualityNet, device: torch.device, precision: str | 
     model = model.to(device).eval()
     model.trunk = fuse_conv_batchnorm(model.trunk)
     model.to_channels_last()
-    to_precision(model, precision or default_precision(device))
-    if compiled:
-        model.trunk = torch.compile(model.trunk)
+    to_precision(model, resolve_precision(precision, device))
+    model.trunk = compile_model(model.trunk, compiled)
     return model
 
 
@@ -400,8 +400,9 @@ def score_videos(checkpoint: str | Path | model_file.ModelFile, videos: Sequence
         if saliency_checkpoint is None:
             raise ValueError(f"the quality model weights frames by saliency (alpha "
                              f"{model.saliency_alpha}): give --saliency-checkpoint")
-        saliency_model = prepare_inference(model_file.load_saliency(saliency_checkpoint)[0],
-                                           device, precision, compiled=compiled)
+        saliency_model = compile_model(prepare_inference(
+            model_file.load_saliency(saliency_checkpoint)[0], device,
+            resolve_precision(precision, device)), compiled)
     paths = [str(path) for _, path in find_videos(videos)]
     if not paths:
         raise FileNotFoundError(f"{' '.join(map(str, videos))}: no video file found")
@@ -493,11 +494,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=WORKERS,
                         help="data-loading processes (default: the machine's cores, at most one "
                              "per video, none for a single video)")
-    parser.add_argument("--precision", choices=PRECISIONS,
-                        help="scoring: bf16 or fp32 (default: bf16 on CUDA, fp32 on the CPU; bf16 "
-                             "is ~10x faster on CPUs with AMX)")
-    parser.add_argument("--compile", action="store_true",
-                        help="scoring: torch.compile the networks (pays on GPUs for many videos)")
+    add_precision_arguments(parser, "the networks for scoring")
     add_device_argument(parser)
     add_shard_argument(parser)
     args = parser.parse_args(argv[:cut])

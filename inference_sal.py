@@ -43,10 +43,11 @@ from tqdm import tqdm
 import model_file
 from dataloader import StoredFramesDataset, frame_files, stored_videos, to_clip_tensor
 from extract_frame import find_videos
-from runtime import (Interrupted, add_device_argument, atomic_path, default_workers,
-                     pick_device, run_script, sigint_ignored, writable_folder)
+from runtime import (Interrupted, add_device_argument, add_precision_arguments, atomic_path,
+                     compile_model, default_workers, pick_device, resolve_precision, run_script,
+                     sigint_ignored, writable_folder)
 from sharding import Shard, add_shard_argument, current_shard, exit_status, shard_device
-from sal_withreg import PRECISIONS, predict_maps, prepare_inference
+from sal_withreg import predict_maps, prepare_inference
 from video_io import DAMAGED, VideoError, VideoReader
 
 # ----------------------------------------------------------------------------- config
@@ -79,7 +80,8 @@ def _load(checkpoint: str | Path | model_file.ModelFile, device: torch.device | 
           ) -> tuple[nn.Module, dict]:
     """(inference model, the training settings stored with it)."""
     network, settings = model_file.load_saliency(checkpoint)
-    return prepare_inference(network, device, precision, fold_bn, compiled), settings
+    model = prepare_inference(network, device, resolve_precision(precision, device), fold_bn)
+    return compile_model(model, compiled), settings
 
 
 # ----------------------------------------------------------------------------- images
@@ -376,10 +378,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--window", type=int, default=WINDOW, help="frames per clip in video mode")
     parser.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=FOLD_BN,
                         help="fold BatchNorm into the convolutions")
-    parser.add_argument("--precision", choices=PRECISIONS,
-                        help="bf16 or fp32 (default: bf16 on CUDA, fp32 on the CPU; bf16 is ~10x "
-                             "faster on CPUs with AMX)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the network")
+    add_precision_arguments(parser, "the network")
     add_device_argument(parser)
     add_shard_argument(parser)
     args = parser.parse_args(argv)

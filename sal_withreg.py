@@ -219,14 +219,10 @@ def saliency_model_from_payload(payload: dict) -> nn.Module:
     return model.eval()
 
 
-PRECISIONS = ("fp32", "bf16")
+# The option and its default are runtime.py's (runtime.PRECISIONS, resolve_precision);
+# network files import no runtime, so the names are repeated here for the weights alone.
+WEIGHT_PRECISIONS = ("fp32", "bf16")
 NORMALISATIONS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
-
-
-def default_precision(device: torch.device | str) -> str:
-    """bf16 on CUDA, fp32 elsewhere (SPEC section 1). On CPUs with bf16 matrix units (Intel
-    AMX) bf16 is an option worth ~10x (benchmark.py), not the default."""
-    return "bf16" if torch.device(device).type == "cuda" else "fp32"
 
 
 def weights_precision(model: nn.Module) -> str:
@@ -234,22 +230,20 @@ def weights_precision(model: nn.Module) -> str:
     return "bf16" if any(p.dtype == torch.bfloat16 for p in model.parameters()) else "fp32"
 
 
-def precision_autocast(device: torch.device | str, precision: str
-                       ) -> contextlib.AbstractContextManager:
-    """bf16 autocast on `device`'s type for "bf16", nothing for "fp32"."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+def weights_autocast(model: nn.Module, device: torch.device | str
+                     ) -> contextlib.AbstractContextManager:
+    """bf16 autocast on `device`'s type for a model with bf16 weights, nothing otherwise."""
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16,
-                          enabled=precision == "bf16")
+                          enabled=weights_precision(model) == "bf16")
 
 
 def to_precision(model: nn.Module, precision: str) -> nn.Module:
     """`model` (changed in place) with the weights of everything but its normalisation layers
-    in bf16 for "bf16"; it is then run under `precision_autocast`. Casting once pays on the
+    in bf16 for "bf16"; it is then run under `weights_autocast`. Casting once pays on the
     CPU, where autocast re-casts fp32 weights on every call (4x slower, measured); the
     normalisation layers keep fp32 statistics, as under plain autocast."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    if precision not in WEIGHT_PRECISIONS:
+        raise ValueError(f"precision must be one of {WEIGHT_PRECISIONS}, not {precision!r}")
     if precision == "bf16":
         for module in model.modules():
             if not isinstance(module, NORMALISATIONS):
@@ -287,23 +281,20 @@ def _onednn_convs(model: nn.Module) -> nn.Module:
     return model
 
 
-def prepare_inference(model: nn.Module, device: torch.device | str,
-                      precision: str | None = None, fold_bn: bool = True,
-                      compiled: bool = False) -> nn.Module:
+def prepare_inference(model: nn.Module, device: torch.device | str, precision: str,
+                      fold_bn: bool = True) -> nn.Module:
     """An inference copy of a saliency network for `predict_maps` on `device` (the original is
     left untouched): eval mode; BatchNorm folded into the convolutions (`fold_bn`); weights at
-    `precision` (default: `default_precision(device)`, see `to_precision`) in channels_last_3d,
-    the layout the fast kernels want (convolutions follow their weights' layout, so inputs need
-    no change); oneDNN convolutions for fp32 on the CPU (`OneDnnConv3d`; with channels_last_3d
-    1.6x faster again there); `torch.compile`d when `compiled` (the first batches then take a
-    while)."""
+    `precision` ("fp32" or "bf16", see `to_precision`; the default is runtime.py's policy) in
+    channels_last_3d, the layout the fast kernels want (convolutions follow their weights'
+    layout, so inputs need no change); oneDNN convolutions for fp32 on the CPU
+    (`OneDnnConv3d`; with channels_last_3d 1.6x faster again there). To compile it, the
+    scripts wrap it with runtime.compile_model."""
     device = torch.device(device)
-    precision = precision or default_precision(device)
     model = fold_batchnorm(model) if fold_bn else copy.deepcopy(model).eval()
     if device.type == "cpu" and precision == "fp32":
         _onednn_convs(model)
-    model = to_precision(model.to(device), precision).to(memory_format=torch.channels_last_3d)
-    return torch.compile(model) if compiled else model
+    return to_precision(model.to(device), precision).to(memory_format=torch.channels_last_3d)
 
 
 def predict_maps(model: nn.Module, clips: torch.Tensor, device: torch.device | str,
@@ -326,7 +317,7 @@ def predict_maps(model: nn.Module, clips: torch.Tensor, device: torch.device | s
     """
     device = torch.device(device)
     x = clips.to(device).permute(0, 2, 1, 3, 4)  # (B, 3, T, H, W): the network's layout
-    with torch.inference_mode(), precision_autocast(device, weights_precision(model)):
+    with torch.inference_mode(), weights_autocast(model, device):
         logits = model(x)[:, 0].float()  # (B, T, H, W)
         if size is not None and tuple(size) != tuple(logits.shape[-2:]):
             logits = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)

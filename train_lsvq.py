@@ -59,9 +59,10 @@ from dataloader import PROBLEMS, MosScale, VQAClipDataset, read_labels
 from labelled_sets import (PLAIN_FORMATS, SPLITS, add_label_arguments, given_split, label_columns,
                            random_split, read_splits, read_table, write_splits)
 from metrics import logistic_map, vqa_metrics
-from runtime import (CsvLog, Distributed, add_device_argument, atomic_path, autocast,
-                     batches_per_epoch, close_distributed, gather_objects, init_distributed,
-                     join_context, load_checkpoint, pick_device, restore_training,
+from runtime import (CsvLog, Distributed, add_device_argument, add_precision_arguments,
+                     atomic_path, batches_per_epoch, close_distributed, compile_model,
+                     gather_objects, init_distributed, join_context, load_checkpoint,
+                     pick_device, precision_autocast, resolve_precision, restore_training,
                      resume_checkpoint, save_epoch_checkpoints, seed_everything, ShardSampler,
                      sync_optimizer, training_payload, unwrap, warmup_cosine, wrap_for_training,
                      writable_folder)
@@ -188,6 +189,18 @@ def build_model(config: argparse.Namespace) -> QualityNet:
                                saliency_alpha=config.saliency_alpha, weights=config.weights)
 
 
+def training_model(model: QualityNet, config: argparse.Namespace,
+                   device: torch.device) -> torch.nn.Module:
+    """`model` on `device`, its trunk in channels_last on CUDA (the layout the fast bf16
+    convolutions want; VQA.QualityNet.to_channels_last), torch.compile'd with --compile.
+    Prediction and checkpoints use the plain model inside (runtime.unwrap), so checkpoints
+    load into an uncompiled network."""
+    model = model.to(device)
+    if device.type == "cuda":
+        model.to_channels_last()
+    return compile_model(model, config.compile)
+
+
 def saliency_folder(model: QualityNet, saliency: str | Path | None) -> Path | None:
     """The maps folder the model needs: None when its saliency weighting is off."""
     if model.saliency_alpha == 0:
@@ -202,14 +215,16 @@ def saliency_folder(model: QualityNet, saliency: str | Path | None) -> Path | No
 
 @torch.inference_mode()
 def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device,
-            progress: bool = True) -> pd.DataFrame:
+            progress: bool = True, precision: str | None = None) -> pd.DataFrame:
     """`video_id, mos, prediction` (MOS units, by the loader's dataset scale) for the
-    videos of `loader` (this rank's shard under DDP; gather with `gather_predictions`)."""
+    videos of `loader` (this rank's shard under DDP; gather with `gather_predictions`), the
+    network at `precision` (default: the device's), the predictions taken in fp32."""
     model = unwrap(model).eval()
+    precision = resolve_precision(precision, device)
     scale = loader.dataset.scale
     rows = []
     for batch in tqdm(loader, desc="predict", unit="batch", leave=False, disable=not progress):
-        with autocast(device):
+        with precision_autocast(device, precision):
             pred = model(batch["frames"].to(device, non_blocking=True),
                          batch["saliency"].to(device, non_blocking=True))
         rows += zip(batch["video_id"], batch["mos"].tolist(),
@@ -289,12 +304,14 @@ def train_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch.opt
     """One pass over this rank's shard; returns the mean loss per clip over all ranks."""
     model.train()
     total, count = 0.0, 0
+    precision = resolve_precision(config.precision, device)
     with join_context(model):
         for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress):
             target = batch["target"].to(device, non_blocking=True)
-            with autocast(device):
+            with precision_autocast(device, precision):
                 pred = model(batch["frames"].to(device, non_blocking=True),
                              batch["saliency"].to(device, non_blocking=True))
+            # the loss in fp32 whatever the forward's precision
             loss = quality_loss(pred.float(), target, config.plcc_weight, config.rank_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -354,7 +371,8 @@ def train(config: argparse.Namespace, splits: dict[str, pd.DataFrame] | None = N
                            config.batch_size, config.workers, dist, shuffle, config.seed)
 
     train_loader, val_loader = loader("train", shuffle=True), loader("val")
-    model = wrap_for_training(model, dist, device, config.sync_bn)
+    config.precision = resolve_precision(config.precision, device)
+    model = wrap_for_training(training_model(model, config, device), dist, device, config.sync_bn)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps = batches_per_epoch(train_loader, dist)
     scheduler = warmup_cosine(optimizer, int(round(config.warmup * steps)), config.epochs * steps)
@@ -372,7 +390,8 @@ def train(config: argparse.Namespace, splits: dict[str, pd.DataFrame] | None = N
         loss = train_epoch(model, train_loader, optimizer, scheduler, config, device,
                            f"epoch {epoch + 1}/{config.epochs}", dist.is_main, dist)
         sync_optimizer(optimizer, scheduler, dist)
-        val = gather_predictions(predict(model, val_loader, device, dist.is_main), dist)
+        val = gather_predictions(predict(model, val_loader, device, dist.is_main,
+                                         config.precision), dist)
         _, metrics = score_predictions(val)
         score = validation_score(metrics)
         improved = best_score is None or score > best_score
@@ -397,20 +416,22 @@ def train(config: argparse.Namespace, splits: dict[str, pd.DataFrame] | None = N
     best = out / "best.pt"
     unwrap(model).load_state_dict(load_checkpoint(best, device)["model_state"])
     evaluate_best(model, {name: loader(name) for name in splits if name not in ("train", "val")},
-                  config.dataset, out, device, dist)
+                  config.dataset, out, device, dist, config.precision)
     barrier(dist)  # the ranks leave together, once rank 0 has written its files
     return best
 
 
 def evaluate_best(model: torch.nn.Module, loaders: dict[str, DataLoader], dataset: str,
-                  out: Path, device: torch.device, dist: Distributed) -> None:
+                  out: Path, device: torch.device, dist: Distributed,
+                  precision: str | None = None) -> None:
     """Predictions of every test set and the results table (rank 0 writes them)."""
     metrics = {}
     for split, test_loader in loaders.items():
         if len(test_loader.dataset) == 0:
             continue
         scored, metrics[set_name(dataset, split)] = score_predictions(
-            gather_predictions(predict(model, test_loader, device, dist.is_main), dist))
+            gather_predictions(predict(model, test_loader, device, dist.is_main, precision),
+                               dist))
         if dist.is_main:
             write_predictions(scored, out / f"predictions_{split}.csv")
     if metrics and dist.is_main:
@@ -465,6 +486,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="under torchrun on GPUs: BatchNorm statistics over all ranks' batches")
     parser.add_argument("--resume", action="store_true",
                         help="continue from OUT/last.pt (from the start if there is none yet)")
+    add_precision_arguments(parser, "the network for training")
     add_device_argument(parser)
     config = parser.parse_args(argv)
     config.size = tuple(config.size)

@@ -46,13 +46,13 @@ from tqdm import tqdm
 import figures
 from dataloader import PROBLEMS, SaliencyClipDataset, SaliencyVideo, read_saliency_set
 from metrics import saliency_metrics
-from runtime import (CsvLog, Distributed, ShardSampler, add_device_argument, autocast,
-                     batches_per_epoch, close_distributed, gather_objects, init_distributed,
-                     join_context, pick_device, restore_training,
-                     resume_checkpoint, save_epoch_checkpoints, seed_everything, sync_optimizer,
-                     training_payload, unwrap, warmup_cosine, wrap_for_training,
-                     writable_folder)
-from runtime import available_cores, run_script
+from runtime import (CsvLog, Distributed, ShardSampler, add_device_argument,
+                     add_precision_arguments, available_cores, batches_per_epoch,
+                     bf16_backward_guard, close_distributed, compile_model, gather_objects,
+                     init_distributed, join_context, pick_device, precision_autocast,
+                     resolve_precision, restore_training, resume_checkpoint, run_script,
+                     save_epoch_checkpoints, seed_everything, sync_optimizer, training_payload,
+                     unwrap, warmup_cosine, wrap_for_training, writable_folder)
 from model_file import checkpoint_network
 from sal_withreg import REGISTER_MODES, build_saliency_model
 
@@ -178,9 +178,10 @@ ClipPrediction = tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def _clip_predictions(model: torch.nn.Module, loader: DataLoader, device: torch.device,
-                      progress: bool) -> Iterator[ClipPrediction]:
-    """(video_id, P (T, H, W), G (T, H, W), F (T, H, W)) per clip, in the loader's order."""
-    with torch.inference_mode(), autocast(device):
+                      progress: bool, precision: str) -> Iterator[ClipPrediction]:
+    """(video_id, P (T, H, W), G (T, H, W), F (T, H, W)) per clip, in the loader's order;
+    the network runs at `precision`, P is computed in fp32."""
+    with torch.inference_mode(), precision_autocast(device, precision):
         for batch in tqdm(loader, desc="validate", unit="batch", leave=False, disable=not progress):
             maps = probability_maps(model(batch["frames"].to(device))).cpu()
             for i, video_id in enumerate(batch["video_id"]):
@@ -189,16 +190,19 @@ def _clip_predictions(model: torch.nn.Module, loader: DataLoader, device: torch.
 
 def validate(model: torch.nn.Module, data: SaliencyClipDataset, device: torch.device,
              dist: Distributed = Distributed(), batch_size: int = BATCH_SIZE,
-             workers: int = 0, progress: bool = True) -> dict[str, float]:
+             workers: int = 0, progress: bool = True,
+             precision: str | None = None) -> dict[str, float]:
     """Saliency metrics of `model`'s softmax maps P on the clips of `data` (an evaluation
     SaliencyClipDataset), pooled per video then averaged over videos. Under torchrun each process scores a share of
-    the videos and all get the same result."""
+    the videos and all get the same result. The network runs at `precision` (default: the
+    device's, runtime.default_precision); the metrics are computed in fp32."""
+    precision = resolve_precision(precision, device)
     shard = ShardSampler(len(data.videos), dist, shuffle=False).indices()
     clips = [v * data.clips_per_video + c for v in shard for c in range(data.clips_per_video)]
     loader = DataLoader(Subset(data, clips), batch_size, num_workers=workers)
     model.eval()
     scores = []
-    for _, clips_of_video in groupby(_clip_predictions(model, loader, device, progress),
+    for _, clips_of_video in groupby(_clip_predictions(model, loader, device, progress, precision),
                                      key=lambda item: item[0]):
         pred, gt, fixations = (torch.cat(parts) for parts in zip(*(c[1:] for c in clips_of_video)))
         scores.append(saliency_metrics(pred, gt, fixations))
@@ -208,9 +212,11 @@ def validate(model: torch.nn.Module, data: SaliencyClipDataset, device: torch.de
 
 def evaluate(checkpoint: str | Path, dataset: str, root: str | Path, split: str = SPLIT,
              device: str | torch.device | None = None, batch_size: int | None = None,
-             workers: int = 0, progress: bool = True) -> dict[str, float]:
+             workers: int = 0, progress: bool = True,
+             precision: str | None = None) -> dict[str, float]:
     """Metrics of a train_sal.py checkpoint on a split, with the clips its training validated
-    on (frame size, clip length and clips per video from the checkpoint's settings).
+    on (frame size, clip length and clips per video from the checkpoint's settings), the
+    network at `precision` (default: the device's).
     Returns {cc, nss, sim, kld, auc_j, s_auc}."""
     device = pick_device(device)
     model, payload = checkpoint_network(checkpoint, KIND)
@@ -221,7 +227,7 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str | Path, split: str 
     data = evaluation_clips(split_videos(dataset, root, split), settings["clip_len"],
                             settings["size"], settings["val_clips"])
     return validate(model, data, device, batch_size=batch_size or settings["batch_size"],
-                    workers=workers, progress=progress)
+                    workers=workers, progress=progress, precision=precision)
 
 
 def format_table(metrics: dict[str, float]) -> str:
@@ -248,6 +254,17 @@ def make_optimizer(model: torch.nn.Module, config: Any) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
+def training_model(config: Any, device: torch.device) -> torch.nn.Module:
+    """The fresh network on `device`, channels_last_3d on CUDA (the layout cuDNN's fast 3D
+    kernels want; on the CPU it pays only for inference, see sal_withreg.prepare_inference),
+    torch.compile'd with --compile. Validation and checkpoints use the plain model inside
+    (runtime.unwrap), so checkpoints load into an uncompiled network."""
+    model = build_saliency_model(**model_arguments(config)).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last_3d)
+    return compile_model(model, config.compile)
+
+
 def train_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
                 scheduler: torch.optim.lr_scheduler.LRScheduler, config: Any,
                 device: torch.device, dist: Distributed, progress: bool) -> float:
@@ -256,15 +273,18 @@ def train_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch.opt
     number however the clips are split into batches and processes)."""
     model.train()
     total, count, batches = 0.0, 0, len(loader)
+    precision = resolve_precision(config.precision, device)
     with join_context(model):
         for i, batch in enumerate(tqdm(loader, desc="train", unit="batch", leave=False,
                                        disable=not progress)):
             group = min(config.grad_accum, batches - i // config.grad_accum * config.grad_accum)
-            with autocast(device):
+            with precision_autocast(device, precision):
                 logits = model(batch["frames"].to(device))
+            # in fp32 whatever the forward's precision (saliency_loss casts the logits)
             loss = saliency_loss(logits, batch["maps"].to(device), batch["fixations"].to(device),
                                  config.l_kl, config.l_cc, config.l_nss)
-            (loss / group).backward()
+            with bf16_backward_guard(device, precision):
+                (loss / group).backward()
             if (i + 1) % config.grad_accum == 0 or i + 1 == batches:
                 if config.clip_grad > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
@@ -307,8 +327,8 @@ def _train(config: Any, dist: Distributed, device: torch.device) -> Path:
     val_data = evaluation_clips(split_videos(config.dataset, config.root, "val"),
                                 config.clip_len, size, config.val_clips)
     seed_everything(config.seed)
-    model = wrap_for_training(build_saliency_model(**model_arguments(config)), dist, device,
-                              config.sync_bn)
+    config.precision = resolve_precision(config.precision, device)
+    model = wrap_for_training(training_model(config, device), dist, device, config.sync_bn)
     optimizer = make_optimizer(model, config)
     train_data = SaliencyClipDataset(train_videos, config.clip_len, size, config.clips_per_video,
                                      starts="random", seed=config.seed)
@@ -336,7 +356,7 @@ def _train(config: Any, dist: Distributed, device: torch.device) -> Path:
         loss = train_epoch(model, loader, optimizer, scheduler, config, device, dist, main_process)
         sync_optimizer(optimizer, scheduler, dist)
         metrics = validate(unwrap(model), val_data, device, dist, config.batch_size,
-                           config.workers, main_process)
+                           config.workers, main_process, config.precision)
         score = metrics["cc"] if math.isfinite(metrics["cc"]) else -math.inf
         improved = best_cc is None or score > best_cc
         best_cc = score if improved else best_cc
@@ -397,6 +417,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="print the metrics of CHECKPOINT on --split instead of training")
     parser.add_argument("--split", choices=("val", "train", "test"), default=SPLIT,
                         help="split scored by --evaluate")
+    add_precision_arguments(parser, "the network for training")
     add_device_argument(parser)
     args = parser.parse_args(argv)
     if args.grad_accum < 1 or args.batch_size < 1 or args.epochs < 1:
@@ -412,7 +433,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if config.evaluate:
             metrics = evaluate(config.evaluate, config.dataset, config.root, config.split,
-                               config.device, config.batch_size, config.workers)
+                               config.device, config.batch_size, config.workers,
+                               precision=config.precision)
             print(f"{config.evaluate} on {config.dataset} {config.split}:")
             print(format_table(metrics))
         else:
