@@ -60,7 +60,8 @@ LSVQ_OPTIONS = ["--dataset", "konvid", "--backbone", "resnet18", "--no-pretraine
 # an epoch, which only rank 0 takes, at half its gradient) shows as 50 % on that step.
 FIRST_STEP, FIRST_EPOCH, LOSSES = 1e-5, 1e-2, 2e-2
 SAL_FILES = {"best.pt", "last.pt", "log.csv", "curves.png"}  # curves.png: drawn by rank 0 only
-LSVQ_FILES = SAL_FILES | {"predictions_test.csv", "results.md", "results.csv", "results.json"}
+LSVQ_FILES = SAL_FILES | {"predictions_test.csv", "results.md", "results.csv", "results.json",
+                          "splits.csv"}
 
 
 @pytest.fixture(scope="module")
