@@ -1,4 +1,4 @@
-"""Speed of DAGR-VQA scoring (SPEC section 12), measured in one run on one device:
+"""Speed of DAGR-VQA scoring (README.md, "Speed"), measured in one run on one device:
 
 - model only: the full scoring model (saliency UNet3D with registers + ResNet-50 quality
   network, random weights) on 8-frame clips, in clips/s and frames/s, per precision, with the
@@ -46,7 +46,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from evaluate_vqa import decoded_videos, inference_quality, score_clips, score_items
 from extract_frame import find_videos, sample_indices, sample_video
 from inference_sal import decoded_frames, frame_windows
-from runtime import add_device_argument, atomic_path, pick_device, seed_everything
+from runtime import (add_device_argument, atomic_path, pick_device, script_parser,
+                     seed_everything)
 from sal_withreg import (PRECISIONS, build_saliency_model, precision_autocast, predict_maps,
                          prepare_inference, weights_precision)
 from VQA import BACKBONES, QualityNet
@@ -424,24 +425,32 @@ def stage_seconds(measured: dict[str, float]) -> str:
 
 # ----------------------------------------------------------------------------- command line
 
+def per_device(values: dict[str, int]) -> str:
+    """A per-device-type default as help text: "8 on cuda, 2 on cpu"."""
+    return ", ".join(f"{value} on {kind}" for kind, value in values.items())
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--videos", nargs="+", metavar="INPUT",
                         help="video files or folders (default: a generated clip)")
     parser.add_argument("--out", default=OUT, help=f"JSON report (default {OUT})")
     parser.add_argument("--saliency-width", type=int, default=SALIENCY_WIDTH,
                         help=f"UNet3D base width (default {SALIENCY_WIDTH}, the full model)")
-    parser.add_argument("--registers", type=int, default=REGISTERS)
-    parser.add_argument("--backbone", choices=sorted(BACKBONES), default=BACKBONE)
-    parser.add_argument("--size", type=int, nargs=2, default=SIZE, metavar=("H", "W"))
-    parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
+    parser.add_argument("--registers", type=int, default=REGISTERS,
+                        help="register tokens of the saliency network")
+    parser.add_argument("--backbone", choices=sorted(BACKBONES), default=BACKBONE,
+                        help="ResNet trunk of the quality network")
+    parser.add_argument("--size", type=int, nargs=2, default=SIZE, metavar=("H", "W"),
+                        help="network input height and width")
+    parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS),
+                        help="precisions measured")
     parser.add_argument("--compile", action="store_true",
                         help="also measure torch.compile'd models; end to end uses them")
     parser.add_argument("--batch-size", type=int,
-                        help=f"clips per forward pass (default {BATCH_SIZE})")
-    parser.add_argument("--warmup", type=int, help=f"untimed calls (default {WARMUP})")
-    parser.add_argument("--repeats", type=int, help=f"timed calls (default {REPEATS})")
+                        help=f"clips per forward pass (default: {per_device(BATCH_SIZE)})")
+    parser.add_argument("--warmup", type=int, help=f"untimed calls (default: {per_device(WARMUP)})")
+    parser.add_argument("--repeats", type=int, help=f"timed calls (default: {per_device(REPEATS)})")
     parser.add_argument("--workers", type=int, default=WORKERS,
                         help=f"decoding processes (default {WORKERS}: one per CPU)")
     parser.add_argument("--video-repeats", type=int,
@@ -449,7 +458,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              f"{MIN_VIDEOS_PER_WORKER} videos per worker)")
     parser.add_argument("--generated-size", type=int, nargs=2, default=GENERATED_SIZE,
                         metavar=("H", "W"), help="size of the generated clip")
-    parser.add_argument("--generated-frames", type=int, default=GENERATED_FRAMES)
+    parser.add_argument("--generated-frames", type=int, default=GENERATED_FRAMES,
+                        help="frames of the generated clip")
     add_device_argument(parser)
     args = parser.parse_args(argv)
     kind = torch.device(args.device).type

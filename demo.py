@@ -1,4 +1,4 @@
-"""The whole pipeline on built-in demo data, one command (SPEC sections 1 and 11).
+"""The whole pipeline on built-in demo data, one command (README.md, "The demo").
 
     python demo.py                             # the demo: about 8 minutes on 2 CPU cores
     python demo.py --size tiny --out /tmp/d    # the smallest end-to-end run (seconds)
@@ -51,7 +51,7 @@ import extract_frame
 import inference_sal
 import train_lsvq
 import train_sal
-from runtime import add_device_argument
+from runtime import add_device_argument, script_parser
 
 # ----------------------------------------------------------------------------- config
 OUT = "demo_out"
@@ -432,8 +432,7 @@ def summary(files: dict[str, Path], out: Path, seconds: float) -> str:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--out", default=OUT, help=f"output folder (default: {OUT})")
     parser.add_argument("--size", choices=sorted(SIZES), default=SIZE,
                         help=f"small: the demo; tiny: the smallest end-to-end run (default: {SIZE})")

@@ -58,8 +58,9 @@ from tqdm import tqdm
 import train_lsvq
 from dataloader import DATASETS, PROBLEMS, MosScale, read_labels
 from extract_frame import VideoError, find_videos, sample_video
+from provenance import training_note
 from runtime import (add_device_argument, atomic_path, load_checkpoint, pick_device,
-                     writable_folder, write_failures)
+                     script_parser, writable_folder, write_failures)
 from sal_withreg import (PRECISIONS, default_precision, precision_autocast, predict_maps,
                          prepare_inference, saliency_model_from_payload, to_precision,
                          weights_precision)
@@ -87,11 +88,14 @@ class LabelledSet:
     saliency: str | Path | None = None
 
 
-def load_quality(checkpoint: str | Path, device: torch.device
+def load_quality(checkpoint: str | Path, device: torch.device, announce: bool = False
                  ) -> tuple[QualityNet, MosScale, tuple[int, int]]:
     """The trained model (eval mode, on `device`; channels_last on CUDA), its MOS scale and
-    its frame size (H, W)."""
+    its frame size (H, W). `announce`: print provenance.training_note on stderr, if any."""
     payload = load_checkpoint(checkpoint, "cpu", "quality")
+    note = training_note(payload, checkpoint) if announce else None
+    if note:
+        print(note, file=sys.stderr)
     model = quality_model_from_payload(payload).to(device).eval()
     if device.type == "cuda":
         model.to_channels_last()
@@ -313,7 +317,7 @@ def score_videos(checkpoint: str | Path, videos: Sequence[str | Path], out: str 
     The models run at `precision` (default: bf16 on CUDA, fp32 on the CPU), BatchNorm folded
     into the saliency network's convolutions, `torch.compile`d when `compiled`."""
     device, out = pick_device(device), Path(out)
-    model, scale, size = load_quality(checkpoint, device)
+    model, scale, size = load_quality(checkpoint, device, announce=True)
     model = inference_quality(model, device, precision, compiled)
     saliency_model = None
     if model.saliency_alpha > 0:
@@ -351,8 +355,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The options; everything after a `--` is kept as `train_options` for train_lsvq.py."""
     argv = list(sys.argv[1:] if argv is None else argv)
     cut = argv.index("--") if "--" in argv else len(argv)
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--checkpoint", default=CHECKPOINT, help="quality checkpoint")
     parser.add_argument("--dataset", action="append", choices=DATASETS,
                         help="a labelled set (repeat with --labels/--frames/--saliency)")
@@ -364,11 +367,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         metavar="R", help=f"fine-tuning protocol with R splits (default {FINETUNE_SPLITS})")
     parser.add_argument("--from-scratch", action="store_true",
                         help="fine-tuning protocol: fresh weights instead of the checkpoint's")
-    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--seed", type=int, default=SEED,
+                        help="fine-tuning protocol: seed of the first split (split r uses seed + r)")
     parser.add_argument("--saliency-checkpoint", default=SALIENCY_CHECKPOINT,
                         help="scoring: saliency checkpoint (not needed when saliency is off)")
     parser.add_argument("--videos", nargs="+", metavar="INPUT", help="scoring: video files or folders")
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+                        help="clips (videos) per forward pass")
     parser.add_argument("--workers", type=int, default=WORKERS, help="data-loading processes")
     parser.add_argument("--precision", choices=PRECISIONS,
                         help="scoring: bf16 or fp32 (default: bf16 on CUDA, fp32 on the CPU; bf16 "

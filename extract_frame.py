@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from runtime import atomic_path, writable_folder, write_failures
+from runtime import atomic_path, script_parser, writable_folder, write_failures
 
 # ----------------------------------------------------------------------------- config
 NUM_FRAMES = 8           # K: frames kept per video (the quality network reads 8)
@@ -265,7 +265,7 @@ def videos_from_labels(dataset: str, labels: str, video_root: str
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("inputs", nargs="*", help="video files or folders (searched recursively)")
     parser.add_argument("--out", default=OUT, help=f"output folder (default: {OUT})")
     parser.add_argument("--num-frames", type=int, default=NUM_FRAMES, help="frames kept per video")

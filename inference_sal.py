@@ -1,5 +1,5 @@
 """Stage 3: saliency maps for the frames that stage 1 stored, and overlays to look at them
-(SPEC section 7).
+(README.md, stage 3).
 
     python inference_sal.py --checkpoint runs/sal/best.pt --frames frames/ --out saliency/ --overlay
     python inference_sal.py --checkpoint runs/sal/best.pt --video clip.mp4 --all-frames \\
@@ -8,9 +8,9 @@
 Frames mode: the K stored frames of every video that extract_frame.py finished under --frames
 go through the network as one clip (in the order of its frames.json), batched over videos.
 Each frame's map is written as `<out>/<video_id>/<frame file name>`, an 8-bit grayscale PNG
-(sigmoid, then min-max per frame, then x255), so maps pair with frames by name. The network
-runs at the checkpoint's training size (or --size) and the maps come out at the stored frames'
-size. A video's folder appears whole or not at all; videos whose maps are all there are
+(sigmoid of the frame's log-softmax, then min-max per frame, then x255; README.md, stage 3,
+says why), so maps pair with frames by name. The network runs at the checkpoint's training
+size (or --size) and the maps come out at the stored frames' size. A video's folder appears whole or not at all; videos whose maps are all there are
 skipped. A frame listed twice in frames.json (a short video) keeps the map of its first place.
 `--overlay` also writes the colour heat map blended over each frame, as a PNG of the frame's
 size, to `<out>_overlays/<video_id>/<frame file name>`: a sibling folder, so that the maps
@@ -40,7 +40,8 @@ from tqdm import tqdm
 
 from dataloader import StoredFramesDataset, frame_files, stored_videos, to_clip_tensor
 from extract_frame import VideoError, find_videos
-from runtime import add_device_argument, atomic_path, load_checkpoint, pick_device, writable_folder
+from runtime import (add_device_argument, atomic_path, load_checkpoint, pick_device,
+                     script_parser, writable_folder)
 from sal_withreg import PRECISIONS, predict_maps, prepare_inference, saliency_model_from_payload
 
 # ----------------------------------------------------------------------------- config
@@ -330,8 +331,7 @@ def render_videos(model: nn.Module, inputs: Sequence[str | Path], out: str | Pat
 # ----------------------------------------------------------------------------- command line
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--checkpoint", default=CHECKPOINT, help="a train_sal.py checkpoint")
     parser.add_argument("--frames", help="extract_frame.py's output folder (frames mode)")
     parser.add_argument("--video", nargs="+", metavar="INPUT",

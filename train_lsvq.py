@@ -1,4 +1,4 @@
-"""Stage 4: train the saliency-weighted quality network (SPEC sections 8-10).
+"""Stage 4: train the saliency-weighted quality network (README.md, stage 4).
 
     python train_lsvq.py --dataset lsvq --labels labels_train_test.csv \\
         --labels-1080p labels_test_1080p.csv --frames frames/ --saliency maps/ --out runs/lsvq
@@ -52,12 +52,14 @@ from tqdm import tqdm
 
 from dataloader import PROBLEMS, MosScale, VQAClipDataset, read_labels
 from metrics import logistic_map, vqa_metrics
+from provenance import TRAINED_ON, trained_on
 from runtime import (CsvLog, Distributed, add_device_argument, atomic_path, autocast,
                      batches_per_epoch, close_distributed, gather_objects, init_distributed,
                      join_context, load_checkpoint, pick_device, restore_training,
                      resume_checkpoint, save_epoch_checkpoints, seed_everything, ShardSampler,
                      sync_optimizer, training_payload, unwrap, warmup_cosine, wrap_for_training,
                      writable_folder)
+from runtime import script_parser, slim_checkpoints
 from VQA import BACKBONES, VARIANTS, QualityNet, build_quality_model, quality_model_from_payload
 
 # ----------------------------------------------------------------------------- config
@@ -387,7 +389,9 @@ def train(config: argparse.Namespace, splits: dict[str, pd.DataFrame] | None = N
                 model, unwrap(model).config, optimizer, scheduler, epoch + 1, metrics,
                 settings_of(config), kind="quality",
                 mos_scale={"low": scale.low, "high": scale.high}, frame_size=list(config.size),
-                best_score=best_score, best_epoch=best_epoch)
+                best_score=best_score, best_epoch=best_epoch,
+                **{TRAINED_ON: trained_on(config.dataset, len(splits["train"]),
+                                          Path(config.labels).parent)})
             # the log first: a crash before the checkpoints are saved resumes from the
             # previous last, which drops this epoch's row and redoes the epoch
             log.append({"epoch": epoch, "lr": scheduler.get_last_lr()[0], "train_loss": loss,
@@ -396,6 +400,8 @@ def train(config: argparse.Namespace, splits: dict[str, pd.DataFrame] | None = N
             save_epoch_checkpoints(out / "best.pt", out / "last.pt", checkpoint, improved)
             tqdm.write(f"epoch {epoch + 1}: loss {loss:.4f}, val SRCC {metrics['srcc']:.3f} "
                        f"PLCC {metrics['plcc']:.3f}" + (" (best)" if improved else ""))
+    if dist.is_main and config.slim_checkpoints:
+        slim_checkpoints(out / "best.pt", out / "last.pt")
     barrier(dist)
     best = out / "best.pt"
     unwrap(model).load_state_dict(load_checkpoint(best, device)["model_state"])
@@ -423,9 +429,9 @@ def evaluate_best(model: torch.nn.Module, loaders: dict[str, DataLoader], datase
 # ----------------------------------------------------------------------------- command line
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default=DATASET, choices=sorted(DISPLAY_NAMES))
+    parser = script_parser(__doc__)
+    parser.add_argument("--dataset", default=DATASET, choices=sorted(DISPLAY_NAMES),
+                        help="quality dataset whose label file --labels is")
     parser.add_argument("--labels", default=LABELS, required=LABELS is None,
                         help="the dataset's official label file")
     parser.add_argument("--labels-1080p", default=LABELS_1080P,
@@ -434,8 +440,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--saliency", default=SALIENCY,
                         help="stored saliency maps (inference_sal.py); unused with --saliency-alpha 0")
     parser.add_argument("--out", default=OUT, help="checkpoints, log and results")
-    parser.add_argument("--backbone", default=BACKBONE, choices=sorted(BACKBONES))
-    parser.add_argument("--variant", default=VARIANT, choices=VARIANTS)
+    parser.add_argument("--backbone", default=BACKBONE, choices=sorted(BACKBONES),
+                        help="ResNet trunk of the quality network")
+    parser.add_argument("--variant", default=VARIANT, choices=VARIANTS,
+                        help="head: spatial mean, temporal transformer, or both (fusion)")
     parser.add_argument("--saliency-alpha", type=float, default=SALIENCY_ALPHA,
                         help="saliency weighting strength a; 0 = off")
     start = parser.add_mutually_exclusive_group()
@@ -445,24 +453,36 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                        help="random backbone initialisation")
     start.add_argument("--init", default=INIT,
                        help="fine-tune from this quality checkpoint (architecture and weights)")
-    parser.add_argument("--size", type=int, nargs=2, default=SIZE, metavar=("H", "W"))
-    parser.add_argument("--epochs", type=int, default=EPOCHS)
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
-    parser.add_argument("--lr", type=float, default=LR)
-    parser.add_argument("--weight-decay", type=float, default=WEIGHT_DECAY)
+    parser.add_argument("--size", type=int, nargs=2, default=SIZE, metavar=("H", "W"),
+                        help="frame height and width of the network input")
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help="training epochs")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+                        help="clips per batch (per process under torchrun)")
+    parser.add_argument("--lr", type=float, default=LR, help="peak learning rate (AdamW)")
+    parser.add_argument("--weight-decay", type=float, default=WEIGHT_DECAY,
+                        help="AdamW weight decay")
     parser.add_argument("--warmup", type=float, default=WARMUP, help="epochs of warm-up")
-    parser.add_argument("--plcc-weight", type=float, default=PLCC_WEIGHT)
-    parser.add_argument("--rank-weight", type=float, default=RANK_WEIGHT)
-    parser.add_argument("--grad-clip", type=float, default=GRAD_CLIP)
-    parser.add_argument("--val-fraction", type=float, default=VAL_FRACTION)
+    parser.add_argument("--plcc-weight", type=float, default=PLCC_WEIGHT,
+                        help="weight of the 1 - PLCC loss term")
+    parser.add_argument("--rank-weight", type=float, default=RANK_WEIGHT,
+                        help="weight of the pairwise ranking hinge")
+    parser.add_argument("--grad-clip", type=float, default=GRAD_CLIP,
+                        help="maximum gradient norm (0: no clipping)")
+    parser.add_argument("--val-fraction", type=float, default=VAL_FRACTION,
+                        help="share of the training videos held out for validation (model choice)")
     parser.add_argument("--test-fraction", type=float, default=TEST_FRACTION,
                         help="share of the videos tested (not LSVQ, which has its own test set)")
     parser.add_argument("--workers", type=int, default=WORKERS, help="data-loading processes")
-    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--seed", type=int, default=SEED,
+                        help="seed of the split, the initialisation and the data order")
     parser.add_argument("--sync-bn", action="store_true",
                         help="under torchrun on GPUs: BatchNorm statistics over all ranks' batches")
     parser.add_argument("--resume", action="store_true",
                         help="continue from OUT/last.pt (from the start if there is none yet)")
+    parser.add_argument("--slim-checkpoints", action="store_true",
+                        help="when training ends, remove last.pt and strip best.pt of the "
+                             "optimizer, schedule and random states (a third of its size; the "
+                             "run can then not be --resume'd)")
     add_device_argument(parser)
     config = parser.parse_args(argv)
     config.size = tuple(config.size)
