@@ -28,9 +28,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from fractions import Fraction
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
+import av
 import cv2
 import numpy as np
 import torch
@@ -55,6 +57,9 @@ OVERLAY_ALPHA = 0.5        # weight of the heat map in an overlay
 COLORMAP = cv2.COLORMAP_JET
 FOLD_BN = True             # fold BatchNorm into the convolutions (faster, same maps)
 OVERLAY_SUFFIX = "_overlays"
+BAR_TEXT_HEIGHTS = 360     # frame heights per unit of the colour bar labels' font scale
+VIDEO_CODEC = "libx264"    # H.264, yuv420p: what browsers and players play
+VIDEO_CRF = 20             # x264 constant quality (lower: better, larger)
 # -----------------------------------------------------------------------------
 
 
@@ -91,12 +96,35 @@ def _load(checkpoint: str | Path, device: torch.device | str, fold_bn: bool,
 # ----------------------------------------------------------------------------- images
 
 def overlay(frame: np.ndarray, saliency: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
-    """Colour heat map of `saliency` (h, w) uint8 blended over `frame` (H, W, 3) uint8 BGR;
-    the map is resized to the frame. Returns (H, W, 3) uint8 BGR."""
+    """Colour heat map of `saliency` (h, w) uint8 blended over `frame` (H, W, 3) uint8 BGR,
+    the map resized to the frame, with `colour_bar(H)` on its right. Returns
+    (H, W + colour_bar(H).shape[1], 3) uint8 BGR."""
     heat = cv2.applyColorMap(saliency, COLORMAP)
     if heat.shape[:2] != frame.shape[:2]:
         heat = cv2.resize(heat, (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_LINEAR)
-    return cv2.addWeighted(frame, 1.0 - alpha, heat, alpha, 0.0)
+    blended = cv2.addWeighted(frame, 1.0 - alpha, heat, alpha, 0.0)
+    return np.concatenate([blended, colour_bar(frame.shape[0])], axis=1)
+
+
+def colour_bar(height: int) -> np.ndarray:
+    """The key to the heat map, (height, width, 3) uint8 BGR: a vertical strip of COLORMAP
+    from map value 1 (top) to 0 (bottom) on a black panel, labelled "1" and "0" beside its
+    ends; sizes scale with `height` so that the labels stay legible on small frames."""
+    scale = max(height / BAR_TEXT_HEIGHTS, 0.25)
+    thickness = max(1, round(scale))
+    (text_w, text_h), _ = cv2.getTextSize("0", cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    margin = max(1, height // 64)
+    strip = max(3, height // 24)
+    panel = np.zeros((height, margin + strip + margin + text_w + margin, 3), np.uint8)
+    top, bottom = margin, height - margin
+    values = np.linspace(255, 0, bottom - top).round().astype(np.uint8)[:, None]
+    panel[top:bottom, margin:margin + strip] = cv2.applyColorMap(
+        np.repeat(values, strip, axis=1), COLORMAP)
+    left = margin + strip + margin
+    for label, y in (("1", top + text_h), ("0", bottom)):
+        cv2.putText(panel, label, (left, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
+                    thickness, cv2.LINE_AA)
+    return panel
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
@@ -236,26 +264,39 @@ def decoded_frames(capture: cv2.VideoCapture) -> Iterator[np.ndarray]:
 
 
 class OverlayVideo:
-    """An MP4 file of BGR frames, opened at the first frame (whose size it takes)."""
+    """An H.264 (yuv420p) MP4 file of BGR frames, written by PyAV and opened at the first
+    frame, whose size it takes, rounded down to even numbers (4:2:0 chroma needs them)."""
 
     def __init__(self, path: Path, fps: float):
         self.path, self.fps = path, fps
-        self.writer: cv2.VideoWriter | None = None
+        self.container: av.container.OutputContainer | None = None
+        self.stream: av.video.stream.VideoStream | None = None
         self.frames = 0
 
+    def _open(self, height: int, width: int) -> None:
+        try:
+            self.container = av.open(str(self.path), "w", format="mp4")
+        except OSError as err:
+            raise OSError(f"{self.path}: cannot write an MP4 file here ({err})") from err
+        rate = Fraction(self.fps).limit_denominator(1001)
+        self.stream = self.container.add_stream(VIDEO_CODEC, rate=rate,
+                                                options={"crf": str(VIDEO_CRF)})
+        self.stream.width, self.stream.height = width - width % 2, height - height % 2
+        self.stream.pix_fmt = "yuv420p"
+
     def write(self, frame: np.ndarray) -> None:
-        if self.writer is None:
-            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"),
-                                          self.fps, (frame.shape[1], frame.shape[0]))
-            if not self.writer.isOpened():
-                raise OSError(f"{self.path}: OpenCV cannot write an MP4 file here")
-        self.writer.write(frame)
+        if self.container is None:
+            self._open(*frame.shape[:2])
+        even = np.ascontiguousarray(frame[:self.stream.height, :self.stream.width])
+        self.container.mux(self.stream.encode(av.VideoFrame.from_ndarray(even, format="bgr24")))
         self.frames += 1
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.release()
-            self.writer = None
+        """Flush the encoder and finish the file (idempotent)."""
+        if self.container is not None:
+            self.container.mux(self.stream.encode(None))
+            self.container.close()
+            self.container = None
 
 
 def _model_clip(frames: Sequence[np.ndarray], size: Sequence[int]) -> torch.Tensor:
