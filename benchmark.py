@@ -15,9 +15,9 @@
 
 It prints a table in the form of the paper's "System Performance" table and writes JSON.
 
-    python benchmark.py --device cpu --saliency-width 16 --videos ../shared/data/h264_1080p_8s.mp4
-    python benchmark.py --device cuda --compile --videos ../shared/data/h264_1080p_8s.mp4 \\
-        --out bench_cuda.json
+    python benchmark.py --device cpu --saliency-width 16               # a generated clip
+    python benchmark.py --device cpu --saliency-width 16 --videos my_clip.mp4
+    python benchmark.py --device cuda --compile --videos my_clip.mp4 --out bench_cuda.json
 
 Without --videos it scores a generated clip (moving shapes, OpenCV's MPEG-4 Part 2 encoder).
 Peak memory is torch.cuda.max_memory_allocated on CUDA (per measurement) and the process's peak
