@@ -107,7 +107,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
     try:
         return pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        hint = "; a MATLAB file: LIVE-VQC's data.mat is read with --dataset livevqc" \
+        hint = f"; {path.name} is a MATLAB file, as LIVE-VQC's labels are: use --dataset livevqc" \
             if path.suffix.lower() == ".mat" else ""
         raise LabelFileError(f"{path}: not a readable CSV file ({err}){hint}") from err
 

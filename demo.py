@@ -217,7 +217,7 @@ def train_saliency(layout: Layout, size: DemoSize, name: str, seed: int, device:
         "--size", *map(str, size.frame_size), "--epochs", str(size.saliency_epochs),
         "--clip-len", str(CLIP_FRAMES), "--clips-per-video", str(size.saliency_clips),
         "--val-clips", "2", "--batch-size", "4", "--lr", "3e-3", "--warmup", "10",
-        "--workers", "0", "--seed", str(seed), "--device", device]))
+        "--workers", "0", "--seed", str(seed), "--device", device, "--slim-checkpoints"]))
 
 
 def score_saliency(layout: Layout, checkpoint: Path, device: str) -> dict[str, float]:
@@ -247,7 +247,7 @@ def train_quality(layout: Layout, size: DemoSize, name: str, seed: int, device: 
         "--epochs", str(size.quality_epochs), "--batch-size", "8", "--lr", str(QUALITY_LR),
         "--warmup", "0.5", "--val-fraction", str(VAL_FRACTION),
         "--test-fraction", str(TEST_FRACTION), "--workers", "0", "--seed", str(seed),
-        "--device", device]))
+        "--device", device, "--slim-checkpoints"]))
 
 
 def write_test_labels(layout: Layout) -> Path:
