@@ -19,7 +19,8 @@ folder holds nothing but maps.
 Video mode (`--video INPUT ... --all-frames`): every decodable frame gets a map, from
 consecutive windows of --window frames (the last window is aligned to the video's end, and a
 video shorter than a window repeats its last frame); the overlays are written as
-`<out>/<video_id>.mp4` at the source's frame rate. Videos already rendered are skipped.
+`<out>/<video_id>.mp4` (H.264, yuv420p) at the source's frame rate. Overlays, PNG and video,
+carry a colour bar (`colour_bar`) on their right. Videos already rendered are skipped.
 
 Videos that fail are listed at the end and the exit status is 1.
 """
@@ -57,7 +58,7 @@ OVERLAY_ALPHA = 0.5        # weight of the heat map in an overlay
 COLORMAP = cv2.COLORMAP_JET
 FOLD_BN = True             # fold BatchNorm into the convolutions (faster, same maps)
 OVERLAY_SUFFIX = "_overlays"
-BAR_TEXT_HEIGHTS = 360     # frame heights per unit of the colour bar labels' font scale
+BAR_TEXT_HEIGHTS = 360     # colour bar label font scale = frame height / this (at least 0.25)
 VIDEO_CODEC = "libx264"    # H.264, yuv420p: what browsers and players play
 VIDEO_CRF = 20             # x264 constant quality (lower: better, larger)
 # -----------------------------------------------------------------------------
@@ -378,7 +379,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--video", nargs="+", metavar="INPUT",
                         help="video files or folders to render (video mode, with --all-frames)")
     parser.add_argument("--all-frames", action="store_true",
-                        help="map every frame of --video and write overlay MP4s")
+                        help="map every frame of --video and write H.264 overlay MP4s")
     parser.add_argument("--out", default=OUT, help=f"output folder (default: {OUT})")
     parser.add_argument("--overlay", action="store_true",
                         help=f"also write heat-map overlays to <out>{OVERLAY_SUFFIX}/")
