@@ -64,7 +64,7 @@ ALPHA = 0.5               # saliency weighting of the demo quality model
 BACKBONE = "resnet18"     # trained from scratch: nothing to download
 CLIP_FRAMES = 4           # frames per quality clip, all kept (the paper: 8); also the saliency
                           # network's training clip length
-QUALITY_LR = 5e-4
+QUALITY_LR = 7e-4
 VAL_FRACTION = 0.2        # quality split: validation share of the non-test clips
 TEST_FRACTION = 0.25      # quality split: test share of all clips
 OVERLAY_FRAMES = 4        # frames per clip in overlays.png (one clip per distorted region)
@@ -96,7 +96,7 @@ SIZES = {
                      quality_clips=24, quality_epochs=2),
     "small": DemoSize(frame_size=(48, 84), radius=9, saliency_train=24, saliency_val=6,
                       saliency_frames=16, saliency_channels=8, saliency_epochs=6, saliency_clips=2,
-                      quality_clips=800, quality_epochs=5),
+                      quality_clips=600, quality_epochs=4),
 }
 SALIENCY_RUNS = {"registers": REGISTERS, "baseline": 0}  # name: register tokens
 SALIENCY_NAMES = {"registers": f"UNet3D + {REGISTERS} registers",
