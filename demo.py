@@ -23,8 +23,10 @@ It prints the demo model's results table (the paper's form), the ablation table 
 everything is. Written to --out: `results.md` and `ablation.md` (each also .csv and .json),
 `overlays.png`, `scatter.png`, `training_curves.png` (matplotlib's Agg renderer, no display
 needed), and the stages' own folders `data/`, `frames/`, `saliency/`, `maps/`, `quality/`,
-`eval/`. A folder that an earlier demo run wrote is cleared first; any other non-empty folder
-is refused.
+`eval/`. Checkpoints are kept without optimizer state (the trainers' --slim-checkpoints), and
+of the quality runs only the demo model's (`quality/saliency_registers/best.pt`, the one to
+score videos with) is kept once all three are evaluated. A folder that an earlier demo run
+wrote is cleared first; any other non-empty folder is refused.
 """
 from __future__ import annotations
 
@@ -261,6 +263,15 @@ def write_test_labels(layout: Layout) -> Path:
     return layout.test_labels
 
 
+def drop_ablation_checkpoints(layout: Layout) -> None:
+    """Remove the checkpoints of the quality runs other than the demo model once they are
+    evaluated (about 80 MB each): their logs and predictions stay, and the demo model's
+    checkpoint is the one to score videos with."""
+    for name in QUALITY_RUNS:
+        if name != DEMO_MODEL:
+            (layout.quality_run(name) / "best.pt").unlink(missing_ok=True)
+
+
 def evaluate_quality(layout: Layout, name: str, device: str) -> dict:
     """evaluate_vqa.py on the test split: the results-table row of run `name`."""
     maps, _ = QUALITY_RUNS[name]
@@ -408,6 +419,7 @@ def run_demo(out: str | Path, preset: DemoSize = SIZES[SIZE], seed: int = SEED, 
     with stages.stage("the test split (evaluate_vqa.py)"):
         write_test_labels(layout)
         quality = {name: evaluate_quality(layout, name, device) for name in QUALITY_RUNS}
+        drop_ablation_checkpoints(layout)
     with stages.stage("tables and figures"):
         files = {"results": train_lsvq.write_results(results_table(quality[DEMO_MODEL]), layout.out),
                  "ablation": train_lsvq.write_results(ablation_table(saliency, quality),

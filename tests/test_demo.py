@@ -87,7 +87,10 @@ def test_every_clip_gets_maps_and_overlays_named_like_its_frames(tiny_run):
 
 def test_the_demo_keeps_no_optimizer_state_and_knows_its_data_is_synthetic(tiny_run):
     _, out = tiny_run
-    for run in [*(out / "saliency").iterdir(), *(out / "quality").iterdir()]:
+    for name in demo.QUALITY_RUNS:  # only the demo model's checkpoint is kept
+        kept = sorted(p.name for p in (out / "quality" / name).glob("*.pt"))
+        assert kept == (["best.pt"] if name == demo.DEMO_MODEL else []), name
+    for run in [*(out / "saliency").iterdir(), out / "quality" / demo.DEMO_MODEL]:
         assert sorted(p.name for p in run.glob("*.pt")) == ["best.pt"], run
         payload = load_checkpoint(run / "best.pt")
         assert not set(RESUME_STATE) & set(payload), run
