@@ -1,6 +1,6 @@
 """The whole pipeline on built-in demo data, one command (README.md, "The demo").
 
-    python demo.py                             # the demo: about 8 minutes on 2 CPU cores
+    python demo.py                             # the demo (README.md: its time on 2 cores)
     python demo.py --size tiny --out /tmp/d    # the smallest end-to-end run (seconds)
 
 Nothing is downloaded. demo_data.py writes a DHF1K-layout saliency set and a KoNViD-1k-layout
