@@ -81,3 +81,11 @@ def test_a_default_shows_as_typed():
     assert "frame size (default: 224 398)" in text
     assert "50% share (default: 0.5)" in text
     assert "a switch (default" not in text and "(default: None)" not in text
+
+
+def test_inference_help_describes_the_map_as_the_readme_does(capsys):
+    with pytest.raises(SystemExit):
+        inference_sal.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "sigmoid, then min-max" not in text
+    assert "sigmoid of the frame's log-softmax" in text
