@@ -1,4 +1,4 @@
-"""Speed of DAGR-VQA scoring (SPEC section 12), measured in one run on one device:
+"""Speed of DAGR-VQA scoring (README.md, "Speed"), measured in one run on one device:
 
 - model only: the full scoring model (saliency UNet3D with registers + ResNet-50 quality
   network, random weights) on 8-frame clips, in clips/s and frames/s, per precision, with the
@@ -21,9 +21,9 @@ measurement stops after --seconds or --repeats timed calls and prints a progress
 stderr; only the precisions the device runs natively are measured unless --precisions asks.
 `--check` runs gpu_check.py instead: every GPU path once, PASS or FAIL each.
 
-    python benchmark.py --device cpu --saliency-width 16 --videos ../shared/data/h264_1080p_8s.mp4
-    python benchmark.py --device cuda --compile --videos ../shared/data/h264_1080p_8s.mp4 \\
-        --out bench_cuda.json
+    python benchmark.py --device cpu --saliency-width 16               # a generated clip
+    python benchmark.py --device cpu --saliency-width 16 --videos my_clip.mp4
+    python benchmark.py --device cuda --compile --videos my_clip.mp4 --out bench_cuda.json
 
 Without --videos it scores a generated clip (moving shapes, OpenCV's MPEG-4 Part 2 encoder).
 Peak memory is torch.cuda.max_memory_allocated on CUDA (per measurement) and the process's peak
@@ -55,7 +55,7 @@ from train_speed import (peak_memory_mib, progress, reproduce_columns, reproduce
                          reset_peak_memory, seconds_per_call, synchronize, training_rows)
 from runtime import (PRECISIONS, add_device_argument, atomic_path, compile_model,
                      native_precisions, pick_device, precision_autocast, resolve_precision,
-                     run_script, seed_everything)
+                     run_script, script_parser, seed_everything)
 from sal_withreg import build_saliency_model, predict_maps, prepare_inference, weights_precision
 from video_io import VideoReader, sample_indices, sample_video
 from VQA import BACKBONES, QualityNet
@@ -438,17 +438,24 @@ def stage_seconds(measured: dict[str, float]) -> str:
 
 # ----------------------------------------------------------------------------- command line
 
+def per_device(values: dict[str, int]) -> str:
+    """A per-device-type default as help text: "8 on cuda, 2 on cpu"."""
+    return ", ".join(f"{value} on {kind}" for kind, value in values.items())
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--videos", nargs="+", metavar="INPUT",
                         help="video files or folders (default: a generated clip)")
     parser.add_argument("--out", default=OUT, help=f"JSON report (default {OUT})")
     parser.add_argument("--saliency-width", type=int, default=SALIENCY_WIDTH,
                         help=f"UNet3D base width (default {SALIENCY_WIDTH}, the full model)")
-    parser.add_argument("--registers", type=int, default=REGISTERS)
-    parser.add_argument("--backbone", choices=sorted(BACKBONES), default=BACKBONE)
-    parser.add_argument("--size", type=int, nargs=2, default=SIZE, metavar=("H", "W"))
+    parser.add_argument("--registers", type=int, default=REGISTERS,
+                        help="register tokens of the saliency network")
+    parser.add_argument("--backbone", choices=sorted(BACKBONES), default=BACKBONE,
+                        help="ResNet trunk of the quality network")
+    parser.add_argument("--size", type=int, nargs=2, default=SIZE, metavar=("H", "W"),
+                        help="network input height and width")
     parser.add_argument("--precisions", nargs="+", choices=PRECISIONS,
                         help="precisions to measure (default: those the device runs natively: "
                              "both on CUDA; on a CPU bf16 only with AVX512-BF16 or AMX)")
@@ -461,12 +468,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true",
                         help="also measure torch.compile'd models; end to end uses them")
     parser.add_argument("--batch-size", type=int,
-                        help=f"clips per forward pass (default {BATCH_SIZE})")
-    parser.add_argument("--warmup", type=int, help=f"untimed calls (default {WARMUP})")
+                        help=f"clips per forward pass (default: {per_device(BATCH_SIZE)})")
+    parser.add_argument("--warmup", type=int, help=f"untimed calls (default: {per_device(WARMUP)})")
     parser.add_argument("--repeats", type=int,
-                        help=f"at most this many timed calls (default {REPEATS})")
+                        help=f"at most this many timed calls (default: {per_device(REPEATS)})")
     parser.add_argument("--seconds", type=float,
-                        help=f"timed calls stop after this long (default {SECONDS})")
+                        help=f"timed calls stop after this many seconds (default: {per_device(SECONDS)})")
     parser.add_argument("--workers", type=int, default=WORKERS,
                         help=f"decoding processes (default {WORKERS}: one per CPU)")
     parser.add_argument("--video-repeats", type=int,
@@ -474,7 +481,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              f"{MIN_VIDEOS_PER_WORKER} videos per worker)")
     parser.add_argument("--generated-size", type=int, nargs=2, default=GENERATED_SIZE,
                         metavar=("H", "W"), help="size of the generated clip")
-    parser.add_argument("--generated-frames", type=int, default=GENERATED_FRAMES)
+    parser.add_argument("--generated-frames", type=int, default=GENERATED_FRAMES,
+                        help="frames of the generated clip")
     add_device_argument(parser)
     args = parser.parse_args(argv)
     kind = torch.device(args.device).type

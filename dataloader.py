@@ -53,18 +53,53 @@ def _names(items: Sequence[str]) -> str:
     return shown + (", ..." if len(items) > SHOW else "")
 
 
-def require_columns(table: pd.DataFrame, columns: Sequence[str | tuple[str, ...]],
-                    source: str | Path) -> None:
-    """Raise LabelFileError naming the file, what is missing and what is there.
-    A tuple in `columns` lists alternative names for one column."""
+# the columns that each CSV-readable quality set's label file needs (LIVE-VQC ships a .mat)
+LABEL_COLUMNS: dict[str, list[str | tuple[str, ...]]] = {
+    "lsvq": ["name", "mos"], "konvid": ["flickr_id", ("mos", "MOS")],
+    "youtube-ugc": ["vid", "MOS full"],
+}
+
+
+def _missing_columns(table: pd.DataFrame, columns: Sequence[str | tuple[str, ...]]) -> list[str]:
+    """The columns (alternatives joined by "or") that `table` lacks."""
     missing = []
     for column in columns:
         names = column if isinstance(column, tuple) else (column,)
         if not any(name in table.columns for name in names):
             missing.append(" or ".join(map(repr, names)))
+    return missing
+
+
+def dataset_hint(table: pd.DataFrame, source: str | Path) -> str:
+    """"; FILE has the columns of D (...): use --dataset D" for the first dataset of
+    LABEL_COLUMNS whose columns `table` has, else ""."""
+    for dataset, columns in LABEL_COLUMNS.items():
+        if not _missing_columns(table, columns):
+            shown = ", ".join(next(n for n in (c if isinstance(c, tuple) else (c,))
+                                   if n in table.columns) for c in columns)
+            return (f"; {Path(source).name} has the columns of {dataset} ({shown}): "
+                    f"use --dataset {dataset}")
+    return ""
+
+
+def _table_hint(path: Path) -> str:
+    """dataset_hint for a file that some other reader was given, when it reads as a CSV."""
+    try:
+        return dataset_hint(pd.read_csv(path, nrows=1), path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError):
+        return ""
+
+
+def require_columns(table: pd.DataFrame, columns: Sequence[str | tuple[str, ...]],
+                    source: str | Path) -> None:
+    """Raise LabelFileError naming the file, what is missing and what is there, and the
+    dataset whose columns the file has, if any. A tuple in `columns` lists alternative names
+    for one column."""
+    missing = _missing_columns(table, columns)
     if missing:
         raise LabelFileError(f"{source}: missing column(s) {', '.join(missing)}; "
-                             f"it has: {', '.join(map(str, table.columns))}")
+                             f"it has: {', '.join(map(str, table.columns))}"
+                             + dataset_hint(table, source))
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
@@ -73,7 +108,9 @@ def _read_csv(path: Path) -> pd.DataFrame:
     try:
         return pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise LabelFileError(f"{path}: not a readable CSV file ({err})") from err
+        hint = f"; {path.name} is a MATLAB file, as LIVE-VQC's labels are: use --dataset livevqc" \
+            if path.suffix.lower() == ".mat" else ""
+        raise LabelFileError(f"{path}: not a readable CSV file ({err}){hint}") from err
 
 
 # ----------------------------------------------------------------------------- quality sets
@@ -135,7 +172,7 @@ def read_lsvq(labels: str | Path, video_root: str | Path | None = None) -> pd.Da
     `name` has no extension: `yfcc-batch1/722` is `<root>/yfcc-batch1/722.mp4`."""
     labels = Path(labels)
     raw = _read_csv(labels)
-    require_columns(raw, ["name", "mos"], labels)
+    require_columns(raw, LABEL_COLUMNS["lsvq"], labels)
     if "is_test" in raw.columns:
         is_test = raw["is_test"].astype(str).str.strip().str.lower().isin(["true", "1", "t", "yes"])
         split = np.where(is_test, "test", "train")
@@ -150,7 +187,7 @@ def read_konvid(labels: str | Path, video_root: str | Path | None = None) -> pd.
     (`flickr_id`, `MOS`, ...; its `file_name` holds old names, so the join is on flickr_id)."""
     labels = Path(labels)
     raw = _read_csv(labels)
-    require_columns(raw, ["flickr_id", ("mos", "MOS")], labels)
+    require_columns(raw, LABEL_COLUMNS["konvid"], labels)
     score = "mos" if "mos" in raw.columns else "MOS"
     table = pd.DataFrame({"video_id": raw["flickr_id"], "mos": raw[score], "split": "all"})
     return finish_table(table, labels, video_root)
@@ -163,8 +200,9 @@ def read_livevqc(labels: str | Path, video_root: str | Path | None = None) -> pd
         raise FileNotFoundError(f"{labels}: label file not found")
     try:
         mat = scipy.io.loadmat(labels)
-    except (ValueError, TypeError, OSError) as err:
-        raise LabelFileError(f"{labels}: not a readable MATLAB file ({err})") from err
+    except (ValueError, TypeError, OSError, IndexError) as err:  # scipy's kinds for a non-.mat
+        raise LabelFileError(f"{labels}: not a readable MATLAB file ({err})"
+                             + _table_hint(labels)) from err
     fields = [k for k in mat if not k.startswith("__")]
     if "video_list" not in mat or "mos" not in mat:
         raise LabelFileError(f"{labels}: needs the variables 'video_list' and 'mos'; "
@@ -200,7 +238,7 @@ def read_youtube_ugc(labels: str | Path, video_root: str | Path | None = None) -
     else:
         raw = _read_csv(labels)
     raw.columns = [str(c).strip() for c in raw.columns]
-    require_columns(raw, ["vid", "MOS full"], labels)
+    require_columns(raw, LABEL_COLUMNS["youtube-ugc"], labels)
     table = pd.DataFrame({"video_id": raw["vid"], "mos": raw["MOS full"],
                           "split": raw["category"] if "category" in raw.columns else "all"})
     table = table[table["video_id"].notna()]

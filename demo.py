@@ -1,6 +1,6 @@
-"""The whole pipeline on built-in demo data, one command (SPEC sections 1 and 11).
+"""The whole pipeline on built-in demo data, one command (README.md, "The demo").
 
-    python demo.py                             # the demo: about 8 minutes on 2 CPU cores
+    python demo.py                             # the demo (README.md: its time on 2 cores)
     python demo.py --size tiny --out /tmp/d    # the smallest end-to-end run (seconds)
 
 Nothing is downloaded. demo_data.py writes a DHF1K-layout saliency set and a KoNViD-1k-layout
@@ -23,8 +23,10 @@ It prints the demo model's results table (the paper's form), the ablation table 
 everything is. Written to --out: `results.md` and `ablation.md` (each also .csv and .json),
 `overlays.png`, `scatter.png`, `training_curves.png` (matplotlib's Agg renderer, no display
 needed), and the stages' own folders `data/`, `frames/`, `saliency/`, `maps/`, `quality/`,
-`eval/`. A folder that an earlier demo run wrote is cleared first; any other non-empty folder
-is refused.
+`eval/`. Checkpoints are kept without optimizer state (the trainers' --slim-checkpoints), and
+of the quality runs only the demo model's (`quality/saliency_registers/best.pt`, the one to
+score videos with) is kept once all three are evaluated. A folder that an earlier demo run
+wrote is cleared first; any other non-empty folder is refused.
 """
 from __future__ import annotations
 
@@ -48,8 +50,7 @@ import figures
 import inference_sal
 import train_lsvq
 import train_sal
-from runtime import add_device_argument
-from runtime import run_script
+from runtime import add_device_argument, run_script, script_parser
 
 # ----------------------------------------------------------------------------- config
 OUT = "demo_out"
@@ -62,7 +63,7 @@ ALPHA = 0.5               # saliency weighting of the demo quality model
 BACKBONE = "resnet18"     # trained from scratch: nothing to download
 CLIP_FRAMES = 4           # frames per quality clip, all kept (the paper: 8); also the saliency
                           # network's training clip length
-QUALITY_LR = 5e-4
+QUALITY_LR = 7e-4
 VAL_FRACTION = 0.2        # quality split: validation share of the non-test clips
 TEST_FRACTION = 0.25      # quality split: test share of all clips
 OVERLAY_FRAMES = 4        # frames per clip in overlays.png (one clip per distorted region)
@@ -94,7 +95,7 @@ SIZES = {
                      quality_clips=24, quality_epochs=2),
     "small": DemoSize(frame_size=(48, 84), radius=9, saliency_train=24, saliency_val=6,
                       saliency_frames=16, saliency_channels=8, saliency_epochs=6, saliency_clips=2,
-                      quality_clips=800, quality_epochs=5),
+                      quality_clips=600, quality_epochs=4),
 }
 SALIENCY_RUNS = {"registers": REGISTERS, "baseline": 0}  # name: register tokens
 SALIENCY_NAMES = {"registers": f"UNet3D + {REGISTERS} registers",
@@ -215,7 +216,7 @@ def train_saliency(layout: Layout, size: DemoSize, name: str, seed: int, device:
         "--size", *map(str, size.frame_size), "--epochs", str(size.saliency_epochs),
         "--clip-len", str(CLIP_FRAMES), "--clips-per-video", str(size.saliency_clips),
         "--val-clips", "2", "--batch-size", "4", "--lr", "3e-3", "--warmup", "10",
-        "--workers", "0", "--seed", str(seed), "--device", device]))
+        "--workers", "0", "--seed", str(seed), "--device", device, "--slim-checkpoints"]))
 
 
 def score_saliency(layout: Layout, checkpoint: Path, device: str) -> dict[str, float]:
@@ -245,7 +246,7 @@ def train_quality(layout: Layout, size: DemoSize, name: str, seed: int, device: 
         "--epochs", str(size.quality_epochs), "--batch-size", "8", "--lr", str(QUALITY_LR),
         "--warmup", "0.5", "--val-fraction", str(VAL_FRACTION),
         "--test-fraction", str(TEST_FRACTION), "--workers", "0", "--seed", str(seed),
-        "--device", device]))
+        "--device", device, "--slim-checkpoints"]))
 
 
 def write_test_labels(layout: Layout) -> Path:
@@ -257,6 +258,15 @@ def write_test_labels(layout: Layout) -> Path:
     layout.test_labels.parent.mkdir(parents=True, exist_ok=True)
     labels[labels["flickr_id"].isin(tested)].to_csv(layout.test_labels, index=False)
     return layout.test_labels
+
+
+def drop_ablation_checkpoints(layout: Layout) -> None:
+    """Remove the checkpoints of the quality runs other than the demo model once they are
+    evaluated (about 80 MB each): their logs and predictions stay, and the demo model's
+    checkpoint is the one to score videos with."""
+    for name in QUALITY_RUNS:
+        if name != DEMO_MODEL:
+            (layout.quality_run(name) / "best.pt").unlink(missing_ok=True)
 
 
 def evaluate_quality(layout: Layout, name: str, device: str) -> dict:
@@ -382,6 +392,7 @@ def run_demo(out: str | Path, preset: DemoSize = SIZES[SIZE], seed: int = SEED, 
     with stages.stage("the test split (evaluate_vqa.py)"):
         write_test_labels(layout)
         quality = {name: evaluate_quality(layout, name, device) for name in QUALITY_RUNS}
+        drop_ablation_checkpoints(layout)
     with stages.stage("tables and figures"):
         files = {"results": train_lsvq.write_results(results_table(quality[DEMO_MODEL]), layout.out),
                  "ablation": train_lsvq.write_results(ablation_table(saliency, quality),
@@ -406,8 +417,7 @@ def summary(files: dict[str, Path], out: Path, seconds: float) -> str:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--out", default=OUT, help=f"output folder (default: {OUT})")
     parser.add_argument("--size", choices=sorted(SIZES), default=SIZE,
                         help=f"small: the demo; tiny: the smallest end-to-end run (default: {SIZE})")

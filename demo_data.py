@@ -1,5 +1,5 @@
 """The demo data: two synthetic sets in their publishers' layouts, written by code from a seed
-(SPEC section 11). demo.py writes them first; they can also be written on their own:
+(README.md, "The demo"). demo.py writes them first; they can also be written on their own:
 
     python demo_data.py --out demo_data/
 
@@ -39,6 +39,9 @@ three times as much as one where they do not. Saliency weighting (VQA.py) turns 
 network's attention the same way.
 
 Clip number `i` of either set depends only on (seed, i), so a larger set extends a smaller one.
+
+Each set's folder also holds `SYNTHETIC_DATA.txt` (provenance.py's marker): the trainers
+record it in their checkpoints, and scoring videos with a model trained on it says so.
 """
 from __future__ import annotations
 
@@ -51,8 +54,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from runtime import atomic_path
-from runtime import run_script
+from provenance import mark_synthetic
+from runtime import atomic_path, run_script, script_parser
 
 # ----------------------------------------------------------------------------- config
 OUT = "demo_data"
@@ -320,6 +323,7 @@ def write_saliency_set(root: str | Path, n_train: int = SALIENCY_TRAIN, n_val: i
         scene = moving_object_scene(frames, size, np.random.default_rng((seed, number)),
                                     radius=radius)
         write_dhf1k_video(root, number, scene)
+    mark_synthetic(root, "demo_data.py: a synthetic saliency set in DHF1K's layout")
     return root
 
 
@@ -354,27 +358,33 @@ def write_quality_set(root: str | Path, n_videos: int = QUALITY_CLIPS, frames: i
     for path, columns in ((labels, ["flickr_id", "mos"]), (root / QUALITY_DETAILS, table.columns)):
         with atomic_path(path) as tmp:
             table[list(columns)].to_csv(tmp, index=False)
+    mark_synthetic(root, "demo_data.py: a synthetic quality set in KoNViD-1k's layout")
     return labels
 
 
 # ----------------------------------------------------------------------------- command line
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--out", default=OUT,
                         help=f"output folder; the sets go to {SALIENCY_DIR}/ and {QUALITY_DIR}/")
-    parser.add_argument("--saliency-train", type=int, default=SALIENCY_TRAIN)
-    parser.add_argument("--saliency-val", type=int, default=SALIENCY_VAL)
-    parser.add_argument("--saliency-frames", type=int, default=SALIENCY_FRAMES)
-    parser.add_argument("--quality-clips", type=int, default=QUALITY_CLIPS)
-    parser.add_argument("--quality-frames", type=int, default=QUALITY_FRAMES)
+    parser.add_argument("--saliency-train", type=int, default=SALIENCY_TRAIN,
+                        help="saliency set: training videos")
+    parser.add_argument("--saliency-val", type=int, default=SALIENCY_VAL,
+                        help="saliency set: validation videos")
+    parser.add_argument("--saliency-frames", type=int, default=SALIENCY_FRAMES,
+                        help="frames per saliency video")
+    parser.add_argument("--quality-clips", type=int, default=QUALITY_CLIPS,
+                        help="quality set: clips")
+    parser.add_argument("--quality-frames", type=int, default=QUALITY_FRAMES,
+                        help="frames per quality clip")
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=DEMO_KINDS,
                         help="quality set distortions")
-    parser.add_argument("--size", type=int, nargs=2, default=(HEIGHT, WIDTH), metavar=("H", "W"))
+    parser.add_argument("--size", type=int, nargs=2, default=(HEIGHT, WIDTH), metavar=("H", "W"),
+                        help="frame height and width")
     parser.add_argument("--radius", type=int,
                         help="disk radius in pixels (default: a tenth of the shorter side)")
-    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--seed", type=int, default=SEED, help="seed of every scene and distortion")
     return parser.parse_args(argv)
 
 

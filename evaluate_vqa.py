@@ -75,10 +75,11 @@ from dataloader import FRAME_LIST, PROBLEMS, MosScale
 from extract_frame import find_videos
 from labelled_sets import (LABEL_DATASETS, PLAIN_FORMATS, LabelColumns, add_label_arguments,
                            label_columns, read_table)
+from provenance import TRAINED_ON, training_note
 from runtime import (Failure, Interrupted, add_device_argument, add_precision_arguments,
                      atomic_path, compile_model, default_workers, load_checkpoint, pick_device,
-                     precision_autocast, resolve_precision, run_script, sigint_ignored,
-                     writable_folder, write_failures)
+                     precision_autocast, resolve_precision, run_script, script_parser,
+                     sigint_ignored, writable_folder, write_failures)
 from sharding import (CsvOutput, PartialRows, Shard, add_shard_argument, current_shard,
                       exit_status, is_merged, partial_path, shard_device, write_outputs)
 from sal_withreg import predict_maps, prepare_inference, to_precision, weights_precision
@@ -113,11 +114,16 @@ class LabelledSet:
         return read_table(self.dataset, self.labels, columns=self.columns)
 
 
-def load_quality(checkpoint: str | Path | model_file.ModelFile, device: torch.device
-                 ) -> tuple[QualityNet, MosScale, tuple[int, int]]:
+def load_quality(checkpoint: str | Path | model_file.ModelFile, device: torch.device,
+                 announce: bool = False) -> tuple[QualityNet, MosScale, tuple[int, int]]:
     """The trained model of a quality checkpoint or an exported model file (eval mode, on
-    `device`; channels_last on CUDA), its MOS scale and its frame size (H, W)."""
+    `device`; channels_last on CUDA), its MOS scale and its frame size (H, W). `announce`:
+    print provenance.training_note on stderr, if any."""
     part = model_file.load_quality(checkpoint)
+    note = training_note({TRAINED_ON: part.trained_on},
+                         getattr(checkpoint, "path", checkpoint)) if announce else None
+    if note:
+        print(note, file=sys.stderr)
     model = part.model.to(device).eval()
     if device.type == "cuda":
         model.to_channels_last()
@@ -393,7 +399,7 @@ def score_videos(checkpoint: str | Path | model_file.ModelFile, videos: Sequence
     `compiled`. An exported model file (a `model_file.ModelFile`, given as both checkpoints)
     also sets the frames per video."""
     device, out = shard_device(pick_device(device)), Path(out)
-    model, scale, size = load_quality(checkpoint, device)
+    model, scale, size = load_quality(checkpoint, device, announce=True)
     model = inference_quality(model, device, precision, compiled)
     saliency_model = None
     if model.saliency_alpha > 0:
@@ -461,8 +467,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The options; everything after a `--` is kept as `train_options` for train_lsvq.py."""
     argv = list(sys.argv[1:] if argv is None else argv)
     cut = argv.index("--") if "--" in argv else len(argv)
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--checkpoint", default=CHECKPOINT, help="quality checkpoint")
     parser.add_argument("--model", metavar="FILE",
                         help="an exported model file (--export) in place of --checkpoint and "
@@ -483,14 +488,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         metavar="R", help=f"fine-tuning protocol with R splits (default {FINETUNE_SPLITS})")
     parser.add_argument("--from-scratch", action="store_true",
                         help="fine-tuning protocol: fresh weights instead of the checkpoint's")
-    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--seed", type=int, default=SEED,
+                        help="fine-tuning protocol: seed of the first split (split r uses seed + r)")
     parser.add_argument("--resume", action="store_true",
                         help="scoring: keep the scores of an interrupted run (<out>.partial) and "
                              "score only the videos still missing")
     parser.add_argument("--saliency-checkpoint", default=SALIENCY_CHECKPOINT,
                         help="scoring: saliency checkpoint (not needed when saliency is off)")
     parser.add_argument("--videos", nargs="+", metavar="INPUT", help="scoring: video files or folders")
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+                        help="clips (videos) per forward pass")
     parser.add_argument("--workers", type=int, default=WORKERS,
                         help="data-loading processes (default: the machine's cores, at most one "
                              "per video, none for a single video)")

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from dataloader import FRAME_LIST, PROBLEMS
 from labelled_sets import LABEL_DATASETS, LabelColumns, add_label_arguments, label_columns, read_table
 from runtime import (Failure, Interrupted, atomic_path, default_workers, remove_leftovers,
-                     run_script, sigint_ignored, writable_folder, write_failures)
+                     run_script, script_parser, sigint_ignored, writable_folder, write_failures)
 from sharding import (CsvOutput, Shard, add_shard_argument, current_shard, exit_status,
                       is_merged, write_outputs)
 from video_io import NUM_FRAMES, VIDEO_EXTENSIONS, SampledVideo, VideoError, sample_video
@@ -190,7 +190,7 @@ def videos_from_labels(dataset: str, labels: str, video_root: str,
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("inputs", nargs="*", help="video files or folders (searched recursively)")
     parser.add_argument("--out", default=OUT, help=f"output folder (default: {OUT})")
     parser.add_argument("--num-frames", type=int, default=NUM_FRAMES,

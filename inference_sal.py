@@ -1,5 +1,5 @@
 """Stage 3: saliency maps for the frames that stage 1 stored, and overlays to look at them
-(SPEC section 7).
+(README.md, stage 3).
 
     python inference_sal.py --checkpoint runs/sal/best.pt --frames frames/ --out saliency/ --overlay
     python inference_sal.py --checkpoint runs/sal/best.pt --video clip.mp4 --all-frames \\
@@ -8,9 +8,9 @@
 Frames mode: the K stored frames of every video that extract_frame.py finished under --frames
 go through the network as one clip (in the order of its frames.json), batched over videos.
 Each frame's map is written as `<out>/<video_id>/<frame file name>`, an 8-bit grayscale PNG
-(sigmoid, then min-max per frame, then x255), so maps pair with frames by name. The network
-runs at the checkpoint's training size (or --size) and the maps come out at the stored frames'
-size. A video's folder appears whole or not at all; videos whose maps are all there are
+(sigmoid of the frame's log-softmax, then min-max per frame, then x255; README.md, stage 3,
+says why), so maps pair with frames by name. The network runs at the checkpoint's training
+size (or --size) and the maps come out at the stored frames' size. A video's folder appears whole or not at all; videos whose maps are all there are
 skipped. A frame listed twice in frames.json (a short video) keeps the map of its first place.
 `--overlay` also writes the colour heat map blended over each frame, as a PNG of the frame's
 size, to `<out>_overlays/<video_id>/<frame file name>`: a sibling folder, so that the maps
@@ -19,7 +19,8 @@ folder holds nothing but maps.
 Video mode (`--video INPUT ... --all-frames`): every decodable frame gets a map, from
 consecutive windows of --window frames (the last window is aligned to the video's end, and a
 video shorter than a window repeats its last frame); the overlays are written as
-`<out>/<video_id>.mp4` at the source's frame rate. Videos already rendered are skipped.
+`<out>/<video_id>.mp4` (H.264, yuv420p) at the source's frame rate. Overlays, PNG and video,
+carry a colour bar (`colour_bar`) on their right. Videos already rendered are skipped.
 
 Videos that fail are listed at the end and the exit status is 1. In frames mode, torchrun or
 --shard I/N give each process its share of the videos, one GPU per process (README,
@@ -30,9 +31,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from fractions import Fraction
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
+import av
 import cv2
 import numpy as np
 import torch
@@ -45,7 +48,7 @@ from dataloader import StoredFramesDataset, frame_files, stored_videos, to_clip_
 from extract_frame import find_videos
 from runtime import (Interrupted, add_device_argument, add_precision_arguments, atomic_path,
                      compile_model, default_workers, pick_device, resolve_precision, run_script,
-                     sigint_ignored, writable_folder)
+                     script_parser, sigint_ignored, writable_folder)
 from sharding import Shard, add_shard_argument, current_shard, exit_status, shard_device
 from sal_withreg import predict_maps, prepare_inference
 from video_io import DAMAGED, VideoError, VideoReader
@@ -61,6 +64,9 @@ OVERLAY_ALPHA = 0.5        # weight of the heat map in an overlay
 COLORMAP = cv2.COLORMAP_JET
 FOLD_BN = True             # fold BatchNorm into the convolutions (faster, same maps)
 OVERLAY_SUFFIX = "_overlays"
+BAR_TEXT_HEIGHTS = 360     # colour bar label font scale = frame height / this (at least 0.25)
+VIDEO_CODEC = "libx264"    # H.264, yuv420p: what browsers and players play
+VIDEO_CRF = 20             # x264 constant quality (lower: better, larger)
 # -----------------------------------------------------------------------------
 
 
@@ -87,12 +93,35 @@ def _load(checkpoint: str | Path | model_file.ModelFile, device: torch.device | 
 # ----------------------------------------------------------------------------- images
 
 def overlay(frame: np.ndarray, saliency: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
-    """Colour heat map of `saliency` (h, w) uint8 blended over `frame` (H, W, 3) uint8 BGR;
-    the map is resized to the frame. Returns (H, W, 3) uint8 BGR."""
+    """Colour heat map of `saliency` (h, w) uint8 blended over `frame` (H, W, 3) uint8 BGR,
+    the map resized to the frame, with `colour_bar(H)` on its right. Returns
+    (H, W + colour_bar(H).shape[1], 3) uint8 BGR."""
     heat = cv2.applyColorMap(saliency, COLORMAP)
     if heat.shape[:2] != frame.shape[:2]:
         heat = cv2.resize(heat, (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_LINEAR)
-    return cv2.addWeighted(frame, 1.0 - alpha, heat, alpha, 0.0)
+    blended = cv2.addWeighted(frame, 1.0 - alpha, heat, alpha, 0.0)
+    return np.concatenate([blended, colour_bar(frame.shape[0])], axis=1)
+
+
+def colour_bar(height: int) -> np.ndarray:
+    """The key to the heat map, (height, width, 3) uint8 BGR: a vertical strip of COLORMAP
+    from map value 1 (top) to 0 (bottom) on a black panel, labelled "1" and "0" beside its
+    ends; sizes scale with `height` so that the labels stay legible on small frames."""
+    scale = max(height / BAR_TEXT_HEIGHTS, 0.25)
+    thickness = max(1, round(scale))
+    (text_w, text_h), _ = cv2.getTextSize("0", cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    margin = max(1, height // 64)
+    strip = max(3, height // 24)
+    panel = np.zeros((height, margin + strip + margin + text_w + margin, 3), np.uint8)
+    top, bottom = margin, height - margin
+    values = np.linspace(255, 0, bottom - top).round().astype(np.uint8)[:, None]
+    panel[top:bottom, margin:margin + strip] = cv2.applyColorMap(
+        np.repeat(values, strip, axis=1), COLORMAP)
+    left = margin + strip + margin
+    for label, y in (("1", top + text_h), ("0", bottom)):
+        cv2.putText(panel, label, (left, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
+                    thickness, cv2.LINE_AA)
+    return panel
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
@@ -261,26 +290,39 @@ def decoded_frames(video: VideoReader) -> Iterator[np.ndarray]:
 
 
 class OverlayVideo:
-    """An MP4 file of BGR frames, opened at the first frame (whose size it takes)."""
+    """An H.264 (yuv420p) MP4 file of BGR frames, written by PyAV and opened at the first
+    frame, whose size it takes, rounded down to even numbers (4:2:0 chroma needs them)."""
 
     def __init__(self, path: Path, fps: float):
         self.path, self.fps = path, fps
-        self.writer: cv2.VideoWriter | None = None
+        self.container: av.container.OutputContainer | None = None
+        self.stream: av.video.stream.VideoStream | None = None
         self.frames = 0
 
+    def _open(self, height: int, width: int) -> None:
+        try:
+            self.container = av.open(str(self.path), "w", format="mp4")
+        except OSError as err:
+            raise OSError(f"{self.path}: cannot write an MP4 file here ({err})") from err
+        rate = Fraction(self.fps).limit_denominator(1001)
+        self.stream = self.container.add_stream(VIDEO_CODEC, rate=rate,
+                                                options={"crf": str(VIDEO_CRF)})
+        self.stream.width, self.stream.height = width - width % 2, height - height % 2
+        self.stream.pix_fmt = "yuv420p"
+
     def write(self, frame: np.ndarray) -> None:
-        if self.writer is None:
-            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"),
-                                          self.fps, (frame.shape[1], frame.shape[0]))
-            if not self.writer.isOpened():
-                raise OSError(f"{self.path}: OpenCV cannot write an MP4 file here")
-        self.writer.write(frame)
+        if self.container is None:
+            self._open(*frame.shape[:2])
+        even = np.ascontiguousarray(frame[:self.stream.height, :self.stream.width])
+        self.container.mux(self.stream.encode(av.VideoFrame.from_ndarray(even, format="bgr24")))
         self.frames += 1
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.release()
-            self.writer = None
+        """Flush the encoder and finish the file (idempotent)."""
+        if self.container is not None:
+            self.container.mux(self.stream.encode(None))
+            self.container.close()
+            self.container = None
 
 
 def _model_clip(frames: Sequence[np.ndarray], size: Sequence[int]) -> torch.Tensor:
@@ -309,7 +351,7 @@ def render_video(model: nn.Module, path: str | Path, out_file: str | Path,
     capture = VideoReader(path)  # raises VideoError, whose kind says why
     fps = capture.fps or 25.0
     with atomic_path(out_file) as tmp:
-        staging = tmp.with_name(tmp.name + ".mp4")  # OpenCV picks the container by suffix
+        staging = tmp.with_name(tmp.name + ".mp4")  # a name players recognise while it is written
         video = OverlayVideo(staging, fps)
         try:
             pending: list[tuple[list[np.ndarray], range]] = []
@@ -355,8 +397,7 @@ def render_videos(model: nn.Module, inputs: Sequence[str | Path], out: str | Pat
 # ----------------------------------------------------------------------------- command line
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--checkpoint", default=CHECKPOINT, help="a train_sal.py checkpoint")
     parser.add_argument("--model", metavar="FILE",
                         help="an exported model file (evaluate_vqa.py --export) in place of "
@@ -365,7 +406,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--video", nargs="+", metavar="INPUT",
                         help="video files or folders to render (video mode, with --all-frames)")
     parser.add_argument("--all-frames", action="store_true",
-                        help="map every frame of --video and write overlay MP4s")
+                        help="map every frame of --video and write H.264 overlay MP4s")
     parser.add_argument("--out", default=OUT, help=f"output folder (default: {OUT})")
     parser.add_argument("--overlay", action="store_true",
                         help=f"also write heat-map overlays to <out>{OVERLAY_SUFFIX}/")

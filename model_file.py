@@ -8,8 +8,8 @@ optimizer state, and one metadata entry, `dagr_vqa`, a JSON string:
 
     {"format": "dagr-vqa-model", "format_version": 1, "precision": "fp32" | "bf16",
      "quality": {"model_kwargs", "frame_size": [H, W], "frames_per_clip", "saliency_alpha",
-                 "mos_scale": {"low", "high"}, "settings", "epoch", "metrics"},
-     "saliency": null | {"model_kwargs", "settings", "epoch", "metrics"}}
+                 "mos_scale": {"low", "high"}, "settings", "epoch", "metrics", "trained_on"},
+     "saliency": null | {"model_kwargs", "settings", "epoch", "metrics", "trained_on"}}
 
 Loading it reads no pickle and runs nothing from the file: the networks are built from the
 metadata's constructor arguments by the networks' own builders, and every tensor must match
@@ -30,6 +30,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from provenance import TRAINED_ON
 from runtime import atomic_path, load_checkpoint
 from sal_withreg import NORMALISATIONS, build_saliency_model
 from VQA import QualityNet, build_quality_model
@@ -57,6 +58,7 @@ class QualityPart:
     mos_scale: dict[str, float]
     frame_size: tuple[int, int]
     frames_per_clip: int | None
+    trained_on: dict[str, Any] | None = None  # provenance.trained_on's record, if stored
 
 
 Source = str | os.PathLike | ModelFile
@@ -111,9 +113,10 @@ def load_quality(source: Source) -> QualityPart:
         meta, tensors = read_model_file(source.path, ["quality"])
         part = meta["quality"]
         model = _network(source.path, "quality", part["model_kwargs"], tensors)
-        return QualityPart(model, *_scale_and_size(source.path, part), part["frames_per_clip"])
+        return QualityPart(model, *_scale_and_size(source.path, part), part["frames_per_clip"],
+                           part.get(TRAINED_ON))
     model, payload = checkpoint_network(source, "quality")
-    return QualityPart(model, *_scale_and_size(source, payload), None)
+    return QualityPart(model, *_scale_and_size(source, payload), None, payload.get(TRAINED_ON))
 
 
 def _scale_and_size(path: str | os.PathLike, payload: dict[str, Any]
@@ -195,9 +198,10 @@ def export_model(out: str | os.PathLike, quality_checkpoint: str | os.PathLike,
 
 
 def _provenance(payload: dict[str, Any]) -> dict[str, Any]:
-    """The training settings, finished epochs and validation metrics of a checkpoint."""
+    """The training settings, finished epochs, validation metrics and training data
+    (provenance.trained_on) of a checkpoint."""
     return {"settings": payload.get("settings") or {}, "epoch": payload.get("epoch"),
-            "metrics": payload.get("metrics") or {}}
+            "metrics": payload.get("metrics") or {}, TRAINED_ON: payload.get(TRAINED_ON)}
 
 
 def _stored(model: nn.Module, kind: str, precision: str) -> dict[str, torch.Tensor]:

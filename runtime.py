@@ -29,6 +29,39 @@ import torch
 DEFAULT_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
+README_NOTE = "Every option, the file formats and the measured numbers: README.md."
+
+
+def default_text(value: Any) -> str:
+    """A default as a user would type it: a sequence as its items separated by spaces."""
+    if isinstance(value, (list, tuple)):
+        return " ".join(map(str, value))
+    return str(value)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The description as written (the script's docstring) and every option's default after
+    its help text, unless the text already states it, the default is None (nothing given
+    means "not used", said in the text) or the option is a switch."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or default is None or default is argparse.SUPPRESS
+                or not action.option_strings or isinstance(default, bool)
+                or action.nargs == 0):
+            return text
+        shown = default_text(default).replace("%", "%%")  # argparse %-formats help texts
+        return f"{text} (default: {shown})".lstrip()
+
+
+def script_parser(description: str | None) -> argparse.ArgumentParser:
+    """The parser every script starts from: its docstring as the description, HelpFormatter,
+    and a closing line pointing to the README."""
+    return argparse.ArgumentParser(description=description, formatter_class=HelpFormatter,
+                                   epilog=README_NOTE)
+
+
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     """The one `--device` option every script exposes."""
     parser.add_argument("--device", default=DEFAULT_DEVICE,
@@ -285,6 +318,18 @@ def save_epoch_checkpoints(best: str | os.PathLike, last: str | os.PathLike,
             os.link(best, tmp)
         except OSError:
             shutil.copyfile(best, tmp)
+
+
+RESUME_STATE = ("optimizer_state", "scheduler_state", "rng_state")  # what only --resume reads
+
+
+def slim_checkpoints(best: str | os.PathLike, last: str | os.PathLike) -> None:
+    """At the end of a run that will not be resumed: rewrite `best` without RESUME_STATE
+    (the optimizer's moments are twice the model's size) and remove `last`."""
+    payload = torch.load(best, map_location="cpu", weights_only=False)  # our own file
+    save_checkpoint(best, {key: value for key, value in payload.items()
+                           if key not in RESUME_STATE})
+    Path(last).unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu",

@@ -1,4 +1,4 @@
-"""Stage 4: train the saliency-weighted quality network (SPEC sections 8-10).
+"""Stage 4: train the saliency-weighted quality network (README.md, stage 4).
 
     python train_lsvq.py --dataset lsvq --labels labels_train_test.csv \\
         --labels-1080p labels_test_1080p.csv --frames frames/ --saliency maps/ --out runs/lsvq
@@ -69,6 +69,8 @@ from runtime import (CsvLog, Distributed, add_device_argument, add_precision_arg
 from runtime import available_cores, run_script
 from model_file import checkpoint_network
 from VQA import BACKBONES, VARIANTS, QualityNet, build_quality_model
+from provenance import TRAINED_ON, trained_on
+from runtime import script_parser, slim_checkpoints
 
 # ----------------------------------------------------------------------------- config
 DATASET = "lsvq"          # lsvq | konvid | livevqc | youtube-ugc | csv | labels-txt
@@ -402,7 +404,9 @@ def train(config: argparse.Namespace, splits: dict[str, pd.DataFrame] | None = N
                 model, unwrap(model).config, optimizer, scheduler, epoch + 1, metrics,
                 settings_of(config), kind="quality",
                 mos_scale={"low": scale.low, "high": scale.high}, frame_size=list(config.size),
-                best_score=best_score, best_epoch=best_epoch)
+                best_score=best_score, best_epoch=best_epoch,
+                **{TRAINED_ON: trained_on(config.dataset, len(splits["train"]),
+                                          Path(config.labels).parent)})
             # the log first: a crash before the checkpoints are saved resumes from the
             # previous last, which drops this epoch's row and redoes the epoch
             log.append({"epoch": epoch, "lr": scheduler.get_last_lr()[0], "train_loss": loss,
@@ -412,6 +416,8 @@ def train(config: argparse.Namespace, splits: dict[str, pd.DataFrame] | None = N
             figures.write_curves(out / "log.csv", CURVE_PANELS, CURVES_TITLE)
             tqdm.write(f"epoch {epoch + 1}: loss {loss:.4f}, val SRCC {metrics['srcc']:.3f} "
                        f"PLCC {metrics['plcc']:.3f}" + (" (best)" if improved else ""))
+    if dist.is_main and config.slim_checkpoints:
+        slim_checkpoints(out / "best.pt", out / "last.pt")
     barrier(dist)
     best = out / "best.pt"
     unwrap(model).load_state_dict(load_checkpoint(best, device)["model_state"])
@@ -441,11 +447,10 @@ def evaluate_best(model: torch.nn.Module, loaders: dict[str, DataLoader], datase
 # ----------------------------------------------------------------------------- command line
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--dataset", default=DATASET, choices=sorted(DISPLAY_NAMES),
-                        help=f"label format (default {DATASET}); csv and labels-txt read any "
-                             "labelled set (see the README)")
+                        help="label format of --labels; csv and labels-txt read any labelled set "
+                             "(see the README)")
     parser.add_argument("--labels", default=LABELS, required=LABELS is None,
                         help="the dataset's official label file, or a csv / labels-txt file")
     add_label_arguments(parser)
@@ -457,8 +462,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--saliency", default=SALIENCY,
                         help="stored saliency maps (inference_sal.py); unused with --saliency-alpha 0")
     parser.add_argument("--out", default=OUT, help="checkpoints, log and results")
-    parser.add_argument("--backbone", default=BACKBONE, choices=sorted(BACKBONES))
-    parser.add_argument("--variant", default=VARIANT, choices=VARIANTS)
+    parser.add_argument("--backbone", default=BACKBONE, choices=sorted(BACKBONES),
+                        help="ResNet trunk of the quality network")
+    parser.add_argument("--variant", default=VARIANT, choices=VARIANTS,
+                        help="head: spatial mean, temporal transformer, or both (fusion)")
     parser.add_argument("--saliency-alpha", type=float, default=SALIENCY_ALPHA,
                         help="saliency weighting strength a; 0 = off")
     start = parser.add_mutually_exclusive_group()
@@ -468,24 +475,36 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                        help="random backbone initialisation")
     start.add_argument("--init", default=INIT,
                        help="fine-tune from this quality checkpoint (architecture and weights)")
-    parser.add_argument("--size", type=int, nargs=2, default=SIZE, metavar=("H", "W"))
-    parser.add_argument("--epochs", type=int, default=EPOCHS)
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
-    parser.add_argument("--lr", type=float, default=LR)
-    parser.add_argument("--weight-decay", type=float, default=WEIGHT_DECAY)
+    parser.add_argument("--size", type=int, nargs=2, default=SIZE, metavar=("H", "W"),
+                        help="frame height and width of the network input")
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help="training epochs")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+                        help="clips per batch (per process under torchrun)")
+    parser.add_argument("--lr", type=float, default=LR, help="peak learning rate (AdamW)")
+    parser.add_argument("--weight-decay", type=float, default=WEIGHT_DECAY,
+                        help="AdamW weight decay")
     parser.add_argument("--warmup", type=float, default=WARMUP, help="epochs of warm-up")
-    parser.add_argument("--plcc-weight", type=float, default=PLCC_WEIGHT)
-    parser.add_argument("--rank-weight", type=float, default=RANK_WEIGHT)
-    parser.add_argument("--grad-clip", type=float, default=GRAD_CLIP)
-    parser.add_argument("--val-fraction", type=float, default=VAL_FRACTION)
+    parser.add_argument("--plcc-weight", type=float, default=PLCC_WEIGHT,
+                        help="weight of the 1 - PLCC loss term")
+    parser.add_argument("--rank-weight", type=float, default=RANK_WEIGHT,
+                        help="weight of the pairwise ranking hinge")
+    parser.add_argument("--grad-clip", type=float, default=GRAD_CLIP,
+                        help="maximum gradient norm (0: no clipping)")
+    parser.add_argument("--val-fraction", type=float, default=VAL_FRACTION,
+                        help="share of the training videos held out for validation (model choice)")
     parser.add_argument("--test-fraction", type=float, default=TEST_FRACTION,
                         help="share of the videos tested (not LSVQ, which has its own test set)")
     parser.add_argument("--workers", type=int, default=WORKERS, help="data-loading processes")
-    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--seed", type=int, default=SEED,
+                        help="seed of the split, the initialisation and the data order")
     parser.add_argument("--sync-bn", action="store_true",
                         help="under torchrun on GPUs: BatchNorm statistics over all ranks' batches")
     parser.add_argument("--resume", action="store_true",
                         help="continue from OUT/last.pt (from the start if there is none yet)")
+    parser.add_argument("--slim-checkpoints", action="store_true",
+                        help="when training ends, remove last.pt and strip best.pt of the "
+                             "optimizer, schedule and random states (a third of its size; the "
+                             "run can then not be --resume'd)")
     add_precision_arguments(parser, "the network for training")
     add_device_argument(parser)
     config = parser.parse_args(argv)

@@ -1,4 +1,4 @@
-"""Stage 2: train and validate the saliency network on DHF1K or DIEM (SPEC section 5).
+"""Stage 2: train and validate the saliency network on DHF1K or DIEM (README.md, stage 2).
 
     python train_sal.py --dataset dhf1k --root DHF1K/ --out runs/sal --epochs 20
     python train_sal.py --dataset dhf1k --root DHF1K/ --out runs/sal --epochs 20 --resume
@@ -17,7 +17,7 @@ ground-truth map normalised to sum 1 and F the fixations; the mean over frames.
 
 Validation, every epoch: `--val-clips` clips spread evenly over each validation video, scored
 on the softmax maps P (`probability_maps`, the distribution the loss fits) with the metrics of
-SPEC section 6: per frame, pooled over each video's frames, then the plain mean over videos
+metrics.py: per frame, pooled over each video's frames, then the plain mean over videos
 (every video contributes the same number of frames, so this is also the mean over frames).
 s-AUC takes its negatives from the fixations of other frames of the same video. The maps that
 inference_sal.py stores are a monotone, near-linear function of P (see
@@ -26,7 +26,7 @@ sal_withreg.predict_maps), so these numbers describe them too.
 Writes to --out: `best.pt` (highest validation CC), `last.pt` (every epoch; --resume continues
 from it exactly, with the schedule set by --epochs), `log.csv` (one row per epoch; `best` marks
 the epochs that improved) and `curves.png` (its curves, redrawn every epoch). Checkpoints
-hold `kind="saliency"` and everything else SPEC section 10 lists.
+hold `kind="saliency"`, the model's settings, and what it was trained on (provenance.py).
 """
 from __future__ import annotations
 
@@ -55,6 +55,8 @@ from runtime import (CsvLog, Distributed, ShardSampler, add_device_argument,
                      unwrap, warmup_cosine, wrap_for_training, writable_folder)
 from model_file import checkpoint_network
 from sal_withreg import REGISTER_MODES, build_saliency_model
+from provenance import TRAINED_ON, trained_on
+from runtime import script_parser, slim_checkpoints
 
 # ----------------------------------------------------------------------------- config
 DATASET = "dhf1k"         # dhf1k or diem
@@ -363,7 +365,9 @@ def _train(config: Any, dist: Distributed, device: torch.device) -> Path:
         if main_process:
             payload = training_payload(model, model_arguments(config), optimizer, scheduler,
                                        epoch + 1, metrics, settings_of(config), kind=KIND,
-                                       best_cc=best_cc)
+                                       best_cc=best_cc,
+                                       **{TRAINED_ON: trained_on(config.dataset, len(train_videos),
+                                                                 config.root)})
             # the log first: a crash before the checkpoints are saved resumes from the
             # previous last, which drops this epoch's row and redoes the epoch
             log.append({"epoch": epoch + 1, "train_loss": loss,
@@ -375,31 +379,37 @@ def _train(config: Any, dist: Distributed, device: torch.device) -> Path:
             tqdm.write(f"epoch {epoch + 1}/{config.epochs}: loss {loss:.4f}, val "
                        + ", ".join(f"{m} {metrics[m]:.4f}" for m in METRICS)
                        + (" (best)" if improved else ""))
+    if main_process and config.slim_checkpoints:
+        slim_checkpoints(out / BEST, out / LAST)
     return out / BEST
 
 
 # ----------------------------------------------------------------------------- command line
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=("dhf1k", "diem"), default=DATASET)
+    parser = script_parser(__doc__)
+    parser.add_argument("--dataset", choices=("dhf1k", "diem"), default=DATASET,
+                        help="saliency dataset: DHF1K or DIEM (layouts: README.md)")
     parser.add_argument("--root", default=ROOT, help="dataset folder in its official layout")
     parser.add_argument("--out", default=OUT, help="folder for checkpoints and the log")
     parser.add_argument("--registers", type=int, default=REGISTERS,
                         help="register tokens (0: the baseline)")
-    parser.add_argument("--register-mode", choices=REGISTER_MODES, default=REGISTER_MODE)
+    parser.add_argument("--register-mode", choices=REGISTER_MODES, default=REGISTER_MODE,
+                        help="how the registers meet the features: attention at the bottleneck, or input channels")
     parser.add_argument("--channels", type=int, default=CHANNELS, help="U-Net base width")
-    parser.add_argument("--size", type=int, nargs=2, default=SIZE, metavar=("H", "W"))
-    parser.add_argument("--epochs", type=int, default=EPOCHS)
-    parser.add_argument("--clip-len", type=int, default=CLIP_LEN)
+    parser.add_argument("--size", type=int, nargs=2, default=SIZE, metavar=("H", "W"),
+                        help="frame height and width of the network input")
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help="training epochs")
+    parser.add_argument("--clip-len", type=int, default=CLIP_LEN, help="frames per training clip")
     parser.add_argument("--clips-per-video", type=int, default=CLIPS_PER_VIDEO,
                         help="training clips per video and epoch")
     parser.add_argument("--val-clips", type=int, default=VAL_CLIPS,
                         help="validation clips per video, evenly spread")
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
-    parser.add_argument("--lr", type=float, default=LR)
-    parser.add_argument("--weight-decay", type=float, default=WEIGHT_DECAY)
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+                        help="clips per batch (per process under torchrun)")
+    parser.add_argument("--lr", type=float, default=LR, help="peak learning rate (AdamW)")
+    parser.add_argument("--weight-decay", type=float, default=WEIGHT_DECAY,
+                        help="AdamW weight decay (kernels and weight matrices only)")
     parser.add_argument("--warmup", type=int, default=WARMUP, help="warm-up optimizer steps")
     parser.add_argument("--grad-accum", type=int, default=GRAD_ACCUM, help="batches per step")
     parser.add_argument("--clip-grad", type=float, default=CLIP_GRAD,
@@ -407,12 +417,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--l-kl", type=float, default=L_KL, help="weight of KL(G || P)")
     parser.add_argument("--l-cc", type=float, default=L_CC, help="weight of CC(P, G)")
     parser.add_argument("--l-nss", type=float, default=L_NSS, help="weight of NSS(P, fixations)")
-    parser.add_argument("--workers", type=int, default=WORKERS)
-    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--workers", type=int, default=WORKERS, help="data-loading processes")
+    parser.add_argument("--seed", type=int, default=SEED,
+                        help="seed of the initialisation, the clip starts and the data order")
     parser.add_argument("--sync-bn", action="store_true",
                         help="under torchrun on GPUs: BatchNorm statistics over all ranks' batches")
     parser.add_argument("--resume", action="store_true",
                         help=f"continue from <out>/{LAST} (from the start if there is none yet)")
+    parser.add_argument("--slim-checkpoints", action="store_true",
+                        help=f"when training ends, remove {LAST} and strip {BEST} of the "
+                             "optimizer, schedule and random states (the run can then not be "
+                             "--resume'd)")
     parser.add_argument("--evaluate", metavar="CHECKPOINT",
                         help="print the metrics of CHECKPOINT on --split instead of training")
     parser.add_argument("--split", choices=("val", "train", "test"), default=SPLIT,

@@ -11,10 +11,13 @@ import pytest
 
 import demo
 import demo_data
+import inference_sal
 from dataloader import read_labels, read_saliency_set
 from fakes import one_thread  # noqa: F401  (fixture)
 from pictures import png_image
-from train_lsvq import RESULT_COLUMNS
+from provenance import TRAINED_ON
+from runtime import RESUME_STATE, load_checkpoint
+from train_lsvq import RESULT_COLUMNS, split_table
 
 METRICS = ["PLCC", "SRCC", "KRCC", "RMSE"]
 
@@ -85,7 +88,24 @@ def test_every_clip_gets_maps_and_overlays_named_like_its_frames(tiny_run):
     overlay = out / "maps" / "registers_overlays" / videos[0]
     assert sorted(p.name for p in overlay.glob("*.png")) == frames
     image = cv2.imread(str(overlay / frames[0]))
-    assert image.shape[:2] == demo.SIZES["tiny"].frame_size
+    height, width = demo.SIZES["tiny"].frame_size
+    assert image.shape[:2] == (height, width + inference_sal.colour_bar(height).shape[1])
+
+
+def test_the_demo_keeps_no_optimizer_state_and_knows_its_data_is_synthetic(tiny_run):
+    _, out = tiny_run
+    for name in demo.QUALITY_RUNS:  # only the demo model's checkpoint is kept
+        kept = sorted(p.name for p in (out / "quality" / name).glob("*.pt"))
+        assert kept == (["best.pt"] if name == demo.DEMO_MODEL else []), name
+    for run in [*(out / "saliency").iterdir(), out / "quality" / demo.DEMO_MODEL]:
+        assert sorted(p.name for p in run.glob("*.pt")) == ["best.pt"], run
+        payload = load_checkpoint(run / "best.pt")
+        assert not set(RESUME_STATE) & set(payload), run
+        assert payload[TRAINED_ON]["synthetic"] is True, run
+    quality = load_checkpoint(out / "quality" / demo.DEMO_MODEL / "best.pt")[TRAINED_ON]
+    labels = read_labels("konvid", out / "data" / "KoNViD-1k" / "KoNViD_1k_mos.csv")
+    split = split_table(labels, "konvid", demo.VAL_FRACTION, demo.TEST_FRACTION, demo.SEED)
+    assert quality["dataset"] == "konvid" and quality["videos"] == len(split["train"])
 
 
 def test_the_demo_data_are_in_the_official_layouts(tiny_run):

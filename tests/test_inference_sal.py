@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from sal_withreg import build_saliency_model, predict_maps
 from video_io import VideoReader, count_frames
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+BAR_WIDTH = inference_sal.colour_bar(TINY_SIZE[0]).shape[1]
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +63,7 @@ def test_maps_pair_with_frames_by_name_are_8_bit_and_finished_videos_are_skipped
             if names.index(name) == t:  # a repeated frame keeps its first map
                 assert np.abs(saliency.astype(int) - expected[t]).max() <= 1
             heat = cv2.imread(str(tmp_path / "maps_overlays" / video_id / name), cv2.IMREAD_UNCHANGED)
-            assert heat.shape == (*TINY_SIZE, 3)
+            assert heat.shape == (TINY_SIZE[0], TINY_SIZE[1] + BAR_WIDTH, 3)
     assert not (out / "broken").exists()
 
     stamps = {p: p.stat().st_mtime_ns for p in (out / "600").iterdir()}
@@ -139,13 +141,17 @@ def test_all_frames_renders_an_overlay_video_of_every_decodable_frame(setup, tmp
               for name, n in (("long", 13), ("short", 5))]
     out = tmp_path / "renders"
     assert run(checkpoint, "--video", str(tmp_path / "in"), "--all-frames", "--out", str(out)) == 0
+    even_width = (52 + inference_sal.colour_bar(36).shape[1]) // 2 * 2  # 4:2:0 chroma
     for source in videos:
         rendered = out / f"{source.stem}.mp4"
         assert count_frames(rendered) == count_frames(source)
-        capture = cv2.VideoCapture(str(rendered))
-        ok, frame = capture.read()
-        capture.release()
-        assert ok and frame.shape == (36, 52, 3)
+        with av.open(str(rendered)) as container:  # H.264 in yuv420p: what browsers play
+            stream = container.streams.video[0]
+            assert stream.codec_context.name == "h264"
+            assert stream.codec_context.pix_fmt == "yuv420p"
+            decoded = [frame.to_ndarray(format="bgr24") for frame in container.decode(stream)]
+        assert len(decoded) == count_frames(source)
+        assert decoded[0].shape == (36, even_width, 3)
     assert sorted(p.name for p in out.iterdir()) == ["long.mp4", "short.mp4"]  # no temporary left
 
 
@@ -157,7 +163,24 @@ def test_renders_av1_and_rotated_videos_in_display_orientation(setup, tmp_path) 
     encode_video(tmp_path / "in" / "turned.mp4", "libx264", 4, size=(32, 48), rotation=90)
     out = tmp_path / "renders"
     assert run(checkpoint, "--video", str(tmp_path / "in"), "--all-frames", "--out", str(out)) == 0
-    for name, frames, shape in (("av1", 5, (32, 48, 3)), ("turned", 4, (48, 32, 3))):
+    for name, frames, (height, width) in (("av1", 5, (32, 48)), ("turned", 4, (48, 32))):
         with VideoReader(out / f"{name}.mp4") as video:
             rendered = list(video.arrays())
-        assert len(rendered) == frames and rendered[0].shape == shape
+        shown = width + inference_sal.colour_bar(height).shape[1]  # the bar on the right
+        assert len(rendered) == frames and rendered[0].shape == (height, shown - shown % 2, 3)
+
+
+@pytest.mark.parametrize("height", [36, 48, 224, 1080])
+def test_overlays_carry_a_colour_bar_from_0_at_the_bottom_to_1_at_the_top(height: int) -> None:
+    frame = np.full((height, 64, 3), 100, np.uint8)
+    shown = inference_sal.overlay(frame, np.zeros((height // 2, 32), np.uint8))
+    bar = inference_sal.colour_bar(height)
+    assert shown.shape == (height, 64 + bar.shape[1], 3)
+    assert np.array_equal(shown[:, 64:], bar)
+    strip = bar[:, bar.shape[1] // 4]  # a column through the colour strip
+    hot = cv2.applyColorMap(np.array([[255]], np.uint8), inference_sal.COLORMAP)[0, 0]
+    cold = cv2.applyColorMap(np.array([[0]], np.uint8), inference_sal.COLORMAP)[0, 0]
+    painted = np.flatnonzero(strip.any(axis=1))  # the strip's rows, top to bottom
+    assert len(painted) > 0.8 * height
+    assert np.array_equal(strip[painted[0]], hot) and np.array_equal(strip[painted[-1]], cold)
+    assert (bar[:, -(bar.shape[1] // 3):] > 200).any()  # the white "0" and "1" labels
