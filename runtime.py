@@ -326,7 +326,7 @@ RESUME_STATE = ("optimizer_state", "scheduler_state", "rng_state")  # what only 
 def slim_checkpoints(best: str | os.PathLike, last: str | os.PathLike) -> None:
     """At the end of a run that will not be resumed: rewrite `best` without RESUME_STATE
     (the optimizer's moments are twice the model's size) and remove `last`."""
-    payload = torch.load(best, map_location="cpu", weights_only=False)  # our own file
+    payload = load_checkpoint(best)
     save_checkpoint(best, {key: value for key, value in payload.items()
                            if key not in RESUME_STATE})
     Path(last).unlink(missing_ok=True)

@@ -7,7 +7,7 @@ import pytest
 
 import extract_frame as ef
 import video_io as vio
-from conftest import frame_level_index, write_video
+from conftest import frame_level_index
 
 
 def test_find_videos_recursive_case_insensitive_with_relative_ids(tmp_path):

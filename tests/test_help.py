@@ -3,8 +3,6 @@ no file that users do not have."""
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import re
 
 import pytest
