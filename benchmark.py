@@ -48,15 +48,16 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from evaluate_vqa import decoded_videos, inference_quality, score_clips, score_items
 from extract_frame import find_videos
 from inference_sal import frame_windows
 from train_speed import (peak_memory_mib, progress, reproduce_columns, reproduce_table,
                          reset_peak_memory, seconds_per_call, synchronize, training_rows)
-from runtime import (PRECISIONS, add_device_argument, atomic_path, compile_model,
-                     native_precisions, pick_device, precision_autocast, resolve_precision,
-                     run_script, script_parser, seed_everything)
+from precision import (PRECISIONS, compile_model, native_precisions, precision_autocast,
+                       resolve_precision)
+from runtime import (add_device_argument, atomic_path, pick_device, run_script, script_parser,
+                     seed_everything)
 from sal_withreg import build_saliency_model, predict_maps, prepare_inference, weights_precision
+from scoring import decoded_videos, inference_quality, score_clips, score_items
 from video_io import VideoReader, sample_indices, sample_video
 from VQA import BACKBONES, QualityNet
 
@@ -218,7 +219,7 @@ def decode_pass(items) -> dict[str, float]:
 
 def end_to_end_pass(items, models: Models, batch_size: int, device: torch.device
                     ) -> dict[str, float]:
-    """Score every video of `items` with the fast path (evaluate_vqa.score_items)."""
+    """Score every video of `items` with the fast path (scoring.score_items)."""
     saliency, quality = models
     start, videos, frames = time.perf_counter(), 0, 0
     for item in score_items(quality, saliency, items, batch_size, device):

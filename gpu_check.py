@@ -16,7 +16,7 @@ min-max stretched, which magnifies rounding on a barely trained network's flat m
 scoring with `--compile` in bf16 (evaluate_vqa.py: within SCORE_TOLERANCE of fp32 eager
 scores); the benchmark table with --train. The exit status is 1 if any path fails.
 
-On the CPU, `--compile` runs with the "aot_eager" backend (runtime.compile_model): the same
+On the CPU, `--compile` runs with the "aot_eager" backend (precision.compile_model): the same
 graph capture and autograd tracing, without inductor's C++ code generation, which takes minutes
 per network on a 2-core CPU. On CUDA it is inductor, as in real runs.
 """
@@ -45,7 +45,8 @@ import inference_sal
 import train_lsvq
 import train_sal
 from dataloader import load_stored_clip, stored_videos
-from runtime import COMPILE_BACKEND_VARIABLE, add_device_argument, load_checkpoint, pick_device
+from precision import COMPILE_BACKEND_VARIABLE
+from runtime import add_device_argument, load_checkpoint, pick_device
 from sal_withreg import build_saliency_model, weights_autocast
 from VQA import quality_model_from_payload
 

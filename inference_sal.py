@@ -46,9 +46,9 @@ from tqdm import tqdm
 import model_file
 from dataloader import StoredFramesDataset, frame_files, stored_videos, to_clip_tensor
 from extract_frame import find_videos
-from runtime import (Interrupted, add_device_argument, add_precision_arguments, atomic_path,
-                     compile_model, default_workers, pick_device, resolve_precision, run_script,
-                     script_parser, sigint_ignored, writable_folder)
+from precision import add_precision_arguments, compile_model, resolve_precision
+from runtime import (Interrupted, add_device_argument, atomic_path, default_workers, pick_device,
+                     run_script, script_parser, sigint_ignored, writable_folder)
 from sharding import Shard, add_shard_argument, current_shard, exit_status, shard_device
 from sal_withreg import predict_maps, prepare_inference
 from video_io import DAMAGED, VideoError, VideoReader

@@ -219,8 +219,8 @@ def saliency_model_from_payload(payload: dict) -> nn.Module:
     return model.eval()
 
 
-# The option and its default are runtime.py's (runtime.PRECISIONS, resolve_precision);
-# network files import no runtime, so the names are repeated here for the weights alone.
+# The option and its default are precision.py's (precision.PRECISIONS, resolve_precision);
+# network files import no precision.py, so the names are repeated here for the weights alone.
 WEIGHT_PRECISIONS = ("fp32", "bf16")
 NORMALISATIONS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 
@@ -285,11 +285,11 @@ def prepare_inference(model: nn.Module, device: torch.device | str, precision: s
                       fold_bn: bool = True) -> nn.Module:
     """An inference copy of a saliency network for `predict_maps` on `device` (the original is
     left untouched): eval mode; BatchNorm folded into the convolutions (`fold_bn`); weights at
-    `precision` ("fp32" or "bf16", see `to_precision`; the default is runtime.py's policy) in
+    `precision` ("fp32" or "bf16", see `to_precision`; the default is precision.py's policy) in
     channels_last_3d, the layout the fast kernels want (convolutions follow their weights'
     layout, so inputs need no change); oneDNN convolutions for fp32 on the CPU
     (`OneDnnConv3d`; with channels_last_3d 1.6x faster again there). To compile it, the
-    scripts wrap it with runtime.compile_model."""
+    scripts wrap it with precision.compile_model."""
     device = torch.device(device)
     model = fold_batchnorm(model) if fold_bn else copy.deepcopy(model).eval()
     if device.type == "cpu" and precision == "fp32":

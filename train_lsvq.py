@@ -59,13 +59,14 @@ from dataloader import PROBLEMS, MosScale, VQAClipDataset, read_labels
 from labelled_sets import (PLAIN_FORMATS, SPLITS, add_label_arguments, given_split, label_columns,
                            random_split, read_splits, read_table, write_splits)
 from metrics import logistic_map, vqa_metrics
-from runtime import (CsvLog, Distributed, add_device_argument, add_precision_arguments,
-                     atomic_path, batches_per_epoch, close_distributed, compile_model,
-                     gather_objects, init_distributed, join_context, load_checkpoint,
-                     pick_device, precision_autocast, resolve_precision, restore_training,
-                     resume_checkpoint, save_epoch_checkpoints, seed_everything, ShardSampler,
-                     sync_optimizer, training_payload, unwrap, warmup_cosine, wrap_for_training,
+from precision import (add_precision_arguments, compile_model, precision_autocast,
+                       resolve_precision)
+from runtime import (add_device_argument, atomic_path, load_checkpoint, pick_device,
+                     resume_checkpoint, save_epoch_checkpoints, seed_everything, unwrap,
                      writable_folder)
+from training import (CsvLog, Distributed, ShardSampler, batches_per_epoch, close_distributed,
+                      gather_objects, init_distributed, join_context, restore_training,
+                      sync_optimizer, training_payload, warmup_cosine, wrap_for_training)
 from runtime import available_cores, run_script
 from model_file import checkpoint_network
 from VQA import BACKBONES, VARIANTS, QualityNet, build_quality_model

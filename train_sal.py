@@ -46,13 +46,14 @@ from tqdm import tqdm
 import figures
 from dataloader import PROBLEMS, SaliencyClipDataset, SaliencyVideo, read_saliency_set
 from metrics import saliency_metrics
-from runtime import (CsvLog, Distributed, ShardSampler, add_device_argument,
-                     add_precision_arguments, available_cores, batches_per_epoch,
-                     bf16_backward_guard, close_distributed, compile_model, gather_objects,
-                     init_distributed, join_context, pick_device, precision_autocast,
-                     resolve_precision, restore_training, resume_checkpoint, run_script,
-                     save_epoch_checkpoints, seed_everything, sync_optimizer, training_payload,
-                     unwrap, warmup_cosine, wrap_for_training, writable_folder)
+from precision import (add_precision_arguments, bf16_backward_guard, compile_model,
+                       precision_autocast, resolve_precision)
+from runtime import (add_device_argument, available_cores, pick_device, resume_checkpoint,
+                     run_script, save_epoch_checkpoints, seed_everything, unwrap,
+                     writable_folder)
+from training import (CsvLog, Distributed, ShardSampler, batches_per_epoch, close_distributed,
+                      gather_objects, init_distributed, join_context, restore_training,
+                      sync_optimizer, training_payload, warmup_cosine, wrap_for_training)
 from model_file import checkpoint_network
 from sal_withreg import REGISTER_MODES, build_saliency_model
 from provenance import TRAINED_ON, trained_on
@@ -197,7 +198,7 @@ def validate(model: torch.nn.Module, data: SaliencyClipDataset, device: torch.de
     """Saliency metrics of `model`'s softmax maps P on the clips of `data` (an evaluation
     SaliencyClipDataset), pooled per video then averaged over videos. Under torchrun each process scores a share of
     the videos and all get the same result. The network runs at `precision` (default: the
-    device's, runtime.default_precision); the metrics are computed in fp32."""
+    device's, precision.default_precision); the metrics are computed in fp32."""
     precision = resolve_precision(precision, device)
     shard = ShardSampler(len(data.videos), dist, shuffle=False).indices()
     clips = [v * data.clips_per_video + c for v in shard for c in range(data.clips_per_video)]

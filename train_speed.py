@@ -20,7 +20,7 @@ import torch
 
 import train_lsvq
 import train_sal
-from runtime import bf16_backward_guard, compile_model, precision_autocast
+from precision import bf16_backward_guard, compile_model, precision_autocast
 from sal_withreg import build_saliency_model
 from VQA import QualityNet
 

@@ -34,7 +34,7 @@ import train_lsvq
 import train_sal
 from fakes import TINY_SIZE, one_thread, tiny_dhf1k  # noqa: F401 (one_thread is a fixture)
 from fakes_vqa import SIZE, stored_quality_set
-from runtime import Distributed, wrap_for_training
+from training import Distributed, wrap_for_training
 from trainer_driver import BUILDERS, per_clip, trace
 
 pytestmark = pytest.mark.usefixtures("one_thread")

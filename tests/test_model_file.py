@@ -24,8 +24,9 @@ import train_lsvq
 import train_sal
 from fakes import one_thread, tiny_dhf1k  # noqa: F401 (one_thread is a fixture)
 from fakes_vqa import SIZE, saliency_checkpoint, stored_quality_set, train_argv
-from runtime import save_checkpoint, training_payload, warmup_cosine
+from runtime import save_checkpoint
 from sal_withreg import build_saliency_model
+from training import training_payload, warmup_cosine
 from VQA import build_quality_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")

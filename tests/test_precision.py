@@ -1,4 +1,4 @@
-"""The precision and compile policy (runtime.py) and the GPU paths run on the CPU: native bf16
+"""The precision and compile policy (precision.py) and the GPU paths run on the CPU: native bf16
 detection on both kinds of CPU, bf16 training of both networks against fp32, compiled against
 eager, and the check command at its CPU size.
 
@@ -7,7 +7,7 @@ and a bf16 training run follows another path than an fp32 one: the tests ask bf1
 learn as fp32 does (the loss falls, its last value within LOSS_MARGIN of the first fp32 loss)
 and bf16 validation of the same weights to be close (saliency CC within CC_MARGIN, quality
 predictions within PREDICTION_MARGIN MOS). Compiled tests use the "aot_eager" backend
-(runtime.compile_model): dynamo's graph capture and AOT autograd, the parts that see the
+(precision.compile_model): dynamo's graph capture and AOT autograd, the parts that see the
 wrappers, state-dict prefixes and autocast; inductor's C++ code generation takes minutes per
 network on a 2-core CPU (measured: 3.5 min for the tiny saliency network's training step).
 """
@@ -24,6 +24,7 @@ import pytest
 import torch
 
 import benchmark
+import precision as prec
 import runtime
 import train_lsvq
 import train_sal
@@ -46,29 +47,29 @@ PREDICTION_MARGIN = 0.05  # MOS, on a 1-5 scale
 
 def test_native_bf16_is_read_from_the_cpu_flags_on_both_kinds_of_cpu():
     avx2_epyc = {"fpu", "sse4_2", "avx", "avx2", "fma"}
-    assert not runtime.native_bf16(avx2_epyc, "AVX2")
-    assert runtime.native_bf16(avx2_epyc | {"avx512f", "avx512_bf16"}, "AVX512")
-    assert runtime.native_bf16(avx2_epyc | {"amx_bf16", "amx_tile"}, "AVX512")
-    assert not runtime.native_bf16({"avx512f"}, "AVX512")  # AVX-512 alone emulates bf16
+    assert not prec.native_bf16(avx2_epyc, "AVX2")
+    assert prec.native_bf16(avx2_epyc | {"avx512f", "avx512_bf16"}, "AVX512")
+    assert prec.native_bf16(avx2_epyc | {"amx_bf16", "amx_tile"}, "AVX512")
+    assert not prec.native_bf16({"avx512f"}, "AVX512")  # AVX-512 alone emulates bf16
     # without /proc/cpuinfo, PyTorch's kernel choice tells
-    assert runtime.native_bf16(set(), "AMX") and not runtime.native_bf16(set(), "AVX2")
+    assert prec.native_bf16(set(), "AMX") and not prec.native_bf16(set(), "AVX2")
 
 
 @pytest.mark.parametrize("native", [False, True])
 def test_bf16_is_measured_only_where_native_and_warned_about_once(native, monkeypatch, capsys):
-    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native)
-    monkeypatch.setattr(runtime, "_EMULATION_WARNED", [])
-    measured, skipped = runtime.native_precisions("cpu")
+    monkeypatch.setattr(prec, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(prec, "_EMULATION_WARNED", [])
+    measured, skipped = prec.native_precisions("cpu")
     assert measured == (["fp32", "bf16"] if native else ["fp32"])
     assert (skipped == {}) if native else ("AVX512-BF16" in skipped["bf16"])
-    assert runtime.native_precisions("cuda") == (["fp32", "bf16"], {})
-    assert runtime.resolve_precision("bf16", "cpu") == runtime.resolve_precision("bf16", "cpu")
+    assert prec.native_precisions("cuda") == (["fp32", "bf16"], {})
+    assert prec.resolve_precision("bf16", "cpu") == prec.resolve_precision("bf16", "cpu")
     notes = capsys.readouterr().err.count("bf16 is emulated")
     assert notes == (0 if native else 1)
-    assert runtime.resolve_precision(None, "cpu") == "fp32"
-    assert runtime.resolve_precision(None, "cuda") == "bf16"
+    assert prec.resolve_precision(None, "cpu") == "fp32"
+    assert prec.resolve_precision(None, "cuda") == "bf16"
     with pytest.raises(ValueError):
-        runtime.resolve_precision("fp16", "cpu")
+        prec.resolve_precision("fp16", "cpu")
 
 
 def test_every_script_takes_precision_and_compile_the_same_way():
@@ -94,7 +95,7 @@ def test_measurements_are_bounded_by_time():
 
 def test_benchmark_without_native_bf16_measures_fp32_and_says_why(tmp_path, monkeypatch,
                                                                   capsys):
-    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(prec, "cpu_has_native_bf16", lambda: False)
     argv = [a for a in TINY if a not in ("--precisions", "bf16")]
     argv.remove("fp32")
     out = tmp_path / "bench.json"
@@ -188,10 +189,10 @@ def quality_case():
 
 @pytest.mark.parametrize("case", [saliency_case, quality_case], ids=["saliency", "quality"])
 def test_compiled_and_eager_give_the_same_training_step_and_inference(case, monkeypatch):
-    monkeypatch.setenv(runtime.COMPILE_BACKEND_VARIABLE, "aot_eager")
+    monkeypatch.setenv(prec.COMPILE_BACKEND_VARIABLE, "aot_eager")
     torch.manual_seed(0)
     eager, inputs, loss_of = case()
-    compiled = runtime.compile_model(copy.deepcopy(eager), True)
+    compiled = prec.compile_model(copy.deepcopy(eager), True)
     losses, grads = [], []
     for model in (eager, compiled):
         model.train()

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import runtime as rt
+import training
 
 
 def test_atomic_path_renames_only_on_success(tmp_path):
@@ -74,13 +75,13 @@ def test_epoch_checkpoints_share_one_file_until_best_stops_improving(tmp_path, m
 
 def test_shard_sampler_covers_every_index_once():
     for world in (1, 2, 3):
-        shards = [rt.ShardSampler(10, rt.Distributed(rank, world), seed=1) for rank in range(world)]
+        shards = [training.ShardSampler(10, training.Distributed(rank, world), seed=1) for rank in range(world)]
         for sampler in shards:
             sampler.set_epoch(2)
         seen = [i for sampler in shards for i in sampler]
         assert sorted(seen) == list(range(10))
         assert [len(s) for s in shards] == [len(list(s)) for s in shards]
-    one = rt.ShardSampler(10, rt.Distributed(), seed=1)
+    one = training.ShardSampler(10, training.Distributed(), seed=1)
     first = list(one)
     one.set_epoch(1)
     assert list(one) != first and sorted(one) == sorted(first)
@@ -88,7 +89,7 @@ def test_shard_sampler_covers_every_index_once():
 
 def test_warmup_cosine_shape():
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    scheduler = rt.warmup_cosine(optimizer, warmup_steps=2, total_steps=6)
+    scheduler = training.warmup_cosine(optimizer, warmup_steps=2, total_steps=6)
     lrs = []
     for _ in range(6):
         lrs.append(optimizer.param_groups[0]["lr"])
@@ -99,7 +100,7 @@ def test_warmup_cosine_shape():
 
 
 def test_csv_log_resume_drops_rows_after_checkpoint(tmp_path):
-    log = rt.CsvLog(tmp_path / "log.csv", ["epoch", "loss"])
+    log = training.CsvLog(tmp_path / "log.csv", ["epoch", "loss"])
     for epoch in range(4):
         log.append({"epoch": epoch, "loss": 1.0 / (epoch + 1)})
     log.resume_at(2)

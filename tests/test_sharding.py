@@ -21,6 +21,7 @@ import torch
 import evaluate_vqa as ev
 import extract_frame as ef
 import inference_sal
+import scoring
 from conftest import ROOT, write_video
 from fakes import TINY_SIZE, one_thread  # noqa: F401 (one_thread is a fixture)
 from fakes_vqa import saliency_checkpoint, stored_quality_set
@@ -181,8 +182,8 @@ def test_scoring_killed_and_resumed_scores_every_video_once(many, tmp_path, monk
     with open(partial, "a") as handle:
         handle.write("/a/torn/row.avi,3.")  # what a crash can leave
     decoded = []
-    original = ev.SampledVideos.__getitem__
-    monkeypatch.setattr(ev.SampledVideos, "__getitem__",
+    original = scoring.SampledVideos.__getitem__
+    monkeypatch.setattr(scoring.SampledVideos, "__getitem__",
                         lambda self, i: decoded.append(self.paths[i]) or original(self, i))
     assert ev.main(score_argv(many, out, "--workers", "0", "--batch-size", "1",
                               "--resume")) == 0

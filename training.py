@@ -1,0 +1,252 @@
+"""Distributed set-up and training-loop plumbing shared by train_sal.py and train_lsvq.py:
+joining a torchrun job, the learning-rate schedule, the epoch log, checkpoint payloads and
+resuming, sharded sampling, DDP wrapping and the collectives the training loops use.
+
+Imports no project file but runtime.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from runtime import _first_line, atomic_path, rng_state, set_rng_state, unwrap
+
+
+# ----------------------------------------------------------------------------- torch.distributed
+
+@dataclass(frozen=True)
+class Distributed:
+    """Where this process stands in a torchrun job (world 1 when run plainly)."""
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    joined: bool = False  # in a process group (torchrun), even a one-process one
+
+    @property
+    def enabled(self) -> bool:
+        return self.joined or self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> tuple[Distributed, torch.device]:
+    """Join the torchrun process group if there is one (NCCL on CUDA, Gloo on CPU).
+
+    Returns the process's place and the device it should use (cuda:LOCAL_RANK on CUDA).
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    # a one-process torchrun joins a group too: DDP, NCCL and SyncBatchNorm then run on one GPU
+    if world <= 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
+        return Distributed(), device
+    import torch.distributed as dist
+
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Distributed(rank, world, local_rank, joined=True), device
+
+
+def close_distributed() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+# ----------------------------------------------------------------------------- training plumbing
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int,
+                  total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over `warmup_steps`, then cosine decay to zero at `total_steps`."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(warmup_steps, 1)
+        progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class CsvLog:
+    """One row per epoch in a CSV file that survives crashes: rows are flushed as written,
+    and `resume_at(epoch)` drops rows written after the checkpoint a run resumes from."""
+
+    def __init__(self, path: str | os.PathLike, fields: list[str]):
+        self.path, self.fields = Path(path), fields
+
+    def resume_at(self, epoch: int) -> None:
+        """Keep only the rows of epochs before `epoch` (the next one to run)."""
+        if not self.path.is_file():
+            return
+        import csv
+
+        with open(self.path, newline="") as handle:
+            rows = [r for r in csv.DictReader(handle) if int(r["epoch"]) < epoch]
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, self.fields, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def append(self, row: dict[str, Any]) -> None:
+        import csv
+
+        new = not self.path.is_file()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", newline="") as handle:
+            writer = csv.DictWriter(handle, self.fields, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def training_payload(model: torch.nn.Module, model_kwargs: dict[str, Any],
+                     optimizer: torch.optim.Optimizer, scheduler: Any, epoch: int,
+                     metrics: dict[str, float], settings: dict[str, Any],
+                     **extra: Any) -> dict[str, Any]:
+    """Everything a checkpoint holds (SPEC section 10): enough to rebuild the model with no
+    other file, and to resume training exactly. `epoch` is the number of finished epochs.
+    Tensors and plain values only (`plain_values`), so that it loads with weights_only; the
+    model's state dict is kept as it is (its version metadata guides `load_state_dict`)."""
+    return {"model_state": unwrap(model).state_dict(), **plain_values({
+        "model_kwargs": model_kwargs, "optimizer_state": optimizer.state_dict(),
+        "scheduler_state": scheduler.state_dict() if scheduler is not None else None,
+        "rng_state": rng_state(), "epoch": epoch, "metrics": metrics, "settings": settings,
+        **extra})}
+
+
+def plain_values(value: Any) -> Any:
+    """`value` with paths as strings and NumPy scalars and arrays as Python numbers and lists,
+    through dicts, lists and tuples: what `torch.load(weights_only=True)` reads back."""
+    if isinstance(value, dict):
+        return {key: plain_values(item) for key, item in value.items()}
+    if type(value) in (list, tuple):  # named tuples are left alone
+        return type(value)(plain_values(item) for item in value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    return value
+
+
+def restore_training(payload: dict[str, Any], model: torch.nn.Module,
+                     optimizer: torch.optim.Optimizer, scheduler: Any,
+                     path: str | os.PathLike = "checkpoint") -> int:
+    """Load a `training_payload` (read from `path`) into a live run; returns the epoch to
+    continue from. ValueError naming `path` when it does not fit the run."""
+    try:
+        unwrap(model).load_state_dict(payload["model_state"])
+        optimizer.load_state_dict(payload["optimizer_state"])
+        if scheduler is not None and payload.get("scheduler_state") is not None:
+            scheduler.load_state_dict(payload["scheduler_state"])
+        set_rng_state(payload["rng_state"])
+        return int(payload["epoch"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{path}: cannot resume this run from it, it was written with other "
+                         f"options ({_first_line(err)})") from err
+
+
+class ShardSampler(torch.utils.data.Sampler):
+    """Every index exactly once per epoch across the ranks of a job (rank r takes every
+    world-th index of a seeded permutation), unlike DistributedSampler, which pads
+    shards with repeats. Shards may differ in length by one: train under DDP's `join()`."""
+
+    def __init__(self, size: int, dist: Distributed, shuffle: bool = True, seed: int = 0):
+        self.size, self.dist, self.shuffle, self.seed = size, dist, shuffle, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def indices(self) -> list[int]:
+        if self.shuffle:
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        else:
+            order = torch.arange(self.size)
+        return order[self.dist.rank::self.dist.world].tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices())
+
+    def __len__(self) -> int:
+        return len(range(self.dist.rank, self.size, self.dist.world))
+
+
+def wrap_for_training(model: torch.nn.Module, dist: Distributed, device: torch.device,
+                      sync_batchnorm: bool = False) -> torch.nn.Module:
+    """DistributedDataParallel when running under torchrun (optionally SyncBatchNorm, which
+    PyTorch runs on GPUs only)."""
+    model = model.to(device)
+    if not dist.enabled:
+        return model
+    if sync_batchnorm and device.type != "cuda":
+        raise ValueError("--sync-bn needs CUDA: PyTorch's SyncBatchNorm does not run on the CPU")
+    if sync_batchnorm:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    ids = [device.index] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def join_context(model: torch.nn.Module) -> contextlib.AbstractContextManager:
+    """DDP's join for uneven shards; nothing when not distributed. In a step that only some
+    ranks take (the last of an epoch), the gradient is the mean over those ranks, as in a
+    single process given the same samples; at the end the ranks' weights are made equal."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return model.join(divide_by_initial_world_size=False)
+    return contextlib.nullcontext()
+
+
+def batches_per_epoch(loader: torch.utils.data.DataLoader, dist: Distributed) -> int:
+    """Batches per epoch of the longest shard: what a learning-rate schedule must plan for,
+    so that every rank follows the same one."""
+    return max(gather_objects(len(loader), dist))
+
+
+def sync_optimizer(optimizer: torch.optim.Optimizer, scheduler: Any, dist: Distributed) -> None:
+    """After an epoch, give every rank rank 0's optimizer and scheduler states if the ranks
+    took different numbers of steps (uneven shards under `join_context`).
+
+    Join makes the weights equal at the end of the epoch, but a rank that ran out of batches
+    skipped the last steps: its Adam moments and schedule would lag, and the ranks' weights
+    would drift apart in the next epoch. Rank 0 holds the longest shard, so it took them all.
+    """
+    if not dist.enabled or len(set(gather_objects(scheduler.last_epoch, dist))) == 1:
+        return
+    import torch.distributed as tdist
+
+    message: list[Any] = [None]
+    if dist.is_main:
+        buffer = io.BytesIO()
+        torch.save(plain_values({"optimizer": optimizer.state_dict(),
+                                 "scheduler": scheduler.state_dict()}), buffer)
+        message = [buffer.getvalue()]
+    tdist.broadcast_object_list(message, src=0)
+    if not dist.is_main:
+        state = torch.load(io.BytesIO(message[0]), map_location="cpu", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+
+
+def gather_objects(obj: Any, dist: Distributed) -> list[Any]:
+    """Every rank's `obj`, in rank order, on every rank ([obj] when not distributed)."""
+    if not dist.enabled:
+        return [obj]
+    import torch.distributed as tdist
+
+    out: list[Any] = [None] * dist.world
+    tdist.all_gather_object(out, obj)
+    return out
+
