@@ -337,6 +337,20 @@ def run_script(main: Callable[[], int]) -> NoReturn:
     sys.exit(code)
 
 
+def quiet_worker(_: int = 0) -> None:
+    """DataLoader worker set-up: Ctrl-C is left to the main process, which stops the
+    workers; and when it stops one in the middle of handing over a tensor, the worker's
+    multiprocessing thread that serves the hand-over loses its connection (EOFError,
+    ConnectionError) and would print a traceback. Only those are silenced."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.excepthook = _quiet_hang_ups
+
+
+def _quiet_hang_ups(kind: type[BaseException], error: BaseException, trace: Any) -> None:
+    if not isinstance(error, (EOFError, ConnectionError)):
+        sys.__excepthook__(kind, error, trace)
+
+
 @contextlib.contextmanager
 def sigint_ignored() -> Iterator[None]:
     """Ignore Ctrl-C while worker processes start inside the block. They inherit the ignored

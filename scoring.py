@@ -7,7 +7,6 @@ Imports the decoding, precision and network files; no stage script.
 """
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -17,6 +16,7 @@ from torch.fx.experimental.optimization import fuse as fuse_conv_batchnorm
 from torch.utils.data import DataLoader, Dataset
 
 from precision import compile_model, precision_autocast, resolve_precision
+from runtime import quiet_worker
 from sal_withreg import predict_maps, to_precision, weights_precision
 from video_io import NUM_FRAMES, VideoError, sample_video
 from VQA import QualityNet
@@ -47,9 +47,9 @@ class SampledVideos(Dataset):
 
 def single_threaded_opencv(_: int) -> None:
     """Worker set-up: one OpenCV thread per decoding process (the processes are the
-    parallelism); Ctrl-C is left to the main process, which stops the workers."""
+    parallelism); Ctrl-C is left to the main process (runtime.quiet_worker)."""
     cv2.setNumThreads(1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    quiet_worker()
 
 
 def decoded_videos(paths: Sequence[Path], size: tuple[int, int], workers: int,

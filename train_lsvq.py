@@ -59,19 +59,18 @@ from dataloader import PROBLEMS, MosScale, VQAClipDataset, read_labels
 from labelled_sets import (PLAIN_FORMATS, SPLITS, add_label_arguments, given_split, label_columns,
                            random_split, read_splits, read_table, write_splits)
 from metrics import logistic_map, vqa_metrics
+from model_file import checkpoint_network
 from precision import (add_precision_arguments, compile_model, precision_autocast,
                        resolve_precision)
-from runtime import (add_device_argument, atomic_path, load_checkpoint, pick_device,
-                     resume_checkpoint, save_epoch_checkpoints, seed_everything, unwrap,
-                     writable_folder)
+from provenance import TRAINED_ON, trained_on
+from runtime import (add_device_argument, atomic_path, available_cores, load_checkpoint,
+                     pick_device, quiet_worker, resume_checkpoint, run_script,
+                     save_epoch_checkpoints, script_parser, seed_everything, slim_checkpoints,
+                     unwrap, writable_folder)
 from training import (CsvLog, Distributed, ShardSampler, batches_per_epoch, close_distributed,
                       gather_objects, init_distributed, join_context, restore_training,
                       sync_optimizer, training_payload, warmup_cosine, wrap_for_training)
-from runtime import available_cores, run_script
-from model_file import checkpoint_network
 from VQA import BACKBONES, VARIANTS, QualityNet, build_quality_model
-from provenance import TRAINED_ON, trained_on
-from runtime import script_parser, slim_checkpoints
 
 # ----------------------------------------------------------------------------- config
 DATASET = "lsvq"          # lsvq | konvid | livevqc | youtube-ugc | csv | labels-txt
@@ -179,7 +178,7 @@ def clip_loader(table: pd.DataFrame, frames: str | Path, saliency: str | Path | 
     data = VQAClipDataset(table, frames, saliency, scale, tuple(size))
     sampler = ShardSampler(len(data), dist, shuffle=shuffle, seed=seed)
     return DataLoader(data, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      pin_memory=torch.cuda.is_available())
+                      pin_memory=torch.cuda.is_available(), worker_init_fn=quiet_worker)
 
 
 # ----------------------------------------------------------------------------- model

@@ -46,18 +46,17 @@ from tqdm import tqdm
 import figures
 from dataloader import PROBLEMS, SaliencyClipDataset, SaliencyVideo, read_saliency_set
 from metrics import saliency_metrics
+from model_file import checkpoint_network
 from precision import (add_precision_arguments, bf16_backward_guard, compile_model,
                        precision_autocast, resolve_precision)
-from runtime import (add_device_argument, available_cores, pick_device, resume_checkpoint,
-                     run_script, save_epoch_checkpoints, seed_everything, unwrap,
-                     writable_folder)
+from provenance import TRAINED_ON, trained_on
+from runtime import (add_device_argument, available_cores, pick_device, quiet_worker,
+                     resume_checkpoint, run_script, save_epoch_checkpoints, script_parser,
+                     seed_everything, slim_checkpoints, unwrap, writable_folder)
+from sal_withreg import REGISTER_MODES, build_saliency_model
 from training import (CsvLog, Distributed, ShardSampler, batches_per_epoch, close_distributed,
                       gather_objects, init_distributed, join_context, restore_training,
                       sync_optimizer, training_payload, warmup_cosine, wrap_for_training)
-from model_file import checkpoint_network
-from sal_withreg import REGISTER_MODES, build_saliency_model
-from provenance import TRAINED_ON, trained_on
-from runtime import script_parser, slim_checkpoints
 
 # ----------------------------------------------------------------------------- config
 DATASET = "dhf1k"         # dhf1k or diem
@@ -202,7 +201,8 @@ def validate(model: torch.nn.Module, data: SaliencyClipDataset, device: torch.de
     precision = resolve_precision(precision, device)
     shard = ShardSampler(len(data.videos), dist, shuffle=False).indices()
     clips = [v * data.clips_per_video + c for v in shard for c in range(data.clips_per_video)]
-    loader = DataLoader(Subset(data, clips), batch_size, num_workers=workers)
+    loader = DataLoader(Subset(data, clips), batch_size, num_workers=workers,
+                        worker_init_fn=quiet_worker)
     model.eval()
     scores = []
     for _, clips_of_video in groupby(_clip_predictions(model, loader, device, progress, precision),
@@ -337,7 +337,7 @@ def _train(config: Any, dist: Distributed, device: torch.device) -> Path:
                                      starts="random", seed=config.seed)
     sampler = ShardSampler(len(train_data), dist, shuffle=True, seed=config.seed)
     loader = DataLoader(train_data, config.batch_size, sampler=sampler, num_workers=config.workers,
-                        pin_memory=device.type == "cuda")
+                        pin_memory=device.type == "cuda", worker_init_fn=quiet_worker)
     steps = config.epochs * math.ceil(batches_per_epoch(loader, dist) / config.grad_accum)
     scheduler = warmup_cosine(optimizer, config.warmup, steps)
     start, best_cc = 0, None
