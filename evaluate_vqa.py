@@ -75,7 +75,7 @@ from provenance import TRAINED_ON, training_note
 from precision import add_precision_arguments, compile_model, resolve_precision
 from runtime import (Failure, Interrupted, add_device_argument, atomic_path, default_workers,
                      load_checkpoint, pick_device, run_script, script_parser, sigint_ignored,
-                     writable_folder, write_failures)
+                     stop_workers, writable_folder, write_failures)
 from scoring import decoded_videos, inference_quality, score_items
 from sharding import (CsvOutput, PartialRows, Shard, add_shard_argument, current_shard,
                       exit_status, is_merged, partial_path, shard_device, write_outputs)
@@ -310,6 +310,7 @@ def score_videos(checkpoint: str | Path | model_file.ModelFile, videos: Sequence
     results = {row["video"]: row for row in partial.start(resume)}
     todo = [Path(p) for p in mine if p not in results]
     workers = default_workers(len(todo)) if workers is None else workers
+    decoded = None
     try:
         with sigint_ignored():  # the decoding processes start here
             decoded = iter(decoded_videos(todo, size, workers, k))
@@ -321,6 +322,7 @@ def score_videos(checkpoint: str | Path | model_file.ModelFile, videos: Sequence
             partial.append(results[item["video"]])
     except KeyboardInterrupt:
         partial.close()
+        stop_workers(decoded)
         raise Interrupted(f"{len(results)} of {len(mine)} videos scored, kept in {partial.path}; "
                           "run again with --resume to continue") from None
     partial.close()

@@ -48,7 +48,8 @@ from dataloader import StoredFramesDataset, frame_files, stored_videos, to_clip_
 from extract_frame import find_videos
 from precision import add_precision_arguments, compile_model, resolve_precision
 from runtime import (Interrupted, add_device_argument, atomic_path, default_workers, pick_device,
-                     quiet_worker, run_script, script_parser, sigint_ignored, writable_folder)
+                     quiet_worker, run_script, script_parser, sigint_ignored, stop_workers,
+                     writable_folder)
 from sharding import Shard, add_shard_argument, current_shard, exit_status, shard_device
 from sal_withreg import predict_maps, prepare_inference
 from video_io import DAMAGED, VideoError, VideoReader
@@ -224,7 +225,7 @@ def infer_frames(model: nn.Module, frames_dir: str | Path, out: str | Path,
     workers = default_workers(len(todo)) if workers is None else workers
     loader = DataLoader(StoredClips(frames_dir, todo, tuple(size)), batch_size,
                         num_workers=workers, collate_fn=list, worker_init_fn=quiet_worker)
-    written = 0
+    written, batches = 0, None
     try:
         with sigint_ignored():  # the loading processes start here
             batches = iter(loader)
@@ -232,6 +233,7 @@ def infer_frames(model: nn.Module, frames_dir: str | Path, out: str | Path,
                           disable=not progress):
             written += _map_batch(model, batch, frames_dir, out, overlays, device, failures)
     except KeyboardInterrupt:
+        stop_workers(batches)
         raise Interrupted(f"maps of {written} of {len(todo)} videos written to {out} and kept; "
                           "run the same command again to do the rest") from None
     return failures, skipped

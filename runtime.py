@@ -346,6 +346,15 @@ def quiet_worker(_: int = 0) -> None:
     sys.excepthook = _quiet_hang_ups
 
 
+def stop_workers(batches: Any) -> None:
+    """Stop the worker processes of a DataLoader iterator (`iter(loader)`, or None) now, in
+    order, rather than at interpreter exit, where PyTorch's clean-up of a loader stopped by
+    Ctrl-C can print a traceback or abort. PyTorch has no public call for this."""
+    shutdown = getattr(batches, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+
+
 def _quiet_hang_ups(kind: type[BaseException], error: BaseException, trace: Any) -> None:
     if not isinstance(error, (EOFError, ConnectionError)):
         sys.__excepthook__(kind, error, trace)
