@@ -47,8 +47,8 @@ import train_sal
 from dataloader import load_stored_clip, stored_videos
 from precision import COMPILE_BACKEND_VARIABLE
 from runtime import add_device_argument, load_checkpoint, pick_device
-from sal_withreg import build_saliency_model, weights_autocast
-from VQA import quality_model_from_payload
+from model_file import checkpoint_network
+from sal_withreg import weights_autocast
 
 # ----------------------------------------------------------------------------- config
 MAP_TOLERANCE = 0.05      # bf16 maps: total variation distance to the fp32 maps (0 to 1)
@@ -130,13 +130,14 @@ def finite_losses(log: Path, column: str = "train_loss") -> str:
 
 def loads_into_plain_model(checkpoint: Path) -> None:
     """Raises CheckFailed unless `checkpoint` loads (strictly) into a fresh uncompiled network."""
-    payload = load_checkpoint(checkpoint)
-    if any(key.startswith(("_orig_mod.", "module.")) for key in payload["model_state"]):
+    # the state as saved: load_checkpoint would strip the prefixes this looks for
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if any(key.startswith(("_orig_mod.", "module.")) for key in saved["model_state"]):
         raise CheckFailed(f"{checkpoint}: wrapper prefixes in the saved state")
-    if payload["kind"] == "saliency":
-        build_saliency_model(**payload["model_kwargs"]).load_state_dict(payload["model_state"])
-    else:
-        quality_model_from_payload(payload)
+    try:
+        checkpoint_network(checkpoint, saved["kind"])  # exact names and shapes
+    except ValueError as err:
+        raise CheckFailed(str(err)) from err
 
 
 def trained(out: Path, column: str = "train_loss") -> str:

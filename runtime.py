@@ -251,10 +251,10 @@ def _load_plain(path: Path, device: torch.device | str) -> Any:
                          f"values ({found.group(1)}), which could run code when loaded; a "
                          "DAGR-VQA checkpoint holds none") from err
     except Exception as err:  # torch raises many kinds for a damaged file
-        raise ValueError(f"{path}: not a readable checkpoint ({_first_line(err)})") from err
+        raise ValueError(f"{path}: not a readable checkpoint ({first_line(err)})") from err
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
     """The first line of an exception's message (torch's run over many lines)."""
     lines = str(err).strip().splitlines()
     return lines[0] if lines else type(err).__name__

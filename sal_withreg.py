@@ -206,19 +206,6 @@ def build_saliency_model(channels: int = 64, registers: int = 4,
 # ----------------------------------------------------------------------------- inference helpers
 # Shared by inference_sal.py and evaluate_vqa.py; they need nothing but torch.
 
-def saliency_model_from_payload(payload: dict) -> nn.Module:
-    """The saliency network stored in a train_sal.py checkpoint payload (as returned by
-    runtime.load_checkpoint), in eval mode on the CPU. Raises ValueError when the checkpoint
-    is of another kind (for example a quality-network checkpoint)."""
-    kind = payload.get("kind")
-    if kind != "saliency":
-        raise ValueError(f"this is a {kind!r} checkpoint, not a saliency checkpoint; "
-                         "pass one written by train_sal.py")
-    model = build_saliency_model(**payload["model_kwargs"])
-    model.load_state_dict(payload["model_state"])
-    return model.eval()
-
-
 # The option and its default are precision.py's (precision.PRECISIONS, resolve_precision);
 # network files import no precision.py, so the names are repeated here for the weights alone.
 WEIGHT_PRECISIONS = ("fp32", "bf16")

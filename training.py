@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from runtime import _first_line, atomic_path, rng_state, set_rng_state, unwrap
+from runtime import first_line, atomic_path, rng_state, set_rng_state, unwrap
 
 
 # ----------------------------------------------------------------------------- torch.distributed
@@ -156,7 +156,7 @@ def restore_training(payload: dict[str, Any], model: torch.nn.Module,
         return int(payload["epoch"])
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise ValueError(f"{path}: cannot resume this run from it, it was written with other "
-                         f"options ({_first_line(err)})") from err
+                         f"options ({first_line(err)})") from err
 
 
 class ShardSampler(torch.utils.data.Sampler):

@@ -17,7 +17,8 @@ from video_io import sample_video
 from fakes_vqa import SIZE, TINY, lsvq_labels, saliency_checkpoint, stored_quality_set, train_config
 from pictures import png_image
 from runtime import load_checkpoint, save_checkpoint
-from sal_withreg import predict_maps, saliency_model_from_payload
+from model_file import checkpoint_network
+from sal_withreg import predict_maps
 from VQA import quality_model_from_payload
 
 
@@ -132,7 +133,7 @@ def test_scoring_videos_with_in_process_saliency_lists_broken_files(trained, tmp
     # the same score by hand: sampled frames, their saliency maps (8-bit), the quality model
     payload = load_checkpoint(best)
     model, scale = quality_model_from_payload(payload).eval(), MosScale(**payload["mos_scale"])
-    saliency_model = saliency_model_from_payload(load_checkpoint(sal))
+    saliency_model = checkpoint_network(sal, "saliency")[0]
     frames = torch.from_numpy(sample_video(folder / "noisy.mp4", 8, SIZE).frames)  # (T, H, W, 3)
     clip = frames.permute(0, 3, 1, 2)[None] / 255
     maps = predict_maps(saliency_model, clip, "cpu")[:, :, None].float() / 255
