@@ -19,7 +19,7 @@
 It prints a table in the form of the paper's "System Performance" table and writes JSON. Each
 measurement stops after --seconds or --repeats timed calls and prints a progress line on
 stderr; only the precisions the device runs natively are measured unless --precisions asks.
-`--check` runs gpu_check.py instead: every GPU path once, PASS or FAIL each.
+`--check` runs dagr/gpu_check.py instead: every GPU path once, PASS or FAIL each.
 
     python benchmark.py --device cpu --saliency-width 16               # a generated clip
     python benchmark.py --device cpu --saliency-width 16 --videos my_clip.mp4
@@ -48,26 +48,33 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from extract_frame import find_videos
-from inference_sal import frame_windows
-from train_speed import (peak_memory_mib, progress, reproduce_columns, reproduce_table,
-                         reset_peak_memory, seconds_per_call, synchronize, training_rows)
-from precision import (PRECISIONS, compile_model, native_precisions, precision_autocast,
-                       resolve_precision)
-from runtime import (add_device_argument, atomic_path, pick_device, run_script, script_parser,
-                     seed_everything)
-from sal_withreg import build_saliency_model, predict_maps, prepare_inference, weights_precision
-from scoring import decoded_videos, inference_quality, score_clips, score_items
-from video_io import VideoReader, sample_indices, sample_video
+import evaluate_vqa
+import extract_frame
+import inference_sal
+import train_lsvq
+import train_sal
+from dagr import gpu_check, paper
+from dagr.cli import run_script, script_parser
+from dagr.device import add_device_argument, pick_device
+from dagr.files import atomic_path
+from dagr.inference import frame_windows, inference_quality, predict_maps, prepare_inference
+from dagr.precision import (PRECISIONS, compile_model, native_precisions, precision_autocast,
+                            resolve_precision, weights_precision)
+from dagr.scoring import decoded_videos, score_clips, score_items
+from dagr.seeding import seed_everything
+from dagr.training_speed import (TrainerDefaults, peak_memory_mib, progress, reproduce_columns,
+                                 reproduce_table, reset_peak_memory, seconds_per_call,
+                                 synchronize, training_rows)
+from dagr.video_io import VideoReader, find_videos, sample_indices, sample_video
+from sal_withreg import build_saliency_model
 from VQA import BACKBONES, QualityNet
 
 # ----------------------------------------------------------------------------- config
 SALIENCY_WIDTH = 64         # UNet3D base width (64 = the full model; 16 makes a CPU run short)
-REGISTERS = 4
-BACKBONE = "resnet50"
-SIZE = (224, 398)           # network input H, W
-NUM_FRAMES = 8              # frames per clip
-WINDOW = 8                  # original shape: frames per saliency window
+REGISTERS = paper.REGISTERS
+BACKBONE = paper.BACKBONE
+SIZE = paper.FRAME_SIZE     # network input H, W
+NUM_FRAMES = paper.FRAMES_PER_VIDEO  # frames per clip; also the original shape's saliency window
 BATCH_SIZE = {"cuda": 8, "cpu": 2}   # clips per forward pass, per device type
 WARMUP = {"cuda": 5, "cpu": 1}       # untimed calls before each measurement
 REPEATS = {"cuda": 50, "cpu": 20}    # at most this many timed calls per measurement
@@ -82,6 +89,11 @@ SEED = 0
 # -----------------------------------------------------------------------------
 
 Models = tuple[torch.nn.Module, QualityNet]  # (saliency network, quality network)
+TRAINERS = TrainerDefaults(  # what the trainers' steps and the paper's work are made of
+    train_sal.EPOCHS, train_sal.CLIPS_PER_VIDEO, train_sal.VAL_CLIPS, train_sal.CLIP_GRAD,
+    (train_sal.L_KL, train_sal.L_CC, train_sal.L_NSS), train_lsvq.EPOCHS,
+    train_lsvq.VAL_FRACTION, train_lsvq.CLIP_GRAD,
+    (train_lsvq.PLCC_WEIGHT, train_lsvq.RANK_WEIGHT))
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -263,7 +275,7 @@ def original_one_video(path: Path, plain: Models, args: argparse.Namespace,
         frames = list(video.arrays((height, width)))
     decoded = time.perf_counter()
     maps, windows = [], 0
-    for window, fresh in frame_windows(frames, WINDOW):
+    for window, fresh in frame_windows(frames, NUM_FRAMES):
         clip = torch.from_numpy(np.stack(window))[None].permute(0, 1, 4, 2, 3).float() / 255
         window_maps = predict_maps(saliency, clip, device)[0]
         maps += [window_maps[t] for t in fresh]
@@ -313,10 +325,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     for compiled in ((False, True) if args.compile else (False,))}
         report["model_only"] = model_rows(args, device, plain, flops, variants)
         if args.train:
-            report["training"] = training_rows(args, device, list(variants), NUM_FRAMES)
+            report["training"] = training_rows(args, device, list(variants), NUM_FRAMES,
+                                               TRAINERS)
         report.update(video_measurements(args, device, plain, variants, videos))
     if args.train:
-        report["time_to_reproduce"] = reproduce_columns(report)
+        report["time_to_reproduce"] = reproduce_columns(report, TRAINERS)
     report["device"]["load_average_at_end"] = list(os.getloadavg())
     return report
 
@@ -465,7 +478,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "table")
     parser.add_argument("--check", action="store_true",
                         help="instead of measuring, check every GPU path once on generated data "
-                             "(gpu_check.py; tiny on the CPU)")
+                             "(dagr/gpu_check.py; tiny on the CPU)")
+    parser.add_argument("--work", help="--check: folder for its data and runs (default: a "
+                                       "temporary one, removed at the end)")
     parser.add_argument("--compile", action="store_true",
                         help="also measure torch.compile'd models; end to end uses them")
     parser.add_argument("--batch-size", type=int,
@@ -494,12 +509,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def check(device: torch.device, work: str | None) -> int:
+    """`--check`: dagr/gpu_check.py's paths, run through the stage scripts' main()."""
+    stages = {"extract_frame": extract_frame.main, "train_sal": train_sal.main,
+              "inference_sal": inference_sal.main, "train_lsvq": train_lsvq.main,
+              "evaluate_vqa": evaluate_vqa.main, "benchmark": main}
+    if work:
+        results = gpu_check.run_check(device, Path(work), stages)
+    else:
+        with tempfile.TemporaryDirectory(prefix="gpu_check_") as folder:
+            results = gpu_check.run_check(device, Path(folder), stages)
+    return 0 if all(results.values()) else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.check:
-        import gpu_check  # it runs this benchmark too, so it is imported only here
-
-        return gpu_check.main(["--device", args.device])
+        return check(pick_device(args.device), args.work)
     try:
         report = run(args)
     except (FileNotFoundError, OSError) as err:

@@ -43,14 +43,18 @@ from typing import Any, Iterator, Sequence
 import cv2
 import numpy as np
 import pandas as pd
-import demo_data
+
 import evaluate_vqa
 import extract_frame
-import figures
 import inference_sal
 import train_lsvq
 import train_sal
-from runtime import add_device_argument, run_script, script_parser
+from dagr import demo_data, figures
+from dagr.cli import run_script, script_parser
+from dagr.device import add_device_argument
+from dagr.evaluation import RESULT_COLUMNS, evaluate, format_table, write_results
+from dagr.training import BEST, LOG
+from dataloader import FRAME_LIST
 
 # ----------------------------------------------------------------------------- config
 OUT = "demo_out"
@@ -221,16 +225,15 @@ def train_saliency(layout: Layout, size: DemoSize, name: str, seed: int, device:
 
 def score_saliency(layout: Layout, checkpoint: Path, device: str) -> dict[str, float]:
     """train_sal.py's evaluation: metrics on the saliency set's validation videos."""
-    metrics = train_sal.evaluate(checkpoint, "dhf1k", layout.saliency_set, "val", device,
-                                 progress=False)
-    print(train_sal.format_table(metrics))
+    metrics = evaluate(checkpoint, "dhf1k", layout.saliency_set, "val", device, progress=False)
+    print(format_table(metrics))
     return metrics
 
 
 def infer_maps(layout: Layout, name: str, device: str) -> None:
     """inference_sal.py: maps and overlays for the quality clips' stored frames."""
     check_stage(inference_sal.main([
-        "--checkpoint", str(layout.saliency_run(name) / train_sal.BEST),
+        "--checkpoint", str(layout.saliency_run(name) / BEST),
         "--frames", str(layout.frames), "--out", str(layout.maps(name)), "--overlay",
         "--workers", "0", "--device", device]), "inference_sal.py")
 
@@ -266,7 +269,7 @@ def drop_ablation_checkpoints(layout: Layout) -> None:
     checkpoint is the one to score videos with."""
     for name in QUALITY_RUNS:
         if name != DEMO_MODEL:
-            (layout.quality_run(name) / "best.pt").unlink(missing_ok=True)
+            (layout.quality_run(name) / BEST).unlink(missing_ok=True)
 
 
 def evaluate_quality(layout: Layout, name: str, device: str) -> dict:
@@ -274,8 +277,8 @@ def evaluate_quality(layout: Layout, name: str, device: str) -> dict:
     maps, _ = QUALITY_RUNS[name]
     labelled = evaluate_vqa.LabelledSet("konvid", layout.test_labels, layout.frames,
                                         layout.maps(maps) if maps else None)
-    table = evaluate_vqa.evaluate_checkpoint(layout.quality_run(name) / "best.pt", [labelled],
-                                             layout.evaluation(name), workers=0, device=device)
+    table = evaluate_vqa.evaluate_sets(layout.quality_run(name) / BEST, [labelled],
+                                       layout.evaluation(name), workers=0, device=device)
     return table.iloc[0].to_dict()
 
 
@@ -284,7 +287,7 @@ def evaluate_quality(layout: Layout, name: str, device: str) -> dict:
 def results_table(row: dict) -> pd.DataFrame:
     """The paper's table for the demo model on the demo test split."""
     return pd.DataFrame([{**row, "Dataset": "Demo (KoNViD-1k layout), test split"}],
-                        columns=train_lsvq.RESULT_COLUMNS)
+                        columns=RESULT_COLUMNS)
 
 
 def ablation_table(saliency: dict[str, dict], quality: dict[str, dict]) -> pd.DataFrame:
@@ -331,11 +334,11 @@ def plot_curves(layout: Layout, path: Path) -> None:
     loss and validation SRCC (bottom)."""
     figure = figures.new_figure(10, 7)
     top, bottom = figure.subplots(2, 2)
-    figures.draw_curves(top, {name: pd.read_csv(layout.saliency_run(name) / train_sal.LOG)
+    figures.draw_curves(top, {name: pd.read_csv(layout.saliency_run(name) / LOG)
                               for name in SALIENCY_RUNS},
                         [("saliency: training loss", ["train_loss"]),
                          ("saliency: validation CC", ["val_cc"])])
-    figures.draw_curves(bottom, {name.replace("_", " "): pd.read_csv(layout.quality_run(name) / "log.csv")
+    figures.draw_curves(bottom, {name.replace("_", " "): pd.read_csv(layout.quality_run(name) / LOG)
                                  for name in QUALITY_RUNS},
                         [("quality: training loss", ["train_loss"]),
                          ("quality: validation SRCC", ["val_srcc"])])
@@ -350,7 +353,7 @@ def plot_overlays(layout: Layout, path: Path) -> None:
     figure = figures.new_figure(2.6 * OVERLAY_FRAMES, 1.9 * len(picked) + 0.4)
     axes = np.atleast_2d(figure.subplots(len(picked), OVERLAY_FRAMES))
     for row, clip in zip(axes, picked.itertuples()):
-        names = json.loads((layout.frames / clip.video_id / extract_frame.FRAME_LIST).read_text())["frames"]
+        names = json.loads((layout.frames / clip.video_id / FRAME_LIST).read_text())["frames"]
         for axis, index in zip(row, np.linspace(0, len(names) - 1, OVERLAY_FRAMES).round().astype(int)):
             image = cv2.imread(str(folder / clip.video_id / names[index]))
             axis.imshow(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), interpolation="nearest")
@@ -394,8 +397,8 @@ def run_demo(out: str | Path, preset: DemoSize = SIZES[SIZE], seed: int = SEED, 
         quality = {name: evaluate_quality(layout, name, device) for name in QUALITY_RUNS}
         drop_ablation_checkpoints(layout)
     with stages.stage("tables and figures"):
-        files = {"results": train_lsvq.write_results(results_table(quality[DEMO_MODEL]), layout.out),
-                 "ablation": train_lsvq.write_results(ablation_table(saliency, quality),
+        files = {"results": write_results(results_table(quality[DEMO_MODEL]), layout.out),
+                 "ablation": write_results(ablation_table(saliency, quality),
                                                       layout.out, "ablation"),
                  "overlays": layout.out / "overlays.png", "scatter": layout.out / "scatter.png",
                  "training curves": layout.out / "training_curves.png"}
@@ -426,6 +429,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.add_argument(f"--{count.name.replace('_', '-')}", type=int, metavar="N",
                                 help=f"{count.metadata['help']} (default: the --size preset's)")
     parser.add_argument("--seed", type=int, default=SEED, help="seed of the data and the training")
+    parser.add_argument("--data-only", action="store_true",
+                        help="write the demo's two synthetic datasets into <out>/data and stop")
     parser.add_argument("--workers", type=int, default=WORKERS, help="frame-extraction processes")
     add_device_argument(parser)
     return parser.parse_args(argv)
@@ -440,6 +445,9 @@ def chosen_size(args: argparse.Namespace) -> DemoSize:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.data_only:
+        write_data(Layout(Path(args.out)), chosen_size(args), args.seed)
+        return 0
     began = time.perf_counter()
     try:
         files = run_demo(args.out, chosen_size(args), args.seed, args.device, args.workers)

@@ -27,41 +27,28 @@ from typing import Iterable, Sequence
 import cv2
 from tqdm import tqdm
 
-from dataloader import FRAME_LIST, PROBLEMS
-from labelled_sets import LABEL_DATASETS, LabelColumns, add_label_arguments, label_columns, read_table
-from runtime import (Failure, Interrupted, atomic_path, default_workers, remove_leftovers,
-                     run_script, script_parser, sigint_ignored, writable_folder, write_failures)
-from sharding import (CsvOutput, Shard, add_shard_argument, current_shard, exit_status,
-                      is_merged, write_outputs)
-from video_io import NUM_FRAMES, VIDEO_EXTENSIONS, SampledVideo, VideoError, sample_video
+from dagr import paper
+from dagr.cli import Interrupted, run_script, script_parser
+from dagr.datasets import QUALITY_SETS, quality_help, read_table
+from dagr.failures import Failure, write_failures
+from dagr.files import atomic_path, remove_leftovers, writable_folder
+from dagr.labels import PROBLEMS, LabelColumns, add_label_arguments, label_columns
+from dagr.sharding import (CsvOutput, Shard, add_shard_argument, current_shard, exit_status,
+                           is_merged, write_outputs)
+from dagr.video_io import (VIDEO_EXTENSIONS, SampledVideo, VideoError, find_videos,
+                           sample_video)
+from dagr.workers import default_workers, sigint_ignored
+from dataloader import FRAME_LIST
 
 # ----------------------------------------------------------------------------- config
-HEIGHT, WIDTH = 224, 398  # stored size; about 16:9, aspect ratio not kept (as in the paper)
-WORKERS = None           # decoding processes; None: runtime.default_workers (the cores)
+NUM_FRAMES = paper.FRAMES_PER_VIDEO  # K: frames kept per video
+HEIGHT, WIDTH = paper.FRAME_SIZE     # stored size
+WORKERS = None           # decoding processes; None: the cores, at most one per video
 OUT = "frames"
 FAILURES = "failures.csv"
 DUPLICATE_ID = "duplicate-id"  # failure kinds besides video_io's: two videos, one id
 WRITE_FAILED = "write-failed"  # the frames could not be stored
 # -----------------------------------------------------------------------------
-
-
-def find_videos(inputs: Iterable[str | Path]) -> list[tuple[str, Path]]:
-    """(video_id, path) for video files and for the videos found recursively in folders.
-
-    A file's id is its stem; inside a folder it is the path relative to that folder without
-    the extension (so `batch1/722.mp4` keeps its `batch1/` prefix).
-    """
-    found = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            for path in sorted(item.rglob("*")):
-                if path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS:
-                    found.append((path.relative_to(item).with_suffix("").as_posix(), path))
-        elif item.is_file():
-            found.append((item.stem, item))
-        else:
-            raise FileNotFoundError(f"{item}: no such file or folder")
-    return found
 
 
 def frame_name(index: int) -> str:
@@ -200,9 +187,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=WORKERS,
                         help="decoding processes (default: the machine's cores, at most one per "
                              "video, none for a single video)")
-    parser.add_argument("--dataset", choices=LABEL_DATASETS,
-                        help="read the videos from a label file: lsvq, konvid, livevqc or "
-                        "youtube-ugc (official files), csv or labels-txt (any set; see the README)")
+    parser.add_argument("--dataset", choices=sorted(QUALITY_SETS),
+                        help="read the videos from a label file; " + quality_help())
     parser.add_argument("--labels", help="the dataset's label file")
     add_label_arguments(parser)
     parser.add_argument("--video-root", help="folder holding the dataset's videos")

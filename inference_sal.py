@@ -43,16 +43,17 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-import model_file
+from dagr import paper
+from dagr.checkpoints import ModelFile, Source, load_saliency
+from dagr.cli import Interrupted, run_script, script_parser
+from dagr.device import add_device_argument, pick_device
+from dagr.files import atomic_path, writable_folder
+from dagr.inference import frame_windows, predict_maps, prepare_inference
+from dagr.precision import add_precision_arguments, compile_model, resolve_precision
+from dagr.sharding import Shard, add_shard_argument, current_shard, exit_status, shard_device
+from dagr.video_io import DAMAGED, VideoError, VideoReader, find_videos
+from dagr.workers import default_workers, quiet_worker, sigint_ignored, stop_workers
 from dataloader import StoredFramesDataset, frame_files, stored_videos, to_clip_tensor
-from extract_frame import find_videos
-from precision import add_precision_arguments, compile_model, resolve_precision
-from runtime import (Interrupted, add_device_argument, atomic_path, default_workers, pick_device,
-                     quiet_worker, run_script, script_parser, sigint_ignored, stop_workers,
-                     writable_folder)
-from sharding import Shard, add_shard_argument, current_shard, exit_status, shard_device
-from sal_withreg import predict_maps, prepare_inference
-from video_io import DAMAGED, VideoError, VideoReader
 
 # ----------------------------------------------------------------------------- config
 CHECKPOINT = "runs/saliency/best.pt"
@@ -60,7 +61,7 @@ FRAMES = "frames"          # extract_frame.py's output
 OUT = "saliency"
 BATCH_SIZE = 8             # clips per forward pass
 WORKERS = None             # frame-loading processes (frames mode); None: the machine's cores
-WINDOW = 8                 # frames per clip in video mode
+WINDOW = paper.FRAMES_PER_VIDEO  # frames per clip in video mode
 OVERLAY_ALPHA = 0.5        # weight of the heat map in an overlay
 COLORMAP = cv2.COLORMAP_JET
 FOLD_BN = True             # fold BatchNorm into the convolutions (faster, same maps)
@@ -73,7 +74,7 @@ VIDEO_CRF = 20             # x264 constant quality (lower: better, larger)
 
 # ----------------------------------------------------------------------------- model
 
-def load_saliency_model(checkpoint: str | Path | model_file.ModelFile, device: torch.device | str,
+def load_saliency_model(checkpoint: Source, device: torch.device | str,
                         fold_bn: bool = FOLD_BN, precision: str | None = None,
                         compiled: bool = False) -> nn.Module:
     """The network of a train_sal.py checkpoint or of an exported model file, ready for
@@ -82,11 +83,11 @@ def load_saliency_model(checkpoint: str | Path | model_file.ModelFile, device: t
     return _load(checkpoint, device, fold_bn, precision, compiled)[0]
 
 
-def _load(checkpoint: str | Path | model_file.ModelFile, device: torch.device | str,
+def _load(checkpoint: Source, device: torch.device | str,
           fold_bn: bool, precision: str | None = None, compiled: bool = False
           ) -> tuple[nn.Module, dict]:
     """(inference model, the training settings stored with it)."""
-    network, settings = model_file.load_saliency(checkpoint)
+    network, settings = load_saliency(checkpoint)
     model = prepare_inference(network, device, resolve_precision(precision, device), fold_bn)
     return compile_model(model, compiled), settings
 
@@ -264,28 +265,6 @@ def _map_batch(model: nn.Module, batch: list[dict], frames_dir: Path, out: Path,
 
 # ----------------------------------------------------------------------------- video mode
 
-def frame_windows(frames: Iterable[np.ndarray], length: int = WINDOW
-                  ) -> Iterator[tuple[list[np.ndarray], range]]:
-    """Windows of `length` consecutive frames that cover a stream, each frame exactly once.
-
-    Yields (window, fresh): `fresh` are the positions in the window of the frames it covers.
-    Windows follow each other without overlap; the last is aligned to the stream's end and
-    overlaps the one before; a stream shorter than `length` is padded with its last frame.
-    Holds at most two windows in memory.
-    """
-    previous: list[np.ndarray] = []
-    current: list[np.ndarray] = []
-    for frame in frames:
-        current.append(frame)
-        if len(current) == length:
-            yield current, range(length)
-            previous, current = current, []
-    if current and previous:
-        yield previous[len(current):] + current, range(length - len(current), length)
-    elif current:
-        yield current + [current[-1]] * (length - len(current)), range(len(current))
-
-
 def decoded_frames(video: VideoReader) -> Iterator[np.ndarray]:
     """Every frame that decodes, in order and display orientation, as (H, W, 3) uint8 BGR."""
     return video.arrays(order="bgr")
@@ -438,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     device = shard_device(pick_device(args.device))
     try:
-        source = model_file.ModelFile(args.model) if args.model else args.checkpoint
+        source = ModelFile(args.model) if args.model else args.checkpoint
         model, settings = _load(source, device, args.fold_bn, args.precision, args.compile)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""UNet3D with learnable register tokens (SPEC section 4): the saliency network of DAGR-VQA.
+"""UNet3D with learnable register tokens (design.md, section 4): the saliency network of DAGR-VQA.
 
 Two ways to use N registers, chosen by `register_mode`:
 
@@ -18,8 +18,6 @@ registers = 0 is exactly the baseline: same modules, same state-dict keys, same 
 """
 from __future__ import annotations
 
-import contextlib
-import copy
 import math
 from typing import Sequence
 
@@ -27,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sal_withoutreg import DEPTH, UNet3D, fold_batchnorm
+from sal_withoutreg import DEPTH, UNet3D
 
 REGISTER_MODES = ("attention", "input")
 INPUT_TOKEN_DIM = 64  # token width of the original input-mode design
@@ -201,116 +199,3 @@ def build_saliency_model(channels: int = 64, registers: int = 4,
     if registers == 0:
         return UNet3D(channels)
     return RegisterUNet3D(channels, registers, register_mode, list(register_levels), heads)
-
-
-# ----------------------------------------------------------------------------- inference helpers
-# Shared by inference_sal.py and evaluate_vqa.py; they need nothing but torch.
-
-# The option and its default are precision.py's (precision.PRECISIONS, resolve_precision);
-# network files import no precision.py, so the names are repeated here for the weights alone.
-WEIGHT_PRECISIONS = ("fp32", "bf16")
-NORMALISATIONS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
-
-
-def weights_precision(model: nn.Module) -> str:
-    """"bf16" for a model prepared with bf16 weights (`to_precision`), else "fp32"."""
-    return "bf16" if any(p.dtype == torch.bfloat16 for p in model.parameters()) else "fp32"
-
-
-def weights_autocast(model: nn.Module, device: torch.device | str
-                     ) -> contextlib.AbstractContextManager:
-    """bf16 autocast on `device`'s type for a model with bf16 weights, nothing otherwise."""
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16,
-                          enabled=weights_precision(model) == "bf16")
-
-
-def to_precision(model: nn.Module, precision: str) -> nn.Module:
-    """`model` (changed in place) with the weights of everything but its normalisation layers
-    in bf16 for "bf16"; it is then run under `weights_autocast`. Casting once pays on the
-    CPU, where autocast re-casts fp32 weights on every call (4x slower, measured); the
-    normalisation layers keep fp32 statistics, as under plain autocast."""
-    if precision not in WEIGHT_PRECISIONS:
-        raise ValueError(f"precision must be one of {WEIGHT_PRECISIONS}, not {precision!r}")
-    if precision == "bf16":
-        for module in model.modules():
-            if not isinstance(module, NORMALISATIONS):
-                for param in module.parameters(recurse=False):
-                    param.data = param.data.to(torch.bfloat16)
-    return model
-
-
-class OneDnnConv3d(nn.Conv3d):
-    """Conv3d that always takes oneDNN's kernel for fp32 on the CPU. PyTorch's size heuristic
-    (tuned for 2D) sends a batch of one clip with small deep feature maps to a slow im2col
-    kernel, which made the one-clip UNet3D forward 1.6x slower (measured). Under
-    torch.compile the compiler picks the kernels."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.device.type != "cpu" or x.dtype != torch.float32 or self.padding_mode != "zeros"
-                or torch.compiler.is_compiling()):
-            return super().forward(x)
-        return torch.mkldnn_convolution(x, self.weight, self.bias, self.padding, self.stride,
-                                        self.dilation, self.groups)
-
-
-def _onednn_convs(model: nn.Module) -> nn.Module:
-    """`model` (changed in place) with every Conv3d replaced by an OneDnnConv3d of the same
-    weights."""
-    for module in list(model.modules()):
-        for name, child in module.named_children():
-            if type(child) is nn.Conv3d:
-                replacement = OneDnnConv3d(child.in_channels, child.out_channels, child.kernel_size,
-                                           child.stride, child.padding, child.dilation,
-                                           child.groups, child.bias is not None,
-                                           child.padding_mode, device="meta")
-                replacement.weight, replacement.bias = child.weight, child.bias
-                setattr(module, name, replacement)
-    return model
-
-
-def prepare_inference(model: nn.Module, device: torch.device | str, precision: str,
-                      fold_bn: bool = True) -> nn.Module:
-    """An inference copy of a saliency network for `predict_maps` on `device` (the original is
-    left untouched): eval mode; BatchNorm folded into the convolutions (`fold_bn`); weights at
-    `precision` ("fp32" or "bf16", see `to_precision`; the default is precision.py's policy) in
-    channels_last_3d, the layout the fast kernels want (convolutions follow their weights'
-    layout, so inputs need no change); oneDNN convolutions for fp32 on the CPU
-    (`OneDnnConv3d`; with channels_last_3d 1.6x faster again there). To compile it, the
-    scripts wrap it with precision.compile_model."""
-    device = torch.device(device)
-    model = fold_batchnorm(model) if fold_bn else copy.deepcopy(model).eval()
-    if device.type == "cpu" and precision == "fp32":
-        _onednn_convs(model)
-    return to_precision(model.to(device), precision).to(memory_format=torch.channels_last_3d)
-
-
-def predict_maps(model: nn.Module, clips: torch.Tensor, device: torch.device | str,
-                 size: Sequence[int] | None = None, on_device: bool = False) -> torch.Tensor:
-    """Saliency maps as stored on disk (SPEC section 7): sigmoid, then min-max per frame, then
-    x255.
-
-    The network is trained with a softmax over each frame's pixels (train_sal.py), which leaves
-    every frame's logits free up to an added constant; a sigmoid of the raw logits would then
-    depend on that arbitrary offset (on a trained demo model it dropped the validation CC from
-    0.99 to 0.62). So the sigmoid is taken of the logits normalised to log-probabilities
-    (log-softmax over the frame's pixels): the map is a monotone, near-linear function of the
-    probability map that training validates.
-
-    clips: (B, T, 3, H, W) float RGB in [0, 1] (the stored-frame layout). Returns uint8
-    (B, T, H', W') on the CPU (on `device` with `on_device`), with (H', W') = `size` (the
-    logits are resized bilinearly first) or (H, W). The network runs at the precision of its
-    weights (`prepare_inference`), under bf16 autocast when they are bf16; the normalisation
-    is computed in fp32. A constant frame maps to 0.
-    """
-    device = torch.device(device)
-    x = clips.to(device).permute(0, 2, 1, 3, 4)  # (B, 3, T, H, W): the network's layout
-    with torch.inference_mode(), weights_autocast(model, device):
-        logits = model(x)[:, 0].float()  # (B, T, H, W)
-        if size is not None and tuple(size) != tuple(logits.shape[-2:]):
-            logits = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
-        maps = torch.sigmoid(torch.log_softmax(logits.flatten(-2), dim=-1)).view_as(logits)
-        low = maps.amin(dim=(-2, -1), keepdim=True)
-        span = maps.amax(dim=(-2, -1), keepdim=True) - low
-        maps = (maps - low) / span.clamp_min(torch.finfo(maps.dtype).tiny)
-        maps = maps.mul_(255).round_().to(torch.uint8)
-        return maps if on_device else maps.cpu()

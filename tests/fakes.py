@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import demo_data
+from dagr import demo_data
 import train_sal
 
 TINY_SIZE = (32, 48)  # frame height, width

@@ -7,11 +7,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+import torch
 
-import demo_data as dq
+from dagr import demo_data as dq
 import extract_frame as ef
 import train_lsvq
-from runtime import save_checkpoint
+from dagr.checkpoints import save_checkpoint
+from dagr.scoring import load_scorer, score_to_csv
+from dagr.video_io import find_videos
 from sal_withreg import build_saliency_model
 
 SIZE = (32, 56)
@@ -80,3 +83,12 @@ def saliency_checkpoint(path: Path, channels: int = 4) -> Path:
     save_checkpoint(path, {"model_kwargs": kwargs, "model_state": model.state_dict(),
                            "kind": "saliency"})
     return path
+
+
+def score_videos(quality: Path, inputs: list[Path], out: Path, saliency: Path | None = None,
+                 workers: int | None = 0) -> tuple[pd.DataFrame, dict]:
+    """`evaluate_vqa.py --videos INPUTS --out OUT` on the CPU, in this process: (scores,
+    failures)."""
+    scorer = load_scorer(quality, saliency, torch.device("cpu"))
+    paths = [str(path) for _, path in find_videos(inputs)]
+    return score_to_csv(scorer, paths, out, workers, progress=False)

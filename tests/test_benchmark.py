@@ -14,10 +14,12 @@ import pytest
 import torch
 
 import benchmark
-from video_io import count_frames
+from dagr.video_io import count_frames
 from fakes import one_thread  # noqa: F401 (a fixture)
-from sal_withreg import build_saliency_model, predict_maps, prepare_inference, weights_precision
-from scoring import inference_quality, score_clips, score_items
+from dagr.inference import inference_quality, predict_maps, prepare_inference
+from dagr.precision import weights_precision
+from sal_withreg import build_saliency_model
+from dagr.scoring import score_clips, score_items
 from VQA import QualityNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import extract_frame as ef
-import video_io as vio
+from dagr import video_io as vio
 from conftest import frame_level_index
 
 

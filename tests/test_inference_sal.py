@@ -16,9 +16,10 @@ from conftest import encode_video, write_video
 from dataloader import frame_files, load_stored_clip
 from extract_frame import extract
 from fakes import TINY_SIZE, one_thread, tiny_config, tiny_dhf1k  # noqa: F401 (one_thread is a fixture)
-from runtime import load_checkpoint, save_checkpoint
-from sal_withreg import build_saliency_model, predict_maps
-from video_io import VideoReader, count_frames
+from dagr.checkpoints import load_checkpoint, save_checkpoint
+from dagr.inference import predict_maps
+from sal_withreg import build_saliency_model
+from dagr.video_io import VideoReader, count_frames
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 BAR_WIDTH = inference_sal.colour_bar(TINY_SIZE[0]).shape[1]

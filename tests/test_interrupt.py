@@ -1,4 +1,4 @@
-"""Ctrl-C: every script's entry (runtime.run_script) turns it into one line and exit status 130;
+"""Ctrl-C: every script's entry (cli.run_script) turns it into one line and exit status 130;
 frame extraction stopped by SIGINT, decoding processes included, leaves only finished videos
 and no traceback. (Scoring under Ctrl-C: tests/test_sharding.py.)"""
 from __future__ import annotations
@@ -11,11 +11,11 @@ import time
 
 import pytest
 
-import runtime
+from dagr import cli, files
 from conftest import ROOT, write_video
 
 SCRIPTS = ["extract_frame.py", "train_sal.py", "inference_sal.py", "train_lsvq.py",
-           "evaluate_vqa.py", "demo.py", "benchmark.py", "demo_data.py"]
+           "evaluate_vqa.py", "demo.py", "benchmark.py"]
 
 
 @pytest.mark.parametrize("message, expected", [
@@ -26,14 +26,14 @@ def test_run_script_turns_ctrl_c_into_one_line_and_130(message, expected, capsys
     monkeypatch.setattr(signal, "signal", lambda *args: None)  # keep the test's own handler
 
     def main() -> int:
-        raise runtime.Interrupted(message) if message else KeyboardInterrupt
+        raise cli.Interrupted(message) if message else KeyboardInterrupt
 
     with pytest.raises(SystemExit) as stopped:
-        runtime.run_script(main)
-    assert stopped.value.code == runtime.EXIT_INTERRUPTED == 130
+        cli.run_script(main)
+    assert stopped.value.code == cli.EXIT_INTERRUPTED == 130
     assert capsys.readouterr().err.strip().splitlines() == [expected]
     with pytest.raises(SystemExit) as finished:
-        runtime.run_script(lambda: 1)
+        cli.run_script(lambda: 1)
     assert finished.value.code == 1
 
 
@@ -73,5 +73,5 @@ def test_leftovers_of_stopped_atomic_writes_are_removed_and_nothing_else(tmp_pat
         (tmp_path / name).mkdir()
     (tmp_path / ".d.x4.tmp").write_text("half a file")
     (tmp_path / "a").mkdir()
-    runtime.remove_leftovers([tmp_path / "a", tmp_path / "d", tmp_path / "missing" / "e"])
+    files.remove_leftovers([tmp_path / "a", tmp_path / "d", tmp_path / "missing" / "e"])
     assert sorted(p.name for p in tmp_path.iterdir()) == [".a.b.x2.tmp", ".c.x3.tmp", "a"]

@@ -21,12 +21,14 @@ import torch
 import evaluate_vqa as ev
 import extract_frame as ef
 import inference_sal
-import scoring
+from dagr import scoring
+from dagr.scoring import PARTIAL_FIELDS
 from conftest import ROOT, write_video
 from fakes import TINY_SIZE, one_thread  # noqa: F401 (one_thread is a fixture)
-from fakes_vqa import saliency_checkpoint, stored_quality_set
-from runtime import EXIT_INTERRUPTED, save_checkpoint
-from sharding import PartialRows, Shard, merge_csv, part_path
+from fakes_vqa import saliency_checkpoint, score_videos, stored_quality_set
+from dagr.checkpoints import save_checkpoint
+from dagr.cli import EXIT_INTERRUPTED
+from dagr.sharding import PartialRows, Shard, merge_csv, part_path
 from VQA import build_quality_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -177,7 +179,7 @@ def test_scoring_killed_and_resumed_scores_every_video_once(many, tmp_path, monk
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert not out.exists()
-    kept = PartialRows(partial, ev.PARTIAL_FIELDS)._complete_rows()
+    kept = PartialRows(partial, PARTIAL_FIELDS)._complete_rows()
     assert 2 <= len(kept) < 24
     with open(partial, "a") as handle:
         handle.write("/a/torn/row.avi,3.")  # what a crash can leave
@@ -204,7 +206,7 @@ def test_ctrl_c_while_scoring_keeps_the_scores_and_exits_130(many, tmp_path):
     assert "Traceback" not in err and "Error" not in err
     last = err.strip().splitlines()[-1]
     assert last.startswith("interrupted: ") and "--resume" in last and str(partial) in last
-    kept = PartialRows(partial, ev.PARTIAL_FIELDS)._complete_rows()
+    kept = PartialRows(partial, PARTIAL_FIELDS)._complete_rows()
     assert f"interrupted: {len(kept)} of 24 videos scored" in last
     assert not out.exists()
     assert ev.main(score_argv(many, out, "--workers", "0", "--batch-size", "1",
@@ -217,7 +219,7 @@ def test_merge_is_generic_over_columns_and_keeps_line_ends(tmp_path):
     for index, rows in enumerate(([("b", "x", "decode")], [("a", "y, quoted", "open")])):
         part = part_path(tmp_path / "failures.csv", Shard(index, 2))
         with open(part, "w", newline="") as handle:
-            writer = csv.writer(handle)  # \r\n, as runtime.write_failures writes
+            writer = csv.writer(handle)  # \r\n, as dagr.failures.write_failures writes
             writer.writerow(["video_id", "problem", "kind"])
             writer.writerows(rows)
         parts.append(part)
@@ -258,13 +260,13 @@ def test_nothing_to_do_is_an_error_naming_the_path(corpus, tmp_path, capsys):
 
 
 def test_default_decoding_workers_fit_the_machine_without_a_warning(corpus, tmp_path, recwarn):
-    from runtime import default_workers
+    from dagr.workers import default_workers
 
     cores = len(os.sched_getaffinity(0))
     assert default_workers(1) == 0 and default_workers(0) == 0
     assert default_workers(3) == min(cores, 3) and default_workers(1000) == cores
-    scores, _ = ev.score_videos(corpus["quality"], [corpus["videos"]], tmp_path / "s.csv",
-                                device="cpu", progress=False)
+    scores, _ = score_videos(corpus["quality"], [corpus["videos"]], tmp_path / "s.csv",
+                             workers=None)
     assert len(scores) == 4
     assert not [w for w in recwarn if "worker" in str(w.message)]
 
@@ -286,7 +288,7 @@ def test_labelled_set_evaluation_with_shards_gives_the_files_of_one_process(corp
 
 
 def test_shards_cover_every_video_once_and_combine_with_torchrun(monkeypatch):
-    from sharding import current_shard, parse_shard, shard_device
+    from dagr.sharding import current_shard, parse_shard, shard_device
 
     videos = [f"v{i}" for i in range(7)]
     assert sorted(sum((Shard(i, 3).take(videos) for i in range(3)), [])) == videos
@@ -303,7 +305,7 @@ def test_shards_cover_every_video_once_and_combine_with_torchrun(monkeypatch):
 
 
 def test_a_merge_cut_off_is_finished_by_any_shard_run_again(corpus, tmp_path, monkeypatch):
-    import sharding
+    from dagr import sharding
 
     out = tmp_path / "frames"
     assert ef.main(extract_argv(corpus, out, "--shard", "0/2")) == 1

@@ -30,7 +30,7 @@ from typing import Callable, Sequence, TypeVar
 
 import torch
 
-from runtime import atomic_path
+from dagr.files import atomic_path
 
 T = TypeVar("T")
 
@@ -70,13 +70,14 @@ def parse_shard(text: str) -> Shard:
     return Shard(index, count)
 
 
-def add_shard_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--shard", type=parse_shard, default=None, metavar="I/N",
-                        help="handle only shard I (0-based) of N of the videos, e.g. "
-                             "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT; the last shard to "
-                             "finish writes the CSV files, if any (default: all videos, or "
-                             "this process's share under torchrun; README, \"Corpus-scale "
-                             "runs\")")
+def add_shard_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> str:
+    """The --shard option; returns its dest."""
+    return parser.add_argument(
+        "--shard", type=parse_shard, default=None, metavar="I/N",
+        help="handle only shard I (0-based) of N of the videos, e.g. "
+             "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT; the last shard to finish writes the "
+             "CSV files, if any (default: all videos, or this process's share under torchrun; "
+             "docs/distributed.md)").dest
 
 
 def current_shard(requested: Shard | None = None) -> Shard:

@@ -1,8 +1,8 @@
 """Precision and compile: the one bf16/fp32 policy every script follows (default per device,
 native bf16 detection on the CPU, the --precision and --compile options, autocast, the bf16
-backward guard) and torch.compile.
+backward guard), inference weights cast to bf16 once, and torch.compile.
 
-Imports no project file.
+Imports no project module.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
+from torch import nn
 
 
 # The one policy every script follows (README "Precision, compile and the GPU check"): bf16
@@ -132,3 +133,35 @@ def compile_model(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
     if not enabled:
         return model
     return torch.compile(model, backend=os.environ.get(COMPILE_BACKEND_VARIABLE, "inductor"))
+
+
+# ----------------------------------------------------------------------------- inference weights
+
+NORMALISATIONS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+
+
+def weights_precision(model: nn.Module) -> str:
+    """"bf16" for a model prepared with bf16 weights (`to_precision`), else "fp32"."""
+    return "bf16" if any(p.dtype == torch.bfloat16 for p in model.parameters()) else "fp32"
+
+
+def weights_autocast(model: nn.Module, device: torch.device | str
+                     ) -> contextlib.AbstractContextManager:
+    """bf16 autocast on `device`'s type for a model with bf16 weights, nothing otherwise."""
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16,
+                          enabled=weights_precision(model) == "bf16")
+
+
+def to_precision(model: nn.Module, precision: str) -> nn.Module:
+    """`model` (changed in place) with the weights of everything but its normalisation layers
+    in bf16 for "bf16"; it is then run under `weights_autocast`. Casting once pays on the
+    CPU, where autocast re-casts fp32 weights on every call (4x slower, measured); the
+    normalisation layers keep fp32 statistics, as under plain autocast."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    if precision == "bf16":
+        for module in model.modules():
+            if not isinstance(module, NORMALISATIONS):
+                for param in module.parameters(recurse=False):
+                    param.data = param.data.to(torch.bfloat16)
+    return model

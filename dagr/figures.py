@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from metrics import logistic_map, vqa_metrics
-from runtime import atomic_path
+from dagr.files import atomic_path
 
 # ----------------------------------------------------------------------------- config
 DPI = 100

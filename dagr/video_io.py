@@ -15,15 +15,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import av
 import av.logging
 import cv2
 import numpy as np
 
+from dagr import paper
+
 # ----------------------------------------------------------------------------- config
-NUM_FRAMES = 8            # K: frames kept per video (the quality network reads 8)
 THREAD_TYPE = "AUTO"      # FFmpeg frame + slice threads: output identical, decoding faster
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts",
                     ".m2ts", ".mts", ".flv", ".3gp", ".wmv", ".ogv", ".y4m")
@@ -64,7 +65,7 @@ class SampledVideo:
     notes: list[str] = field(default_factory=list)
 
 
-def sample_indices(num_decoded: int, k: int = NUM_FRAMES) -> list[int]:
+def sample_indices(num_decoded: int, k: int = paper.FRAMES_PER_VIDEO) -> list[int]:
     """K indices spread uniformly over `num_decoded` frames: round(linspace(0, n-1, K)).
 
     With fewer than K frames some indices repeat.
@@ -240,7 +241,7 @@ def count_frames(path: str | Path) -> int:
     return _count_decoded(Path(path))[0]
 
 
-def sample_video(path: str | Path, k: int = NUM_FRAMES,
+def sample_video(path: str | Path, k: int = paper.FRAMES_PER_VIDEO,
                  size: tuple[int, int] | None = None) -> SampledVideo:
     """Decode `path` and keep K frames spread uniformly over the frames that decode.
 
@@ -290,3 +291,24 @@ def read_frames_at(path: str | Path, numbers: Sequence[int], size: tuple[int, in
         raise VideoError(path, DAMAGED, f"cut short or damaged: frame(s) {shown} wanted but "
                          f"{_ended(decoded, error)}")
     return np.stack([kept[n] for n in numbers])
+
+
+# ----------------------------------------------------------------------------- finding videos
+
+def find_videos(inputs: Iterable[str | Path]) -> list[tuple[str, Path]]:
+    """(video_id, path) for video files and for the videos found recursively in folders.
+
+    A file's id is its stem; inside a folder it is the path relative to that folder without
+    the extension (so `batch1/722.mp4` keeps its `batch1/` prefix).
+    """
+    found = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            for path in sorted(item.rglob("*")):
+                if path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS:
+                    found.append((path.relative_to(item).with_suffix("").as_posix(), path))
+        elif item.is_file():
+            found.append((item.stem, item))
+        else:
+            raise FileNotFoundError(f"{item}: no such file or folder")
+    return found
