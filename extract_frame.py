@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import cv2
 from tqdm import tqdm

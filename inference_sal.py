@@ -33,7 +33,7 @@ import os
 import sys
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import av
 import cv2

@@ -20,7 +20,7 @@ import argparse
 import functools
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import pandas as pd
 import torch

@@ -1,4 +1,4 @@
-"""Timing helpers of benchmark.py, the training throughput of both networks and the time the
+"""The training throughput of both networks and the time the
 paper's work would take at the measured rates (benchmark.py --train; README "Training speed and
 the time to reproduce the paper").
 
@@ -11,10 +11,6 @@ does not depend on them.
 from __future__ import annotations
 
 import argparse
-import math
-import resource
-import sys
-import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -22,6 +18,7 @@ import torch
 
 from dagr.losses import quality_loss, saliency_loss
 from dagr.precision import bf16_backward_guard, compile_model, precision_autocast
+from dagr.speed import peak_memory_mib, progress, reset_peak_memory, seconds_per_call
 from sal_withreg import build_saliency_model
 from VQA import QualityNet
 
@@ -137,47 +134,6 @@ def reproduce_rows(train_rate: dict[str, float], inference_rate: dict[str, float
             for stage, size, seconds in work]
     rows.append({"stage": "Total", "work": "-", "hours": sum(r["hours"] for r in rows)})
     return rows
-
-
-# ----------------------------------------------------------------------------- measuring
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def seconds_per_call(step: Callable[[], Any], device: torch.device, warmup: int,
-                     repeats: int, budget: float = math.inf) -> float:
-    """Mean wall time of `step` after `warmup` untimed calls, over timed calls that stop after
-    `repeats` or once `budget` seconds have passed, whichever comes first (at least one): a
-    slow machine takes fewer samples instead of taking longer."""
-    for _ in range(warmup):
-        step()
-    synchronize(device)
-    start, calls = time.perf_counter(), 0
-    while calls < max(repeats, 1) and (calls == 0 or time.perf_counter() - start < budget):
-        step()
-        synchronize(device)
-        calls += 1
-    return (time.perf_counter() - start) / calls
-
-
-def progress(text: str) -> None:
-    """One line per measurement, as it finishes (stderr: stdout carries the table)."""
-    print(f"  {text}", file=sys.stderr, flush=True)
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def peak_memory_mib(device: torch.device) -> float:
-    """CUDA: peak allocated since the last reset; CPU: the process's peak resident set."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
 # ----------------------------------------------------------------------------- benchmark.py --train

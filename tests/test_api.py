@@ -13,7 +13,7 @@ import torch
 import evaluate_vqa
 from dagr import demo_data, load_model
 from dagr.checkpoints import save_checkpoint
-from fakes import one_thread  # noqa: F401 (a fixture)
+
 from fakes_vqa import SIZE
 from sal_withreg import build_saliency_model
 from VQA import build_quality_model

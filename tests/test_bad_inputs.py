@@ -23,7 +23,7 @@ import train_sal
 from conftest import write_video
 from dataloader import MosScale, VQAClipDataset, load_stored_clip
 from dagr.datasets import read_table
-from fakes import one_thread, tiny_dhf1k  # noqa: F401 (one_thread is a fixture)
+from fakes import tiny_dhf1k
 from fakes_vqa import SIZE, stored_quality_set, train_argv
 from dagr.checkpoints import save_checkpoint
 from sal_withreg import build_saliency_model

@@ -13,7 +13,7 @@ import demo
 from dagr import demo_data
 import inference_sal
 from dagr.datasets import read_saliency_set, read_table
-from fakes import one_thread  # noqa: F401  (fixture)
+
 from pictures import png_image
 from dagr.provenance import TRAINED_ON
 from dagr.checkpoints import RESUME_STATE, load_checkpoint

@@ -32,7 +32,7 @@ import torch
 
 import train_lsvq
 import train_sal
-from fakes import TINY_SIZE, one_thread, tiny_dhf1k  # noqa: F401 (one_thread is a fixture)
+from fakes import TINY_SIZE, tiny_dhf1k
 from fakes_vqa import SIZE, stored_quality_set
 from dagr.distributed import Distributed, wrap_for_training
 from trainer_driver import BUILDERS, per_clip, trace

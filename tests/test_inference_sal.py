@@ -15,7 +15,7 @@ import train_sal
 from conftest import encode_video, write_video
 from dataloader import frame_files, load_stored_clip
 from extract_frame import extract
-from fakes import TINY_SIZE, one_thread, tiny_config, tiny_dhf1k  # noqa: F401 (one_thread is a fixture)
+from fakes import TINY_SIZE, tiny_config, tiny_dhf1k
 from dagr.checkpoints import load_checkpoint, save_checkpoint
 from dagr.inference import predict_maps
 from sal_withreg import build_saliency_model

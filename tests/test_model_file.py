@@ -22,7 +22,7 @@ import inference_sal
 from dagr import checkpoints
 import train_lsvq
 import train_sal
-from fakes import one_thread, tiny_dhf1k  # noqa: F401 (one_thread is a fixture)
+from fakes import tiny_dhf1k
 from fakes_vqa import SIZE, saliency_checkpoint, stored_quality_set, train_argv
 from dagr.checkpoints import save_checkpoint
 from sal_withreg import build_saliency_model

@@ -35,7 +35,7 @@ import train_sal
 from dagr import training_speed
 from dataloader import MosScale
 from dagr.datasets import read_table
-from fakes import one_thread, tiny_config, tiny_dhf1k  # noqa: F401 (one_thread is a fixture)
+from fakes import tiny_config, tiny_dhf1k
 from fakes_vqa import stored_quality_set, train_config
 from sal_withreg import build_saliency_model
 from test_benchmark import TINY

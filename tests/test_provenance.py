@@ -7,10 +7,9 @@ import pytest
 import torch
 
 from dagr import demo_data as dq
-import evaluate_vqa as ev
 import train_lsvq as tl
 import train_sal
-from fakes import tiny_config, tiny_dhf1k, one_thread  # noqa: F401 (one_thread is a fixture)
+from fakes import tiny_config, tiny_dhf1k
 from fakes_vqa import SIZE, saliency_checkpoint, score_videos, stored_quality_set, train_config
 from dagr.provenance import (MIN_TRUSTED_VIDEOS, SYNTHETIC_MARKER, TRAINED_ON, mark_synthetic,
                         training_note)

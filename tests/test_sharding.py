@@ -24,7 +24,7 @@ import inference_sal
 from dagr import scoring
 from dagr.scoring import PARTIAL_FIELDS
 from conftest import ROOT, write_video
-from fakes import TINY_SIZE, one_thread  # noqa: F401 (one_thread is a fixture)
+from fakes import TINY_SIZE
 from fakes_vqa import saliency_checkpoint, score_videos, stored_quality_set
 from dagr.checkpoints import save_checkpoint
 from dagr.cli import EXIT_INTERRUPTED

@@ -15,7 +15,7 @@ from dagr import figures
 import train_sal
 from dagr.datasets import read_saliency_set
 from dagr.evaluation import SALIENCY_METRICS
-from fakes import one_thread, tiny_config, tiny_dhf1k  # noqa: F401 (one_thread is a fixture)
+from fakes import tiny_config, tiny_dhf1k
 from pictures import assert_curves_of, png_image, spy_on_curves
 from dagr.checkpoints import load_checkpoint, save_checkpoint
 
