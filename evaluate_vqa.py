@@ -17,7 +17,8 @@ Scoring any video (--videos):
     python evaluate_vqa.py --model dagr.safetensors --videos clips/ more.mp4 --out scores.csv
 
 Export one model file to share (--export):
-    python evaluate_vqa.py --export dagr.safetensors --checkpoint best.pt --saliency-checkpoint sal.pt
+    python evaluate_vqa.py --export dagr.safetensors --checkpoint best.pt \\
+        --saliency-checkpoint sal.pt
 
 Outputs, resuming, sharding and exit statuses: docs/pipeline.md ("Stage 4") and
 docs/scoring.md.

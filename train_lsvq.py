@@ -11,7 +11,8 @@ split by it; any other set at random (seeded --test-fraction and --val-fraction)
 MOS scaled to [0, 1] by the training split's range; the loss is L1 + (1 - PLCC) + a ranking
 hinge (dagr/losses.py). The epoch with the best mean of validation SRCC and PLCC is kept as
 best.pt, and the test sets are scored once with it after training. Writes into --out: best.pt,
-last.pt (--resume), log.csv, curves.png, splits.csv, predictions_<set>.csv and results.{md,csv,json}.
+last.pt (--resume), log.csv, curves.png, splits.csv, predictions_<set>.csv and
+results.{md,csv,json}.
 Details: docs/pipeline.md, "Stage 4".
 """
 from __future__ import annotations
@@ -30,7 +31,7 @@ from dagr import paper
 from dagr.checkpoints import checkpoint_network, load_checkpoint, unwrap
 from dagr.cli import run_script, script_parser
 from dagr.datasets import QUALITY_SETS, quality_help, read_table
-from dagr.device import add_device_argument, pick_device
+from dagr.device import pick_device
 from dagr.distributed import (Distributed, batches_per_epoch, distributed_job, gather_objects,
                               wrap_for_training)
 from dagr.evaluation import (clip_loader, evaluate_best, gather_predictions, predict,
@@ -38,11 +39,12 @@ from dagr.evaluation import (clip_loader, evaluate_best, gather_predictions, pre
 from dagr.files import writable_folder
 from dagr.labels import PROBLEMS, add_label_arguments, label_columns
 from dagr.losses import quality_loss
-from dagr.precision import add_precision_arguments, compile_model, resolve_precision
+from dagr.precision import compile_model, resolve_precision
 from dagr.provenance import TRAINED_ON, trained_on
 from dagr.seeding import seed_everything
 from dagr.splits import SPLITS, random_split, read_splits, split_table, write_splits
-from dagr.training import BEST, LAST, Objective, TrainingRun, fit, settings_of, warmup_cosine
+from dagr.training import (Objective, TrainingRun, add_run_arguments, check_run_arguments, fit,
+                           settings_of, warmup_cosine)
 from dagr.workers import available_cores
 from dataloader import MosScale
 from VQA import BACKBONES, VARIANTS, QualityNet, build_quality_model
@@ -160,7 +162,8 @@ def _train(config: argparse.Namespace, dist: Distributed, device: torch.device) 
     train_loader, val_loader = loader("train", shuffle=True), loader("val")
     config.precision = resolve_precision(config.precision, device)
     model = wrap_for_training(training_model(model, config, device), dist, device, config.sync_bn)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+                                  weight_decay=config.weight_decay)
     steps = batches_per_epoch(train_loader, dist)
     best = fit(TrainingRun(
         out=out, model=model, model_kwargs=unwrap(model).config, optimizer=optimizer,
@@ -235,29 +238,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="weight of the 1 - PLCC loss term")
     parser.add_argument("--rank-weight", type=float, default=RANK_WEIGHT,
                         help="weight of the pairwise ranking hinge")
-    parser.add_argument("--clip-grad", "--grad-clip", type=float, default=CLIP_GRAD,
-                        help="maximum gradient norm (0: no clipping)")
-    parser.add_argument("--grad-accum", type=int, default=GRAD_ACCUM, help="batches per step")
     parser.add_argument("--val-fraction", type=float, default=VAL_FRACTION,
                         help="share of the training videos held out for validation (model choice)")
     parser.add_argument("--test-fraction", type=float, default=TEST_FRACTION,
                         help="share of the videos tested (not LSVQ, which has its own test set)")
-    parser.add_argument("--workers", type=int, default=WORKERS, help="data-loading processes")
     parser.add_argument("--seed", type=int, default=SEED,
                         help="seed of the split, the initialisation and the data order")
-    parser.add_argument("--sync-bn", action="store_true",
-                        help="under torchrun on GPUs: BatchNorm statistics over all ranks' batches")
-    parser.add_argument("--resume", action="store_true",
-                        help=f"continue from <out>/{LAST} (from the start if there is none yet)")
-    parser.add_argument("--slim-checkpoints", action="store_true",
-                        help=f"when training ends, remove {LAST} and strip {BEST} of the "
-                             "optimizer, schedule and random states (a third of its size; the "
-                             "run can then not be --resume'd)")
-    add_precision_arguments(parser, "the network for training")
-    add_device_argument(parser)
+    add_run_arguments(parser, GRAD_ACCUM, CLIP_GRAD, WORKERS)
     config = parser.parse_args(argv)
-    if config.grad_accum < 1 or config.batch_size < 1 or config.epochs < 1:
-        parser.error("--grad-accum, --batch-size and --epochs must be at least 1")
+    check_run_arguments(parser, config)
     config.size = tuple(config.size)
     return config
 

@@ -29,17 +29,18 @@ from torch.utils.data import DataLoader
 from dagr import paper
 from dagr.cli import run_script, script_parser
 from dagr.datasets import SALIENCY_SETS, saliency_help, saliency_videos
-from dagr.device import add_device_argument, pick_device
+from dagr.device import pick_device
 from dagr.distributed import (Distributed, ShardSampler, batches_per_epoch, distributed_job,
                               wrap_for_training)
 from dagr.evaluation import SALIENCY_METRICS, evaluate, evaluation_clips, format_table, validate
 from dagr.files import writable_folder
 from dagr.labels import PROBLEMS
 from dagr.losses import saliency_loss
-from dagr.precision import add_precision_arguments, compile_model, resolve_precision
+from dagr.precision import compile_model, resolve_precision
 from dagr.provenance import TRAINED_ON, trained_on
 from dagr.seeding import seed_everything
-from dagr.training import BEST, LAST, Objective, TrainingRun, fit, settings_of, warmup_cosine
+from dagr.training import (Objective, TrainingRun, add_run_arguments, check_run_arguments, fit,
+                           settings_of, warmup_cosine)
 from dagr.workers import available_cores, quiet_worker
 from dataloader import SaliencyClipDataset
 from sal_withreg import REGISTER_MODES, build_saliency_model
@@ -176,32 +177,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weight-decay", type=float, default=WEIGHT_DECAY,
                         help="AdamW weight decay (kernels and weight matrices only)")
     parser.add_argument("--warmup", type=int, default=WARMUP, help="warm-up optimizer steps")
-    parser.add_argument("--grad-accum", type=int, default=GRAD_ACCUM, help="batches per step")
-    parser.add_argument("--clip-grad", type=float, default=CLIP_GRAD,
-                        help="maximum gradient norm (0: off)")
     parser.add_argument("--l-kl", type=float, default=L_KL, help="weight of KL(G || P)")
     parser.add_argument("--l-cc", type=float, default=L_CC, help="weight of CC(P, G)")
     parser.add_argument("--l-nss", type=float, default=L_NSS, help="weight of NSS(P, fixations)")
-    parser.add_argument("--workers", type=int, default=WORKERS, help="data-loading processes")
     parser.add_argument("--seed", type=int, default=SEED,
                         help="seed of the initialisation, the clip starts and the data order")
-    parser.add_argument("--sync-bn", action="store_true",
-                        help="under torchrun on GPUs: BatchNorm statistics over all ranks' batches")
-    parser.add_argument("--resume", action="store_true",
-                        help=f"continue from <out>/{LAST} (from the start if there is none yet)")
-    parser.add_argument("--slim-checkpoints", action="store_true",
-                        help=f"when training ends, remove {LAST} and strip {BEST} of the "
-                             "optimizer, schedule and random states (the run can then not be "
-                             "--resume'd)")
+    add_run_arguments(parser, GRAD_ACCUM, CLIP_GRAD, WORKERS)
     parser.add_argument("--evaluate", metavar="CHECKPOINT",
                         help="print the metrics of CHECKPOINT on --split instead of training")
     parser.add_argument("--split", choices=("val", "train", "test"), default=SPLIT,
                         help="split scored by --evaluate")
-    add_precision_arguments(parser, "the network for training")
-    add_device_argument(parser)
     args = parser.parse_args(argv)
-    if args.grad_accum < 1 or args.batch_size < 1 or args.epochs < 1:
-        parser.error("--grad-accum, --batch-size and --epochs must be at least 1")
+    check_run_arguments(parser, args)
     return args
 
 

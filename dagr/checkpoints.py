@@ -175,7 +175,7 @@ def training_payload(model: torch.nn.Module, model_kwargs: dict[str, Any],
                      optimizer: torch.optim.Optimizer, scheduler: Any, epoch: int,
                      metrics: dict[str, float], settings: dict[str, Any],
                      **extra: Any) -> dict[str, Any]:
-    """Everything a checkpoint holds (SPEC section 10): enough to rebuild the model with no
+    """Everything a checkpoint holds (design.md, section 10): enough to rebuild the model with no
     other file, and to resume training exactly. `epoch` is the number of finished epochs.
     Tensors and plain values only (`plain_values`), so that it loads with weights_only; the
     model's state dict is kept as it is (its version metadata guides `load_state_dict`)."""

@@ -39,7 +39,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def script_parser(description: str | None) -> argparse.ArgumentParser:
     """The parser every script starts from: its docstring as the description, HelpFormatter,
-    and a closing line pointing to the README."""
+    and a closing line pointing to the documentation."""
     return argparse.ArgumentParser(description=description, formatter_class=HelpFormatter,
                                    epilog=README_NOTE)
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 
-# The one policy every script follows (README "Precision, compile and the GPU check"): bf16
+# The one policy every script follows (docs/precision.md): bf16
 # autocast by default on CUDA, fp32 on the CPU; bf16 on the CPU too when asked, which runs
 # natively only where the CPU has bf16 instructions (AVX512-BF16 or AMX) and is emulated, and
 # slow, elsewhere.
@@ -87,8 +87,8 @@ def add_precision_arguments(parser: argparse.ArgumentParser, what: str = "the ne
     """The `--precision` and `--compile` options every script takes the same way."""
     parser.add_argument("--precision", choices=PRECISIONS,
                         help="bf16 (autocast) or fp32 (default: bf16 on CUDA, fp32 on the CPU; "
-                             "on a CPU, bf16 pays only where it has AVX512-BF16 or AMX, see the "
-                             "README)")
+                             "on a CPU, bf16 pays only where it has AVX512-BF16 or AMX, see "
+                             "docs/precision.md)")
     parser.add_argument("--compile", action="store_true",
                         help=f"torch.compile {what} (the first batches then take a while; pays "
                              "on GPUs for long runs)")

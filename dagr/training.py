@@ -9,6 +9,7 @@ last checkpoints, and the curves (`curves.png`). Under torchrun only rank 0 writ
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import csv
 import math
@@ -26,9 +27,10 @@ from tqdm import tqdm
 from dagr import figures
 from dagr.checkpoints import (resume_checkpoint, restore_training, save_epoch_checkpoints,
                               slim_checkpoints, training_payload, unwrap)
+from dagr.device import add_device_argument
 from dagr.distributed import Distributed, gather_objects, join_context, sync_optimizer
 from dagr.files import atomic_path
-from dagr.precision import bf16_backward_guard, precision_autocast
+from dagr.precision import add_precision_arguments, bf16_backward_guard, precision_autocast
 
 BEST, LAST, LOG = "best.pt", "last.pt", "log.csv"
 
@@ -164,6 +166,31 @@ def train_epoch(run: TrainingRun, desc: str) -> float:
             total, count = total + loss.item() * len(output), count + len(output)
     sums = gather_objects((total, count), run.dist)
     return sum(s for s, _ in sums) / max(sum(c for _, c in sums), 1)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, grad_accum: int, clip_grad: float,
+                      workers: int) -> None:
+    """The options of the training loop, the same in both trainers (defaults: the trainer's
+    constants)."""
+    parser.add_argument("--grad-accum", type=int, default=grad_accum, help="batches per step")
+    parser.add_argument("--clip-grad", "--grad-clip", type=float, default=clip_grad,
+                        help="maximum gradient norm (0: no clipping)")
+    parser.add_argument("--workers", type=int, default=workers, help="data-loading processes")
+    parser.add_argument("--sync-bn", action="store_true",
+                        help="under torchrun on GPUs: BatchNorm statistics over all ranks' batches")
+    parser.add_argument("--resume", action="store_true",
+                        help=f"continue from <out>/{LAST} (from the start if there is none yet)")
+    parser.add_argument("--slim-checkpoints", action="store_true",
+                        help=f"when training ends, remove {LAST} and strip {BEST} of the "
+                             "optimizer, schedule and random states (a third of its size; the "
+                             "run can then not be --resume'd)")
+    add_precision_arguments(parser, "the network for training")
+    add_device_argument(parser)
+
+
+def check_run_arguments(parser: argparse.ArgumentParser, config: argparse.Namespace) -> None:
+    if config.grad_accum < 1 or config.batch_size < 1 or config.epochs < 1:
+        parser.error("--grad-accum, --batch-size and --epochs must be at least 1")
 
 
 def settings_of(config: Any) -> dict[str, Any]:

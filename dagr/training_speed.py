@@ -1,6 +1,5 @@
-"""The training throughput of both networks and the time the
-paper's work would take at the measured rates (benchmark.py --train; README "Training speed and
-the time to reproduce the paper").
+"""The training throughput of both networks and the time the paper's work would take at the
+measured rates (benchmark.py --train; docs/speed.md).
 
 A training step is what the trainers do per batch: the forward under the precision's autocast,
 the loss in fp32 (dagr/losses.py), backward, gradient clipping at the trainers' default norm,
