@@ -68,8 +68,8 @@ def prepare_inference(model: nn.Module, device: torch.device | str, precision: s
 
 def predict_maps(model: nn.Module, clips: torch.Tensor, device: torch.device | str,
                  size: Sequence[int] | None = None, on_device: bool = False) -> torch.Tensor:
-    """Saliency maps as stored on disk (design.md, section 7): sigmoid, then min-max per frame, then
-    x255.
+    """Saliency maps as stored on disk (design.md, section 7): the sigmoid of each frame's
+    log-softmax, then min-max per frame, then x255.
 
     The network is trained with a softmax over each frame's pixels (train_sal.py), which leaves
     every frame's logits free up to an added constant; a sigmoid of the raw logits would then

@@ -60,7 +60,7 @@ class SampledVideos(Dataset):
 
 def single_threaded_opencv(_: int) -> None:
     """Worker set-up: one OpenCV thread per decoding process (the processes are the
-    parallelism); Ctrl-C is left to the main process (runtime.quiet_worker)."""
+    parallelism); Ctrl-C is left to the main process (dagr.workers.quiet_worker)."""
     cv2.setNumThreads(1)
     quiet_worker()
 

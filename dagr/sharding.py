@@ -15,7 +15,7 @@ shared file system is all that several machines need):
   rows in the order one process writes them) and removes the parts and markers. If that shard
   dies first, running any shard's command again finishes the merge.
 
-Imports no project file but runtime.
+Imports no project module but dagr.files.
 """
 from __future__ import annotations
 
