@@ -27,6 +27,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from dagr import paper
+from dagr.ablation import collect, finished, run_folder, variants, write_results
+from dagr.checkpoints import checkpoint_network
 from dagr.cli import run_script, script_parser
 from dagr.datasets import SALIENCY_SETS, saliency_help, saliency_videos
 from dagr.device import pick_device
@@ -38,12 +40,15 @@ from dagr.labels import PROBLEMS
 from dagr.losses import saliency_loss
 from dagr.precision import compile_model, resolve_precision
 from dagr.provenance import TRAINED_ON, trained_on
+from dagr.registers import (CATEGORY_TABLE, register_states, video_categories,
+                            write_state_figure)
 from dagr.seeding import seed_everything
-from dagr.training import (Objective, TrainingRun, add_run_arguments, check_run_arguments, fit,
-                           settings_of, warmup_cosine)
+from dagr.training import (BEST, Objective, TrainingRun, add_run_arguments, check_run_arguments,
+                           fit, settings_of, warmup_cosine)
 from dagr.workers import available_cores, quiet_worker
 from dataloader import SaliencyClipDataset
-from sal_withreg import REGISTER_MODES, build_saliency_model
+import sal_withreg
+from sal_withreg import REGISTER_MODES, REGISTER_WRITES, build_saliency_model
 
 # ----------------------------------------------------------------------------- config
 DATASET = "dhf1k"         # a name of dagr/datasets.py's SALIENCY_SETS: dhf1k or diem
@@ -51,6 +56,9 @@ ROOT = "data/DHF1K"       # the dataset in its publisher's layout
 OUT = "runs/saliency"
 REGISTERS = paper.REGISTERS  # 0: the UNet3D baseline
 REGISTER_MODE = "attention"
+REGISTER_WRITE = "film"   # how attention registers write back: film or token (docs/registers.md)
+READ_LEVELS = sal_withreg.READ_LEVELS    # where attention registers read the features
+WRITE_LEVELS = sal_withreg.WRITE_LEVELS  # where they write back (film): every decoder level
 CHANNELS = paper.UNET_WIDTH  # U-Net base width
 SIZE = paper.FRAME_SIZE    # frame height, width
 EPOCHS = 20
@@ -67,9 +75,11 @@ L_KL, L_CC, L_NSS = 1.0, 1.0, 0.0
 WORKERS = min(4, available_cores())  # data-loading processes (no more than the cores)
 SEED = 0
 SPLIT = "val"             # split that --evaluate scores: val, train or test
+SEEDS = (0, 1, 2)         # --ablation: seeds of each variant
 # -----------------------------------------------------------------------------
 
 KIND = "saliency"
+STATE_FIGURE = "registers.png"  # --ablation: the attention network's register states
 CURVES = [("training loss", ["train_loss"]),
           ("validation CC, SIM, AUC-J, s-AUC", ["val_cc", "val_sim", "val_auc_j", "val_s_auc"]),
           ("validation NSS", ["val_nss"]), ("validation KLD", ["val_kld"])]
@@ -79,7 +89,8 @@ CURVES_TITLE = "saliency training; best epoch: highest validation CC"
 def model_arguments(config: Any) -> dict[str, Any]:
     """Constructor arguments of the saliency network (stored in checkpoints)."""
     return {"channels": config.channels, "registers": config.registers,
-            "register_mode": config.register_mode}
+            "register_mode": config.register_mode, "read_levels": list(config.read_levels),
+            "register_write": config.register_write, "write_levels": list(config.write_levels)}
 
 
 def training_model(config: Any, device: torch.device) -> nn.Module:
@@ -150,6 +161,47 @@ def _train(config: Any, dist: Distributed, device: torch.device) -> Path:
         about=f"{len(train_videos)} training / {len(val_data.videos)} validation videos"))
 
 
+def ablation(config: Any) -> Path:
+    """--ablation: each chosen variant (dagr/ablation.py) trained with each of --seeds, as
+    runs of `train` in <out>/<variant>/seed_<s>/ that differ from `config` only in their
+    register options and seed; finished runs are kept, a stopped one resumes. Then the table
+    (mean ± std over the seeds) and the figure. Returns the table's markdown file."""
+    out, chosen = Path(config.out), [variants(config.registers or paper.REGISTERS)[name] for name in config.ablation]
+    for variant in chosen:
+        for seed in config.seeds:
+            folder = run_folder(out, variant, seed)
+            if finished(folder, config.epochs):
+                print(f"{variant.name}, seed {seed}: finished earlier, kept ({folder})")
+                continue
+            print(f"\n{variant.name}, seed {seed} -> {folder}")
+            train(argparse.Namespace(**{**vars(config), **variant.options, "seed": seed,
+                                        "out": str(folder), "resume": True, "ablation": None}))
+    about = (f"Register ablation on {config.dataset} ({config.root}): width {config.channels}, "
+             f"{config.size[0]}x{config.size[1]}, {config.epochs} epochs, clips of "
+             f"{config.clip_len} frames, lr {config.lr:g}, seeds {' '.join(map(str, config.seeds))}; "
+             "validation metrics of each run's best epoch (highest CC)")
+    table = write_results(collect(out, chosen, config.seeds), out, about)
+    attention = [v for v in chosen if v.options.get("register_write") == "film"][:1]
+    if attention:
+        state_figure(config, run_folder(out, attention[0], config.seeds[0]) / BEST,
+                     out / STATE_FIGURE)
+    return table
+
+
+def state_figure(config: Any, checkpoint: Path, path: Path) -> Path:
+    """The register states of `checkpoint`'s network over the validation videos (their first
+    two principal components), coloured by the video's category when the dataset's folder has
+    a category table (dagr/global_context.py writes one)."""
+    model = checkpoint_network(checkpoint, KIND)[0]
+    data = evaluation_clips(saliency_videos(config.dataset, config.root, "val"), config.clip_len,
+                            config.size, config.val_clips)
+    ids, states = register_states(model, data, pick_device(config.device), config.batch_size)
+    table = Path(config.root) / CATEGORY_TABLE
+    categories = video_categories(table) if table.is_file() else None
+    return write_state_figure(ids, states, path, f"register states of {checkpoint} over "
+                              f"{len(ids)} validation videos", categories)
+
+
 # ----------------------------------------------------------------------------- command line
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -161,7 +213,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--registers", type=int, default=REGISTERS,
                         help="register tokens (0: the baseline)")
     parser.add_argument("--register-mode", choices=REGISTER_MODES, default=REGISTER_MODE,
-                        help="how the registers meet the features: attention at the bottleneck, or input channels")
+                        help="how the registers meet the features: attention (read the features, "
+                             "write back), or input channels (the original code's)")
+    parser.add_argument("--register-write", choices=REGISTER_WRITES, default=REGISTER_WRITE,
+                        help="attention registers write back as feature-channel gains (film) or "
+                             "token by token at the levels they read (token, the first design)")
+    parser.add_argument("--read-levels", nargs="+", default=READ_LEVELS, metavar="LEVEL",
+                        help="levels the registers read: bottleneck, enc0-enc3, dec0-dec3")
+    parser.add_argument("--write-levels", nargs="+", default=WRITE_LEVELS, metavar="LEVEL",
+                        help="levels the registers write back to with --register-write film")
     parser.add_argument("--channels", type=int, default=CHANNELS, help="U-Net base width")
     parser.add_argument("--size", type=int, nargs=2, default=SIZE, metavar=("H", "W"),
                         help="frame height and width of the network input")
@@ -183,12 +243,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=SEED,
                         help="seed of the initialisation, the clip starts and the data order")
     add_run_arguments(parser, GRAD_ACCUM, CLIP_GRAD, WORKERS)
+    parser.add_argument("--ablation", nargs="*", metavar="VARIANT",
+                        choices=list(variants(REGISTERS)),
+                        help="train each VARIANT (default: all of "
+                             f"{', '.join(variants(REGISTERS))}) with each of --seeds into "
+                             "<out>/VARIANT/seed_S and write the table ablation.md and the figure "
+                             "ablation.png; run it again to resume (docs/registers.md)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=SEEDS,
+                        help="--ablation: the seeds of every variant")
     parser.add_argument("--evaluate", metavar="CHECKPOINT",
                         help="print the metrics of CHECKPOINT on --split instead of training")
     parser.add_argument("--split", choices=("val", "train", "test"), default=SPLIT,
                         help="split scored by --evaluate")
     args = parser.parse_args(argv)
     check_run_arguments(parser, args)
+    if args.ablation == []:  # --ablation alone: every variant
+        args.ablation = list(variants(args.registers or REGISTERS))
     return args
 
 
@@ -204,6 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                precision=config.precision)
             print(f"{config.evaluate} on {config.dataset} {config.split}:")
             print(format_table(metrics))
+        elif config.ablation is not None:
+            print((ablation(config)).read_text())
         else:
             print(f"best checkpoint: {train(config)}")
     except (OSError, ValueError) as err:

@@ -259,9 +259,21 @@ def _build(kind: str, kwargs: Any) -> nn.Module:
     try:
         if kind == "quality":  # no backbone download: the weights come from the file
             return build_quality_model(**{**kwargs, "weights": None}).eval()
-        return build_saliency_model(**kwargs).eval()
+        return build_saliency_model(**saliency_arguments(kwargs)).eval()
     except (TypeError, ValueError, KeyError, RuntimeError) as err:
         raise ValueError(f"its model_kwargs do not build the {kind} network ({err})") from err
+
+
+def saliency_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The constructor arguments a saliency checkpoint's `model_kwargs` mean: those written
+    before the registers' FiLM write-back name no `register_write` and describe the token
+    write-back (at the levels they read, once called `register_levels`)."""
+    if "register_write" in kwargs:
+        return kwargs
+    old = dict(kwargs, register_write="token")
+    if "register_levels" in old:
+        old["read_levels"] = old.pop("register_levels")
+    return old
 
 
 def _fill(model: nn.Module, state: dict[str, torch.Tensor], kind: str) -> nn.Module:

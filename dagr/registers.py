@@ -1,0 +1,93 @@
+"""What the registers hold and where they look (docs/registers.md).
+
+- `register_states`: each video's register states (the registers after they have read the
+  clip), and `write_state_figure`, their first two principal components over many videos, one
+  panel per register, coloured by a property of the video (which colour is salient on the
+  global-context check, DHF1K's category sheet, ...). The original code's t-SNE plotted its
+  input-mode tokens, which are the same for every video; attention registers differ.
+- `attention_maps`: for each register, its read attention over every frame, at the frame's
+  size and summing to 1 over the frame (inference_sal.py --register-attention draws them).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from dagr import figures
+from dataloader import SaliencyClipDataset
+
+CATEGORY_TABLE = "global_context.csv"  # dagr/global_context.py's per-video table
+CATEGORY_COLUMN = "salient_colour"
+
+
+@torch.inference_mode()
+def register_states(model: nn.Module, data: SaliencyClipDataset, device: torch.device,
+                    batch_size: int = 4) -> tuple[list[str], np.ndarray]:
+    """(video ids, (V, N, d) float32): each video's register states, averaged over its clips
+    in `data`. `model` is a RegisterUNet3D in attention mode."""
+    model = model.to(device).eval()
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    for batch in DataLoader(data, batch_size):
+        _, states = model(batch["frames"].to(device), return_registers=True)
+        for video_id, state in zip(batch["video_id"], states.float().cpu().numpy()):
+            sums[video_id] = sums.get(video_id, 0) + state
+            counts[video_id] = counts.get(video_id, 0) + 1
+    ids = list(sums)
+    return ids, np.stack([sums[i] / counts[i] for i in ids]).astype(np.float32)
+
+
+def principal_components(points: np.ndarray, count: int = 2) -> np.ndarray:
+    """(V, F) -> (V, count): the points' coordinates along their first principal axes."""
+    centred = points - points.mean(axis=0)
+    _, _, axes = np.linalg.svd(centred, full_matrices=False)
+    return centred @ axes[:count].T
+
+
+def video_categories(path: str | Path, column: str = CATEGORY_COLUMN) -> dict[str, str]:
+    """{video id: category} from a CSV whose first column names the videos (as their
+    annotation folders are named, e.g. 0601) and `column` holds the category."""
+    table = pd.read_csv(path, dtype=str)
+    if column not in table.columns:
+        raise ValueError(f"{path}: no column {column!r}; it has: {', '.join(table.columns)}")
+    ids = table.iloc[:, 0].str.strip().str.zfill(4)
+    return dict(zip(ids, table[column].fillna("?")))
+
+
+def write_state_figure(ids: Sequence[str], states: np.ndarray, path: str | Path, title: str,
+                       categories: Mapping[str, str] | None = None) -> Path:
+    """One panel per register: the first two principal components of its states over the
+    videos (V, N, d), each video a point coloured by its category (all alike without)."""
+    labels = np.array([(categories or {}).get(i, "video") for i in ids])
+    registers = states.shape[1]
+    figure = figures.new_figure(3.4 * registers, 3.6)
+    axes = np.atleast_1d(figure.subplots(1, registers))
+    for k, axis in enumerate(axes):
+        points = principal_components(states[:, k])
+        for label in sorted(set(labels)):
+            chosen = labels == label
+            axis.scatter(points[chosen, 0], points[chosen, 1], s=12, alpha=0.8, label=label)
+        axis.set_title(f"register {k + 1}", fontsize=9)
+        axis.set_xlabel("PC 1")
+        axis.set_ylabel("PC 2")
+        axis.grid(alpha=0.3)
+    axes[-1].legend(fontsize=7, title="salient" if categories else None, title_fontsize=7)
+    figure.suptitle(title, fontsize=9)
+    return figures.save_png(figure, path)
+
+
+@torch.inference_mode()
+def attention_maps(model: nn.Module, clips: torch.Tensor) -> torch.Tensor:
+    """Clips (B, 3, T, H, W) -> (B, N, T, H, W): where each register looks when it reads the
+    first of its read levels, resized to the clip and normalised to sum 1 over each frame."""
+    weights = next(iter(model.read_attention(clips).values()))  # (B, N, T', H', W')
+    maps = F.interpolate(weights, size=clips.shape[2:], mode="trilinear", align_corners=False)
+    maps = maps.clamp_min(0)
+    return maps / maps.sum(dim=(-2, -1), keepdim=True).clamp_min(torch.finfo(maps.dtype).tiny)
