@@ -43,16 +43,23 @@ from typing import Any, Iterator, Sequence
 import cv2
 import numpy as np
 import pandas as pd
+import torch
 
 import evaluate_vqa
 import extract_frame
 import inference_sal
 import train_lsvq
 import train_sal
-from dagr import demo_data, figures
+from dagr import demo_data, figures, global_context, paper
+from dagr.ablation import run_folder, variants
+from dagr.checkpoints import checkpoint_network
 from dagr.cli import run_script, script_parser
+from dagr.datasets import read_saliency_set
 from dagr.device import add_device_argument
-from dagr.evaluation import RESULT_COLUMNS, evaluate, format_table, write_results
+from dagr.evaluation import (RESULT_COLUMNS, evaluate, evaluation_clips, format_table,
+                             write_results)
+from dagr.losses import probability_maps
+from dagr.registers import CATEGORY_TABLE, attention_maps, video_categories
 from dagr.training import BEST, LOG
 from dataloader import FRAME_LIST
 
@@ -61,8 +68,11 @@ OUT = "demo_out"
 SIZE = "small"            # small: the demo; tiny: the smallest end-to-end run (tests)
 SEED = 0
 WORKERS = 2               # frame-extraction processes
-REGISTERS = 4             # register tokens of the saliency network that has them
+REGISTERS = paper.REGISTERS  # register tokens of the saliency network that has them
 REGISTER_MODE = "attention"
+CHECK_VARIANTS = ("baseline", "input", "attention")  # the global-context check's ablation
+CHECK_SIZE = (global_context.HEIGHT, global_context.WIDTH)  # the check's frames: a wide strip
+ATTENTION_CLIPS = 3       # validation clips of the check in register_attention.png
 ALPHA = 0.5               # saliency weighting of the demo quality model
 BACKBONE = "resnet18"     # trained from scratch: nothing to download
 CLIP_FRAMES = 4           # frames per quality clip, all kept (the paper: 8); also the saliency
@@ -92,14 +102,21 @@ class DemoSize:
     saliency_clips: int = about("saliency training clips per video and epoch")
     quality_clips: int = about(f"quality set: clips of {CLIP_FRAMES} frames")
     quality_epochs: int = about("quality training epochs")
+    check_train: int = about("global-context check: training videos")
+    check_val: int = about("global-context check: validation videos")
+    check_channels: int = about("global-context check: U-Net base width")
+    check_epochs: int = about("global-context check: training epochs")
+    check_clips: int = about("global-context check: training clips (frames) per video and epoch")
 
 SIZES = {
     "tiny": DemoSize(frame_size=(32, 56), radius=5, saliency_train=4, saliency_val=2,
                      saliency_frames=8, saliency_channels=4, saliency_epochs=2, saliency_clips=1,
-                     quality_clips=24, quality_epochs=2),
+                     quality_clips=24, quality_epochs=2, check_train=4, check_val=2,
+                     check_channels=2, check_epochs=1, check_clips=1),
     "small": DemoSize(frame_size=(48, 84), radius=9, saliency_train=24, saliency_val=6,
                       saliency_frames=16, saliency_channels=8, saliency_epochs=6, saliency_clips=2,
-                      quality_clips=600, quality_epochs=4),
+                      quality_clips=600, quality_epochs=4, check_train=240, check_val=60,
+                      check_channels=8, check_epochs=4, check_clips=2),
 }
 SALIENCY_RUNS = {"registers": REGISTERS, "baseline": 0}  # name: register tokens
 SALIENCY_NAMES = {"registers": f"UNet3D + {REGISTERS} registers",
@@ -110,8 +127,9 @@ QUALITY_RUNS = {          # name: (saliency run whose maps it reads, or None; we
     "no_saliency": (None, 0.0),
 }
 DEMO_MODEL = "saliency_registers"
+CHECK_DIR = "GlobalContext"     # the global-context check's folder under data/
 MARKER = "demo_settings.json"   # marks a folder as a demo run's, so that a re-run may clear it
-STAGE_FOLDERS = ("data", "frames", "saliency", "maps", "quality", "eval")
+STAGE_FOLDERS = ("data", "frames", "saliency", "maps", "quality", "eval", "registers")
 QUALITY_METRICS = ["PLCC", "SRCC", "KRCC", "RMSE"]
 
 
@@ -131,6 +149,14 @@ class Layout:
     @property
     def labels(self) -> Path:
         return self.quality_set / demo_data.QUALITY_LABELS
+
+    @property
+    def check_set(self) -> Path:
+        return self.out / "data" / CHECK_DIR
+
+    @property
+    def registers(self) -> Path:
+        return self.out / "registers"
 
     @property
     def test_labels(self) -> Path:
@@ -192,15 +218,19 @@ def prepare_folder(out: Path) -> None:
 
 
 def write_data(layout: Layout, size: DemoSize, seed: int) -> None:
-    """demo_data.py: the saliency set and the quality set."""
+    """dagr/demo_data.py's saliency and quality sets, and dagr/global_context.py's check."""
     demo_data.write_saliency_set(layout.saliency_set, size.saliency_train, size.saliency_val,
                                  size.saliency_frames, size.frame_size, seed, size.radius)
     demo_data.write_quality_set(layout.quality_set, size.quality_clips, CLIP_FRAMES,
                                 size.frame_size, seed, demo_data.DEMO_KINDS,
                                 demo_data.REGION_TURNS, size.radius)
+    global_context.write_global_context_set(layout.check_set, size.check_train, size.check_val,
+                                            size=CHECK_SIZE, seed=seed)
     print(f"saliency set: {size.saliency_train} training + {size.saliency_val} validation videos "
           f"in {layout.saliency_set}\nquality set: {size.quality_clips} clips "
-          f"({' or '.join(demo_data.DEMO_KINDS)}) in {layout.quality_set}")
+          f"({' or '.join(demo_data.DEMO_KINDS)}) in {layout.quality_set}\nglobal-context check: "
+          f"{size.check_train} training + {size.check_val} validation videos in "
+          f"{layout.check_set}")
 
 
 def extract_frames(layout: Layout, size: DemoSize, workers: int) -> None:
@@ -250,6 +280,20 @@ def train_quality(layout: Layout, size: DemoSize, name: str, seed: int, device: 
         "--warmup", "0.5", "--val-fraction", str(VAL_FRACTION),
         "--test-fraction", str(TEST_FRACTION), "--workers", "0", "--seed", str(seed),
         "--device", device, "--slim-checkpoints"]))
+
+
+def register_ablation(layout: Layout, size: DemoSize, seed: int, device: str) -> Path:
+    """train_sal.py --ablation on the global-context check: the baseline, input registers and
+    attention registers, one seed each; returns the table (ablation.md)."""
+    check_stage(train_sal.main([
+        "--ablation", *CHECK_VARIANTS, "--seeds", str(seed), "--dataset", "dhf1k",
+        "--root", str(layout.check_set), "--out", str(layout.registers),
+        "--channels", str(size.check_channels), "--size", *map(str, CHECK_SIZE),
+        "--epochs", str(size.check_epochs), "--clip-len", "1",
+        "--clips-per-video", str(size.check_clips), "--val-clips", "2", "--batch-size", "4",
+        "--lr", "1e-3", "--warmup", "20", "--workers", "0", "--device", device]),
+        "train_sal.py --ablation")
+    return layout.registers / "ablation.md"
 
 
 def write_test_labels(layout: Layout) -> Path:
@@ -366,6 +410,42 @@ def plot_overlays(layout: Layout, path: Path) -> None:
     figures.save_png(figure, path, dpi=110)
 
 
+def plot_register_attention(layout: Layout, seed: int, path: Path) -> None:
+    """On a few validation clips of the global-context check: the frame, the ground truth,
+    the attention network's prediction, and where each of its registers looks when it reads
+    (dagr/registers.py), all blended over the frame."""
+    run = run_folder(layout.registers, variants(REGISTERS)["attention"], seed) / BEST
+    model = checkpoint_network(run, "saliency")[0]
+    videos = [v for v in read_saliency_set("dhf1k", layout.check_set) if v.split == "val"]
+    data = evaluation_clips(videos[:ATTENTION_CLIPS], 1, CHECK_SIZE, 1)
+    colours = video_categories(layout.check_set / CATEGORY_TABLE)
+    rows = 3 + REGISTERS
+    figure = figures.new_figure(8, 0.55 * rows * len(data) + 0.6)
+    axes = np.atleast_1d(figure.subplots(rows * len(data), 1))
+    for index in range(len(data)):
+        item = data[index]
+        clip = item["frames"][None]  # (1, 3, 1, H, W)
+        with torch.inference_mode():
+            prediction = probability_maps(model(clip))[0, 0]
+        looks = attention_maps(model, clip)[0, :, 0]  # (N, H, W)
+        frame = item["frames"][:, 0].permute(1, 2, 0).numpy()
+        panels = [("frame", None), ("ground truth", item["maps"][0, 0]),
+                  ("prediction", prediction)]
+        panels += [(f"register {k + 1}", looks[k]) for k in range(REGISTERS)]
+        for axis, (name, heat) in zip(axes[rows * index:], panels):
+            axis.imshow(frame, interpolation="nearest")
+            if heat is not None:
+                axis.imshow(heat.numpy(), cmap="jet", alpha=0.5, interpolation="bilinear")
+            axis.set_xticks([])
+            axis.set_yticks([])
+            axis.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=7)
+        axes[rows * index].set_title(f"video {item['video_id']}: the {colours[item['video_id']]} "
+                                     "disk is the odd one out", fontsize=8)
+    figure.suptitle("Global-context check: the attention network's registers, where they look",
+                    fontsize=9)
+    figures.save_png(figure, path, dpi=110)
+
+
 # ----------------------------------------------------------------------------- the demo
 
 def run_demo(out: str | Path, preset: DemoSize = SIZES[SIZE], seed: int = SEED, device: str = "cpu",
@@ -374,7 +454,7 @@ def run_demo(out: str | Path, preset: DemoSize = SIZES[SIZE], seed: int = SEED, 
     layout = Layout(Path(out))
     prepare_folder(layout.out)
     (layout.out / MARKER).write_text(json.dumps({"seed": seed, **asdict(preset)}))
-    stages = Stages(2 + 2 * len(SALIENCY_RUNS) + len(QUALITY_RUNS) + 2)
+    stages = Stages(2 + 2 * len(SALIENCY_RUNS) + len(QUALITY_RUNS) + 3)
     with stages.stage("demo data (demo_data.py)"):
         write_data(layout, preset, seed)
     with stages.stage("frames of the quality clips (extract_frame.py)"):
@@ -396,15 +476,22 @@ def run_demo(out: str | Path, preset: DemoSize = SIZES[SIZE], seed: int = SEED, 
         write_test_labels(layout)
         quality = {name: evaluate_quality(layout, name, device) for name in QUALITY_RUNS}
         drop_ablation_checkpoints(layout)
+    with stages.stage("the global-context check: baseline, input and attention registers "
+                      "(train_sal.py --ablation)"):
+        registers = register_ablation(layout, preset, seed, device)
     with stages.stage("tables and figures"):
         files = {"results": write_results(results_table(quality[DEMO_MODEL]), layout.out),
                  "ablation": write_results(ablation_table(saliency, quality),
-                                                      layout.out, "ablation"),
+                                           layout.out, "ablation"),
+                 "register ablation": registers,
                  "overlays": layout.out / "overlays.png", "scatter": layout.out / "scatter.png",
-                 "training curves": layout.out / "training_curves.png"}
+                 "training curves": layout.out / "training_curves.png",
+                 "register attention": layout.out / "register_attention.png",
+                 "register states": layout.registers / train_sal.STATE_FIGURE}
         plot_overlays(layout, files["overlays"])
         plot_scatter(layout, files["scatter"])
         plot_curves(layout, files["training curves"])
+        plot_register_attention(layout, seed, files["register attention"])
     return files
 
 
@@ -413,9 +500,10 @@ def summary(files: dict[str, Path], out: Path, seconds: float) -> str:
     lines = [f"\nDemo finished in {seconds / 60:.1f} min.",
              f"\nDemo model (saliency network with registers, a = {ALPHA:g}) on the test split:",
              files["results"].read_text(), "Ablation (same data, split and seed):",
-             files["ablation"].read_text(), "Files:"]
-    lines += [f"  {what:<16}{path}" for what, path in files.items()]
-    lines.append(f"  {'everything':<16}{out}/ ({', '.join(f'{f}/' for f in STAGE_FOLDERS)})")
+             files["ablation"].read_text(), "Registers on the global-context check:",
+             files["register ablation"].read_text(), "Files:"]
+    lines += [f"  {what:<19}{path}" for what, path in files.items()]
+    lines.append(f"  {'everything':<19}{out}/ ({', '.join(f'{f}/' for f in STAGE_FOLDERS)})")
     return "\n".join(lines)
 
 
@@ -430,7 +518,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                                 help=f"{count.metadata['help']} (default: the --size preset's)")
     parser.add_argument("--seed", type=int, default=SEED, help="seed of the data and the training")
     parser.add_argument("--data-only", action="store_true",
-                        help="write the demo's two synthetic datasets into <out>/data and stop")
+                        help="write the demo's synthetic datasets into <out>/data and stop")
     parser.add_argument("--workers", type=int, default=WORKERS, help="frame-extraction processes")
     add_device_argument(parser)
     return parser.parse_args(argv)
