@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 
 from dagr.labels import (LabelFileError, finish_table, read_csv_file, report, require_columns,
                          shown_names)
+from dagr.images import read_image
 from dagr.paper import FRAME_SIZE
 from dagr.video_io import read_frames_at
 
@@ -225,28 +226,28 @@ def read_diem(root: str | Path) -> list[SaliencyVideo]:
 # ----------------------------------------------------------------------------- image I/O
 
 def _load_gray(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if image is None:
-        raise OSError(f"{path}: cannot be read as an image")
-    return image
+    return read_image(path, cv2.IMREAD_GRAYSCALE)
 
 
 def load_rgb(path: Path, size: tuple[int, int]) -> np.ndarray:
     """(H, W, 3) uint8 RGB, resized to `size` = (H, W) when it differs."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise OSError(f"{path}: cannot be read as an image")
+    image = read_image(path, cv2.IMREAD_COLOR)
     if image.shape[:2] != tuple(size):
         image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def load_map(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """(H, W) float32 map in [0, 1] from an 8-bit image, resized to `size`."""
+def load_map_levels(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) uint8 map from an 8-bit image, resized to `size`."""
     image = _load_gray(path)
     if image.shape != tuple(size):
         image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-    return image.astype(np.float32) / 255.0
+    return image
+
+
+def load_map(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) float32 map in [0, 1] from an 8-bit image, resized to `size`."""
+    return load_map_levels(path, size).astype(np.float32) / 255.0
 
 
 def load_fixations(path: Path, size: tuple[int, int]) -> np.ndarray:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import sys
@@ -30,10 +31,11 @@ from typing import Callable, Sequence, TypeVar
 
 import torch
 
-from dagr.files import atomic_path
+from dagr.files import NAMES_ENCODING, atomic_path
 
 T = TypeVar("T")
 
+ROW_END = "\r\n"  # what csv writes after each row
 FSYNC_EVERY = 16  # rows appended to a partial file between two fsyncs (each row is flushed)
 
 
@@ -173,15 +175,15 @@ def merge_csv(parts: Sequence[Path], out: Path, key: str,
     fields: list[str] = []
     rows: list[dict[str, str]] = []
     for part in parts:
-        with open(part, newline="") as handle:
+        with open(part, newline="", **NAMES_ENCODING) as handle:
             reader = csv.DictReader(handle)
             fields += [f for f in reader.fieldnames or [] if f not in fields]
             rows += list(reader)
-    with open(parts[0], newline="") as handle:
+    with open(parts[0], newline="", **NAMES_ENCODING) as handle:
         ending = "\r\n" if handle.readline().endswith("\r\n") else "\n"
     position = {value: i for i, value in enumerate(order or [])}
     rows.sort(key=lambda row: (position.get(row[key], len(position)), row[key]))
-    with atomic_path(out) as tmp, open(tmp, "w", newline="") as handle:
+    with atomic_path(out) as tmp, open(tmp, "w", newline="", **NAMES_ENCODING) as handle:
         writer = csv.DictWriter(handle, fields, lineterminator=ending)
         writer.writeheader()
         writer.writerows(rows)
@@ -233,21 +235,22 @@ class PartialRows:
             print(f"note: {self.path}: {len(kept)} result(s) of an earlier run dropped, starting "
                   "again (--resume keeps them)", file=sys.stderr)
             kept = []
-        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as handle:
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="", **NAMES_ENCODING) as handle:
             writer = csv.DictWriter(handle, self.fields)
             writer.writeheader()
             writer.writerows(kept)
-        self._handle = open(self.path, "a", newline="")
+        self._handle = open(self.path, "a", newline="", **NAMES_ENCODING)
         self._writer = csv.DictWriter(self._handle, self.fields)
         return kept
 
     def _complete_rows(self) -> list[dict[str, str]]:
         if not self.path.is_file():
             return []
-        text = self.path.read_text()
-        if not text.endswith("\n"):
-            text = text[:text.rfind("\n") + 1]  # the row a crash cut off
-        rows = list(csv.DictReader(text.splitlines(keepends=True)))
+        with open(self.path, newline="", **NAMES_ENCODING) as handle:
+            text = handle.read()
+        # rows end in csv's \r\n (a file name may hold a plain \n): cut the row a crash tore
+        text = text[:text.rfind(ROW_END) + len(ROW_END)] if text.rfind(ROW_END) >= 0 else ""
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
         return [row for row in rows if None not in row.values() and None not in row]
 
     def append(self, row: dict[str, str]) -> None:
