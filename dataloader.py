@@ -231,7 +231,12 @@ def _load_gray(path: Path) -> np.ndarray:
 
 def load_rgb(path: Path, size: tuple[int, int]) -> np.ndarray:
     """(H, W, 3) uint8 RGB, resized to `size` = (H, W) when it differs."""
-    image = read_image(path, cv2.IMREAD_COLOR)
+    return rgb_at(read_image(path, cv2.IMREAD_COLOR), size)
+
+
+def rgb_at(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A BGR image (H', W', 3) as (H, W, 3) uint8 RGB, resized to `size` = (H, W) when it
+    differs."""
     if image.shape[:2] != tuple(size):
         image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
@@ -289,6 +294,9 @@ class MosScale:
 
     def to_mos(self, unit):
         return unit * (self.high - self.low) + self.low
+
+
+UNREADABLE_FRAMES = "unreadable-frames"  # failure kind: stored frames or maps that cannot be read
 
 
 def frame_files(folder: Path) -> list[str]:

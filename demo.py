@@ -53,6 +53,7 @@ from dagr import demo_data, figures
 from dagr.cli import run_script, script_parser
 from dagr.device import add_device_argument
 from dagr.evaluation import RESULT_COLUMNS, evaluate, format_table, write_results
+from dagr.images import read_image
 from dagr.training import BEST, LOG
 from dataloader import FRAME_LIST
 
@@ -355,7 +356,7 @@ def plot_overlays(layout: Layout, path: Path) -> None:
     for row, clip in zip(axes, picked.itertuples()):
         names = json.loads((layout.frames / clip.video_id / FRAME_LIST).read_text())["frames"]
         for axis, index in zip(row, np.linspace(0, len(names) - 1, OVERLAY_FRAMES).round().astype(int)):
-            image = cv2.imread(str(folder / clip.video_id / names[index]))
+            image = read_image(folder / clip.video_id / names[index])
             axis.imshow(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), interpolation="nearest")
             axis.set_xticks([])
             axis.set_yticks([])

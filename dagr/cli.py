@@ -7,6 +7,7 @@ Imports no project module.
 from __future__ import annotations
 
 import argparse
+import io
 import signal
 import sys
 from typing import Any, Callable, NoReturn
@@ -59,6 +60,9 @@ def run_script(main: Callable[[], int]) -> NoReturn:
     Ctrl-C, with one line on stderr (an `Interrupted`'s message) and status 130 instead of a
     traceback. The stages write every output atomically, so what an interrupted run leaves is
     finished work only."""
+    if isinstance(sys.stdout, io.TextIOWrapper) and sys.stdout.errors == "strict":
+        # a file name that is not valid UTF-8 prints escaped (as on stderr), not as a traceback
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
         code = main()
     except KeyboardInterrupt as err:

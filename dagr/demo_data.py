@@ -52,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 from dagr.files import atomic_path
+from dagr.images import write_png
 from dagr.provenance import mark_synthetic
 
 # ----------------------------------------------------------------------------- config
@@ -291,8 +292,7 @@ def write_mp4(path: str | Path, clip: np.ndarray) -> None:
 
 def _write_png(path: Path, image: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), image):
-        raise OSError(f"{path}: could not be written")
+    write_png(path, image)
 
 
 def write_dhf1k_video(root: Path, number: int, scene: Scene) -> None:

@@ -15,7 +15,7 @@ shared file system is all that several machines need):
   rows in the order one process writes them) and removes the parts and markers. If that shard
   dies first, running any shard's command again finishes the merge.
 
-Imports no project file but runtime.
+Imports no project module but dagr.files and dagr.supervised.
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from typing import Callable, Sequence, TypeVar
 import torch
 
 from dagr.files import NAMES_ENCODING, atomic_path
+from dagr.supervised import Journal
 
 T = TypeVar("T")
 
@@ -210,6 +211,15 @@ def exit_status(shard: Shard, failed_here: bool, merged: bool = False,
 
 # ----------------------------------------------------------------------------- partial results
 
+def journal(anchor: str | os.PathLike, shard: Shard) -> Journal:
+    """The journal of the video in hand of a run in one process (dagr.supervised.Journal)
+    whose output is `anchor`: a hidden file beside it, `.scores.csv.in-flight`, one per shard
+    (`.frames.shard-0-of-4.in-flight`)."""
+    anchor = Path(anchor)
+    tag = "" if shard.single else f".{shard.tag}"
+    return Journal(anchor.with_name(f".{anchor.name}{tag}.in-flight"))
+
+
 def partial_path(final: str | os.PathLike, shard: Shard) -> Path:
     """Where a shard keeps its rows while it works: `scores.csv.partial` for one process,
     `scores.shard-0-of-4.csv.partial` for a shard."""
@@ -221,27 +231,32 @@ class PartialRows:
     """Rows of one process written as they come to a CSV file (each row flushed, an fsync every
     FSYNC_EVERY rows), so that a crash or Ctrl-C loses at most the row being written.
 
-    `start(resume)` opens it: with `resume`, the complete rows already there are kept (a line
-    torn by a crash is dropped) and returned; without, the file starts empty."""
+    `start(resume, redo)` opens it: with `resume`, the complete rows already there are kept (a
+    line torn by a crash is dropped) and returned, less those for which `redo(row)` is true,
+    which are returned apart and dropped from the file; without, the file starts empty."""
 
     def __init__(self, path: str | os.PathLike, fields: Sequence[str]):
         self.path, self.fields = Path(path), list(fields)
         self._handle = None
         self._unsynced = 0
 
-    def start(self, resume: bool) -> list[dict[str, str]]:
+    def start(self, resume: bool, redo: Callable[[dict[str, str]], bool] = lambda row: False
+              ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+        """(rows kept, rows to do again)."""
         kept = self._complete_rows()
         if kept and not resume:
             print(f"note: {self.path}: {len(kept)} result(s) of an earlier run dropped, starting "
                   "again (--resume keeps them)", file=sys.stderr)
             kept = []
+        again = [row for row in kept if redo(row)]
+        kept = [row for row in kept if not redo(row)]
         with atomic_path(self.path) as tmp, open(tmp, "w", newline="", **NAMES_ENCODING) as handle:
             writer = csv.DictWriter(handle, self.fields)
             writer.writeheader()
             writer.writerows(kept)
         self._handle = open(self.path, "a", newline="", **NAMES_ENCODING)
         self._writer = csv.DictWriter(self._handle, self.fields)
-        return kept
+        return kept, again
 
     def _complete_rows(self) -> list[dict[str, str]]:
         if not self.path.is_file():

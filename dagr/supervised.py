@@ -50,7 +50,7 @@ from multiprocessing.connection import Connection, Pipe, wait
 from pathlib import Path
 from typing import Any, Callable, Collection, Iterator, Sequence, TypeVar
 
-from dagr.failures import Failure
+from dagr.failures import Failure, read_failures
 from dagr.files import atomic_path
 
 T = TypeVar("T")
@@ -59,7 +59,7 @@ R = TypeVar("R")
 CRASHED = "crashed"      # failure kinds of an item that took its worker down
 TIMED_OUT = "timed-out"
 KINDS = (CRASHED, TIMED_OUT)
-VIDEO_TIMEOUT = 120.0    # seconds without progress (a frame decoded, read or written) = a hang
+VIDEO_TIMEOUT = 120        # seconds without progress (a frame decoded, read or written) = a hang
 BEAT_EVERY = 1.0         # a worker reports progress at most this often
 AHEAD = 2                # results a worker may have ready beyond the caller's (memory bound)
 START_TIMEOUT = 300.0    # seconds a worker may take to import and set up before it counts broken
@@ -199,6 +199,13 @@ def describe_exit(returncode: int) -> str:
         return ("was killed (SIGKILL; the kernel's out-of-memory killer sends it, so the video "
                 "may need more memory than this machine has)")
     return f"died of {name} ({signal.strsignal(number) or 'unknown signal'})"
+
+
+def crashed_before(failures_csv: str | os.PathLike, id_column: str) -> set[str]:
+    """The ids that a failures CSV of an earlier run lists as crashed or timed out: a rerun
+    hands them to a worker process even with --workers 0."""
+    return {key for key, failure in read_failures(failures_csv, id_column).items()
+            if failure.kind in KINDS}
 
 
 def crash_failure(name: str, returncode: int) -> Failure:
@@ -440,13 +447,6 @@ class Journal:
 
     def leave(self) -> None:
         self.path.unlink(missing_ok=True)
-
-
-def journal_path(anchor: str | os.PathLike, tag: str = "") -> Path:
-    """Where a stage whose output is `anchor` keeps its journal: a hidden file beside it,
-    one per shard (`tag`)."""
-    anchor = Path(anchor)
-    return anchor.with_name(f".{anchor.name}{'.' + tag if tag else ''}.in-flight")
 
 
 @dataclass(frozen=True)

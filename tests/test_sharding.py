@@ -174,7 +174,10 @@ def many(corpus, tmp_path_factory) -> dict[str, Path]:
 def test_scoring_killed_and_resumed_scores_every_video_once(many, tmp_path, monkeypatch):
     out = tmp_path / "scores.csv"
     partial = out.with_name("scores.csv.partial")
-    process = start_scoring(many, out, "--workers", "0", "--batch-size", "1")
+    # one decoding worker: the kill is of the main process and its group (the worker, in its
+    # own group, dies with the main process); with --workers 0 the rerun would decode the
+    # video in hand at the kill in a worker process (tests/test_containment.py)
+    process = start_scoring(many, out, "--workers", "1", "--batch-size", "1")
     wait_for_rows(partial, 2, process)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
@@ -184,9 +187,10 @@ def test_scoring_killed_and_resumed_scores_every_video_once(many, tmp_path, monk
     with open(partial, "a") as handle:
         handle.write("/a/torn/row.avi,3.")  # what a crash can leave
     decoded = []
-    original = scoring.SampledVideos.__getitem__
-    monkeypatch.setattr(scoring.SampledVideos, "__getitem__",
-                        lambda self, i: decoded.append(self.paths[i]) or original(self, i))
+    original = scoring.sample_clip
+    monkeypatch.setattr(scoring, "sample_clip",
+                        lambda path, *args, **kwargs: decoded.append(path) or original(
+                            path, *args, **kwargs))
     assert ev.main(score_argv(many, out, "--workers", "0", "--batch-size", "1",
                               "--resume")) == 0
     assert sorted([str(p) for p in decoded] + [r["video"] for r in kept]) == sorted(
