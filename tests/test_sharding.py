@@ -25,11 +25,9 @@ from dagr import scoring
 from dagr.scoring import PARTIAL_FIELDS
 from conftest import ROOT, write_video
 from fakes import TINY_SIZE
-from fakes_vqa import saliency_checkpoint, score_videos, stored_quality_set
-from dagr.checkpoints import save_checkpoint
+from fakes_vqa import score_videos, scoring_checkpoints, stored_quality_set
 from dagr.cli import EXIT_INTERRUPTED
 from dagr.sharding import PartialRows, Shard, merge_csv, part_path
-from VQA import build_quality_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -59,16 +57,7 @@ def corpus(tmp_path_factory) -> dict[str, Path]:
     (videos / "broken.avi").write_text("not a video")  # sorted first: shard 0 of 2 has it
     frames = base / "frames"
     assert ef.main([str(videos), "--out", str(frames), "--size", *SIZE, "--workers", "0"]) == 1
-    sal = saliency_checkpoint(base / "sal.pt")
-    payload = torch.load(sal, weights_only=False)
-    save_checkpoint(sal, {**payload, "settings": {"size": list(TINY_SIZE)}})
-    torch.manual_seed(0)
-    kwargs = {"backbone": "resnet18", "saliency_alpha": 0.0, "weights": None, "feedforward": 32}
-    quality = base / "quality.pt"
-    save_checkpoint(quality, {"kind": "quality", "model_kwargs": kwargs,
-                              "model_state": build_quality_model(**kwargs).state_dict(),
-                              "mos_scale": {"low": 1.0, "high": 5.0},
-                              "frame_size": list(TINY_SIZE)})
+    quality, sal = scoring_checkpoints(base, TINY_SIZE)
     return {"videos": videos, "frames": frames, "sal": sal, "quality": quality}
 
 
