@@ -30,6 +30,10 @@ wrote is cleared first; any other non-empty folder is refused.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # first: a Ctrl-C while the modules below load ends in one line
+    from dagr.cli import quiet_start
+    quiet_start()
+
 import argparse
 import json
 import shutil

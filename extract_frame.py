@@ -21,31 +21,30 @@ runs"); Ctrl-C stops with exit status 130, keeping every finished video.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # first: a Ctrl-C while the modules below load ends in one line
+    from dagr.cli import quiet_start
+    quiet_start()
+
 import argparse
-import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 from tqdm import tqdm
 
 from dagr import paper
 from dagr.cli import Interrupted, run_script, script_parser
 from dagr.datasets import QUALITY_SETS, quality_help, read_table
 from dagr.failures import Failure, write_failures
-from dagr.files import atomic_path, remove_leftovers, writable_folder
-from dagr.images import write_png
+from dagr.files import remove_leftovers, writable_folder
+from dagr.frames import FRAME_LIST, SampleJob, sample_and_store
 from dagr.labels import PROBLEMS, LabelColumns, add_label_arguments, label_columns
 from dagr.sharding import (CsvOutput, Shard, add_shard_argument, current_shard, exit_status,
                            is_merged, journal, write_outputs)
 from dagr.supervised import (VIDEO_TIMEOUT, Supervision, add_timeout_argument, crashed_before,
                              supervised_map)
-from dagr.video_io import (VIDEO_EXTENSIONS, SampledVideo, VideoError, find_videos,
-                           sample_video)
+from dagr.video_io import VIDEO_EXTENSIONS, find_videos
 from dagr.workers import MAIN_PROCESS_NOTE, default_workers, one_opencv_thread
-from dataloader import FRAME_LIST
 
 # ----------------------------------------------------------------------------- config
 NUM_FRAMES = paper.FRAMES_PER_VIDEO  # K: frames kept per video
@@ -53,55 +52,12 @@ HEIGHT, WIDTH = paper.FRAME_SIZE     # stored size
 WORKERS = None           # decoding processes; None: the cores, at most one per video
 OUT = "frames"
 FAILURES = "failures.csv"
-DUPLICATE_ID = "duplicate-id"  # failure kinds besides video_io's: two videos, one id
-WRITE_FAILED = "write-failed"  # the frames could not be stored
+DUPLICATE_ID = "duplicate-id"  # failure kind besides video_io's and frames': two videos, one id
 # -----------------------------------------------------------------------------
-
-
-def frame_name(index: int) -> str:
-    """File name of the frame at stream position `index`; saliency maps reuse it."""
-    return f"{index:05d}.png"
-
-
-def write_frames(sampled: SampledVideo, folder: Path) -> None:
-    """Write the frames and `frames.json` into `folder`, all or nothing."""
-    with atomic_path(folder) as tmp:
-        tmp.mkdir(parents=True)
-        for index, frame in zip(sampled.indices, sampled.frames):
-            write_png(tmp / frame_name(index), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-        (tmp / FRAME_LIST).write_text(json.dumps({
-            "frames": [frame_name(i) for i in sampled.indices],
-            "decoded": sampled.decoded, "declared": sampled.declared, "notes": sampled.notes,
-        }, indent=1))
 
 
 def is_done(folder: Path) -> bool:
     return (folder / FRAME_LIST).is_file()
-
-
-@dataclass
-class Job:
-    video_id: str
-    path: Path
-    folder: Path
-    k: int
-    size: tuple[int, int]
-
-
-def run_job(job: Job) -> tuple[str, str | Failure]:
-    """Sample and store one video (in a worker process). Returns (status, message); status is
-    `done`, `note` (done, with something worth saying) or `failed` (message: a Failure, whose
-    kind says why)."""
-    try:
-        sampled = sample_video(job.path, job.k, job.size)
-        write_frames(sampled, job.folder)
-    except VideoError as err:
-        return "failed", Failure(err.kind, str(err))
-    except (OSError, cv2.error) as err:
-        return "failed", Failure(WRITE_FAILED, str(err))
-    if sampled.notes:
-        return "note", f"{job.path}: " + "; ".join(sampled.notes)
-    return "done", ""
 
 
 def extract(videos: Sequence[tuple[str, Path]], out: str | Path, k: int = NUM_FRAMES,
@@ -121,7 +77,7 @@ def extract(videos: Sequence[tuple[str, Path]], out: str | Path, k: int = NUM_FR
             failures[video_id] = Failure(DUPLICATE_ID, f"{path}: another video already has "
                                          f"the id {video_id!r}; skipped")
         elif not is_done(out / video_id):
-            jobs.append(Job(video_id, Path(path), out / video_id, k, tuple(size)))
+            jobs.append(SampleJob(video_id, Path(path), out / video_id, k, tuple(size)))
     crashed = crashed_before(out / FAILURES, "video_id")  # in the run that wrote the list
     how = Supervision(default_workers(len(jobs)) if workers is None else workers, timeout,
                       journal(out, shard),
@@ -154,17 +110,17 @@ def _mark_duplicates(videos: Sequence[tuple[str, Path]]) -> list[tuple[str, Path
     return marked
 
 
-def _run_all(jobs: list[Job], how: Supervision, progress: bool):
+def _run_all(jobs: list[SampleJob], how: Supervision, progress: bool):
     """(job, (status, message)) for each job, as the workers finish them; a video that took
     its worker down comes back as ("failed", its Failure)."""
     with tqdm(total=len(jobs), unit="video", desc="extract frames", disable=not progress) as bar:
-        for job, outcome in supervised_map(run_job, jobs, how, name=_job_name,
+        for job, outcome in supervised_map(sample_and_store, jobs, how, name=_job_name,
                                            setup=one_opencv_thread):
             bar.update()
             yield job, ("failed", outcome) if isinstance(outcome, Failure) else outcome
 
 
-def _job_name(job: Job) -> str:
+def _job_name(job: SampleJob) -> str:
     return str(job.path)
 
 

@@ -34,6 +34,10 @@ keeping every finished video.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # first: a Ctrl-C while the modules below load ends in one line
+    from dagr.cli import quiet_start
+    quiet_start()
+
 import argparse
 import os
 import sys
@@ -56,6 +60,7 @@ from dagr.cli import Interrupted, run_script, script_parser
 from dagr.device import add_device_argument, pick_device
 from dagr.failures import Failure, write_failures
 from dagr.files import atomic_path, remove_leftovers, writable_folder
+from dagr.frames import UNREADABLE_FRAMES, WRITE_FAILED, frame_files, stored_clip
 from dagr.images import read_image, write_png
 from dagr.inference import frame_windows, predict_maps, prepare_inference
 from dagr.precision import add_precision_arguments, compile_model, resolve_precision
@@ -65,7 +70,7 @@ from dagr.supervised import (VIDEO_TIMEOUT, Supervision, add_timeout_argument, c
                              progress, supervised_map, unlimited)
 from dagr.video_io import DAMAGED, VideoError, VideoReader, ffmpeg_url, find_videos
 from dagr.workers import MAIN_PROCESS_NOTE, default_workers, one_opencv_thread
-from dataloader import UNREADABLE_FRAMES, frame_files, rgb_at, stored_videos, to_clip_tensor
+from dataloader import stored_videos, to_clip_tensor
 
 # ----------------------------------------------------------------------------- config
 CHECKPOINT = "runs/saliency/best.pt"
@@ -80,7 +85,6 @@ COLORMAP = cv2.COLORMAP_JET
 FOLD_BN = True             # fold BatchNorm into the convolutions (faster, same maps)
 OVERLAY_SUFFIX = "_overlays"
 FAILURES_SUFFIX = "_failures.csv"
-WRITE_FAILED = "write-failed"  # failure kind besides video_io's, supervised's, dataloader's
 BAR_TEXT_HEIGHTS = 360     # colour bar label font scale = frame height / this (at least 0.25)
 VIDEO_CODEC = "libx264"    # H.264, yuv420p: what browsers and players play
 VIDEO_CRF = 20             # x264 constant quality (lower: better, larger)
@@ -169,20 +173,6 @@ def overlay_folder(out: str | Path) -> Path:
     """Where --overlay writes: `<out>_overlays`, beside the maps folder."""
     out = Path(out)
     return out.with_name(out.name + OVERLAY_SUFFIX)
-
-
-def stored_clip(video_id: str, frames_dir: Path, size: tuple[int, int]) -> dict:
-    """The stored frames of one video (what a loading worker does): `video_id`, `frames`
-    (T, H, W, 3) uint8 RGB at `size`, `names` (T file names), `frame_size` (H, W of the
-    stored frames); or `video_id` and `error` (a Failure) when they cannot be read."""
-    folder = frames_dir / video_id
-    try:
-        names = frame_files(folder)
-        images = [read_image(folder / name) for name in names]
-    except (OSError, ValueError, KeyError, cv2.error) as err:
-        return {"video_id": video_id, "error": Failure(UNREADABLE_FRAMES, f"{folder}: {err}")}
-    return {"video_id": video_id, "frames": np.stack([rgb_at(image, size) for image in images]),
-            "names": names, "frame_size": images[0].shape[:2]}
 
 
 def _is_done(folders: Sequence[Path], names: Sequence[str]) -> bool:

@@ -19,7 +19,6 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-import cv2
 import numpy as np
 import pandas as pd
 import torch
@@ -36,8 +35,9 @@ from dagr.losses import probability_maps
 from dagr.precision import precision_autocast, resolve_precision
 from dagr.supervised import Supervision, supervised_map
 from dagr.workers import quiet_worker
-from dataloader import (UNREADABLE_FRAMES, MosScale, SaliencyClipDataset, SaliencyVideo,
-                        VQAClipDataset, frame_files, load_map_levels, load_rgb, to_clip_tensor)
+from dagr.frames import stored_example
+from dataloader import (MosScale, SaliencyClipDataset, SaliencyVideo, VQAClipDataset,
+                        to_clip_tensor)
 from metrics import logistic_map, saliency_metrics, vqa_metrics
 from VQA import QualityNet
 
@@ -190,22 +190,6 @@ def predict_batches(model: torch.nn.Module, batches: Iterable[dict], scale: MosS
         rows += zip(batch["video_id"], batch["mos"].tolist(),
                     scale.to_mos(pred.float().cpu().numpy()).tolist())
     return pd.DataFrame(rows, columns=["video_id", "mos", "prediction"])
-
-
-def stored_example(row: tuple[str, float], frames: Path, saliency: Path | None,
-                   size: tuple[int, int]) -> dict | Failure:
-    """One video's stored frames (T, H, W, 3) and maps (T, H, W), uint8 at `size`, with its
-    `video_id` and `mos` (what a loading worker does); a Failure naming the file when they
-    cannot be read."""
-    video_id, mos = row
-    try:
-        names = frame_files(frames / video_id)
-        clip = np.stack([load_rgb(frames / video_id / name, size) for name in names])
-        maps = None if saliency is None else np.stack(
-            [load_map_levels(saliency / video_id / name, size) for name in names])
-    except (OSError, ValueError, KeyError, cv2.error) as err:
-        return Failure(UNREADABLE_FRAMES, str(err))
-    return {"video_id": video_id, "mos": mos, "frames": clip, "maps": maps}
 
 
 def stored_batches(data: VQAClipDataset, batch_size: int, how: Supervision,

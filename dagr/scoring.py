@@ -13,7 +13,6 @@ from functools import partial
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-import cv2
 import pandas as pd
 import torch
 from tqdm import tqdm
@@ -30,7 +29,7 @@ from dagr.precision import compile_model, precision_autocast, resolve_precision,
 from dagr.provenance import TRAINED_ON, training_note
 from dagr.sharding import CsvOutput, PartialRows, Shard, journal, partial_path, write_outputs
 from dagr.supervised import VIDEO_TIMEOUT, Supervision, WorkerPool
-from dagr.video_io import VideoError, sample_video
+from dagr.video_io import try_sample_video
 from dagr.workers import default_workers, one_opencv_thread
 from dataloader import MosScale
 from VQA import QualityNet
@@ -38,21 +37,8 @@ from VQA import QualityNet
 PARTIAL_FIELDS = ["video", "score", "kind", "problem"]  # scores kept as they come (full precision)
 
 
-def sample_clip(path: Path, size: tuple[int, int], k: int = paper.FRAMES_PER_VIDEO) -> dict:
-    """K frames sampled from one video file (what a decoding worker does): `video` (the path
-    as text), `frames` uint8 (T, H, W, 3) RGB array or None when the video cannot be read,
-    `problem` (why) and `kind` (video_io's failure kind; "" when read), `decoded` (frames that
-    decode in the file; 0 when it cannot be read)."""
-    try:
-        sampled = sample_video(path, k, size)
-    except (VideoError, OSError, cv2.error) as err:
-        return unreadable(path, Failure(getattr(err, "kind", "error"), str(err)))
-    return {"video": str(path), "frames": sampled.frames, "problem": "", "kind": "",
-            "decoded": sampled.decoded}
-
-
 def unreadable(path: Path, failure: Failure) -> dict:
-    """A `sample_clip` item of a video that could not be read."""
+    """A `decoded_videos` item of a video that could not be read."""
     return {"video": str(path), "frames": None, "problem": failure.problem, "kind": failure.kind,
             "decoded": 0}
 
@@ -60,21 +46,24 @@ def unreadable(path: Path, failure: Failure) -> dict:
 def decoding_pool(size: tuple[int, int], how: Supervision,
                   k: int = paper.FRAMES_PER_VIDEO) -> WorkerPool:
     """Supervised processes that sample K frames of size (H, W) per video (`decoded_videos`);
-    one pool serves several passes over videos."""
-    return WorkerPool(partial(sample_clip, size=tuple(size), k=k), how, setup=one_opencv_thread)
+    one pool serves several passes over videos. They import video_io only, not torch."""
+    return WorkerPool(partial(try_sample_video, k=k, size=tuple(size)), how,
+                      setup=one_opencv_thread)
 
 
 def decoded_videos(pool: WorkerPool, paths: Sequence[Path]) -> Iterator[dict]:
-    """`sample_clip`'s items of `paths`, in order, the frames as a tensor; a video that took
-    its worker down (a crash, a hang) comes back unreadable with that failure. The workers
-    keep decoding ahead (a few videos each) while the caller runs the models."""
+    """Items of `paths`, in order: `video` (the path as text), `frames` uint8 (T, H, W, 3)
+    RGB tensor or None when the video cannot be read, `problem` (why) and `kind` (the failure's
+    kind; "" when read), `decoded` (frames that decode in the file; 0 when it cannot be read).
+    A video that takes its worker down (a crash, a hang) comes back unreadable with that
+    failure. The workers keep decoding ahead (a few videos each) while the caller runs the
+    models."""
     for path, outcome in pool.map(paths, name=str, ordered=True):
         if isinstance(outcome, Failure):
             yield unreadable(path, outcome)
-        elif outcome["frames"] is None:
-            yield outcome
         else:
-            yield {**outcome, "frames": torch.from_numpy(outcome["frames"])}
+            yield {"video": str(path), "frames": torch.from_numpy(outcome.frames), "problem": "",
+                   "kind": "", "decoded": outcome.decoded}
 
 
 @torch.inference_mode()

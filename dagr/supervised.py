@@ -219,12 +219,17 @@ def timeout_failure(name: str, limit: float) -> Failure:
                    "the limit)")
 
 
-def _preparation() -> dict:
+def _preparation(with_main: bool) -> dict:
     """What a worker needs to import as this process does: multiprocessing's preparation data
-    for a spawned process (sys.path, working folder, the main module), less the authentication
-    key, which multiprocessing refuses to pickle and the workers do not use."""
+    for a spawned process (sys.path, working folder, and the main module when the work refers
+    to it: importing a script takes seconds, the package's light modules a fraction of one),
+    less the authentication key, which multiprocessing refuses to pickle and the workers do
+    not use."""
     data = spawn.get_preparation_data("dagr-worker")
     data.pop("authkey", None)
+    if not with_main:
+        data.pop("init_main_from_path", None)
+        data.pop("init_main_from_name", None)
     return data
 
 
@@ -253,7 +258,8 @@ class _Supervisor(threading.Thread):
         self.window = workers * (1 + AHEAD)
         self.stopping = False
         self.kill = False            # when stopping: kill the workers rather than let them end
-        self._setup = [pickle.dumps(_preparation()), pickle.dumps((function, setup, setup_args))]
+        self._work = pickle.dumps((function, setup, setup_args))
+        self._setup: list[bytes] | None = None  # what a worker is sent first (at the first map)
         self._pool: list[_Worker] = []
         self._items: Sequence = ()
         self._names: Sequence[str] = ()
@@ -265,7 +271,11 @@ class _Supervisor(threading.Thread):
 
     # -- called by the main thread
     def submit(self, items: Sequence, names: Sequence[str]) -> None:
-        """Start a map over `items` (the previous one is finished)."""
+        """Start a map over `items` (the previous one is finished). A pool's maps are of items
+        of one kind: whether the workers import the main module is decided at the first."""
+        if self._setup is None:
+            uses_main = b"__main__" in self._work + pickle.dumps(items[0])
+            self._setup = [pickle.dumps(_preparation(uses_main)), self._work]
         self._items, self._names = items, names
         self._dispatched = self.consumed = 0
         self._pending.extend(range(len(items)))

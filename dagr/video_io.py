@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from dagr import paper
+from dagr.failures import Failure
 from dagr.supervised import progress
 
 # ----------------------------------------------------------------------------- config
@@ -287,6 +288,16 @@ def sample_video(path: str | Path, k: int = paper.FRAMES_PER_VIDEO,
     if total < k:
         notes.append(f"only {total} frames decode; repeated frames to get {k}")
     return SampledVideo(np.stack([kept[i] for i in indices]), indices, total, declared, notes)
+
+
+def try_sample_video(path: str | Path, k: int = paper.FRAMES_PER_VIDEO,
+                     size: tuple[int, int] | None = None) -> SampledVideo | Failure:
+    """`sample_video`, with a video that cannot be used given back as a Failure (its kind is
+    one of KINDS; `error` for another OSError): what a decoding worker does."""
+    try:
+        return sample_video(path, k, size)
+    except (VideoError, OSError, cv2.error) as err:
+        return Failure(getattr(err, "kind", "error"), str(err))
 
 
 def read_frames_at(path: str | Path, numbers: Sequence[int], size: tuple[int, int] | None

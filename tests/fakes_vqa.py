@@ -10,11 +10,11 @@ import pandas as pd
 import torch
 
 from dagr import demo_data as dq
-import extract_frame as ef
 import train_lsvq
 from dagr.checkpoints import save_checkpoint
 from dagr.scoring import load_scorer, score_to_csv
-from dagr.video_io import find_videos
+from dagr.frames import frame_name, write_frames
+from dagr.video_io import SampledVideo, find_videos
 from sal_withreg import build_saliency_model
 from VQA import build_quality_model
 
@@ -30,12 +30,12 @@ def store_clip(frames_dir: Path, maps_dir: Path | None, video_id: str, clip: np.
                masks: np.ndarray) -> None:
     """Store an 8-frame clip (T, H, W, 3) uint8 as extract_frame.py does, with the masks
     (T, H, W) in [0, 1] as its saliency maps under the frames' names."""
-    sampled = ef.SampledVideo(clip, list(range(0, 2 * len(clip), 2)), 2 * len(clip), 2 * len(clip))
-    ef.write_frames(sampled, frames_dir / video_id)
+    sampled = SampledVideo(clip, list(range(0, 2 * len(clip), 2)), 2 * len(clip), 2 * len(clip))
+    write_frames(sampled, frames_dir / video_id)
     if maps_dir is not None:
         (maps_dir / video_id).mkdir(parents=True, exist_ok=True)
         for index, mask in zip(sampled.indices, masks):
-            cv2.imwrite(str(maps_dir / video_id / ef.frame_name(index)),
+            cv2.imwrite(str(maps_dir / video_id / frame_name(index)),
                         np.round(mask * 255).astype(np.uint8))
 
 

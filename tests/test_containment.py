@@ -12,12 +12,10 @@ stage gives the one `interrupted:` line and exit status 130.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -26,16 +24,16 @@ import pandas as pd
 import pytest
 
 import extract_frame as ef
-from conftest import ROOT, write_video
+from conftest import write_video
 from fakes import TINY_SIZE
 from fakes_vqa import scoring_checkpoints, stored_quality_set
+from processes import run, stage, workers_left
 from dagr.cli import EXIT_INTERRUPTED
 from dagr.failures import read_failures
 from dagr.files import PANDAS_READ_NAMES
 from dagr.sharding import PartialRows
 from dagr.scoring import PARTIAL_FIELDS
 
-SITE = Path(__file__).with_name("fault_site")
 SIZE = [str(n) for n in TINY_SIZE]
 LIMIT = 3  # --video-timeout of the runs with a hang
 EXPECTED = {  # fault -> (kind, words of the problem)
@@ -47,39 +45,6 @@ EXPECTED = {  # fault -> (kind, words of the problem)
     "hang": ("timed-out", f"timed out: no progress for {LIMIT} s"),
 }
 GOOD = ["good_a", "good_b"]
-
-
-def stage(script: str, *options: str, faults: dict | None = None, log: Path | None = None,
-          marker: str = "") -> subprocess.Popen:
-    """Start `script` as a user would, with faults to strike (sitecustomize's DAGR_FAULTS)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(map(str, [SITE, ROOT, ROOT / "tests"])),
-           "DAGR_FAULTS": json.dumps(faults or {}), "DAGR_FAULT_LOG": str(log or ""),
-           "DAGR_TEST_RUN": marker}
-    return subprocess.Popen([sys.executable, str(ROOT / script), *options], env=env, text=True,
-                            errors="surrogateescape", stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)
-
-
-def run(script: str, *options: str, faults: dict | None = None, log: Path | None = None
-        ) -> subprocess.CompletedProcess:
-    marker = uuid.uuid4().hex
-    process = stage(script, *options, faults=faults, log=log, marker=marker)
-    out, err = process.communicate(timeout=600)
-    assert not workers_left(marker)
-    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
-
-
-def workers_left(marker: str) -> list[int]:
-    """Processes still alive that a run marked `marker` started (its environment says so)."""
-    found = []
-    for environ in Path("/proc").glob("[0-9]*/environ"):
-        try:
-            if f"DAGR_TEST_RUN={marker}".encode() in environ.read_bytes().split(b"\0"):
-                found.append(int(environ.parent.name))
-        except OSError:  # gone, or not ours
-            continue
-    return found
 
 
 def faults_on(names: dict[str, str]) -> dict[str, str]:

@@ -176,8 +176,8 @@ def test_scoring_killed_and_resumed_scores_every_video_once(many, tmp_path, monk
     with open(partial, "a") as handle:
         handle.write("/a/torn/row.avi,3.")  # what a crash can leave
     decoded = []
-    original = scoring.sample_clip
-    monkeypatch.setattr(scoring, "sample_clip",
+    original = scoring.try_sample_video
+    monkeypatch.setattr(scoring, "try_sample_video",
                         lambda path, *args, **kwargs: decoded.append(path) or original(
                             path, *args, **kwargs))
     assert ev.main(score_argv(many, out, "--workers", "0", "--batch-size", "1",
