@@ -65,6 +65,10 @@ def quiet_start() -> None:
         signal.signal(signal.SIGINT, _stopped_while_starting)
 
 
+def _ignore(*_: Any) -> None:
+    pass
+
+
 def _stopped_while_starting(*_: Any) -> None:
     sys.stderr.write("\ninterrupted: stopped while starting; nothing was done\n")
     sys.stderr.flush()
@@ -85,6 +89,9 @@ def run_script(main: Callable[[], int]) -> NoReturn:
         code = main()
     except KeyboardInterrupt as err:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not add a traceback
+        # an object whose construction Ctrl-C cut short (a tqdm bar) fails in its __del__ when
+        # it is collected on the way out; Python would print that as "Exception ignored"
+        sys.unraisablehook = _ignore
         message = str(err) if isinstance(err, Interrupted) and str(err) else \
             "stopped before the end; finished work is kept (run again to continue)"
         print(f"\ninterrupted: {message}", file=sys.stderr, flush=True)
