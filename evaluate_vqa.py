@@ -19,6 +19,14 @@ Scoring any video (--videos):
 Export one model file to share (--export):
     python evaluate_vqa.py --export dagr.safetensors --checkpoint best.pt --saliency-checkpoint sal.pt
 
+Scoring decodes, and labelled sets read their stored frames, in supervised worker processes
+(dagr/supervised.py): a video that crashes its process is reported as `crashed` (with the
+signal), one that makes no progress for --video-timeout seconds as `timed-out`, in the failures
+CSV (`<out>_failures.csv` for scoring, `<out>/failures.csv` for labelled sets) and at the end;
+the other videos go on; the exit status is 1. --workers 0 (the default for a single video)
+decodes in this process, which a native crash ends; the rerun decodes the video it was on in a
+worker process. --resume keeps the videos that failed as failed unless --retry-failed.
+
 Outputs, resuming, sharding and exit statuses: docs/pipeline.md ("Stage 4") and
 docs/scoring.md.
 """
@@ -371,8 +379,8 @@ def score(args: argparse.Namespace) -> int:
     if failures:
         print(f"{len(failures)} video(s) could not be read (listed in "
               f"{failures_file(args.out)}):", file=sys.stderr)
-        for video, problem in failures.items():
-            print(f"  {video}: {problem}", file=sys.stderr)
+        for failure in failures.values():  # each names its file
+            print(f"  {failure}", file=sys.stderr)
     return exit_status(shard, bool(failures), is_merged(Path(args.out), shard),
                        failures_file(args.out))
 

@@ -1,15 +1,16 @@
 """Per-video work in supervised worker processes, so that no single video can stop or hang a
 corpus run: every per-video stage (frame extraction, saliency maps, scoring, labelled-set
-evaluation, overlay videos) hands its videos to `supervised_map`.
+evaluation, overlay videos) hands its videos to `supervised_map` (or a `WorkerPool`, whose
+processes serve one map after another).
 
-`supervised_map(function, items, workers)` yields `(item, outcome)` for every item: what
+`supervised_map(function, items, how)` yields `(item, outcome)` for every item: what
 `function(item)` returned, or a `Failure` when the item took its worker process down:
 
 - CRASHED: the worker died while handling it (SIGSEGV or SIGABRT in a native decoder, the
   kernel's OOM kill, an exit); the message names the signal or the exit status;
-- TIMED_OUT: the item made no progress for `timeout` seconds (a decoder in an endless loop);
-  its worker is killed. Progress is each frame decoded, read or written (`progress()`, which
-  video_io and images call), so the limit does not grow with a video's length.
+- TIMED_OUT: the item made no progress for `how.timeout` seconds (a decoder in an endless
+  loop); its worker is killed. Progress is each frame decoded, read or written (`progress()`,
+  which video_io and images call), so the limit does not grow with a video's length.
 
 Each worker process handles one item at a time; a dead or killed worker is replaced and the
 other items go on. A thread of the main process watches the workers and drains their results
@@ -17,12 +18,13 @@ while the caller computes, so a result never waits in a pipe and a hung worker i
 even while the caller is busy. The workers run in their own process group: a Ctrl-C at the
 terminal reaches only the main process, which kills them (SIGKILL: nothing of theirs can print
 or abort on the way out) and says so in one line (dagr.cli.run_script). On Linux the kernel
-also kills them when the main process dies, however it dies.
+also kills them when the main process dies, however it dies. A worker imports what the work
+needs (the main script only when the work refers to it), not the main process's modules.
 
-`workers=0` calls `function` in this process. Nothing survives a native crash there; with a
-`Journal`, the name of the item in hand is written down before it starts and removed when it
-ends, so a run that finds a name left behind (its predecessor died on that item) and any run
-given `suspects` (items that crashed or timed out before) handles its items in one worker
+`how.workers` 0 calls `function` in this process. Nothing survives a native crash there; with
+a `Journal`, the name of the item in hand is written down before it starts and removed when
+it ends, so a run that finds a name left behind (its predecessor died on that item) and any
+run given `suspects` (items that crashed or timed out before) handles its items in one worker
 process instead.
 
 Imports no project module but dagr.failures and dagr.files.
@@ -48,7 +50,9 @@ from dataclasses import dataclass
 from multiprocessing import spawn
 from multiprocessing.connection import Connection, Pipe, wait
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
+
+from tqdm import tqdm
 
 from dagr.failures import Failure, read_failures
 from dagr.files import atomic_path
@@ -59,7 +63,7 @@ R = TypeVar("R")
 CRASHED = "crashed"      # failure kinds of an item that took its worker down
 TIMED_OUT = "timed-out"
 KINDS = (CRASHED, TIMED_OUT)
-VIDEO_TIMEOUT = 120        # seconds without progress (a frame decoded, read or written) = a hang
+VIDEO_TIMEOUT = 120      # seconds without progress (a frame decoded, read or written) = a hang
 BEAT_EVERY = 1.0         # a worker reports progress at most this often
 AHEAD = 2                # results a worker may have ready beyond the caller's (memory bound)
 START_TIMEOUT = 300.0    # seconds a worker may take to import and set up before it counts broken
@@ -155,8 +159,10 @@ def _work(channel: Connection, function: Callable) -> None:
             outcome = ("raised", err, traceback.format_exc())
         try:
             _send(outcome)
-        except (pickle.PicklingError, TypeError, AttributeError):  # an exception pickle refuses
-            _send(("raised", RuntimeError(f"{outcome[1]!r}"), outcome[-1]))
+        except (pickle.PicklingError, TypeError, AttributeError) as err:  # pickle refuses it
+            trace = outcome[2] if outcome[0] == "raised" else ""
+            _send(("raised", RuntimeError(f"a worker's result cannot be sent back ({err}): "
+                                          f"{outcome[1]!r}"), trace))
 
 
 def _beat_now() -> None:
@@ -518,9 +524,9 @@ class WorkerPool:
         journal = self.how.journal
         left = journal.left_behind() if journal is not None else None
         if left in names:
-            print(f"note: an earlier run stopped while handling {left} in its main process (a "
-                  "native crash?); this run handles each video in a worker process",
-                  file=sys.stderr)
+            tqdm.write(f"note: an earlier run stopped while handling {left} in its main "
+                       "process (a native crash?); this run handles each video in a worker "
+                       "process", file=sys.stderr)  # a progress bar may be on the screen
         return left in names or bool(self.how.suspects & set(names))
 
     def _here(self, items: list[T], names: list[str]) -> Iterator[tuple[T, R]]:
