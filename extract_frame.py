@@ -41,8 +41,8 @@ from dagr.frames import FRAME_LIST, SampleJob, sample_and_store
 from dagr.labels import PROBLEMS, LabelColumns, add_label_arguments, label_columns
 from dagr.sharding import (CsvOutput, Shard, add_shard_argument, current_shard, exit_status,
                            is_merged, journal, write_outputs)
-from dagr.supervised import (VIDEO_TIMEOUT, Supervision, add_timeout_argument, crashed_before,
-                             supervised_map)
+from dagr.supervised import (VIDEO_TIMEOUT, Supervision, WorkerError, add_timeout_argument,
+                             crashed_before, supervised_map)
 from dagr.video_io import VIDEO_EXTENSIONS, find_videos
 from dagr.workers import MAIN_PROCESS_NOTE, default_workers, one_opencv_thread
 
@@ -177,8 +177,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     shard = current_shard(args.shard)
-    failures = extract(videos, args.out, args.num_frames, tuple(args.size), args.workers,
-                       shard=shard, timeout=args.video_timeout)
+    try:
+        failures = extract(videos, args.out, args.num_frames, tuple(args.size), args.workers,
+                           shard=shard, timeout=args.video_timeout)
+    except WorkerError as err:  # no decoding process could start: nothing can be done
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     share = len(shard.take(videos))
     done = share - len(failures)
     print(f"{done} of {share} videos sampled into {args.out}"
