@@ -31,6 +31,10 @@ resident set size on the CPU (since the start of the run, so it only grows).
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # first: a Ctrl-C while the modules below load ends in one line
+    from dagr.cli import quiet_start
+    quiet_start()
+
 import argparse
 import copy
 import json

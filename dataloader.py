@@ -16,7 +16,6 @@ another sample.
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +30,10 @@ from torch.utils.data import Dataset
 
 from dagr.labels import (LabelFileError, finish_table, read_csv_file, report, require_columns,
                          shown_names)
+from dagr.frames import FRAME_LIST, frame_files
+from dagr.images import load_map_levels, load_rgb, read_image
 from dagr.paper import FRAME_SIZE
 from dagr.video_io import read_frames_at
-
-FRAME_LIST = "frames.json"  # extract_frame.py's per-video list of its frame files, in order
 
 # the columns each CSV-readable quality set's label file needs (a tuple: alternative names)
 LSVQ_COLUMNS = ["name", "mos"]
@@ -225,28 +224,12 @@ def read_diem(root: str | Path) -> list[SaliencyVideo]:
 # ----------------------------------------------------------------------------- image I/O
 
 def _load_gray(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if image is None:
-        raise OSError(f"{path}: cannot be read as an image")
-    return image
-
-
-def load_rgb(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """(H, W, 3) uint8 RGB, resized to `size` = (H, W) when it differs."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise OSError(f"{path}: cannot be read as an image")
-    if image.shape[:2] != tuple(size):
-        image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return read_image(path, cv2.IMREAD_GRAYSCALE)
 
 
 def load_map(path: Path, size: tuple[int, int]) -> np.ndarray:
     """(H, W) float32 map in [0, 1] from an 8-bit image, resized to `size`."""
-    image = _load_gray(path)
-    if image.shape != tuple(size):
-        image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-    return image.astype(np.float32) / 255.0
+    return load_map_levels(path, size).astype(np.float32) / 255.0
 
 
 def load_fixations(path: Path, size: tuple[int, int]) -> np.ndarray:
@@ -288,14 +271,6 @@ class MosScale:
 
     def to_mos(self, unit):
         return unit * (self.high - self.low) + self.low
-
-
-def frame_files(folder: Path) -> list[str]:
-    """The stored frames of one video in temporal order (from `frames.json`)."""
-    listing = folder / FRAME_LIST
-    if not listing.is_file():
-        raise FileNotFoundError(f"{folder}: no {FRAME_LIST} (frames not extracted, or interrupted)")
-    return json.loads(listing.read_text())["frames"]
 
 
 def to_clip_tensor(frames: np.ndarray) -> torch.Tensor:

@@ -30,6 +30,10 @@ wrote is cleared first; any other non-empty folder is refused.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # first: a Ctrl-C while the modules below load ends in one line
+    from dagr.cli import quiet_start
+    quiet_start()
+
 import argparse
 import json
 import shutil
@@ -58,6 +62,7 @@ from dagr.datasets import read_saliency_set
 from dagr.device import add_device_argument
 from dagr.evaluation import (RESULT_COLUMNS, evaluate, evaluation_clips, format_table,
                              write_results)
+from dagr.images import read_image
 from dagr.losses import probability_maps
 from dagr.registers import CATEGORY_TABLE, attention_maps, video_categories
 from dagr.training import BEST, LOG
@@ -399,7 +404,7 @@ def plot_overlays(layout: Layout, path: Path) -> None:
     for row, clip in zip(axes, picked.itertuples()):
         names = json.loads((layout.frames / clip.video_id / FRAME_LIST).read_text())["frames"]
         for axis, index in zip(row, np.linspace(0, len(names) - 1, OVERLAY_FRAMES).round().astype(int)):
-            image = cv2.imread(str(folder / clip.video_id / names[index]))
+            image = read_image(folder / clip.video_id / names[index])
             axis.imshow(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), interpolation="nearest")
             axis.set_xticks([])
             axis.set_yticks([])

@@ -20,10 +20,22 @@ Export one model file to share (--export):
     python evaluate_vqa.py --export dagr.safetensors --checkpoint best.pt \\
         --saliency-checkpoint sal.pt
 
+Scoring decodes, and labelled sets read their stored frames, in supervised worker processes
+(dagr/supervised.py): a video that crashes its process is reported as `crashed` (with the
+signal), one that makes no progress for --video-timeout seconds as `timed-out`, in the failures
+CSV (`<out>_failures.csv` for scoring, `<out>/failures.csv` for labelled sets) and at the end;
+the other videos go on; the exit status is 1. --workers 0 (the default for a single video)
+decodes in this process, which a native crash ends; the rerun decodes the video it was on in a
+worker process. --resume keeps the videos that failed as failed unless --retry-failed.
+
 Outputs, resuming, sharding and exit statuses: docs/pipeline.md ("Stage 4") and
 docs/scoring.md.
 """
 from __future__ import annotations
+
+if __name__ == "__main__":  # first: a Ctrl-C while the modules below load ends in one line
+    from dagr.cli import quiet_start
+    quiet_start()
 
 import argparse
 import subprocess
@@ -40,25 +52,28 @@ from dagr.checkpoints import ModelFile, Source, export_model, load_checkpoint
 from dagr.cli import Interrupted, run_script, script_parser
 from dagr.datasets import QUALITY_SETS, quality_help, read_table, set_title
 from dagr.device import add_device_argument, pick_device
-from dagr.evaluation import (RESULT_COLUMNS, clip_loader, predict, results_table,
-                             saliency_folder, score_predictions, trained_quality,
+from dagr.evaluation import (RESULT_COLUMNS, predict_batches, results_table, saliency_folder,
+                             score_predictions, stored_batches, trained_quality,
                              write_predictions, write_results)
-from dagr.files import atomic_path, writable_folder
-from dagr.labels import PROBLEMS, LabelColumns, add_label_arguments, label_columns
+from dagr.failures import Failure, read_failures, write_failures
+from dagr.files import NAMES_ENCODING, PANDAS_READ_NAMES, atomic_path, writable_folder
+from dagr.labels import PROBLEMS, LabelColumns, add_label_arguments, label_columns, report
 from dagr.precision import add_precision_arguments
 from dagr.scoring import failures_file, load_scorer, score_to_csv
 from dagr.sharding import (CsvOutput, Shard, add_shard_argument, current_shard, exit_status,
-                           is_merged, shard_device, write_outputs)
+                           is_merged, journal, shard_device, write_outputs)
 from dagr.splits import evaluation_parts
 from dagr.video_io import find_videos
-from dagr.workers import default_workers
-from dataloader import FRAME_LIST
+from dagr.supervised import VIDEO_TIMEOUT, Supervision, add_timeout_argument
+from dagr.workers import MAIN_PROCESS_NOTE, default_workers
+from dataloader import FRAME_LIST, VQAClipDataset
 
 # ----------------------------------------------------------------------------- config
 CHECKPOINT = None           # quality checkpoint (train_lsvq.py)
 SALIENCY_CHECKPOINT = None  # saliency checkpoint (train_sal.py), for scoring
 OUT = "eval"                # folder for labelled sets and fine-tuning
 SCORES = "scores.csv"       # file for scoring
+FAILURES = "failures.csv"   # labelled sets: the videos left out because their files failed
 FINETUNE_SPLITS = 10        # R, when --finetune-splits is given without a number
 FRAMES_PER_VIDEO = paper.FRAMES_PER_VIDEO  # frames an exported model file scores with
 BATCH_SIZE = 16
@@ -90,15 +105,20 @@ class LabelledSet:
 def evaluate_sets(source: Source, sets: Sequence[LabelledSet], out: str | Path,
                   batch_size: int = BATCH_SIZE, workers: int | None = WORKERS,
                   device: str | torch.device | None = None, shard: Shard = Shard(),
-                  precision: str | None = None) -> pd.DataFrame | None:
+                  precision: str | None = None, timeout: float = VIDEO_TIMEOUT
+                  ) -> pd.DataFrame | None:
     """Predictions CSV and scatter per set and the results table (written to `out`, printed,
-    returned). `shard` predicts its share of each set's videos and writes it as a part of the
-    set's raw predictions (`.raw_predictions_<set>.csv`, full precision); the shard that finds
-    every part there fits, scores and writes everything, as one process does. Returns None
-    on a shard that leaves that to another."""
+    returned). The stored frames and maps are read by supervised worker processes: a video
+    whose files cannot be read, or that crashes or hangs its process (`timeout` seconds
+    without progress), is left out, reported, and listed in `out/failures.csv`. `shard`
+    predicts its share of each set's videos and writes it as a part of the set's raw
+    predictions (`.raw_predictions_<set>.csv`, full precision); the shard that finds every
+    part there fits, scores and writes everything, as one process does. Returns None on a
+    shard that leaves that to another."""
     device, out = shard_device(pick_device(device)), Path(out)
     model, scale, part = trained_quality(source, device)
     raw: dict[str, CsvOutput] = {}
+    failures: dict[str, Failure] = {}
     for item in sets:
         for split, rows in evaluation_parts(item.table()).items():
             name = set_title(item.dataset, split)
@@ -108,18 +128,26 @@ def evaluate_sets(source: Source, sets: Sequence[LabelledSet], out: str | Path,
                 raise FileNotFoundError(f"{item.frames}: no stored frames of any of the "
                                         f"{len(rows)} videos of {item.labels}")
             mine = rows.iloc[shard.index::shard.count].reset_index(drop=True)
-            loader = clip_loader(mine, item.frames, saliency_folder(model, item.saliency), scale,
-                                 part.frame_size, batch_size,
-                                 default_workers(len(mine)) if workers is None else workers)
-            predicted = predict(model, loader, device, precision=precision)
+            data = VQAClipDataset(mine, item.frames, saliency_folder(model, item.saliency), scale,
+                                  part.frame_size)
+            how = Supervision(default_workers(len(data)) if workers is None else workers,
+                              timeout, journal(out, shard))
+            lost = len(failures)
+            predicted = predict_batches(model, stored_batches(data, batch_size, how, failures),
+                                        scale, device, precision=precision)
+            for failure in list(failures.values())[lost:]:
+                report(f"{failure.problem}; left out")
             raw[name] = CsvOutput(out / f".raw_predictions_{name}.csv",
                                   lambda path, frame=predicted: _write_raw(frame, path),
                                   "video_id", list(rows["video_id"]))
-    if not write_outputs(list(raw.values()), shard):
+    listing = CsvOutput(out / FAILURES, lambda path: write_failures(path, failures, "video_id"),
+                        "video_id")
+    if not write_outputs([*raw.values(), listing], shard):
         return None
     metrics = {}
     for name, output in raw.items():
-        scored, metrics[name] = score_predictions(pd.read_csv(output.path, dtype={"video_id": str}))
+        scored, metrics[name] = score_predictions(pd.read_csv(output.path, dtype={"video_id": str},
+                                                              **PANDAS_READ_NAMES))
         write_predictions(scored, out / f"predictions_{name}.csv")
         figures.write_scatter(scored, name, out / f"scatter_{name}.png")
         output.path.unlink()
@@ -131,7 +159,7 @@ def evaluate_sets(source: Source, sets: Sequence[LabelledSet], out: str | Path,
 def _write_raw(predictions: pd.DataFrame, path: Path) -> None:
     """Predictions at full precision (pandas reads them back exactly)."""
     with atomic_path(path) as tmp:
-        predictions.to_csv(tmp, index=False)
+        predictions.to_csv(tmp, index=False, **NAMES_ENCODING)
 
 
 # ----------------------------------------------------------------------------- fine-tuning protocol
@@ -254,7 +282,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     option(score, "score", "--videos", nargs="+", metavar="INPUT",
            help="video files or folders to score")
     option(score, "score", "--resume", action="store_true",
-           help="keep the scores of an interrupted run (<out>.partial) and score the rest")
+           help="keep the scores of an interrupted run (<out>.partial) and score the rest; "
+                "the videos that failed there are not tried again")
+    option(score, "score", "--retry-failed", action="store_true",
+           help="with --resume: try again the videos that failed in the kept results (one "
+                "that crashed or hung its decoder is decoded in a worker process even with "
+                "--workers 0)")
     export = parser.add_argument_group("export")
     option(export, "export", "--export", metavar="FILE",
            help="write --checkpoint and --saliency-checkpoint as one safetensors model file "
@@ -266,7 +299,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
            help="clips (videos) per forward pass")
     option(run, "sets score", "--workers", type=int, default=WORKERS,
            help="decoding or loading processes (default: the machine's cores, at most one per "
-                "video, none for a single video)")
+                "video, none for a single video); " + MAIN_PROCESS_NOTE)
+    owners[add_timeout_argument(run)] = ("sets", "score")
     owners[add_shard_argument(run)] = ("sets", "score")
     add_precision_arguments(run, "the networks")
     add_device_argument(run)
@@ -297,6 +331,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace,
         parser.error("--checkpoint or --model is needed")
     if args.job == "score":
         args.out = args.out or SCORES
+        if args.retry_failed and not args.resume:
+            parser.error("--retry-failed goes with --resume (it retries the kept failures)")
         return
     args.out = args.out or OUT
     if not args.dataset:
@@ -336,15 +372,16 @@ def score(args: argparse.Namespace) -> int:
     paths = [str(path) for _, path in find_videos(args.videos)]
     if not paths:
         raise FileNotFoundError(f"{' '.join(args.videos)}: no video file found")
-    scores, failures = score_to_csv(scorer, paths, args.out, args.workers, shard, args.resume)
+    scores, failures = score_to_csv(scorer, paths, args.out, args.workers, shard, args.resume,
+                                    timeout=args.video_timeout, retry_failed=args.retry_failed)
     print(f"{len(scores)} video(s) scored into {args.out}" + (
         "" if shard.single else f" (shard {shard.index} of {shard.count}; the last shard to "
                                 "finish writes the file)"))
     if failures:
         print(f"{len(failures)} video(s) could not be read (listed in "
               f"{failures_file(args.out)}):", file=sys.stderr)
-        for video, problem in failures.items():
-            print(f"  {video}: {problem}", file=sys.stderr)
+        for failure in failures.values():  # each names its file
+            print(f"  {failure}", file=sys.stderr)
     return exit_status(shard, bool(failures), is_merged(Path(args.out), shard),
                        failures_file(args.out))
 
@@ -367,7 +404,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1 if len(PROBLEMS) > problems else 0
         shard = current_shard(args.shard)
         table = evaluate_sets(model_source(args), labelled_sets(args), args.out,
-                              args.batch_size, args.workers, args.device, shard, args.precision)
+                              args.batch_size, args.workers, args.device, shard, args.precision,
+                              args.video_timeout)
+        failed = read_failures(Path(args.out) / FAILURES, "video_id") if table is not None else {}
+        if failed:
+            print(f"{len(failed)} video(s) left out, their files failed (listed in "
+                  f"{Path(args.out) / FAILURES}):", file=sys.stderr)
+            for failure in failed.values():
+                print(f"  {failure}", file=sys.stderr)
         return exit_status(shard, len(PROBLEMS) > problems, table is not None)
     except (OSError, ValueError) as err:  # LabelFileError is a ValueError
         print(f"error: {err}", file=sys.stderr)

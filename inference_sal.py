@@ -22,16 +22,28 @@ video shorter than a window repeats its last frame); the overlays are written as
 `<out>/<video_id>.mp4` (H.264, yuv420p) at the source's frame rate. Overlays, PNG and video,
 carry a colour bar (`colour_bar`) on their right. Videos already rendered are skipped.
 
-Videos that fail are listed at the end and the exit status is 1. In frames mode, torchrun or
---shard I/N give each process its share of the videos, one GPU per process (README,
-"Corpus-scale runs"). Ctrl-C stops with exit status 130, keeping every finished video.
+Videos that fail are listed at the end and in `<out>_failures.csv` (video_id, kind, problem),
+and the exit status is 1. Stored frames are read, and videos rendered, by supervised worker
+processes (dagr/supervised.py): a video that crashes its process (`crashed`, with the signal)
+or makes no progress for --video-timeout seconds (`timed-out`) fails alone. Video mode renders
+in one worker process (each loads the network), or in this process for a single video or with
+--workers 0, where a native crash ends the run: the rerun renders the video it was on in a
+worker process. In frames mode, torchrun or --shard I/N give each process its share of the
+videos, one GPU per process (README, "Corpus-scale runs"). Ctrl-C stops with exit status 130,
+keeping every finished video.
 """
 from __future__ import annotations
+
+if __name__ == "__main__":  # first: a Ctrl-C while the modules below load ends in one line
+    from dagr.cli import quiet_start
+    quiet_start()
 
 import argparse
 import os
 import sys
+from dataclasses import dataclass
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -40,32 +52,39 @@ import cv2
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from dagr import paper
 from dagr.checkpoints import ModelFile, Source, load_saliency
 from dagr.cli import Interrupted, run_script, script_parser
 from dagr.device import add_device_argument, pick_device
-from dagr.files import atomic_path, writable_folder
+from dagr.failures import Failure, write_failures
+from dagr.files import atomic_path, remove_leftovers, writable_folder
+from dagr.frames import UNREADABLE_FRAMES, WRITE_FAILED, frame_files, stored_clip
+from dagr.images import read_image, write_png
 from dagr.inference import frame_windows, predict_maps, prepare_inference
 from dagr.precision import add_precision_arguments, compile_model, resolve_precision
-from dagr.sharding import Shard, add_shard_argument, current_shard, exit_status, shard_device
-from dagr.video_io import DAMAGED, VideoError, VideoReader, find_videos
-from dagr.workers import default_workers, quiet_worker, sigint_ignored, stop_workers
-from dataloader import StoredFramesDataset, frame_files, stored_videos, to_clip_tensor
+from dagr.sharding import (CsvOutput, Shard, add_shard_argument, current_shard, exit_status,
+                           is_merged, journal, shard_device, write_outputs)
+from dagr.supervised import (VIDEO_TIMEOUT, Supervision, add_timeout_argument, crashed_before,
+                             progress, supervised_map, unlimited)
+from dagr.video_io import DAMAGED, VideoError, VideoReader, ffmpeg_url, find_videos
+from dagr.workers import MAIN_PROCESS_NOTE, default_workers, one_opencv_thread
+from dataloader import stored_videos, to_clip_tensor
 
 # ----------------------------------------------------------------------------- config
 CHECKPOINT = "runs/saliency/best.pt"
 FRAMES = "frames"          # extract_frame.py's output
 OUT = "saliency"
 BATCH_SIZE = 8             # clips per forward pass
-WORKERS = None             # frame-loading processes (frames mode); None: the machine's cores
+WORKERS = None             # frame-loading processes (frames mode: the machine's cores) or
+                           # rendering processes (video mode: 1, none for a single video)
 WINDOW = paper.FRAMES_PER_VIDEO  # frames per clip in video mode
 OVERLAY_ALPHA = 0.5        # weight of the heat map in an overlay
 COLORMAP = cv2.COLORMAP_JET
 FOLD_BN = True             # fold BatchNorm into the convolutions (faster, same maps)
 OVERLAY_SUFFIX = "_overlays"
+FAILURES_SUFFIX = "_failures.csv"
 BAR_TEXT_HEIGHTS = 360     # colour bar label font scale = frame height / this (at least 0.25)
 VIDEO_CODEC = "libx264"    # H.264, yuv420p: what browsers and players play
 VIDEO_CRF = 20             # x264 constant quality (lower: better, larger)
@@ -80,16 +99,30 @@ def load_saliency_model(checkpoint: Source, device: torch.device | str,
     """The network of a train_sal.py checkpoint or of an exported model file, ready for
     `predict_maps`. Raises ValueError (naming the file) for a checkpoint of another kind or
     a file that is not one, FileNotFoundError if it is missing."""
-    return _load(checkpoint, device, fold_bn, precision, compiled)[0]
+    return Network(checkpoint, str(device), fold_bn, precision, compiled).load()[0]
 
 
-def _load(checkpoint: Source, device: torch.device | str,
-          fold_bn: bool, precision: str | None = None, compiled: bool = False
-          ) -> tuple[nn.Module, dict]:
-    """(inference model, the training settings stored with it)."""
-    network, settings = load_saliency(checkpoint)
-    model = prepare_inference(network, device, resolve_precision(precision, device), fold_bn)
-    return compile_model(model, compiled), settings
+@dataclass(frozen=True)
+class Network:
+    """Where the network comes from and how it runs: what a rendering worker needs to load
+    it. `load()` loads it once per process."""
+    source: Source
+    device: str
+    fold_bn: bool = FOLD_BN
+    precision: str | None = None
+    compiled: bool = False
+
+    def load(self) -> tuple[nn.Module, dict]:
+        """(inference model, the training settings stored with it)."""
+        if self not in _LOADED:
+            network, settings = load_saliency(self.source)
+            model = prepare_inference(network, self.device,
+                                      resolve_precision(self.precision, self.device), self.fold_bn)
+            _LOADED[self] = compile_model(model, self.compiled), settings
+        return _LOADED[self]
+
+
+_LOADED: dict[Network, tuple[nn.Module, dict]] = {}  # the networks this process loaded
 
 
 # ----------------------------------------------------------------------------- images
@@ -126,18 +159,6 @@ def colour_bar(height: int) -> np.ndarray:
     return panel
 
 
-def _write_png(path: Path, image: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), image):
-        raise OSError(f"{path}: could not be written")
-
-
-def _read_bgr(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise OSError(f"{path}: cannot be read as an image")
-    return image
-
-
 def _first_per_name(names: Sequence[str], maps: np.ndarray) -> dict[str, np.ndarray]:
     """{frame name: its map} keeping the first of repeated names; maps (T, H, W)."""
     out: dict[str, np.ndarray] = {}
@@ -154,20 +175,6 @@ def overlay_folder(out: str | Path) -> Path:
     return out.with_name(out.name + OVERLAY_SUFFIX)
 
 
-class StoredClips(StoredFramesDataset):
-    """StoredFramesDataset whose items also give `frame_size` (H, W) of the stored frames, and
-    that reports a video it cannot read as {"video_id", "error"} instead of raising."""
-
-    def __getitem__(self, index: int) -> dict:
-        video_id = self.video_ids[index]
-        try:
-            item = super().__getitem__(index)
-            item["frame_size"] = _read_bgr(self.frames_dir / video_id / item["names"][0]).shape[:2]
-        except (OSError, ValueError, KeyError, cv2.error) as err:
-            return {"video_id": video_id, "error": str(err)}
-        return item
-
-
 def _is_done(folders: Sequence[Path], names: Sequence[str]) -> bool:
     return all((folder / name).is_file() for folder in folders for name in names)
 
@@ -179,13 +186,13 @@ def _save_maps(item: dict, maps: np.ndarray, frames_dir: Path, out: Path,
     with atomic_path(out / item["video_id"]) as tmp:
         tmp.mkdir(parents=True)
         for name, image in named.items():
-            _write_png(tmp / name, image)
+            write_png(tmp / name, image)
     if overlays is not None:
         with atomic_path(overlays / item["video_id"]) as tmp:
             tmp.mkdir(parents=True)
             for name, image in named.items():
-                frame = _read_bgr(frames_dir / item["video_id"] / name)
-                _write_png(tmp / name, overlay(frame, image))
+                frame = read_image(frames_dir / item["video_id"] / name)
+                write_png(tmp / name, overlay(frame, image))
 
 
 def stored_share(frames_dir: Path, shard: Shard) -> list[str]:
@@ -201,50 +208,74 @@ def stored_share(frames_dir: Path, shard: Shard) -> list[str]:
     return shard.take(videos)
 
 
+def failures_file(out: str | Path) -> Path:
+    """The failures list beside the maps (or renders) folder: `<out>_failures.csv`."""
+    out = Path(out)
+    return out.with_name(out.name + FAILURES_SUFFIX)
+
+
 def infer_frames(model: nn.Module, frames_dir: str | Path, out: str | Path,
                  device: torch.device | str, size: Sequence[int], batch_size: int = BATCH_SIZE,
                  workers: int | None = WORKERS, with_overlays: bool = False,
-                 progress: bool = True, shard: Shard = Shard()) -> tuple[dict[str, str], int]:
+                 progress: bool = True, shard: Shard = Shard(),
+                 timeout: float = VIDEO_TIMEOUT) -> tuple[dict[str, Failure], int]:
     """Maps (and overlays) for every stored video under `frames_dir` (`shard`'s share of them)
-    not yet done in `out`. The network sees frames resized to `size` (H, W). Returns
-    ({video_id: problem} for the videos that failed, number of videos skipped as done)."""
+    not yet done in `out`, the frames read by supervised worker processes. The network sees
+    frames resized to `size` (H, W). Returns ({video_id: Failure} for the videos that failed,
+    number of videos skipped as done)."""
     frames_dir, out = Path(frames_dir), Path(out)
     overlays = overlay_folder(out) if with_overlays else None
     targets = [out] + ([overlays] if overlays is not None else [])
-    failures: dict[str, str] = {}
+    failures: dict[str, Failure] = {}
     todo, skipped = [], 0
     for video_id in stored_share(frames_dir, shard):
         try:
             names = frame_files(frames_dir / video_id)
         except (OSError, ValueError) as err:
-            failures[video_id] = f"{frames_dir / video_id}: unreadable frame list ({err})"
+            failures[video_id] = Failure(UNREADABLE_FRAMES, f"{frames_dir / video_id}: unreadable "
+                                         f"frame list ({err})")
             continue
         if _is_done([t / video_id for t in targets], names):
             skipped += 1
         else:
             todo.append(video_id)
-    workers = default_workers(len(todo)) if workers is None else workers
-    loader = DataLoader(StoredClips(frames_dir, todo, tuple(size)), batch_size,
-                        num_workers=workers, collate_fn=list, worker_init_fn=quiet_worker)
-    written, batches = 0, None
+    crashed = crashed_before(failures_file(out), "video_id")
+    how = Supervision(default_workers(len(todo)) if workers is None else workers, timeout,
+                      journal(out, shard),
+                      frozenset(str(frames_dir / v) for v in todo if v in crashed))
+    loaded = supervised_map(partial(stored_clip, frames_dir=frames_dir, size=tuple(size)), todo,
+                            how, name=lambda video_id: str(frames_dir / video_id),
+                            setup=one_opencv_thread)
+    written = 0
     try:
-        with sigint_ignored():  # the loading processes start here
-            batches = iter(loader)
-        for batch in tqdm(batches, total=len(loader), desc="saliency", unit="batch",
-                          disable=not progress):
+        for batch in tqdm(_batches(loaded, batch_size), total=-(-len(todo) // batch_size),
+                          desc="saliency", unit="batch", disable=not progress):
             written += _map_batch(model, batch, frames_dir, out, overlays, device, failures)
     except KeyboardInterrupt:
-        stop_workers(batches)
+        loaded.close()
         raise Interrupted(f"maps of {written} of {len(todo)} videos written to {out} and kept; "
                           "run the same command again to do the rest") from None
     return failures, skipped
 
 
+def _batches(loaded: Iterator[tuple[str, dict | Failure]], size: int) -> Iterator[list[dict]]:
+    """`stored_clip`'s items in lists of `size` (the last one shorter); a video that took its
+    worker down comes as an item with that `error`."""
+    batch: list[dict] = []
+    for video_id, item in loaded:
+        batch.append({"video_id": video_id, "error": item} if isinstance(item, Failure) else item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def _map_batch(model: nn.Module, batch: list[dict], frames_dir: Path, out: Path,
-               overlays: Path | None, device: torch.device | str, failures: dict[str, str]
-               ) -> int:
-    """Maps (and overlays) of one batch of StoredClips' items; returns how many were written,
-    recording the others in `failures`."""
+               overlays: Path | None, device: torch.device | str,
+               failures: dict[str, Failure]) -> int:
+    """Maps (and overlays) of one batch of `stored_clip`'s items; returns how many were
+    written, recording the others in `failures`."""
     written = 0
     failures.update({item["video_id"]: item["error"] for item in batch if "error" in item})
     groups: dict[tuple, list[dict]] = {}  # one forward pass per clip length and frame size
@@ -252,14 +283,14 @@ def _map_batch(model: nn.Module, batch: list[dict], frames_dir: Path, out: Path,
         if "error" not in item:
             groups.setdefault((item["frames"].shape, item["frame_size"]), []).append(item)
     for (_, frame_size), items in groups.items():
-        clips = torch.stack([i["frames"] for i in items])
+        clips = torch.stack([to_clip_tensor(i["frames"]) for i in items])
         maps = predict_maps(model, clips, device, frame_size)
         for item, video_maps in zip(items, maps.numpy()):
             try:
                 _save_maps(item, video_maps, frames_dir, out, overlays)
                 written += 1
             except (OSError, cv2.error) as err:
-                failures[item["video_id"]] = str(err)
+                failures[item["video_id"]] = Failure(WRITE_FAILED, str(err))
     return written
 
 
@@ -282,7 +313,7 @@ class OverlayVideo:
 
     def _open(self, height: int, width: int) -> None:
         try:
-            self.container = av.open(str(self.path), "w", format="mp4")
+            self.container = av.open(ffmpeg_url(self.path), "w", format="mp4")
         except OSError as err:
             raise OSError(f"{self.path}: cannot write an MP4 file here ({err})") from err
         rate = Fraction(self.fps).limit_denominator(1001)
@@ -297,6 +328,7 @@ class OverlayVideo:
         even = np.ascontiguousarray(frame[:self.stream.height, :self.stream.width])
         self.container.mux(self.stream.encode(av.VideoFrame.from_ndarray(even, format="bgr24")))
         self.frames += 1
+        progress()
 
     def close(self) -> None:
         """Flush the encoder and finish the file (idempotent)."""
@@ -317,7 +349,8 @@ def _render_batch(model: nn.Module, windows: list[tuple[list[np.ndarray], range]
                   device: torch.device | str, size: Sequence[int], video: OverlayVideo) -> None:
     frame_size = windows[0][0][0].shape[:2]
     clips = torch.stack([_model_clip(frames, size) for frames, _ in windows])
-    maps = predict_maps(model, clips, device, frame_size).numpy()
+    with unlimited():  # the network is trusted and, on a CPU, slow: only decoding is timed
+        maps = predict_maps(model, clips, device, frame_size).numpy()
     for (frames, fresh), window_maps in zip(windows, maps):
         for t in fresh:
             video.write(overlay(frames[t], window_maps[t]))
@@ -355,24 +388,70 @@ def render_video(model: nn.Module, path: str | Path, out_file: str | Path,
     return video.frames
 
 
-def render_videos(model: nn.Module, inputs: Sequence[str | Path], out: str | Path,
-                  device: torch.device | str, size: Sequence[int], window: int = WINDOW,
-                  batch_size: int = BATCH_SIZE, progress: bool = True
-                  ) -> tuple[dict[str, str], int]:
+@dataclass(frozen=True)
+class Render:
+    """One overlay video to render: the video file, the MP4 to write, the network and the
+    rendering settings."""
+    path: Path
+    target: Path
+    network: Network
+    size: tuple[int, int]
+    window: int
+    batch_size: int
+
+
+def render(job: Render) -> int | Failure:
+    """`render_video` of one job, by the network its process loaded (a worker loads it once);
+    a video that cannot be used or written comes back as a Failure."""
+    model = job.network.load()[0]
+    try:
+        return render_video(model, job.path, job.target, job.network.device, job.size,
+                            job.window, job.batch_size)
+    except VideoError as err:
+        return Failure(err.kind, str(err))
+    except (OSError, cv2.error) as err:
+        return Failure(WRITE_FAILED, str(err))
+
+
+def load_network(network: Network) -> None:
+    """A rendering worker's set-up: the network, loaded once."""
+    network.load()
+
+
+def render_videos(network: Network, inputs: Sequence[str | Path], out: str | Path,
+                  size: Sequence[int], window: int = WINDOW, batch_size: int = BATCH_SIZE,
+                  workers: int | None = WORKERS, progress: bool = True,
+                  timeout: float = VIDEO_TIMEOUT) -> tuple[dict[str, Failure], int]:
     """`render_video` for every video found in `inputs` (files or folders) that has no
-    `<out>/<video_id>.mp4` yet. Returns ({video_id: problem}, number skipped as done)."""
-    failures, skipped = {}, 0
+    `<out>/<video_id>.mp4` yet, in supervised worker processes (default: one, none for a
+    single video). Returns ({video_id: Failure}, number skipped as done)."""
+    out, failures, jobs = Path(out), {}, {}
     videos = find_videos(inputs)
-    for video_id, path in tqdm(videos, desc="render", unit="video", disable=not progress):
-        target = Path(out) / f"{video_id}.mp4"
-        if target.is_file():
-            skipped += 1
-            continue
-        try:
-            render_video(model, path, target, device, size, window, batch_size)
-        except (VideoError, OSError, cv2.error) as err:
-            failures[video_id] = str(err)
-    return failures, skipped
+    for video_id, path in videos:
+        target = out / f"{video_id}.mp4"
+        if not target.is_file():
+            jobs[video_id] = Render(Path(path), target, network, tuple(size), window, batch_size)
+    crashed = crashed_before(failures_file(out), "video_id")
+    how = Supervision((1 if len(jobs) > 1 else 0) if workers is None else workers, timeout,
+                      journal(out, Shard()),
+                      frozenset(str(job.path) for video_id, job in jobs.items() if video_id in crashed))
+    ids = {job: video_id for video_id, job in jobs.items()}
+    rendered = supervised_map(render, list(jobs.values()), how, name=lambda job: str(job.path),
+                              setup=load_network, setup_args=(network,))
+    finished = 0
+    try:
+        for job, outcome in tqdm(rendered, total=len(jobs), desc="render", unit="video",
+                                 disable=not progress):
+            finished += 1
+            if isinstance(outcome, Failure):
+                failures[ids[job]] = outcome
+    except KeyboardInterrupt:
+        rendered.close()
+        raise Interrupted(f"{finished} of {len(jobs)} videos rendered into {out} and kept; run "
+                          "the same command again to do the rest") from None
+    finally:  # what a killed or stopped process was writing
+        remove_leftovers(job.target for job in jobs.values())
+    return failures, len(videos) - len(jobs)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -395,8 +474,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="network input size (default: the checkpoint's training size)")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="clips per forward pass")
     parser.add_argument("--workers", type=int, default=WORKERS,
-                        help="frame-loading processes (default: the machine's cores, at most one "
-                             "per video, none for a single video)")
+                        help="frames mode: frame-loading processes (default: the machine's cores, "
+                             "at most one per video, none for a single video); video mode: "
+                             "rendering processes, each with its own copy of the network "
+                             "(default: 1, none for a single video); " + MAIN_PROCESS_NOTE)
+    add_timeout_argument(parser)
     parser.add_argument("--window", type=int, default=WINDOW, help="frames per clip in video mode")
     parser.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=FOLD_BN,
                         help="fold BatchNorm into the convolutions")
@@ -416,9 +498,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     device = shard_device(pick_device(args.device))
+    network = Network(ModelFile(args.model) if args.model else args.checkpoint, str(device),
+                      args.fold_bn, args.precision, args.compile)
     try:
-        source = ModelFile(args.model) if args.model else args.checkpoint
-        model, settings = _load(source, device, args.fold_bn, args.precision, args.compile)
+        model, settings = network.load()
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -427,6 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {args.model or args.checkpoint}: no training frame size stored with the "
               "network; give --size H W", file=sys.stderr)
         return 2
+    shard = current_shard(args.shard) if args.frames else Shard()
     try:
         if args.frames and not Path(args.frames).is_dir():  # before --out is made
             raise FileNotFoundError(f"{args.frames}: no such folder (give extract_frame.py's --out)")
@@ -436,19 +520,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.frames:
             failures, skipped = infer_frames(model, args.frames, args.out, device, size,
                                              args.batch_size, args.workers, args.overlay,
-                                             shard=current_shard(args.shard))
+                                             shard=shard, timeout=args.video_timeout)
         else:
-            failures, skipped = render_videos(model, args.video, args.out, device, size,
-                                              args.window, args.batch_size)
+            failures, skipped = render_videos(network, args.video, args.out, size, args.window,
+                                              args.batch_size, args.workers,
+                                              timeout=args.video_timeout)
     except OSError as err:  # a missing input, or an output folder that cannot be written
         print(f"error: {err}", file=sys.stderr)
         return 2
+    listing = failures_file(args.out)
+    write_outputs([CsvOutput(listing, lambda path: write_failures(path, failures, "video_id"),
+                             "video_id")], shard)
     print(f"saliency written to {args.out} ({skipped} video(s) already done, skipped)")
     if failures:
-        print(f"{len(failures)} video(s) failed:", file=sys.stderr)
-        for video_id, problem in sorted(failures.items()):
-            print(f"  {video_id}: {problem}", file=sys.stderr)
-    return exit_status(current_shard(args.shard), bool(failures))
+        print(f"{len(failures)} video(s) failed (listed in {listing}):", file=sys.stderr)
+        for _, failure in sorted(failures.items()):
+            print(f"  {failure}", file=sys.stderr)
+    return exit_status(shard, bool(failures), is_merged(listing, shard), listing)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,10 @@ Details: docs/pipeline.md, "Stage 2".
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # first: a Ctrl-C while the modules below load ends in one line
+    from dagr.cli import quiet_start
+    quiet_start()
+
 import argparse
 import functools
 import math

@@ -21,6 +21,7 @@ from dagr.checkpoints import ModelFile, Source
 from dagr.device import pick_device
 from dagr.failures import Failure
 from dagr.scoring import Scorer, load_scorer
+from dagr.supervised import VIDEO_TIMEOUT, Supervision
 from dagr.workers import default_workers
 
 MODEL_FILE_SUFFIX = ".safetensors"  # an exported model file; anything else is a checkpoint
@@ -65,14 +66,15 @@ class Model:
         return self.scorer.scale.low, self.scorer.scale.high
 
     def score(self, videos: Sequence[str | os.PathLike], workers: int | None = None,
-              progress: bool = False) -> Scores:
-        """Scores of the video files `videos` (decoded by `workers` processes; default: the
-        cores, none for one video). A video that cannot be read is in `failures`, not an
-        exception."""
+              progress: bool = False, timeout: float = VIDEO_TIMEOUT) -> Scores:
+        """Scores of the video files `videos` (decoded by `workers` supervised processes;
+        default: the cores, none for one video, which then decodes in this process). A video
+        that cannot be read, or that crashes its decoding process or makes no progress for
+        `timeout` seconds, is in `failures`, not an exception."""
         paths = [Path(video) for video in videos]
         workers = default_workers(len(paths)) if workers is None else workers
         values, failures = {}, {}
-        for row in self.scorer.rows(paths, workers, progress):
+        for row in self.scorer.rows(paths, Supervision(workers, timeout), progress):
             if row["problem"]:
                 failures[row["video"]] = Failure(row["kind"], row["problem"])
             else:

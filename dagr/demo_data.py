@@ -43,6 +43,8 @@ record it in their checkpoints, and scoring videos with a model trained on it sa
 """
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -52,6 +54,7 @@ import numpy as np
 import pandas as pd
 
 from dagr.files import atomic_path
+from dagr.images import write_png
 from dagr.provenance import mark_synthetic
 
 # ----------------------------------------------------------------------------- config
@@ -269,19 +272,19 @@ def distorted_clip(scene: Scene, kind: str, region: str, strength: float,
 def write_video(path: str | Path, clip: np.ndarray, codec: str, fps: float = FPS) -> None:
     """(T, H, W, 3) uint8 RGB as a video file in `codec` (a FourCC), written atomically."""
     path = Path(path)
-    with atomic_path(path) as tmp:
-        staged = tmp.with_name(tmp.name + path.suffix)  # OpenCV picks the container by suffix
-        try:
-            writer = cv2.VideoWriter(str(staged), cv2.VideoWriter_fourcc(*codec), fps,
-                                     (clip.shape[2], clip.shape[1]))
-            if not writer.isOpened():
-                raise OSError(f"{path}: OpenCV cannot write {codec} video here")
-            for frame in clip:
-                writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-            writer.release()
-            staged.replace(tmp)
-        finally:
-            staged.unlink(missing_ok=True)
+    # OpenCV gets a name of ours in the temporary folder (it crashes on a path that is not
+    # valid UTF-8, and the output folder is the user's), with the suffix it picks the
+    # container by; the file then moves into place
+    with atomic_path(path) as tmp, tempfile.TemporaryDirectory(prefix="dagr_video_") as scratch:
+        staged = Path(scratch) / f"video{path.suffix}"
+        writer = cv2.VideoWriter(str(staged), cv2.VideoWriter_fourcc(*codec), fps,
+                                 (clip.shape[2], clip.shape[1]))
+        if not writer.isOpened():
+            raise OSError(f"{path}: OpenCV cannot write {codec} video here")
+        for frame in clip:
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        writer.release()
+        shutil.move(staged, tmp)
 
 
 def write_mp4(path: str | Path, clip: np.ndarray) -> None:
@@ -291,8 +294,7 @@ def write_mp4(path: str | Path, clip: np.ndarray) -> None:
 
 def _write_png(path: Path, image: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), image):
-        raise OSError(f"{path}: could not be written")
+    write_png(path, image)
 
 
 def write_dhf1k_video(root: Path, number: int, scene: Scene) -> None:

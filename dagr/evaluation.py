@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import math
 import warnings
+from functools import partial
 from itertools import groupby
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -28,11 +29,15 @@ from dagr.checkpoints import QualityPart, Source, checkpoint_network, load_quali
 from dagr.datasets import saliency_videos, set_title
 from dagr.device import pick_device
 from dagr.distributed import Distributed, ShardSampler, gather_objects
+from dagr.failures import Failure
 from dagr.files import atomic_path
 from dagr.losses import probability_maps
 from dagr.precision import precision_autocast, resolve_precision
+from dagr.supervised import Supervision, supervised_map
 from dagr.workers import quiet_worker
-from dataloader import MosScale, SaliencyClipDataset, SaliencyVideo, VQAClipDataset
+from dagr.frames import stored_example
+from dataloader import (MosScale, SaliencyClipDataset, SaliencyVideo, VQAClipDataset,
+                        to_clip_tensor)
 from metrics import logistic_map, saliency_metrics, vqa_metrics
 from VQA import QualityNet
 
@@ -161,23 +166,65 @@ def saliency_folder(model: QualityNet, saliency: str | Path | None) -> Path | No
 
 # ----------------------------------------------------------------------------- prediction and scores
 
-@torch.inference_mode()
 def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device,
             progress: bool = True, precision: str | None = None) -> pd.DataFrame:
     """`video_id, mos, prediction` (MOS units, by the loader's dataset scale) for the
     videos of `loader` (this rank's shard under DDP; gather with `gather_predictions`), the
     network at `precision` (default: the device's), the predictions taken in fp32."""
+    return predict_batches(model, loader, loader.dataset.scale, device, progress, precision)
+
+
+@torch.inference_mode()
+def predict_batches(model: torch.nn.Module, batches: Iterable[dict], scale: MosScale,
+                    device: torch.device, progress: bool = True, precision: str | None = None
+                    ) -> pd.DataFrame:
+    """`predict` of batches (`frames`, `saliency`, `mos`, `video_id`) from anywhere: a
+    DataLoader's, or `stored_batches`'."""
     model = unwrap(model).eval()
     precision = resolve_precision(precision, device)
-    scale = loader.dataset.scale
     rows = []
-    for batch in tqdm(loader, desc="predict", unit="batch", leave=False, disable=not progress):
+    for batch in tqdm(batches, desc="predict", unit="batch", leave=False, disable=not progress):
         with precision_autocast(device, precision):
             pred = model(batch["frames"].to(device, non_blocking=True),
                          batch["saliency"].to(device, non_blocking=True))
         rows += zip(batch["video_id"], batch["mos"].tolist(),
                     scale.to_mos(pred.float().cpu().numpy()).tolist())
     return pd.DataFrame(rows, columns=["video_id", "mos", "prediction"])
+
+
+def stored_batches(data: VQAClipDataset, batch_size: int, how: Supervision,
+                   failures: dict[str, Failure]) -> Iterator[dict]:
+    """Batches of `data`'s videos as its DataLoader gives them (`frames`, `saliency`, `mos`,
+    `video_id`), in order, their stored frames and maps read by supervised worker processes;
+    a video that cannot be read, or that takes its worker down, goes to `failures` (by
+    video id) and is left out."""
+    rows = list(zip(data.table["video_id"], data.table["mos"].astype(float)))
+    load = partial(stored_example, frames=data.frames_dir, saliency=data.saliency_dir,
+                   size=data.size)
+    batch: list[dict] = []
+    for (video_id, _), example in supervised_map(load, rows, how, ordered=True,
+                                                 name=lambda row: str(data.frames_dir / row[0])):
+        if isinstance(example, Failure):
+            failures[video_id] = example
+            continue
+        batch.append(example)
+        if len(batch) == batch_size:
+            yield _collate(batch, data.size)
+            batch = []
+    if batch:
+        yield _collate(batch, data.size)
+
+
+def _collate(examples: list[dict], size: tuple[int, int]) -> dict:
+    frames = torch.stack([to_clip_tensor(e["frames"]) for e in examples])
+    if examples[0]["maps"] is None:
+        saliency = torch.zeros(*frames.shape[:2], 1, *size)
+    else:
+        saliency = torch.stack([torch.from_numpy(e["maps"]) for e in examples])[:, :, None]
+        saliency = saliency.float().div_(255)
+    return {"frames": frames, "saliency": saliency,
+            "mos": torch.tensor([e["mos"] for e in examples], dtype=torch.float64),
+            "video_id": [e["video_id"] for e in examples]}
 
 
 def gather_predictions(frame: pd.DataFrame, dist: Distributed) -> pd.DataFrame:

@@ -1,6 +1,7 @@
 """Files that appear whole or not at all: the temporary-name-then-rename pattern every output
-of the project goes through, the clean-up of what a stopped process left, and the check that an
-output folder can be written before a run starts.
+of the project goes through, the clean-up of what a stopped process left, the check that an
+output folder can be written before a run starts, and how a CSV file that names files is
+encoded.
 
 Imports no project module.
 """
@@ -12,6 +13,13 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
+
+# How every CSV file that holds file names or video ids is written and read: UTF-8, with a
+# name that is not valid UTF-8 (Python holds its bytes as lone surrogates) written byte for
+# byte, so that it reads back as the same name and opens the same file. pandas spells the
+# error handler `errors` when writing and `encoding_errors` when reading.
+NAMES_ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}
+PANDAS_READ_NAMES = {"encoding": "utf-8", "encoding_errors": "surrogateescape"}
 
 
 @contextlib.contextmanager

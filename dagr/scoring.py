@@ -1,81 +1,69 @@
-"""Scoring any video file: K frames sampled per video by worker processes, saliency computed
-in memory for those K only, and the quality network, batched (design.md, section 9, "scoring
-mode"). `Scorer` holds the two networks ready for inference; `score_to_csv` is
-`evaluate_vqa.py --videos`'s job (results kept as they come, resumable, sharded), and
+"""Scoring any video file: K frames sampled per video by supervised worker processes (a video
+that crashes or hangs its decoder fails alone: dagr/supervised.py), saliency computed in memory
+for those K only, and the quality network, batched (design.md, section 9, "scoring mode").
+`Scorer` holds the two networks ready for inference; `score_to_csv` is `evaluate_vqa.py
+--videos`'s job (results kept as they come, resumable, sharded), and
 `dagr.load_model(...).score(...)` gives the same numbers in Python.
 """
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-import cv2
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from dagr import paper
 from dagr.checkpoints import Source, load_saliency
 from dagr.cli import Interrupted
+from dagr import supervised
 from dagr.failures import Failure, write_failures
-from dagr.files import atomic_path
+from dagr.files import NAMES_ENCODING, atomic_path
 from dagr.evaluation import trained_quality
 from dagr.inference import inference_quality, predict_maps, prepare_inference
 from dagr.precision import compile_model, precision_autocast, resolve_precision, weights_precision
 from dagr.provenance import TRAINED_ON, training_note
-from dagr.sharding import CsvOutput, PartialRows, Shard, partial_path, write_outputs
-from dagr.video_io import VideoError, sample_video
-from dagr.workers import default_workers, quiet_worker, sigint_ignored, stop_workers
+from dagr.sharding import CsvOutput, PartialRows, Shard, journal, partial_path, write_outputs
+from dagr.supervised import VIDEO_TIMEOUT, Supervision, WorkerPool
+from dagr.video_io import try_sample_video
+from dagr.workers import default_workers, one_opencv_thread
 from dataloader import MosScale
 from VQA import QualityNet
 
 PARTIAL_FIELDS = ["video", "score", "kind", "problem"]  # scores kept as they come (full precision)
 
 
-class SampledVideos(Dataset):
-    """K frames sampled from each video file. Item: `video` (path string), `frames` uint8
-    (T, H, W, 3) RGB tensor or None when the video cannot be read, `problem` (why) and `kind`
-    (video_io's failure kind; "" when read), `decoded` (frames that decode in the file; 0 when
-    it cannot be read)."""
-
-    def __init__(self, paths: Sequence[Path], size: tuple[int, int], k: int = paper.FRAMES_PER_VIDEO):
-        self.paths, self.size, self.k = list(paths), tuple(size), k
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> dict:
-        path = self.paths[index]
-        try:
-            sampled = sample_video(path, self.k, self.size)
-        except (VideoError, OSError, cv2.error) as err:
-            return {"video": str(path), "frames": None, "problem": str(err),
-                    "kind": getattr(err, "kind", "error"), "decoded": 0}
-        return {"video": str(path), "frames": torch.from_numpy(sampled.frames), "problem": "",
-                "kind": "", "decoded": sampled.decoded}
+def unreadable(path: Path, failure: Failure) -> dict:
+    """A `decoded_videos` item of a video that could not be read."""
+    return {"video": str(path), "frames": None, "problem": failure.problem, "kind": failure.kind,
+            "decoded": 0}
 
 
-def single_threaded_opencv(_: int) -> None:
-    """Worker set-up: one OpenCV thread per decoding process (the processes are the
-    parallelism); Ctrl-C is left to the main process (dagr.workers.quiet_worker)."""
-    cv2.setNumThreads(1)
-    quiet_worker()
+def decoding_pool(size: tuple[int, int], how: Supervision,
+                  k: int = paper.FRAMES_PER_VIDEO) -> WorkerPool:
+    """Supervised processes that sample K frames of size (H, W) per video (`decoded_videos`);
+    one pool serves several passes over videos. They import video_io only, not torch."""
+    return WorkerPool(partial(try_sample_video, k=k, size=tuple(size)), how,
+                      setup=one_opencv_thread)
 
 
-def decoded_videos(paths: Sequence[Path], size: tuple[int, int], workers: int,
-                   k: int = paper.FRAMES_PER_VIDEO, persistent: bool = False) -> DataLoader:
-    """SampledVideos' items of `paths`, in order, decoded by `workers` processes (0: by this
-    one). The processes keep decoding (two videos ahead each) while the caller runs the models;
-    one video per item, not one batch, keeps all of them busy however few videos there are.
-    `persistent` keeps the processes from one pass over the items to the next."""
-    return DataLoader(SampledVideos(paths, size, k), batch_size=None, num_workers=workers,
-                      worker_init_fn=single_threaded_opencv,
-                      persistent_workers=persistent and workers > 0,
-                      # spawn, not fork: forking a process holding torch/OpenCV threads can hang
-                      multiprocessing_context="spawn" if workers > 0 else None)
+def decoded_videos(pool: WorkerPool, paths: Sequence[Path]) -> Iterator[dict]:
+    """Items of `paths`, in order: `video` (the path as text), `frames` uint8 (T, H, W, 3)
+    RGB tensor or None when the video cannot be read, `problem` (why) and `kind` (the failure's
+    kind; "" when read), `decoded` (frames that decode in the file; 0 when it cannot be read).
+    A video that takes its worker down (a crash, a hang) comes back unreadable with that
+    failure. The workers keep decoding ahead (a few videos each) while the caller runs the
+    models."""
+    for path, outcome in pool.map(paths, name=str, ordered=True):
+        if isinstance(outcome, Failure):
+            yield unreadable(path, outcome)
+        else:
+            yield {"video": str(path), "frames": torch.from_numpy(outcome.frames), "problem": "",
+                   "kind": "", "decoded": outcome.decoded}
 
 
 @torch.inference_mode()
@@ -95,7 +83,7 @@ def score_clips(model: QualityNet, saliency_model: torch.nn.Module | None, frame
 
 def score_items(model: QualityNet, saliency_model: torch.nn.Module | None,
                 items: Iterable[dict], batch_size: int, device: torch.device) -> Iterator[dict]:
-    """Each of `items` (SampledVideos') back, without its frames, with a `score` on the unit
+    """Each of `items` (`decoded_videos`') back, without its frames, with a `score` on the unit
     scale, or None for a video that could not be read. The readable videos are scored in
     batches of `batch_size` (the last one smaller), so an unreadable one comes back first."""
     pending: list[dict] = []
@@ -139,25 +127,21 @@ class Scorer:
     device: torch.device
     batch_size: int = 16
 
-    def rows(self, paths: Sequence[Path], workers: int, progress: bool = False
+    def rows(self, paths: Sequence[Path], how: Supervision, progress: bool = False
              ) -> Iterator[dict[str, str]]:
         """One row per video of `paths`, as they are scored (unreadable ones first within
-        a batch): `video` (the path as given), `score` (MOS units as text at full precision;
-        "" when the video cannot be read), `kind` and `problem` (why not; "" otherwise).
-        Close the iterator when stopping early: that stops the decoding processes."""
-        decoded = None
-        try:
-            with sigint_ignored():  # the decoding processes start here
-                decoded = iter(decoded_videos(paths, self.size, workers, self.frames))
-            items = score_items(self.quality, self.saliency, decoded, self.batch_size,
-                                self.device)
+        a batch), decoded as `how` says: `video` (the path as given), `score` (MOS units as
+        text at full precision; "" when the video cannot be read), `kind` and `problem` (why
+        not; "" otherwise). Close the iterator when stopping early: that stops the decoding
+        processes."""
+        with decoding_pool(self.size, how, self.frames) as pool:
+            items = score_items(self.quality, self.saliency, decoded_videos(pool, paths),
+                                self.batch_size, self.device)
             for item in tqdm(items, total=len(paths), desc="score", unit="video",
                              disable=not progress):
                 score = "" if item["score"] is None else str(float(self.scale.to_mos(item["score"])))
                 yield {"video": item["video"], "score": score, "kind": item["kind"],
                        "problem": item["problem"]}
-        finally:
-            stop_workers(decoded)
 
 
 def load_scorer(quality: Source, saliency: Source | None, device: torch.device,
@@ -194,20 +178,31 @@ def failures_file(out: str | Path) -> Path:
 
 
 def score_to_csv(scorer: Scorer, paths: Sequence[str], out: str | Path, workers: int | None,
-                 shard: Shard = Shard(), resume: bool = False, progress: bool = True
+                 shard: Shard = Shard(), resume: bool = False, progress: bool = True,
+                 timeout: float = VIDEO_TIMEOUT, retry_failed: bool = False
                  ) -> tuple[pd.DataFrame, dict[str, Failure]]:
     """Score `shard`'s share of `paths` (sorted video files): writes `out` (video,score) and,
     when some fail, `failures_file(out)` (video,kind,problem), or for a shard its parts of
     them, merged by the last shard to finish. Each row is appended to a partial file as it
-    comes; with `resume` the videos already there are not scored again. Returns the share's
-    scores and {video: Failure}."""
+    comes; with `resume` the videos already there are not scored again, those that failed
+    included (a video that crashed or hung its decoder would do it again) unless
+    `retry_failed`; those that crashed or hung are then decoded in a worker process even with
+    `workers` 0. `timeout`: seconds without progress before a video counts as hung. Returns
+    the share's scores and {video: Failure}."""
     out = Path(out)
     mine = shard.take(list(paths))
     partial = PartialRows(partial_path(out, shard), PARTIAL_FIELDS)
-    results = {row["video"]: row for row in partial.start(resume)}
+    kept, retried = partial.start(resume, redo=lambda row: retry_failed and bool(row["problem"]))
+    results = {row["video"]: row for row in kept}
+    failed_before = sum(bool(row["problem"]) for row in results.values())
+    if failed_before:
+        print(f"note: {failed_before} video(s) that failed in the earlier run are not tried "
+              "again (--retry-failed tries them)", file=sys.stderr)
     todo = [Path(p) for p in mine if p not in results]
-    workers = default_workers(len(todo)) if workers is None else workers
-    rows = scorer.rows(todo, workers, progress)
+    how = Supervision(default_workers(len(todo)) if workers is None else workers, timeout,
+                      journal(out, shard),
+                      frozenset(r["video"] for r in retried if r["kind"] in supervised.KINDS))
+    rows = scorer.rows(todo, how, progress)
     try:
         for row in rows:
             results[row["video"]] = row
@@ -238,4 +233,4 @@ def _scores_and_failures(rows: Iterable[dict[str, str]]
 
 def _write_scores(scores: pd.DataFrame, path: Path) -> None:
     with atomic_path(path) as tmp:
-        scores.to_csv(tmp, index=False, float_format="%.6g")
+        scores.to_csv(tmp, index=False, float_format="%.6g", **NAMES_ENCODING)

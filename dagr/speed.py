@@ -26,7 +26,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from dagr import paper
 from dagr.inference import frame_windows, predict_maps
 from dagr.precision import precision_autocast, weights_precision
-from dagr.scoring import decoded_videos, score_clips, score_items
+from dagr.scoring import decoded_videos, decoding_pool, score_clips, score_items
+from dagr.supervised import Supervision
 from dagr.video_io import VideoReader, sample_indices, sample_video
 from sal_withreg import build_saliency_model
 from VQA import QualityNet
@@ -252,37 +253,39 @@ def video_measurements(args: argparse.Namespace, device: torch.device, plain: Mo
     --compile), original shape, speed-ups, over `repeats` passes of the file list. The models
     have run on full batches already (`model_rows`); the decoding processes are started once
     and serve every pass."""
-    items = decoded_videos(videos * repeats, tuple(args.size), args.workers, FRAMES,
-                           persistent=True)
-    # a first pass starts the processes, so the passes below are timed warm
-    out: dict[str, Any] = {"cold_decode_pass_s": decode_pass(items)["seconds"]}
-    out["decode_only"] = {"workers": args.workers, "files": len(videos), "repeats": repeats,
-                          **decode_pass(items)}
-    progress(f"decode only: {videos_rate(out['decode_only'])}")
-    out["end_to_end"], out["fast_one_video"] = [], []
-    for precision in args.precisions:
-        models = variants[precision, args.compile]
-        fast_one_video(videos[0], models, args, device)  # warm-up for a batch of one
-        reset_peak_memory(device)
-        e2e = end_to_end_pass(items, models, args.batch_size, device)
-        e2e["fraction_of_decode_ceiling"] = (e2e["videos_per_s"]
-                                             / out["decode_only"]["videos_per_s"])
-        out["end_to_end"].append({"precision": precision, "compiled": args.compile,
-                                  "batch": args.batch_size, **e2e,
-                                  "peak_memory_mib": peak_memory_mib(device)})
-        progress(f"end to end, {precision}: {videos_rate(e2e)}")
-        out["fast_one_video"].append({"precision": precision, "compiled": args.compile,
-                                      **fast_one_video(videos[0], models, args, device)})
-        progress(f"one video, fast path, {precision}: {stage_seconds(out['fast_one_video'][-1])}")
-    out["original_shape"] = {"video": str(videos[0]), "precision": "fp32",
-                             **original_one_video(videos[0], plain, args, device)}
-    progress(f"one video, original shape: {stage_seconds(out['original_shape'])}")
-    original = out["original_shape"]["total_s"]
-    out["speedup"] = [{"precision": e2e["precision"],
-                       "end_to_end": original * e2e["videos_per_s"],
-                       "one_video": original / one["total_s"]}
-                      for e2e, one in zip(out["end_to_end"], out["fast_one_video"])]
-    return out
+    with decoding_pool(tuple(args.size), Supervision(args.workers), FRAMES) as pool:
+        def items():  # one pass over the videos, by the pool's processes
+            return decoded_videos(pool, videos * repeats)
+
+        # a first pass starts the processes, so the passes below are timed warm
+        out: dict[str, Any] = {"cold_decode_pass_s": decode_pass(items())["seconds"]}
+        out["decode_only"] = {"workers": args.workers, "files": len(videos), "repeats": repeats,
+                              **decode_pass(items())}
+        progress(f"decode only: {videos_rate(out['decode_only'])}")
+        out["end_to_end"], out["fast_one_video"] = [], []
+        for precision in args.precisions:
+            models = variants[precision, args.compile]
+            fast_one_video(videos[0], models, args, device)  # warm-up for a batch of one
+            reset_peak_memory(device)
+            e2e = end_to_end_pass(items(), models, args.batch_size, device)
+            e2e["fraction_of_decode_ceiling"] = (e2e["videos_per_s"]
+                                                 / out["decode_only"]["videos_per_s"])
+            out["end_to_end"].append({"precision": precision, "compiled": args.compile,
+                                      "batch": args.batch_size, **e2e,
+                                      "peak_memory_mib": peak_memory_mib(device)})
+            progress(f"end to end, {precision}: {videos_rate(e2e)}")
+            out["fast_one_video"].append({"precision": precision, "compiled": args.compile,
+                                          **fast_one_video(videos[0], models, args, device)})
+            progress(f"one video, fast path, {precision}: {stage_seconds(out['fast_one_video'][-1])}")
+        out["original_shape"] = {"video": str(videos[0]), "precision": "fp32",
+                                 **original_one_video(videos[0], plain, args, device)}
+        progress(f"one video, original shape: {stage_seconds(out['original_shape'])}")
+        original = out["original_shape"]["total_s"]
+        out["speedup"] = [{"precision": e2e["precision"],
+                           "end_to_end": original * e2e["videos_per_s"],
+                           "one_video": original / one["total_s"]}
+                          for e2e, one in zip(out["end_to_end"], out["fast_one_video"])]
+        return out
 
 
 def performance_table(report: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ seeking is not, and only the kept frames are converted to RGB and resized.
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,8 @@ import cv2
 import numpy as np
 
 from dagr import paper
+from dagr.failures import Failure
+from dagr.supervised import progress
 
 # ----------------------------------------------------------------------------- config
 THREAD_TYPE = "AUTO"      # FFmpeg frame + slice threads: output identical, decoding faster
@@ -77,6 +80,13 @@ def sample_indices(num_decoded: int, k: int = paper.FRAMES_PER_VIDEO) -> list[in
 
 # ----------------------------------------------------------------------------- opening
 
+def ffmpeg_url(path: str | os.PathLike) -> str:
+    """`path` as FFmpeg reads it literally: `file:` and the absolute path. Without the prefix
+    FFmpeg reads a name such as `data:x.mp4` or `concat:a|b` as a protocol. (PyAV passes a
+    name that is not valid UTF-8 on byte for byte.)"""
+    return "file:" + os.path.abspath(path)
+
+
 def _codec_description(path: Path) -> str:
     """What FFmpeg says of a video stream it has no decoder for, e.g. `none (ZQZQ /
     0x515A515A)`: PyAV does not expose the codec id of such a stream, FFmpeg's log does."""
@@ -85,7 +95,7 @@ def _codec_description(path: Path) -> str:
     av.logging.set_level(av.logging.WARNING)
     try:
         with av.logging.Capture() as logs:
-            av.open(str(path)).close()
+            av.open(ffmpeg_url(path)).close()
     except av.FFmpegError:
         return "(unrecognised)"
     finally:
@@ -120,7 +130,7 @@ def open_video(path: str | Path) -> tuple[av.container.InputContainer, av.video.
     if path.stat().st_size == 0:
         raise VideoError(path, EMPTY, "empty file (0 bytes)")
     try:
-        container = av.open(str(path))
+        container = av.open(ffmpeg_url(path))
     except av.FFmpegError as err:
         raise VideoError(path, NOT_MEDIA, "not a media file FFmpeg can read, or damaged "
                          f"beyond its header ({err.strerror or err})") from err
@@ -189,7 +199,9 @@ class VideoReader:
 
     def frames(self) -> Iterator[av.VideoFrame]:
         try:
-            yield from self.container.decode(self.stream)
+            for frame in self.container.decode(self.stream):
+                progress()  # a decoding worker that yields frames is not hung
+                yield frame
         except av.FFmpegError as err:
             self.error = str(err)
 
@@ -276,6 +288,16 @@ def sample_video(path: str | Path, k: int = paper.FRAMES_PER_VIDEO,
     if total < k:
         notes.append(f"only {total} frames decode; repeated frames to get {k}")
     return SampledVideo(np.stack([kept[i] for i in indices]), indices, total, declared, notes)
+
+
+def try_sample_video(path: str | Path, k: int = paper.FRAMES_PER_VIDEO,
+                     size: tuple[int, int] | None = None) -> SampledVideo | Failure:
+    """`sample_video`, with a video that cannot be used given back as a Failure (its kind is
+    one of KINDS; `error` for another OSError): what a decoding worker does."""
+    try:
+        return sample_video(path, k, size)
+    except (VideoError, OSError, cv2.error) as err:
+        return Failure(getattr(err, "kind", "error"), str(err))
 
 
 def read_frames_at(path: str | Path, numbers: Sequence[int], size: tuple[int, int] | None

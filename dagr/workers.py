@@ -1,15 +1,21 @@
-"""Worker processes and Ctrl-C: how many processes decode, how a worker leaves Ctrl-C to the
-main process, and how the main process stops a DataLoader's workers in order.
+"""Worker processes: how many processes decode, what the per-video stages' --workers 0 means,
+the set-up of a decoding worker, and, for the training DataLoaders' workers, how a worker leaves
+Ctrl-C to the main process. (The per-video stages' workers: dagr/supervised.py.)
 
 Imports no project module.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import sys
-from typing import Any, Iterator
+from typing import Any
+
+import cv2
+
+# what --workers 0 means, in every per-video stage's --help
+MAIN_PROCESS_NOTE = ("0: in this process, which a native crash in a decoder ends (the run after "
+                     "it hands the video it was on to a worker process)")
 
 
 def quiet_worker(_: int = 0) -> None:
@@ -21,33 +27,15 @@ def quiet_worker(_: int = 0) -> None:
     sys.excepthook = _quiet_hang_ups
 
 
-def stop_workers(batches: Any) -> None:
-    """Stop the worker processes of a DataLoader iterator (`iter(loader)`, or None) now, in
-    order, rather than at interpreter exit, where PyTorch's clean-up of a loader stopped by
-    Ctrl-C can print a traceback or abort. PyTorch has no public call for this."""
-    shutdown = getattr(batches, "_shutdown_workers", None)
-    if shutdown is not None:
-        shutdown()
-
-
 def _quiet_hang_ups(kind: type[BaseException], error: BaseException, trace: Any) -> None:
     if not isinstance(error, (EOFError, ConnectionError)):
         sys.__excepthook__(kind, error, trace)
 
 
-@contextlib.contextmanager
-def sigint_ignored() -> Iterator[None]:
-    """Ignore Ctrl-C while worker processes start inside the block. They inherit the ignored
-    signal (Python keeps an inherited SIG_IGN), so a Ctrl-C reaches only the main process,
-    which stops them in order: no worker prints a traceback, even while it is still importing."""
-    if signal.getsignal(signal.SIGINT) is None:  # not set from Python: leave it alone
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+def one_opencv_thread() -> None:
+    """A decoding worker's set-up: one OpenCV thread (resizing, PNG coding) per process, as
+    the processes are the parallelism."""
+    cv2.setNumThreads(1)
 
 
 def available_cores() -> int:

@@ -11,7 +11,8 @@ import torch
 import dataloader as dl
 from dagr.datasets import read_saliency_set, read_table
 from dagr.labels import COLUMNS, LabelFileError
-import extract_frame as ef
+from dagr.frames import write_frames
+from dagr.video_io import sample_video
 from conftest import frame_level_index, write_video
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -215,7 +216,7 @@ def test_diem_reader_skips_gazeless_frames(tmp_path, capsys):
 
 def stored_video(frames_dir: Path, saliency_dir: Path | None, video_id: str, n_frames=10, size=(24, 40)):
     path = write_video(frames_dir.parent / "src" / f"{video_id}.avi", n_frames, size=size)
-    ef.write_frames(ef.sample_video(path, k=8, size=size), frames_dir / video_id)
+    write_frames(sample_video(path, k=8, size=size), frames_dir / video_id)
     if saliency_dir is not None:
         for name in dl.frame_files(frames_dir / video_id):
             index = int(name.split(".")[0])

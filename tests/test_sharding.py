@@ -25,11 +25,9 @@ from dagr import scoring
 from dagr.scoring import PARTIAL_FIELDS
 from conftest import ROOT, write_video
 from fakes import TINY_SIZE
-from fakes_vqa import saliency_checkpoint, score_videos, stored_quality_set
-from dagr.checkpoints import save_checkpoint
+from fakes_vqa import score_videos, scoring_checkpoints, stored_quality_set
 from dagr.cli import EXIT_INTERRUPTED
 from dagr.sharding import PartialRows, Shard, merge_csv, part_path
-from VQA import build_quality_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -59,16 +57,7 @@ def corpus(tmp_path_factory) -> dict[str, Path]:
     (videos / "broken.avi").write_text("not a video")  # sorted first: shard 0 of 2 has it
     frames = base / "frames"
     assert ef.main([str(videos), "--out", str(frames), "--size", *SIZE, "--workers", "0"]) == 1
-    sal = saliency_checkpoint(base / "sal.pt")
-    payload = torch.load(sal, weights_only=False)
-    save_checkpoint(sal, {**payload, "settings": {"size": list(TINY_SIZE)}})
-    torch.manual_seed(0)
-    kwargs = {"backbone": "resnet18", "saliency_alpha": 0.0, "weights": None, "feedforward": 32}
-    quality = base / "quality.pt"
-    save_checkpoint(quality, {"kind": "quality", "model_kwargs": kwargs,
-                              "model_state": build_quality_model(**kwargs).state_dict(),
-                              "mos_scale": {"low": 1.0, "high": 5.0},
-                              "frame_size": list(TINY_SIZE)})
+    quality, sal = scoring_checkpoints(base, TINY_SIZE)
     return {"videos": videos, "frames": frames, "sal": sal, "quality": quality}
 
 
@@ -174,7 +163,10 @@ def many(corpus, tmp_path_factory) -> dict[str, Path]:
 def test_scoring_killed_and_resumed_scores_every_video_once(many, tmp_path, monkeypatch):
     out = tmp_path / "scores.csv"
     partial = out.with_name("scores.csv.partial")
-    process = start_scoring(many, out, "--workers", "0", "--batch-size", "1")
+    # one decoding worker: the kill is of the main process and its group (the worker, in its
+    # own group, dies with the main process); with --workers 0 the rerun would decode the
+    # video in hand at the kill in a worker process (tests/test_containment.py)
+    process = start_scoring(many, out, "--workers", "1", "--batch-size", "1")
     wait_for_rows(partial, 2, process)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
@@ -184,9 +176,10 @@ def test_scoring_killed_and_resumed_scores_every_video_once(many, tmp_path, monk
     with open(partial, "a") as handle:
         handle.write("/a/torn/row.avi,3.")  # what a crash can leave
     decoded = []
-    original = scoring.SampledVideos.__getitem__
-    monkeypatch.setattr(scoring.SampledVideos, "__getitem__",
-                        lambda self, i: decoded.append(self.paths[i]) or original(self, i))
+    original = scoring.try_sample_video
+    monkeypatch.setattr(scoring, "try_sample_video",
+                        lambda path, *args, **kwargs: decoded.append(path) or original(
+                            path, *args, **kwargs))
     assert ev.main(score_argv(many, out, "--workers", "0", "--batch-size", "1",
                               "--resume")) == 0
     assert sorted([str(p) for p in decoded] + [r["video"] for r in kept]) == sorted(
