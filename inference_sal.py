@@ -64,6 +64,7 @@ from dagr.frames import UNREADABLE_FRAMES, WRITE_FAILED, frame_files, stored_cli
 from dagr.images import read_image, write_png
 from dagr.inference import frame_windows, predict_maps, prepare_inference
 from dagr.precision import add_precision_arguments, compile_model, resolve_precision
+from dagr.registers import attention_maps, has_attention_registers
 from dagr.sharding import (CsvOutput, Shard, add_shard_argument, current_shard, exit_status,
                            is_merged, journal, shard_device, write_outputs)
 from dagr.supervised import (VIDEO_TIMEOUT, Supervision, add_timeout_argument, crashed_before,
@@ -84,6 +85,7 @@ OVERLAY_ALPHA = 0.5        # weight of the heat map in an overlay
 COLORMAP = cv2.COLORMAP_JET
 FOLD_BN = True             # fold BatchNorm into the convolutions (faster, same maps)
 OVERLAY_SUFFIX = "_overlays"
+REGISTERS_SUFFIX = "_registers"  # --register-attention writes to <out>_registers
 FAILURES_SUFFIX = "_failures.csv"
 BAR_TEXT_HEIGHTS = 360     # colour bar label font scale = frame height / this (at least 0.25)
 VIDEO_CODEC = "libx264"    # H.264, yuv420p: what browsers and players play
@@ -175,6 +177,17 @@ def overlay_folder(out: str | Path) -> Path:
     return out.with_name(out.name + OVERLAY_SUFFIX)
 
 
+def register_folder(out: str | Path) -> Path:
+    """Where --register-attention writes: `<out>_registers`, beside the maps folder."""
+    out = Path(out)
+    return out.with_name(out.name + REGISTERS_SUFFIX)
+
+
+def register_file(name: str, register: int) -> str:
+    """File name of register `register`'s (0-based) attention over the frame file `name`."""
+    return f"{Path(name).stem}_register{register + 1}.png"
+
+
 def _is_done(folders: Sequence[Path], names: Sequence[str]) -> bool:
     return all((folder / name).is_file() for folder in folders for name in names)
 
@@ -193,6 +206,21 @@ def _save_maps(item: dict, maps: np.ndarray, frames_dir: Path, out: Path,
             for name, image in named.items():
                 frame = read_image(frames_dir / item["video_id"] / name)
                 write_png(tmp / name, overlay(frame, image))
+
+
+def _save_register_attention(item: dict, looks: np.ndarray, frames_dir: Path,
+                             folder: Path) -> None:
+    """Write one video's register attention (N, T, H, W), each register's map of a frame
+    (summing to 1) stretched to 0-255 and drawn over the frame, the folder atomically."""
+    named = _first_per_name(item["names"], looks.transpose(1, 0, 2, 3))  # name -> (N, H, W)
+    with atomic_path(folder / item["video_id"]) as tmp:
+        tmp.mkdir(parents=True)
+        for name, per_register in named.items():
+            frame = read_image(frames_dir / item["video_id"] / name)
+            for register, look in enumerate(per_register):
+                spread = look.max() - look.min()
+                image = np.round(255 * (look - look.min()) / max(spread, 1e-12)).astype(np.uint8)
+                write_png(tmp / register_file(name, register), overlay(frame, image))
 
 
 def stored_share(frames_dir: Path, shard: Shard) -> list[str]:
@@ -218,13 +246,16 @@ def infer_frames(model: nn.Module, frames_dir: str | Path, out: str | Path,
                  device: torch.device | str, size: Sequence[int], batch_size: int = BATCH_SIZE,
                  workers: int | None = WORKERS, with_overlays: bool = False,
                  progress: bool = True, shard: Shard = Shard(),
-                 timeout: float = VIDEO_TIMEOUT) -> tuple[dict[str, Failure], int]:
-    """Maps (and overlays) for every stored video under `frames_dir` (`shard`'s share of them)
-    not yet done in `out`, the frames read by supervised worker processes. The network sees
-    frames resized to `size` (H, W). Returns ({video_id: Failure} for the videos that failed,
-    number of videos skipped as done)."""
+                 timeout: float = VIDEO_TIMEOUT, with_registers: bool = False
+                 ) -> tuple[dict[str, Failure], int]:
+    """Maps (and overlays, and with `with_registers` each register's attention over each
+    frame) for every stored video under `frames_dir` (`shard`'s share of them) not yet done
+    in `out`, the frames read by supervised worker processes. The network sees frames resized
+    to `size` (H, W). Returns ({video_id: Failure} for the videos that failed, number of
+    videos skipped as done)."""
     frames_dir, out = Path(frames_dir), Path(out)
     overlays = overlay_folder(out) if with_overlays else None
+    registers = register_folder(out) if with_registers else None
     targets = [out] + ([overlays] if overlays is not None else [])
     failures: dict[str, Failure] = {}
     todo, skipped = [], 0
@@ -235,7 +266,8 @@ def infer_frames(model: nn.Module, frames_dir: str | Path, out: str | Path,
             failures[video_id] = Failure(UNREADABLE_FRAMES, f"{frames_dir / video_id}: unreadable "
                                          f"frame list ({err})")
             continue
-        if _is_done([t / video_id for t in targets], names):
+        if (_is_done([t / video_id for t in targets], names)
+                and (registers is None or (registers / video_id).is_dir())):
             skipped += 1
         else:
             todo.append(video_id)
@@ -250,7 +282,8 @@ def infer_frames(model: nn.Module, frames_dir: str | Path, out: str | Path,
     try:
         for batch in tqdm(_batches(loaded, batch_size), total=-(-len(todo) // batch_size),
                           desc="saliency", unit="batch", disable=not progress):
-            written += _map_batch(model, batch, frames_dir, out, overlays, device, failures)
+            written += _map_batch(model, batch, frames_dir, out, overlays, device, failures,
+                                  registers)
     except KeyboardInterrupt:
         loaded.close()
         raise Interrupted(f"maps of {written} of {len(todo)} videos written to {out} and kept; "
@@ -273,9 +306,10 @@ def _batches(loaded: Iterator[tuple[str, dict | Failure]], size: int) -> Iterato
 
 def _map_batch(model: nn.Module, batch: list[dict], frames_dir: Path, out: Path,
                overlays: Path | None, device: torch.device | str,
-               failures: dict[str, Failure]) -> int:
-    """Maps (and overlays) of one batch of `stored_clip`'s items; returns how many were
-    written, recording the others in `failures`."""
+               failures: dict[str, Failure], registers: Path | None = None) -> int:
+    """Maps (and overlays, and register attention into `registers`) of one batch of
+    `stored_clip`'s items; returns how many were written, recording the others in
+    `failures`."""
     written = 0
     failures.update({item["video_id"]: item["error"] for item in batch if "error" in item})
     groups: dict[tuple, list[dict]] = {}  # one forward pass per clip length and frame size
@@ -285,9 +319,13 @@ def _map_batch(model: nn.Module, batch: list[dict], frames_dir: Path, out: Path,
     for (_, frame_size), items in groups.items():
         clips = torch.stack([to_clip_tensor(i["frames"]) for i in items])
         maps = predict_maps(model, clips, device, frame_size)
-        for item, video_maps in zip(items, maps.numpy()):
+        looks = None if registers is None else attention_maps(
+            model, clips.to(device).permute(0, 2, 1, 3, 4), frame_size).cpu().numpy()
+        for index, (item, video_maps) in enumerate(zip(items, maps.numpy())):
             try:
                 _save_maps(item, video_maps, frames_dir, out, overlays)
+                if looks is not None:
+                    _save_register_attention(item, looks[index], frames_dir, registers)
                 written += 1
             except (OSError, cv2.error) as err:
                 failures[item["video_id"]] = Failure(WRITE_FAILED, str(err))
@@ -470,6 +508,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default=OUT, help=f"output folder (default: {OUT})")
     parser.add_argument("--overlay", action="store_true",
                         help=f"also write heat-map overlays to <out>{OVERLAY_SUFFIX}/")
+    parser.add_argument("--register-attention", action="store_true",
+                        help="frames mode: also draw where each register of an attention-mode "
+                             f"network looks, over each frame, to <out>{REGISTERS_SUFFIX}/"
+                             "<video_id>/<frame>_register<k>.png (docs/registers.md)")
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
                         help="network input size (default: the checkpoint's training size)")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="clips per forward pass")
@@ -492,6 +534,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--video and --all-frames go together (video mode maps every frame)")
     if args.shard and not args.frames:
         parser.error("--shard is for frames mode (--frames)")
+    if args.register_attention and not args.frames:
+        parser.error("--register-attention is for frames mode (--frames)")
     return args
 
 
@@ -505,6 +549,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.register_attention and not has_attention_registers(model):
+        print(f"error: {args.model or args.checkpoint}: its saliency network has no attention "
+              "registers to draw (--register-attention)", file=sys.stderr)
+        return 2
     size = args.size or settings.get("size")
     if not size:
         print(f"error: {args.model or args.checkpoint}: no training frame size stored with the "
@@ -517,10 +565,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         writable_folder(args.out)
         if args.overlay:
             writable_folder(overlay_folder(args.out))
+        if args.register_attention:
+            writable_folder(register_folder(args.out))
         if args.frames:
             failures, skipped = infer_frames(model, args.frames, args.out, device, size,
                                              args.batch_size, args.workers, args.overlay,
-                                             shard=shard, timeout=args.video_timeout)
+                                             shard=shard, timeout=args.video_timeout,
+                                             with_registers=args.register_attention)
         else:
             failures, skipped = render_videos(network, args.video, args.out, size, args.window,
                                               args.batch_size, args.workers,

@@ -21,6 +21,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from dagr import figures
+from dagr.checkpoints import unwrap
+from dagr.precision import weights_autocast
 from dataloader import SaliencyClipDataset
 
 CATEGORY_TABLE = "global_context.csv"  # dagr/global_context.py's per-video table
@@ -83,11 +85,22 @@ def write_state_figure(ids: Sequence[str], states: np.ndarray, path: str | Path,
     return figures.save_png(figure, path)
 
 
+def has_attention_registers(model: nn.Module) -> bool:
+    """Whether `model` (or the network inside its wrappers) has registers that read."""
+    plain = unwrap(model)
+    return getattr(plain, "register_mode", None) == "attention" and plain.num_registers > 0
+
+
 @torch.inference_mode()
-def attention_maps(model: nn.Module, clips: torch.Tensor) -> torch.Tensor:
-    """Clips (B, 3, T, H, W) -> (B, N, T, H, W): where each register looks when it reads the
-    first of its read levels, resized to the clip and normalised to sum 1 over each frame."""
-    weights = next(iter(model.read_attention(clips).values()))  # (B, N, T', H', W')
-    maps = F.interpolate(weights, size=clips.shape[2:], mode="trilinear", align_corners=False)
+def attention_maps(model: nn.Module, clips: torch.Tensor,
+                   size: Sequence[int] | None = None) -> torch.Tensor:
+    """Clips (B, 3, T, H, W) -> (B, N, T, H', W'): where each register looks when it reads the
+    first of its read levels, resized to (H', W') = `size` (default: the clip's) and
+    normalised to sum 1 over each frame; in fp32 whatever the network's precision."""
+    plain = unwrap(model)
+    with weights_autocast(plain, clips.device):
+        weights = next(iter(plain.read_attention(clips).values())).float()  # (B, N, T', H', W')
+    frames = (clips.shape[2], *(size or clips.shape[3:]))
+    maps = F.interpolate(weights, size=frames, mode="trilinear", align_corners=False)
     maps = maps.clamp_min(0)
     return maps / maps.sum(dim=(-2, -1), keepdim=True).clamp_min(torch.finfo(maps.dtype).tiny)

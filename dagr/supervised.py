@@ -294,7 +294,8 @@ class _Supervisor(threading.Thread):
     def stop(self, kill: bool) -> None:
         self.kill, self.stopping = kill, True
         self.wake()
-        self.join()
+        if self.ident is not None:  # a Ctrl-C may come between creating the thread and starting it
+            self.join()
         os.close(self._wake_read)
         os.close(self._wake_write)
 

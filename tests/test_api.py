@@ -20,7 +20,8 @@ from VQA import build_quality_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-SAL_KWARGS = {"channels": 4, "registers": 2, "register_mode": "attention"}
+SAL_KWARGS = {"channels": 4, "registers": 2, "register_mode": "attention",
+              "register_write": "film"}
 MOS_SCALE = {"low": 1.0, "high": 5.0}
 
 

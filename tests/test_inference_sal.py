@@ -185,3 +185,26 @@ def test_overlays_carry_a_colour_bar_from_0_at_the_bottom_to_1_at_the_top(height
     assert len(painted) > 0.8 * height
     assert np.array_equal(strip[painted[0]], hot) and np.array_equal(strip[painted[-1]], cold)
     assert (bar[:, -(bar.shape[1] // 3):] > 200).any()  # the white "0" and "1" labels
+
+
+def test_register_attention_draws_each_register_over_each_frame(setup, tmp_path, capsys) -> None:
+    checkpoint, frames = setup
+    out = tmp_path / "maps"
+    assert run(checkpoint, "--frames", str(frames), "--out", str(out),
+               "--register-attention") == 1  # the broken video fails as before
+    drawn = inference_sal.register_folder(out) / "600"
+    names = sorted(set(frame_files(frames / "600")))
+    registers = load_checkpoint(checkpoint)["model_kwargs"]["registers"]
+    assert sorted(p.name for p in drawn.iterdir()) == sorted(
+        inference_sal.register_file(name, k) for name in names for k in range(registers))
+    first = cv2.imread(str(drawn / inference_sal.register_file(names[0], 0)))
+    assert first.shape == (TINY_SIZE[0], TINY_SIZE[1] + BAR_WIDTH, 3)
+    assert first.std() > 0
+    # a network without attention registers has nothing to draw: one line, exit 2
+    baseline = tmp_path / "baseline.pt"
+    save_checkpoint(baseline, {**load_checkpoint(checkpoint), "model_kwargs": {
+        "channels": 4, "registers": 0}, "model_state": build_saliency_model(4, 0).state_dict()})
+    capsys.readouterr()
+    assert run(baseline, "--frames", str(frames), "--out", str(tmp_path / "b"),
+               "--register-attention") == 2
+    assert "no attention registers" in capsys.readouterr().err

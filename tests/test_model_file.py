@@ -33,7 +33,8 @@ from VQA import build_quality_model
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 CPU = ["--device", "cpu", "--workers", "0"]
-SAL_KWARGS = {"channels": 4, "registers": 2, "register_mode": "attention"}
+SAL_KWARGS = {"channels": 4, "registers": 2, "register_mode": "attention",
+              "register_write": "film"}
 
 
 class MarkerMaker:

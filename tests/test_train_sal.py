@@ -48,7 +48,9 @@ def test_training_writes_best_and_last_checkpoints_and_a_log(trained) -> None:
     assert all(math.isfinite(float(r[k])) for r in rows for k in ("train_loss", "val_cc", "val_auc_j"))
     last, best = load_checkpoint(out / "last.pt"), load_checkpoint(out / "best.pt")
     assert last["kind"] == best["kind"] == "saliency" and last["epoch"] == 2
-    assert last["model_kwargs"] == {"channels": 4, "registers": 2, "register_mode": "attention"}
+    assert last["model_kwargs"] == {"channels": 4, "registers": 2, "register_mode": "attention",
+                                    "read_levels": ["bottleneck"], "register_write": "film",
+                                    "write_levels": ["dec3", "dec2", "dec1", "dec0"]}
     assert last["settings"]["size"] == [32, 48] and last["settings"]["clip_len"] == 6
     best_row = max(rows, key=lambda r: float(r["val_cc"]))
     assert best["epoch"] == int(best_row["epoch"])
