@@ -8,6 +8,7 @@ channels_last_3d, oneDNN convolutions on the CPU), `inference_quality` the quali
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx.experimental.optimization import fuse as fuse_conv_batchnorm
 
+from dagr.checkpoints import Source, load_saliency
 from dagr.precision import compile_model, resolve_precision, to_precision, weights_autocast
 from sal_withoutreg import fold_batchnorm
 from VQA import QualityNet
@@ -133,3 +135,28 @@ def inference_quality(model: QualityNet, device: torch.device, precision: str | 
     to_precision(model, resolve_precision(precision, device))
     model.trunk = compile_model(model.trunk, compiled)
     return model
+
+
+# ----------------------------------------------------------------------------- a network to load
+
+@dataclass(frozen=True)
+class Network:
+    """Where the network comes from and how it runs: what a rendering worker needs to load
+    it. `load()` loads it once per process."""
+    source: Source
+    device: str
+    fold_bn: bool = True
+    precision: str | None = None
+    compiled: bool = False
+
+    def load(self) -> tuple[nn.Module, dict]:
+        """(inference model, the training settings stored with it)."""
+        if self not in _LOADED:
+            network, settings = load_saliency(self.source)
+            model = prepare_inference(network, self.device,
+                                      resolve_precision(self.precision, self.device), self.fold_bn)
+            _LOADED[self] = compile_model(model, self.compiled), settings
+        return _LOADED[self]
+
+
+_LOADED: dict[Network, tuple[nn.Module, dict]] = {}  # the networks this process loaded

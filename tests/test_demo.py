@@ -11,7 +11,7 @@ import pytest
 
 import demo
 from dagr import demo_data
-import inference_sal
+from dagr.overlays import colour_bar
 from dagr.datasets import read_saliency_set, read_table
 
 from pictures import png_image
@@ -90,7 +90,7 @@ def test_every_clip_gets_maps_and_overlays_named_like_its_frames(tiny_run):
     assert sorted(p.name for p in overlay.glob("*.png")) == frames
     image = cv2.imread(str(overlay / frames[0]))
     height, width = demo.SIZES["tiny"].frame_size
-    assert image.shape[:2] == (height, width + inference_sal.colour_bar(height).shape[1])
+    assert image.shape[:2] == (height, width + colour_bar(height).shape[1])
 
 
 def test_the_demo_keeps_no_optimizer_state_and_knows_its_data_is_synthetic(tiny_run):
