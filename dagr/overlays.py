@@ -21,7 +21,7 @@ from dagr.failures import Failure
 from dagr.files import atomic_path
 from dagr.frames import WRITE_FAILED
 from dagr.inference import Network, frame_windows, predict_maps
-from dagr.supervised import progress, unlimited
+from dagr.worker_side import progress, unlimited
 from dagr.video_io import DAMAGED, VideoError, VideoReader, ffmpeg_url
 from dataloader import to_clip_tensor
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from dagr import paper
 from dagr.failures import Failure
-from dagr.supervised import progress
+from dagr.worker_side import progress
 
 # ----------------------------------------------------------------------------- config
 THREAD_TYPE = "AUTO"      # FFmpeg frame + slice threads: output identical, decoding faster

@@ -6,7 +6,7 @@ import os
 import signal
 import time
 
-from dagr import supervised
+from dagr import worker_side
 
 FAULTS = ("segv", "abort", "exit", "hang", "oom-kill")
 
@@ -38,9 +38,9 @@ def behave(item: tuple[str, str | None]) -> tuple[str, int]:
         end = time.monotonic() + float(fault.split(":")[1])
         while time.monotonic() < end:
             time.sleep(0.1)
-            supervised.progress()
+            worker_side.progress()
     elif fault and fault.startswith("unlimited:"):
-        with supervised.unlimited():
+        with worker_side.unlimited():
             time.sleep(float(fault.split(":")[1]))
     elif fault == "raise":
         raise ValueError(f"{name}: not a video")
