@@ -1,11 +1,13 @@
-"""The whole pipeline on built-in demo data, one command (README.md, "The demo").
+"""The whole pipeline on built-in demo data, one command (docs/demo.md).
 
-    python demo.py                             # the demo (README.md: its time on 2 cores)
+    python demo.py                             # the demo (docs/demo.md: its time on 2 cores)
     python demo.py --size tiny --out /tmp/d    # the smallest end-to-end run (seconds)
+    python demo.py --data-only --out DIR       # only the synthetic datasets, into DIR/data
 
-Nothing is downloaded. demo_data.py writes a DHF1K-layout saliency set and a KoNViD-1k-layout
-quality set (its docstring states the scenes and the MOS formula), then the stage scripts run
-with their own command-line options, as a user would run them:
+Nothing is downloaded. dagr/demo_data.py writes a DHF1K-layout saliency set and a
+KoNViD-1k-layout quality set (its docstring states the scenes and the MOS formula), and
+dagr/global_context.py the global-context check; then the stage scripts run with their own
+command-line options, as a user would run them:
 
 1. extract_frame.py samples the quality clips' frames;
 2. train_sal.py trains the saliency network twice, with registers and without (the UNet3D
@@ -14,19 +16,23 @@ with their own command-line options, as a user would run them:
 4. train_lsvq.py trains the quality network three times on the same split and seed: saliency
    weighting a = 0.5 with the register network's maps (the demo model), a = 0.5 with the
    baseline's maps, and a = 0 (saliency off);
-5. evaluate_vqa.py scores each on the held-out test split.
+5. evaluate_vqa.py scores each on the held-out test split;
+6. train_sal.py --ablation trains the baseline and attention registers on the global-context
+   check, where only a comparison across the frame finds the salient disk (docs/registers.md).
 
 Demo settings (small, so that it fits 2 CPU cores): 48 x 84 frames, 4 frames per quality clip
 (the paper: 8), a U-Net of width 8, ResNet-18 trained from scratch (no ImageNet download).
 
-It prints the demo model's results table (the paper's form), the ablation table and where
+It prints the demo model's results table (the paper's form), the ablation tables and where
 everything is. Written to --out: `results.md` and `ablation.md` (each also .csv and .json),
-`overlays.png`, `scatter.png`, `training_curves.png` (matplotlib's Agg renderer, no display
-needed), and the stages' own folders `data/`, `frames/`, `saliency/`, `maps/`, `quality/`,
-`eval/`. Checkpoints are kept without optimizer state (the trainers' --slim-checkpoints), and
-of the quality runs only the demo model's (`quality/saliency_registers/best.pt`, the one to
-score videos with) is kept once all three are evaluated. A folder that an earlier demo run
-wrote is cleared first; any other non-empty folder is refused.
+`overlays.png`, `scatter.png`, `training_curves.png`, `register_attention.png` (matplotlib's
+Agg renderer, no display needed), and the stages' own folders `data/`, `frames/`,
+`saliency/`, `maps/`, `quality/`, `eval/`, `registers/` (the register ablation's table,
+figure and register states). Checkpoints are kept without optimizer state (the trainers'
+--slim-checkpoints), and of the quality runs only the demo model's
+(`quality/saliency_registers/best.pt`, the one to score videos with) is kept once all three
+are evaluated. A folder that an earlier demo run wrote is cleared first; any other non-empty
+folder is refused.
 """
 from __future__ import annotations
 
@@ -75,7 +81,8 @@ SEED = 0
 WORKERS = 2               # frame-extraction processes
 REGISTERS = paper.REGISTERS  # register tokens of the saliency network that has them
 REGISTER_MODE = "attention"
-CHECK_VARIANTS = ("baseline", "input", "attention")  # the global-context check's ablation
+CHECK_VARIANTS = ("baseline", "attention")  # the global-context check's ablation (docs/registers.md
+                                            # has the others: input, token write, N = 1, 8)
 CHECK_SIZE = (global_context.HEIGHT, global_context.WIDTH)  # the check's frames: a wide strip
 ATTENTION_CLIPS = 3       # validation clips of the check in register_attention.png
 ALPHA = 0.5               # saliency weighting of the demo quality model
@@ -288,8 +295,8 @@ def train_quality(layout: Layout, size: DemoSize, name: str, seed: int, device: 
 
 
 def register_ablation(layout: Layout, size: DemoSize, seed: int, device: str) -> Path:
-    """train_sal.py --ablation on the global-context check: the baseline, input registers and
-    attention registers, one seed each; returns the table (ablation.md)."""
+    """train_sal.py --ablation on the global-context check: the baseline and attention
+    registers, one seed each; returns the table (ablation.md)."""
     check_stage(train_sal.main([
         "--ablation", *CHECK_VARIANTS, "--seeds", str(seed), "--dataset", "dhf1k",
         "--root", str(layout.check_set), "--out", str(layout.registers),
@@ -481,7 +488,7 @@ def run_demo(out: str | Path, preset: DemoSize = SIZES[SIZE], seed: int = SEED, 
         write_test_labels(layout)
         quality = {name: evaluate_quality(layout, name, device) for name in QUALITY_RUNS}
         drop_ablation_checkpoints(layout)
-    with stages.stage("the global-context check: baseline, input and attention registers "
+    with stages.stage("the global-context check: the baseline against attention registers "
                       "(train_sal.py --ablation)"):
         registers = register_ablation(layout, preset, seed, device)
     with stages.stage("tables and figures"):

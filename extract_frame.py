@@ -16,8 +16,8 @@ crashing or hanging decoder takes down alone (dagr/supervised.py); a rerun decod
 that crashed or hung before in a worker process again. With --workers 0 (the default for a
 single video) decoding runs in this process, which a native crash ends: the rerun finds the
 video it was decoding in `.<out>.in-flight` and decodes in a worker process. Under torchrun,
-or with --shard I/N, each process samples its share of the videos (README, "Corpus-scale
-runs"); Ctrl-C stops with exit status 130, keeping every finished video.
+or with --shard I/N, each process samples its share of the videos (docs/distributed.md);
+Ctrl-C stops with exit status 130, keeping every finished video.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Stage 3: saliency maps for the frames that stage 1 stored, and overlays to look at them
-(README.md, stage 3).
+(docs/pipeline.md, "Stage 3").
 
     python inference_sal.py --checkpoint runs/sal/best.pt --frames frames/ --out saliency/ --overlay
     python inference_sal.py --checkpoint runs/sal/best.pt --video clip.mp4 --all-frames \\
@@ -8,10 +8,11 @@
 Frames mode: the K stored frames of every video that extract_frame.py finished under --frames
 go through the network as one clip (in the order of its frames.json), batched over videos.
 Each frame's map is written as `<out>/<video_id>/<frame file name>`, an 8-bit grayscale PNG
-(sigmoid of the frame's log-softmax, then min-max per frame, then x255; README.md, stage 3,
+(sigmoid of the frame's log-softmax, then min-max per frame, then x255; docs/pipeline.md
 says why), so maps pair with frames by name. The network runs at the checkpoint's training
-size (or --size) and the maps come out at the stored frames' size. A video's folder appears whole or not at all; videos whose maps are all there are
-skipped. A frame listed twice in frames.json (a short video) keeps the map of its first place.
+size (or --size) and the maps come out at the stored frames' size. A video's folder appears
+whole or not at all; videos whose maps are all there are skipped. A frame listed twice in
+frames.json (a short video) keeps the map of its first place.
 `--overlay` also writes the colour heat map blended over each frame, as a PNG of the frame's
 size, to `<out>_overlays/<video_id>/<frame file name>`: a sibling folder, so that the maps
 folder holds nothing but maps.
@@ -29,7 +30,7 @@ or makes no progress for --video-timeout seconds (`timed-out`) fails alone. Vide
 in one worker process (each loads the network), or in this process for a single video or with
 --workers 0, where a native crash ends the run: the rerun renders the video it was on in a
 worker process. In frames mode, torchrun or --shard I/N give each process its share of the
-videos, one GPU per process (README, "Corpus-scale runs"). Ctrl-C stops with exit status 130,
+videos, one GPU per process (docs/distributed.md). Ctrl-C stops with exit status 130,
 keeping every finished video.
 """
 from __future__ import annotations
