@@ -13,9 +13,11 @@ says why), so maps pair with frames by name. The network runs at the checkpoint'
 size (or --size) and the maps come out at the stored frames' size. A video's folder appears
 whole or not at all; videos whose maps are all there are skipped. A frame listed twice in
 frames.json (a short video) keeps the map of its first place.
-`--overlay` also writes the colour heat map blended over each frame, as a PNG of the frame's
-size, to `<out>_overlays/<video_id>/<frame file name>`: a sibling folder, so that the maps
-folder holds nothing but maps.
+`--overlay` also writes the colour heat map blended over each frame, as a PNG of the frame
+with a colour bar on its right, to `<out>_overlays/<video_id>/<frame file name>`: a sibling
+folder, so that the maps folder holds nothing but maps. `--register-attention` draws, the
+same way, where each register of an attention-register network looks over each frame, to
+`<out>_registers/<video_id>/<frame>_register<k>.png`.
 
 Video mode (`--video INPUT ... --all-frames`): every decodable frame gets a map, from
 consecutive windows of --window frames (the last window is aligned to the video's end, and a
