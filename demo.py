@@ -128,7 +128,7 @@ SIZES = {
     "small": DemoSize(frame_size=(48, 84), radius=9, saliency_train=24, saliency_val=6,
                       saliency_frames=16, saliency_channels=8, saliency_epochs=6, saliency_clips=2,
                       quality_clips=600, quality_epochs=4, check_train=240, check_val=60,
-                      check_channels=8, check_epochs=4, check_clips=2),
+                      check_channels=8, check_epochs=5, check_clips=2),
 }
 SALIENCY_RUNS = {"registers": REGISTERS, "baseline": 0}  # name: register tokens
 SALIENCY_NAMES = {"registers": f"UNet3D + {REGISTERS} registers",

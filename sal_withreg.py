@@ -13,8 +13,8 @@ pixel. Two ways to use them, chosen by `register_mode`:
   - "film" (default): at each of `write_levels` every feature channel is scaled by
     1 + tanh(g), with the gains g (B, C) a linear function of all registers (feature-wise
     linear modulation): the clip's context turns whole feature channels up or down
-    everywhere, e.g. damps the colour that most objects share so that the odd one out stands
-    out. This is what passes the global-context check (docs/registers.md).
+    everywhere. On the global-context check the registers learn which way the disks' colours
+    split and the gains turn that into a choice at each disk (docs/registers.md).
   - "token" (the first design, kept for its checkpoints and the ablation): at each read level
     every feature token attends to the updated registers and adds the result back.
   Either write starts at zero (gains 0, output projection 0), so a fresh model computes

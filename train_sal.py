@@ -26,12 +26,13 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from dagr import paper
-from dagr.ablation import collect, finished, run_folder, variants, write_results
+from dagr.ablation import Variant, collect, finished, run_folder, variants, write_results
 from dagr.checkpoints import checkpoint_network
 from dagr.cli import run_script, script_parser
 from dagr.datasets import SALIENCY_SETS, saliency_help, saliency_videos
@@ -44,8 +45,8 @@ from dagr.labels import PROBLEMS
 from dagr.losses import saliency_loss
 from dagr.precision import compile_model, resolve_precision
 from dagr.provenance import TRAINED_ON, trained_on
-from dagr.registers import (CATEGORY_TABLE, register_states, video_categories,
-                            write_state_figure)
+from dagr.registers import (CATEGORY_TABLE, far_context_effect, register_states,
+                            video_categories, write_state_figure)
 from dagr.seeding import seed_everything
 from dagr.training import (BEST, Objective, TrainingRun, add_run_arguments, check_run_arguments,
                            fit, settings_of, warmup_cosine)
@@ -80,6 +81,7 @@ WORKERS = min(4, available_cores())  # data-loading processes (no more than the 
 SEED = 0
 SPLIT = "val"             # split that --evaluate scores: val, train or test
 SEEDS = (0, 1, 2)         # --ablation: seeds of each variant
+FAR_CONTEXT_VIDEOS = 100  # --ablation on the global-context check: clips of its far-context test
 # -----------------------------------------------------------------------------
 
 KIND = "saliency"
@@ -184,12 +186,34 @@ def ablation(config: Any) -> Path:
              f"{config.size[0]}x{config.size[1]}, {config.epochs} epochs, clips of "
              f"{config.clip_len} frames, lr {config.lr:g}, seeds {' '.join(map(str, config.seeds))}; "
              "validation metrics of each run's best epoch (highest CC)")
-    table = write_results(collect(out, chosen, config.seeds), out, about)
+    runs = collect(out, chosen, config.seeds, config.epochs)
+    if config.far_context_videos > 0 and (Path(config.root) / CATEGORY_TABLE).is_file():
+        runs = with_far_context(runs, out, chosen, config)
+        about += ("; far change: mean drop of the logit at the odd disk when only the disks "
+                  "beyond the baseline's reach change, odd first: share of clips and their "
+                  "counterparts whose highest disk is the odd one (a network that prefers a "
+                  "colour: 1/2), on "
+                  f"{config.far_context_videos} fresh clips (docs/registers.md)")
+    table = write_results(runs, out, about)
     attention = [v for v in chosen if v.options.get("register_write") == "film"][:1]
     if attention:
         state_figure(config, run_folder(out, attention[0], config.seeds[0]) / BEST,
                      out / STATE_FIGURE)
     return table
+
+
+def with_far_context(runs: pd.DataFrame, out: Path, chosen: Sequence[Variant], config: Any
+                      ) -> pd.DataFrame:
+    """`runs` (of the `chosen` variants) with dagr/registers.py's far-context measures of each
+    run's best network, on clips of the global-context check at the runs' size and length."""
+    device = pick_device(config.device)
+    by_name = {variant.name: variant for variant in chosen}
+    measured = []
+    for run in runs.itertuples():
+        model = checkpoint_network(run_folder(out, by_name[run.variant], run.seed) / BEST, KIND)[0]
+        measured.append(far_context_effect(model, config.size, config.clip_len, device,
+                                           config.far_context_videos))
+    return pd.concat([runs, pd.DataFrame(measured, index=runs.index)], axis=1)
 
 
 def state_figure(config: Any, checkpoint: Path, path: Path) -> Path:
@@ -255,6 +279,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "ablation.png; run it again to resume (docs/registers.md)")
     parser.add_argument("--seeds", type=int, nargs="+", default=SEEDS,
                         help="--ablation: the seeds of every variant")
+    parser.add_argument("--far-context-videos", type=int, default=FAR_CONTEXT_VIDEOS,
+                        help="--ablation on the global-context check: fresh clips of its "
+                             "far-context test (docs/registers.md); 0 skips it")
     parser.add_argument("--evaluate", metavar="CHECKPOINT",
                         help="print the metrics of CHECKPOINT on --split instead of training")
     parser.add_argument("--split", choices=("val", "train", "test"), default=SPLIT,

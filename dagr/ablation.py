@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -26,7 +27,8 @@ from dagr.training import BEST, LAST, LOG
 
 TABLE, FIGURE = "ablation", "ablation.png"
 METRIC_TITLES = {"cc": "CC", "nss": "NSS", "sim": "SIM", "kld": "KLD", "auc_j": "AUC-J",
-                 "s_auc": "s-AUC"}
+                 "s_auc": "s-AUC", "far_change": "Far change", "odd_first": "Odd first"}
+RUN_COLUMNS = ("variant", "seed", "best_epoch", "minutes")  # every other column is a metric
 LOWER_IS_BETTER = {"kld"}
 
 
@@ -69,14 +71,16 @@ def finished(folder: Path, epochs: int) -> bool:
     return int(load_checkpoint(folder / LAST).get("epoch", 0)) >= epochs
 
 
-def collect(out: Path, chosen: Sequence[Variant], seeds: Sequence[int]) -> pd.DataFrame:
-    """One row per finished run: variant, seed, the validation metrics of its best epoch,
-    that epoch, and the run's minutes (the sum of its log's epoch times)."""
+def collect(out: Path, chosen: Sequence[Variant], seeds: Sequence[int], epochs: int
+            ) -> pd.DataFrame:
+    """One row per run that has trained all `epochs` (a stopped one is left out): variant,
+    seed, the validation metrics of its best epoch, that epoch, and the run's minutes (the sum
+    of its log's epoch times)."""
     rows = []
     for variant in chosen:
         for seed in seeds:
             folder = run_folder(out, variant, seed)
-            if not (folder / BEST).is_file():
+            if not finished(folder, epochs):
                 continue
             best = load_checkpoint(folder / BEST)
             log = pd.read_csv(folder / LOG)
@@ -88,13 +92,19 @@ def collect(out: Path, chosen: Sequence[Variant], seeds: Sequence[int]) -> pd.Da
                                        "minutes"])
 
 
+def metric_columns(runs: pd.DataFrame) -> list[str]:
+    """The metrics of `runs`: the saliency metrics, then any others that were added (such as
+    dagr/registers.py's FAR_CONTEXT_METRICS)."""
+    return [column for column in runs.columns if column not in RUN_COLUMNS]
+
+
 def summary(runs: pd.DataFrame) -> pd.DataFrame:
     """Per variant (in the order of `runs`): seeds, then each metric's mean and standard
     deviation over the seeds (ddof 1; nan for one seed), then minutes per run."""
     rows = []
     for name, group in runs.groupby("variant", sort=False):
         row: dict[str, Any] = {"variant": name, "seeds": len(group)}
-        for metric in SALIENCY_METRICS:
+        for metric in metric_columns(runs):
             row[f"{metric}_mean"] = float(group[metric].mean())
             row[f"{metric}_std"] = float(group[metric].std(ddof=1)) if len(group) > 1 else math.nan
         row["minutes_per_run"] = float(group["minutes"].mean())
@@ -106,9 +116,9 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
     """`summary` as people read it: each metric as `mean ± std`, with the change in CC
     from the baseline when there is one."""
     shown = pd.DataFrame({"Saliency network": table["variant"], "Seeds": table["seeds"]})
-    for metric in SALIENCY_METRICS:
-        shown[METRIC_TITLES[metric]] = [_mean_std(m, s) for m, s in
-                                        zip(table[f"{metric}_mean"], table[f"{metric}_std"])]
+    for metric in (column[:-len("_mean")] for column in table if column.endswith("_mean")):
+        shown[METRIC_TITLES.get(metric, metric)] = [
+            _mean_std(m, s) for m, s in zip(table[f"{metric}_mean"], table[f"{metric}_std"])]
     if (table["variant"] == "baseline").any():
         base = float(table.loc[table["variant"] == "baseline", "cc_mean"].iloc[0])
         shown["CC - baseline"] = [f"{m - base:+.3f}" for m in table["cc_mean"]]
@@ -134,11 +144,12 @@ def write_results(runs: pd.DataFrame, out: Path, about: str) -> Path:
 
 
 def write_figure(runs: pd.DataFrame, path: Path, title: str) -> Path:
-    """One panel per saliency metric: each variant's mean over seeds as a bar, the standard
-    deviation as an error bar, and every seed as a dot."""
+    """One panel per metric: each variant's mean over seeds as a bar, the standard deviation
+    as an error bar, and every seed as a dot."""
     names = list(dict.fromkeys(runs["variant"]))
-    figure = figures.new_figure(2.6 * len(SALIENCY_METRICS), 3.4)
-    for axis, metric in zip(figure.subplots(1, len(SALIENCY_METRICS)), SALIENCY_METRICS):
+    metrics = metric_columns(runs)
+    figure = figures.new_figure(2.6 * len(metrics), 3.4)
+    for axis, metric in zip(figure.subplots(1, len(metrics)), metrics):
         for x, name in enumerate(names):
             values = runs.loc[runs["variant"] == name, metric].to_numpy(dtype=float)
             spread = values.std(ddof=1) if len(values) > 1 else 0.0
@@ -146,7 +157,8 @@ def write_figure(runs: pd.DataFrame, path: Path, title: str) -> Path:
             axis.plot(np.full(len(values), x), values, "k.", markersize=4)
         axis.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
         better = "lower" if metric in LOWER_IS_BETTER else "higher"
-        axis.set_title(f"{METRIC_TITLES[metric]} ({better} is better)", fontsize=9)
+        axis.set_title(f"{METRIC_TITLES.get(metric, metric)} ({better} is better)", fontsize=9)
         axis.grid(axis="y", alpha=0.3)
-    figure.suptitle(title, fontsize=9)
+    # about 14 characters of 9-point text per inch of figure
+    figure.suptitle(textwrap.fill(title, int(14 * figure.get_figwidth())), fontsize=9)
     return figures.save_png(figure, path)

@@ -7,6 +7,9 @@
   input-mode tokens, which are the same for every video; attention registers differ.
 - `attention_maps`: for each register, its read attention over every frame, at the frame's
   size and summing to 1 over the frame (inference_sal.py --register-attention draws them).
+- `far_context_effect`: on the global-context check, how much a network's saliency at the odd
+  disk depends on disks beyond the baseline's receptive field (exactly nothing for the
+  baseline, by construction).
 """
 from __future__ import annotations
 
@@ -21,12 +24,16 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from dagr import figures
+from dagr import global_context as gc
 from dagr.checkpoints import unwrap
 from dagr.precision import weights_autocast
-from dataloader import SaliencyClipDataset
+from dataloader import SaliencyClipDataset, to_clip_tensor
 
 CATEGORY_TABLE = "global_context.csv"  # dagr/global_context.py's per-video table
 CATEGORY_COLUMN = "salient_colour"
+FAR_CONTEXT_METRICS = ("far_change", "odd_first")
+FAR_WINDOW = gc.SEPARATION - gc.UNET_REACH  # kept around the odd disk: the baseline's reach
+FAR_SEED = 1  # fresh clips: the check's sets are drawn with gc.SEED
 
 
 @torch.inference_mode()
@@ -104,3 +111,41 @@ def attention_maps(model: nn.Module, clips: torch.Tensor,
     maps = F.interpolate(weights, size=frames, mode="trilinear", align_corners=False)
     maps = maps.clamp_min(0)
     return maps / maps.sum(dim=(-2, -1), keepdim=True).clamp_min(torch.finfo(maps.dtype).tiny)
+
+
+def _centre_logits(logits: np.ndarray, paths: np.ndarray) -> np.ndarray:
+    """Logits (T, H, W) and disk centres (K, T, 2) -> (K,): each disk's logit at its centre,
+    averaged over the frames."""
+    frames = np.arange(logits.shape[0])
+    centres = np.rint(paths).astype(int)
+    return logits[frames, centres[..., 0], centres[..., 1]].mean(axis=1)
+
+
+@torch.inference_mode()
+def far_context_effect(model: nn.Module, size: Sequence[int], frames: int, device: torch.device,
+                       videos: int = 100, seed: int = FAR_SEED) -> dict[str, float]:
+    """Whether `model` compares the disks of the global-context check (dagr/global_context.py).
+
+    For `videos` fresh clips of `frames` frames of `size` and their `counterpart`s (the odd
+    disk and every pixel within FAR_WINDOW of it kept; the disks beyond the baseline's reach
+    recoloured so that it becomes an ordinary one):
+    - far_change: the mean drop of the logit at the odd disk's centre from clip to counterpart.
+      Exactly 0 for any network whose receptive field is UNet3D's;
+    - odd_first: the share of clips and counterparts whose highest logit at a disk's centre is
+      at their odd disk. A counterpart swaps which of its two colours is the odd one, so a
+      network that only prefers one colour gets 1/2; picking a disk at random, 1 / gc.OBJECTS.
+    """
+    model = unwrap(model).to(device).eval()
+    drops, firsts = [], []
+    for number in range(gc.LAST_TRAIN + 1, gc.LAST_TRAIN + 1 + videos):
+        layout, rng = gc.video_layout(number, frames, size, seed)
+        twin = gc.counterpart(layout, FAR_WINDOW)[0]
+        centre_logits = []
+        for scene_layout in (layout, twin):
+            clip = to_clip_tensor(gc.render(scene_layout, rng).frames).permute(1, 0, 2, 3)
+            with weights_autocast(model, device):
+                logits = model(clip[None].to(device))[0, 0].float().cpu().numpy()
+            centre_logits.append(_centre_logits(logits, scene_layout.paths))
+            firsts.append(centre_logits[-1].argmax() == scene_layout.target)
+        drops.append(centre_logits[0][layout.target] - centre_logits[1][layout.target])
+    return {"far_change": float(np.mean(drops)), "odd_first": float(np.mean(firsts))}

@@ -182,10 +182,23 @@ class _Supervisor(threading.Thread):
             os.write(self._wake_write, b"x")
 
     def stop(self, kill: bool) -> None:
+        """End the thread and the workers. With `kill` (Ctrl-C, an error) this returns within
+        about 2 x STOP_GRACE even if the thread is stuck in a blocking call: the workers are
+        then killed from here and the thread (a daemon) is left to the process's exit."""
         self.kill, self.stopping = kill, True
         self.wake()
-        if self.ident is not None:  # a Ctrl-C may come between creating the thread and starting it
-            self.join()
+        if self.ident is None:  # a Ctrl-C may come between creating the thread and starting it
+            self._close_wake_pipe()
+            return
+        self.join(STOP_GRACE if kill else None)
+        if self.is_alive():
+            for worker in list(self._pool):
+                self._signal_group(worker, signal.SIGKILL)
+            self.join(STOP_GRACE)
+        if not self.is_alive():
+            self._close_wake_pipe()
+
+    def _close_wake_pipe(self) -> None:
         os.close(self._wake_read)
         os.close(self._wake_write)
 
@@ -312,9 +325,13 @@ class _Supervisor(threading.Thread):
         worker.channel.close()
 
     @staticmethod
-    def _kill(worker: _Worker) -> int:
+    def _signal_group(worker: _Worker, number: int) -> None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(worker.popen.pid, signal.SIGKILL)  # its group: anything it started too
+            os.killpg(worker.popen.pid, number)  # its group: anything it started too
+
+    @classmethod
+    def _kill(cls, worker: _Worker) -> int:
+        cls._signal_group(worker, signal.SIGKILL)
         return worker.popen.wait()
 
     def _retire(self) -> None:

@@ -51,6 +51,10 @@ def test_every_variant_trains_and_the_table_summarises_the_seeds(check_set, tmp_
     markdown = (tmp_path / "ablation.md").read_text()
     assert "| Saliency network | Seeds | CC | NSS | SIM | KLD | AUC-J | s-AUC |" in markdown
     assert f"{baseline.mean():.3f} ± {baseline.std(ddof=1):.3f}" in markdown
+    # the far-context test: the baseline's saliency at the odd disk ignores the far disks
+    assert (runs.loc[runs["variant"] == "baseline", "far_change"] == 0).all()
+    assert runs["odd_first"].between(0, 1).all()
+    assert "| Far change | Odd first |" in markdown
     png_image(tmp_path / "ablation.png")
     png_image(tmp_path / "registers.png")
 
@@ -76,6 +80,10 @@ def test_the_ablation_resumes_where_it_stopped(check_set, tmp_path, capsys):
     assert pd.read_csv(tmp_path / "baseline" / "seed_0" / "log.csv").iloc[0]["epoch"] == 1
     assert first_row["epoch"] == 1
     assert (tmp_path / "attention" / "seed_0" / "best.pt").stat().st_mtime_ns >= done
+    chosen_variants = [ablation.variants(4)[name] for name in chosen]
+    assert ablation.collect(tmp_path, chosen_variants, [0], 2)["variant"].tolist() == chosen
+    # a run stopped before its last epoch is not a result
+    assert ablation.collect(tmp_path, chosen_variants, [0], 3).empty
 
 
 def test_variants_change_only_the_registers():

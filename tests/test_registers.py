@@ -52,3 +52,27 @@ def test_register_states_of_every_video_and_their_figure(tmp_path):
     with pytest.raises(ValueError, match="no column 'salient_colour'"):
         (tmp_path / "other.csv").write_text("video,kind\n601,x\n")
         registers.video_categories(tmp_path / "other.csv")
+
+
+class WholeFrame(torch.nn.Module):
+    """A saliency network that sees the whole frame: a pixel's brightness minus the frame's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mix = torch.nn.Parameter(torch.tensor([0.5, 0.3, 0.2]))
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, H, W) -> (B, 1, T, H, W)"""
+        brightness = torch.einsum("c,bcthw->bthw", self.mix, clips)[:, None]
+        return brightness - brightness.mean(dim=(-2, -1), keepdim=True)
+
+
+def test_far_context_is_exactly_nothing_for_the_baseline_and_seen_by_a_whole_frame_network():
+    torch.manual_seed(0)
+    baseline = RegisterUNet3D(4, registers=0)
+    effect = registers.far_context_effect(baseline, (24, 384), 2, torch.device("cpu"), videos=6)
+    assert effect["far_change"] == 0.0  # its receptive field cannot reach the far disks
+    assert effect["odd_first"] in {k / 12 for k in range(13)}  # 6 clips and 6 counterparts
+    effect = registers.far_context_effect(WholeFrame(), (24, 384), 2, torch.device("cpu"),
+                                          videos=6)
+    assert abs(effect["far_change"]) > 1e-5  # one disk of 28 pixels in 9,216 changes colour
