@@ -235,15 +235,3 @@ class QualityNet(nn.Module):
 def build_quality_model(**kwargs: Any) -> QualityNet:
     """A QualityNet from plain keyword arguments (as stored in a checkpoint's `config`)."""
     return QualityNet(**kwargs)
-
-
-def quality_model_from_payload(payload: dict[str, Any]) -> QualityNet:
-    """The trained QualityNet of a checkpoint payload (kind "quality"): rebuilt from
-    `model_kwargs` without fetching backbone weights, then loaded from `model_state`."""
-    kind = payload.get("kind")
-    if kind != "quality":
-        raise ValueError(f"not a quality-network checkpoint: its kind is {kind!r}, "
-                         "expected 'quality'")
-    model = build_quality_model(**{**payload["model_kwargs"], "weights": None})
-    model.load_state_dict(payload["model_state"])
-    return model

@@ -1,25 +1,25 @@
-"""Dataset readers and torch Datasets.
+"""Dataset readers and torch Datasets (design.md, sections 2 and 3).
 
-Quality sets (LSVQ, KoNViD-1k, LIVE-VQC, YouTube-UGC): `read_labels(dataset, labels,
-video_root)` reads the publisher's own label file into one table with the columns
-`video_id, path, mos, split`. Saliency sets (DHF1K, DIEM): `read_saliency_set(dataset, root)`
-gives one `SaliencyVideo` per annotated video. `VQAClipDataset` serves the stored frames of
-`extract_frame.py` with their saliency maps; `SaliencyClipDataset` serves clips of frames
-with their ground-truth maps and fixations.
+Quality sets (LSVQ, KoNViD-1k, LIVE-VQC, YouTube-UGC): each `read_<set>(labels, video_root)`
+reads the publisher's own label file into one table with the columns `video_id, path, mos,
+split` (dagr/labels.py cleans it the same way for every set). Saliency sets (DHF1K, DIEM):
+each `read_<set>(root)` gives one `SaliencyVideo` per annotated video. dagr/datasets.py, the
+dataset registry, names every reader: adding a dataset is one reader here plus one entry there
+(docs/datasets.md shows how).
+
+`VQAClipDataset` serves the stored frames of `extract_frame.py` with their saliency maps;
+`SaliencyClipDataset` serves clips of frames with their ground-truth maps and fixations.
 
 Problems in the data (a missing video, a NaN score, a repeated id, a missing saliency map) are
 reported on stderr with the file they come from, and those rows are left out: never replaced by
-another sample. `PROBLEMS` keeps the reports, so that a script can end with a status that says
-some inputs were left out.
+another sample.
 """
 from __future__ import annotations
 
-import json
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -28,151 +28,28 @@ import scipy.io
 import torch
 from torch.utils.data import Dataset
 
-from video_io import VIDEO_EXTENSIONS, read_frames_at
+from dagr.labels import (LabelFileError, finish_table, read_csv_file, report, require_columns,
+                         shown_names)
+from dagr.frames import FRAME_LIST, frame_files
+from dagr.images import load_map_levels, load_rgb, read_image
+from dagr.paper import FRAME_SIZE
+from dagr.video_io import read_frames_at
 
-COLUMNS = ["video_id", "path", "mos", "split"]
-DATASETS = ("lsvq", "konvid", "livevqc", "youtube-ugc")
-SALIENCY_DATASETS = ("dhf1k", "diem")
-SHOW = 5  # how many names a report lists
-FRAME_LIST = "frames.json"  # extract_frame.py's per-video list of its frame files, in order
-PROBLEMS: list[str] = []  # every data problem this process reported, in order
-
-
-class LabelFileError(ValueError):
-    """A label file that cannot be used as it is; the message names the file."""
-
-
-def report(message: str) -> None:
-    """Data problems go to stderr so that they stand apart from results."""
-    PROBLEMS.append(message)
-    print(f"warning: {message}", file=sys.stderr)
-
-
-def _names(items: Sequence[str]) -> str:
-    shown = ", ".join(map(str, items[:SHOW]))
-    return shown + (", ..." if len(items) > SHOW else "")
-
-
-# the columns that each CSV-readable quality set's label file needs (LIVE-VQC ships a .mat)
-LABEL_COLUMNS: dict[str, list[str | tuple[str, ...]]] = {
-    "lsvq": ["name", "mos"], "konvid": ["flickr_id", ("mos", "MOS")],
-    "youtube-ugc": ["vid", "MOS full"],
-}
-
-
-def _missing_columns(table: pd.DataFrame, columns: Sequence[str | tuple[str, ...]]) -> list[str]:
-    """The columns (alternatives joined by "or") that `table` lacks."""
-    missing = []
-    for column in columns:
-        names = column if isinstance(column, tuple) else (column,)
-        if not any(name in table.columns for name in names):
-            missing.append(" or ".join(map(repr, names)))
-    return missing
-
-
-def dataset_hint(table: pd.DataFrame, source: str | Path) -> str:
-    """"; FILE has the columns of D (...): use --dataset D" for the first dataset of
-    LABEL_COLUMNS whose columns `table` has, else ""."""
-    for dataset, columns in LABEL_COLUMNS.items():
-        if not _missing_columns(table, columns):
-            shown = ", ".join(next(n for n in (c if isinstance(c, tuple) else (c,))
-                                   if n in table.columns) for c in columns)
-            return (f"; {Path(source).name} has the columns of {dataset} ({shown}): "
-                    f"use --dataset {dataset}")
-    return ""
-
-
-def _table_hint(path: Path) -> str:
-    """dataset_hint for a file that some other reader was given, when it reads as a CSV."""
-    try:
-        return dataset_hint(pd.read_csv(path, nrows=1), path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError):
-        return ""
-
-
-def require_columns(table: pd.DataFrame, columns: Sequence[str | tuple[str, ...]],
-                    source: str | Path) -> None:
-    """Raise LabelFileError naming the file, what is missing and what is there, and the
-    dataset whose columns the file has, if any. A tuple in `columns` lists alternative names
-    for one column."""
-    missing = _missing_columns(table, columns)
-    if missing:
-        raise LabelFileError(f"{source}: missing column(s) {', '.join(missing)}; "
-                             f"it has: {', '.join(map(str, table.columns))}"
-                             + dataset_hint(table, source))
-
-
-def _read_csv(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: label file not found")
-    try:
-        return pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        hint = f"; {path.name} is a MATLAB file, as LIVE-VQC's labels are: use --dataset livevqc" \
-            if path.suffix.lower() == ".mat" else ""
-        raise LabelFileError(f"{path}: not a readable CSV file ({err}){hint}") from err
+# the columns each CSV-readable quality set's label file needs (a tuple: alternative names)
+LSVQ_COLUMNS = ["name", "mos"]
+KONVID_COLUMNS = ["flickr_id", ("mos", "MOS")]
+YOUTUBE_UGC_COLUMNS = ["vid", "MOS full"]
 
 
 # ----------------------------------------------------------------------------- quality sets
-
-def index_videos(root: Path) -> dict[str, Path]:
-    """Every video under `root` by its stem, and by its path relative to root without
-    the extension (so both `722` and `yfcc-batch1/722` find `yfcc-batch1/722.mp4`)."""
-    index = {}
-    for path in sorted(root.rglob("*")):
-        if path.suffix.lower() in VIDEO_EXTENSIONS and path.is_file():
-            index.setdefault(path.relative_to(root).with_suffix("").as_posix(), path)
-            index.setdefault(path.stem, path)
-    return index
-
-
-def finish_table(table: pd.DataFrame, source: str | Path, video_root: str | Path | None,
-                 find: Callable[[str, dict[str, Path]], Path | None] | None = None) -> pd.DataFrame:
-    """Clean a reader's `video_id, mos, split` table into `video_id, path, mos, split`.
-
-    Drops, and reports, rows with a non-numeric or missing MOS, repeated ids (the first is
-    kept) and, when `video_root` is given, rows whose video file is not there. `find` maps
-    an id to its file using the index of `video_root` (default: the id itself).
-    """
-    table = table.copy()
-    table["video_id"] = table["video_id"].astype(str).str.strip()
-    mos = pd.to_numeric(table["mos"], errors="coerce")
-    bad = table.loc[mos.isna() | ~np.isfinite(mos.fillna(0)), "video_id"].tolist()
-    if bad:
-        report(f"{source}: {len(bad)} row(s) with a missing or non-numeric MOS left out ({_names(bad)})")
-    table["mos"] = mos
-    table = table[mos.notna() & np.isfinite(mos.fillna(0))]
-    repeated = table.loc[table["video_id"].duplicated(), "video_id"].tolist()
-    if repeated:
-        report(f"{source}: {len(repeated)} repeated video id(s), first row kept ({_names(repeated)})")
-        table = table[~table["video_id"].duplicated()]
-    table["path"] = None
-    if video_root is not None:
-        table = _attach_paths(table, source, Path(video_root), find or (lambda vid, idx: idx.get(vid)))
-    return table[COLUMNS].reset_index(drop=True)
-
-
-def _attach_paths(table: pd.DataFrame, source: str | Path, root: Path,
-                  find: Callable[[str, dict[str, Path]], Path | None]) -> pd.DataFrame:
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: video folder not found")
-    index = index_videos(root)
-    paths = [find(vid, index) for vid in table["video_id"]]
-    table["path"] = [str(p) if p is not None else None for p in paths]
-    missing = table.loc[table["path"].isna(), "video_id"].tolist()
-    if missing:
-        report(f"{source}: {len(missing)} of {len(table)} video(s) not found under {root}, "
-               f"left out ({_names(missing)})")
-    return table[table["path"].notna()]
-
 
 def read_lsvq(labels: str | Path, video_root: str | Path | None = None) -> pd.DataFrame:
     """LSVQ `labels_train_test.csv` / `labels_test_1080p.csv` (or the `LSVQ_whole_*.csv`
     re-split). Split: `train` / `test` from `is_test`; a file without `is_test` is `test_1080p`.
     `name` has no extension: `yfcc-batch1/722` is `<root>/yfcc-batch1/722.mp4`."""
     labels = Path(labels)
-    raw = _read_csv(labels)
-    require_columns(raw, LABEL_COLUMNS["lsvq"], labels)
+    raw = read_csv_file(labels)
+    require_columns(raw, LSVQ_COLUMNS, labels)
     if "is_test" in raw.columns:
         is_test = raw["is_test"].astype(str).str.strip().str.lower().isin(["true", "1", "t", "yes"])
         split = np.where(is_test, "test", "train")
@@ -186,8 +63,8 @@ def read_konvid(labels: str | Path, video_root: str | Path | None = None) -> pd.
     """KoNViD-1k `KoNViD_1k_mos.csv` (`flickr_id,mos`) or `KoNViD_1k_attributes.csv`
     (`flickr_id`, `MOS`, ...; its `file_name` holds old names, so the join is on flickr_id)."""
     labels = Path(labels)
-    raw = _read_csv(labels)
-    require_columns(raw, LABEL_COLUMNS["konvid"], labels)
+    raw = read_csv_file(labels)
+    require_columns(raw, KONVID_COLUMNS, labels)
     score = "mos" if "mos" in raw.columns else "MOS"
     table = pd.DataFrame({"video_id": raw["flickr_id"], "mos": raw[score], "split": "all"})
     return finish_table(table, labels, video_root)
@@ -201,8 +78,7 @@ def read_livevqc(labels: str | Path, video_root: str | Path | None = None) -> pd
     try:
         mat = scipy.io.loadmat(labels)
     except (ValueError, TypeError, OSError, IndexError) as err:  # scipy's kinds for a non-.mat
-        raise LabelFileError(f"{labels}: not a readable MATLAB file ({err})"
-                             + _table_hint(labels)) from err
+        raise LabelFileError(f"{labels}: not a readable MATLAB file ({err})") from err
     fields = [k for k in mat if not k.startswith("__")]
     if "video_list" not in mat or "mos" not in mat:
         raise LabelFileError(f"{labels}: needs the variables 'video_list' and 'mos'; "
@@ -236,26 +112,13 @@ def read_youtube_ugc(labels: str | Path, video_root: str | Path | None = None) -
             raise LabelFileError(f"{labels}: not a readable Excel workbook ({err})") from err
         raw = sheets.get("MOS", next(iter(sheets.values())))
     else:
-        raw = _read_csv(labels)
+        raw = read_csv_file(labels)
     raw.columns = [str(c).strip() for c in raw.columns]
-    require_columns(raw, LABEL_COLUMNS["youtube-ugc"], labels)
+    require_columns(raw, YOUTUBE_UGC_COLUMNS, labels)
     table = pd.DataFrame({"video_id": raw["vid"], "mos": raw["MOS full"],
                           "split": raw["category"] if "category" in raw.columns else "all"})
     table = table[table["video_id"].notna()]
     return finish_table(table, labels, video_root, _youtube_file)
-
-
-READERS: dict[str, Callable[..., pd.DataFrame]] = {
-    "lsvq": read_lsvq, "konvid": read_konvid, "livevqc": read_livevqc,
-    "youtube-ugc": read_youtube_ugc,
-}
-
-
-def read_labels(dataset: str, labels: str | Path, video_root: str | Path | None = None) -> pd.DataFrame:
-    """`video_id, path, mos, split` for a quality dataset's official label file."""
-    if dataset not in READERS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(READERS)}")
-    return READERS[dataset](labels, video_root)
 
 
 # ----------------------------------------------------------------------------- saliency sets
@@ -319,7 +182,7 @@ def read_dhf1k(root: str | Path) -> list[SaliencyVideo]:
             video=None if images else videos[number]))
     if unusable:
         report(f"{annotation}: {len(unusable)} folder(s) without maps, fixations or frames "
-               f"left out ({_names(unusable)})")
+               f"left out ({shown_names(unusable)})")
     return out
 
 
@@ -354,43 +217,19 @@ def read_diem(root: str | Path) -> list[SaliencyVideo]:
             frames=[frames[k] for k in keys]))
     if unusable:
         report(f"{root}: {len(unusable)} DIEM video(s) listed in the folds without frames and "
-               f"annotations left out ({_names(unusable)})")
+               f"annotations left out ({shown_names(unusable)})")
     return out
-
-
-def read_saliency_set(dataset: str, root: str | Path) -> list[SaliencyVideo]:
-    """Annotated videos of DHF1K or DIEM, each with its split."""
-    readers = {"dhf1k": read_dhf1k, "diem": read_diem}
-    if dataset not in readers:
-        raise ValueError(f"unknown saliency dataset {dataset!r}; choose from {', '.join(readers)}")
-    return readers[dataset](root)
 
 
 # ----------------------------------------------------------------------------- image I/O
 
 def _load_gray(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if image is None:
-        raise OSError(f"{path}: cannot be read as an image")
-    return image
-
-
-def load_rgb(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """(H, W, 3) uint8 RGB, resized to `size` = (H, W) when it differs."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise OSError(f"{path}: cannot be read as an image")
-    if image.shape[:2] != tuple(size):
-        image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return read_image(path, cv2.IMREAD_GRAYSCALE)
 
 
 def load_map(path: Path, size: tuple[int, int]) -> np.ndarray:
     """(H, W) float32 map in [0, 1] from an 8-bit image, resized to `size`."""
-    image = _load_gray(path)
-    if image.shape != tuple(size):
-        image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-    return image.astype(np.float32) / 255.0
+    return load_map_levels(path, size).astype(np.float32) / 255.0
 
 
 def load_fixations(path: Path, size: tuple[int, int]) -> np.ndarray:
@@ -434,14 +273,6 @@ class MosScale:
         return unit * (self.high - self.low) + self.low
 
 
-def frame_files(folder: Path) -> list[str]:
-    """The stored frames of one video in temporal order (from `frames.json`)."""
-    listing = folder / FRAME_LIST
-    if not listing.is_file():
-        raise FileNotFoundError(f"{folder}: no {FRAME_LIST} (frames not extracted, or interrupted)")
-    return json.loads(listing.read_text())["frames"]
-
-
 def to_clip_tensor(frames: np.ndarray) -> torch.Tensor:
     """(T, H, W, 3) uint8 -> (T, 3, H, W) float in [0, 1]."""
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255)
@@ -464,7 +295,7 @@ class StoredFramesDataset(Dataset):
     Item: `frames` (T, 3, H, W) float in [0, 1], `names` (T file names), `video_id`."""
 
     def __init__(self, frames_dir: str | Path, video_ids: Sequence[str],
-                 size: tuple[int, int] = (224, 398)):
+                 size: tuple[int, int] = FRAME_SIZE):
         self.frames_dir, self.video_ids, self.size = Path(frames_dir), list(video_ids), tuple(size)
 
     def __len__(self) -> int:
@@ -487,7 +318,7 @@ class VQAClipDataset(Dataset):
 
     def __init__(self, table: pd.DataFrame, frames_dir: str | Path,
                  saliency_dir: str | Path | None, scale: MosScale,
-                 size: tuple[int, int] = (224, 398)):
+                 size: tuple[int, int] = FRAME_SIZE):
         self.frames_dir = Path(frames_dir)
         self.saliency_dir = None if saliency_dir is None else Path(saliency_dir)
         self.scale, self.size = scale, tuple(size)
@@ -495,7 +326,7 @@ class VQAClipDataset(Dataset):
         missing = table.loc[[not p for p in present], "video_id"].tolist()
         if missing:
             report(f"{self.frames_dir}: no extracted frames for {len(missing)} of {len(table)} "
-                   f"video(s), left out ({_names(missing)})")
+                   f"video(s), left out ({shown_names(missing)})")
         self.table = table[present].reset_index(drop=True)
         if self.saliency_dir is not None:
             self._check_maps()
@@ -510,11 +341,11 @@ class VQAClipDataset(Dataset):
         if missing and len(missing) == len(self.table):
             raise FileNotFoundError(
                 f"{self.saliency_dir}: saliency maps missing for {len(missing)} video(s) "
-                f"({_names(list(missing))}); run inference_sal.py on {self.frames_dir}, "
+                f"({shown_names(list(missing))}); run inference_sal.py on {self.frames_dir}, "
                 "or switch saliency off")
         if missing:
             report(f"{self.saliency_dir}: saliency maps missing for {len(missing)} of "
-                   f"{len(self.table)} video(s), left out ({_names(list(missing.values()))})")
+                   f"{len(self.table)} video(s), left out ({shown_names(list(missing.values()))})")
             self.table = self.table[~self.table["video_id"].isin(missing)].reset_index(drop=True)
 
     def __len__(self) -> int:
@@ -534,12 +365,6 @@ class VQAClipDataset(Dataset):
                 "video_id": row["video_id"]}
 
 
-def read_video_frames(path: Path, numbers: Sequence[int], size: tuple[int, int]) -> np.ndarray:
-    """(len(numbers), H, W, 3) uint8 RGB: frames `numbers` (0-based) of a video, decoded
-    sequentially from the start (exact where seeking is not). Raises video_io.VideoError."""
-    return read_frames_at(path, numbers, size)
-
-
 class SaliencyClipDataset(Dataset):
     """Clips of T consecutive annotated frames with their maps and fixations.
 
@@ -550,7 +375,7 @@ class SaliencyClipDataset(Dataset):
     """
 
     def __init__(self, videos: Sequence[SaliencyVideo], clip_len: int = 8,
-                 size: tuple[int, int] = (224, 398), clips_per_video: int = 1,
+                 size: tuple[int, int] = FRAME_SIZE, clips_per_video: int = 1,
                  starts: str = "random", seed: int = 0):
         if starts not in ("random", "even"):
             raise ValueError("starts must be 'random' or 'even'")
@@ -584,7 +409,7 @@ class SaliencyClipDataset(Dataset):
         else:
             numbers = [video.frame_numbers[i] for i in picks]
             unique = sorted(set(numbers))
-            decoded = read_video_frames(video.video, unique, self.size)
+            decoded = read_frames_at(video.video, unique, self.size)
             frames = decoded[[unique.index(n) for n in numbers]]
         maps = np.stack([load_map(video.maps[i], self.size) for i in picks])
         fixations = np.stack([load_fixations(video.fixations[i], self.size) for i in picks])

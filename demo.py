@@ -1,11 +1,13 @@
-"""The whole pipeline on built-in demo data, one command (README.md, "The demo").
+"""The whole pipeline on built-in demo data, one command (docs/demo.md).
 
-    python demo.py                             # the demo (README.md: its time on 2 cores)
+    python demo.py                             # the demo (docs/demo.md: its time on 2 cores)
     python demo.py --size tiny --out /tmp/d    # the smallest end-to-end run (seconds)
+    python demo.py --data-only --out DIR       # only the synthetic datasets, into DIR/data
 
-Nothing is downloaded. demo_data.py writes a DHF1K-layout saliency set and a KoNViD-1k-layout
-quality set (its docstring states the scenes and the MOS formula), then the stage scripts run
-with their own command-line options, as a user would run them:
+Nothing is downloaded. dagr/demo_data.py writes a DHF1K-layout saliency set and a
+KoNViD-1k-layout quality set (its docstring states the scenes and the MOS formula), and
+dagr/global_context.py the global-context check; then the stage scripts run with their own
+command-line options, as a user would run them:
 
 1. extract_frame.py samples the quality clips' frames;
 2. train_sal.py trains the saliency network twice, with registers and without (the UNet3D
@@ -14,21 +16,29 @@ with their own command-line options, as a user would run them:
 4. train_lsvq.py trains the quality network three times on the same split and seed: saliency
    weighting a = 0.5 with the register network's maps (the demo model), a = 0.5 with the
    baseline's maps, and a = 0 (saliency off);
-5. evaluate_vqa.py scores each on the held-out test split.
+5. evaluate_vqa.py scores each on the held-out test split;
+6. train_sal.py --ablation trains the baseline and attention registers on the global-context
+   check, where only a comparison across the frame finds the salient disk (docs/registers.md).
 
 Demo settings (small, so that it fits 2 CPU cores): 48 x 84 frames, 4 frames per quality clip
 (the paper: 8), a U-Net of width 8, ResNet-18 trained from scratch (no ImageNet download).
 
-It prints the demo model's results table (the paper's form), the ablation table and where
+It prints the demo model's results table (the paper's form), the ablation tables and where
 everything is. Written to --out: `results.md` and `ablation.md` (each also .csv and .json),
-`overlays.png`, `scatter.png`, `training_curves.png` (matplotlib's Agg renderer, no display
-needed), and the stages' own folders `data/`, `frames/`, `saliency/`, `maps/`, `quality/`,
-`eval/`. Checkpoints are kept without optimizer state (the trainers' --slim-checkpoints), and
-of the quality runs only the demo model's (`quality/saliency_registers/best.pt`, the one to
-score videos with) is kept once all three are evaluated. A folder that an earlier demo run
-wrote is cleared first; any other non-empty folder is refused.
+`overlays.png`, `scatter.png`, `training_curves.png`, `register_attention.png` (matplotlib's
+Agg renderer, no display needed), and the stages' own folders `data/`, `frames/`,
+`saliency/`, `maps/`, `quality/`, `eval/`, `registers/` (the register ablation's table,
+figure and register states). Checkpoints are kept without optimizer state (the trainers'
+--slim-checkpoints), and of the quality runs only the demo model's
+(`quality/saliency_registers/best.pt`, the one to score videos with) is kept once all three
+are evaluated. A folder that an earlier demo run wrote is cleared first; any other non-empty
+folder is refused.
 """
 from __future__ import annotations
+
+if __name__ == "__main__":  # first: a Ctrl-C while the modules below load ends in one line
+    from dagr.cli import quiet_start
+    quiet_start()
 
 import argparse
 import json
@@ -43,22 +53,38 @@ from typing import Any, Iterator, Sequence
 import cv2
 import numpy as np
 import pandas as pd
-import demo_data
+import torch
+
 import evaluate_vqa
 import extract_frame
-import figures
 import inference_sal
 import train_lsvq
 import train_sal
-from runtime import add_device_argument, run_script, script_parser
+from dagr import demo_data, figures, global_context, paper
+from dagr.ablation import run_folder, variants
+from dagr.checkpoints import checkpoint_network
+from dagr.cli import run_script, script_parser
+from dagr.datasets import read_saliency_set
+from dagr.device import add_device_argument
+from dagr.evaluation import (RESULT_COLUMNS, evaluate, evaluation_clips, format_table,
+                             write_results)
+from dagr.images import read_image
+from dagr.losses import probability_maps
+from dagr.registers import CATEGORY_TABLE, attention_maps, video_categories
+from dagr.training import BEST, LOG
+from dataloader import FRAME_LIST
 
 # ----------------------------------------------------------------------------- config
 OUT = "demo_out"
 SIZE = "small"            # small: the demo; tiny: the smallest end-to-end run (tests)
 SEED = 0
 WORKERS = 2               # frame-extraction processes
-REGISTERS = 4             # register tokens of the saliency network that has them
+REGISTERS = paper.REGISTERS  # register tokens of the saliency network that has them
 REGISTER_MODE = "attention"
+CHECK_VARIANTS = ("baseline", "attention")  # the global-context check's ablation (docs/registers.md
+                                            # has the others: input, token write, N = 1, 8)
+CHECK_SIZE = (global_context.HEIGHT, global_context.WIDTH)  # the check's frames: a wide strip
+ATTENTION_CLIPS = 3       # validation clips of the check in register_attention.png
 ALPHA = 0.5               # saliency weighting of the demo quality model
 BACKBONE = "resnet18"     # trained from scratch: nothing to download
 CLIP_FRAMES = 4           # frames per quality clip, all kept (the paper: 8); also the saliency
@@ -88,14 +114,21 @@ class DemoSize:
     saliency_clips: int = about("saliency training clips per video and epoch")
     quality_clips: int = about(f"quality set: clips of {CLIP_FRAMES} frames")
     quality_epochs: int = about("quality training epochs")
+    check_train: int = about("global-context check: training videos")
+    check_val: int = about("global-context check: validation videos")
+    check_channels: int = about("global-context check: U-Net base width")
+    check_epochs: int = about("global-context check: training epochs")
+    check_clips: int = about("global-context check: training clips (frames) per video and epoch")
 
 SIZES = {
     "tiny": DemoSize(frame_size=(32, 56), radius=5, saliency_train=4, saliency_val=2,
                      saliency_frames=8, saliency_channels=4, saliency_epochs=2, saliency_clips=1,
-                     quality_clips=24, quality_epochs=2),
+                     quality_clips=24, quality_epochs=2, check_train=4, check_val=2,
+                     check_channels=2, check_epochs=1, check_clips=1),
     "small": DemoSize(frame_size=(48, 84), radius=9, saliency_train=24, saliency_val=6,
                       saliency_frames=16, saliency_channels=8, saliency_epochs=6, saliency_clips=2,
-                      quality_clips=600, quality_epochs=4),
+                      quality_clips=600, quality_epochs=4, check_train=240, check_val=60,
+                      check_channels=8, check_epochs=5, check_clips=2),
 }
 SALIENCY_RUNS = {"registers": REGISTERS, "baseline": 0}  # name: register tokens
 SALIENCY_NAMES = {"registers": f"UNet3D + {REGISTERS} registers",
@@ -106,8 +139,9 @@ QUALITY_RUNS = {          # name: (saliency run whose maps it reads, or None; we
     "no_saliency": (None, 0.0),
 }
 DEMO_MODEL = "saliency_registers"
+CHECK_DIR = "GlobalContext"     # the global-context check's folder under data/
 MARKER = "demo_settings.json"   # marks a folder as a demo run's, so that a re-run may clear it
-STAGE_FOLDERS = ("data", "frames", "saliency", "maps", "quality", "eval")
+STAGE_FOLDERS = ("data", "frames", "saliency", "maps", "quality", "eval", "registers")
 QUALITY_METRICS = ["PLCC", "SRCC", "KRCC", "RMSE"]
 
 
@@ -127,6 +161,14 @@ class Layout:
     @property
     def labels(self) -> Path:
         return self.quality_set / demo_data.QUALITY_LABELS
+
+    @property
+    def check_set(self) -> Path:
+        return self.out / "data" / CHECK_DIR
+
+    @property
+    def registers(self) -> Path:
+        return self.out / "registers"
 
     @property
     def test_labels(self) -> Path:
@@ -188,15 +230,19 @@ def prepare_folder(out: Path) -> None:
 
 
 def write_data(layout: Layout, size: DemoSize, seed: int) -> None:
-    """demo_data.py: the saliency set and the quality set."""
+    """dagr/demo_data.py's saliency and quality sets, and dagr/global_context.py's check."""
     demo_data.write_saliency_set(layout.saliency_set, size.saliency_train, size.saliency_val,
                                  size.saliency_frames, size.frame_size, seed, size.radius)
     demo_data.write_quality_set(layout.quality_set, size.quality_clips, CLIP_FRAMES,
                                 size.frame_size, seed, demo_data.DEMO_KINDS,
                                 demo_data.REGION_TURNS, size.radius)
+    global_context.write_global_context_set(layout.check_set, size.check_train, size.check_val,
+                                            size=CHECK_SIZE, seed=seed)
     print(f"saliency set: {size.saliency_train} training + {size.saliency_val} validation videos "
           f"in {layout.saliency_set}\nquality set: {size.quality_clips} clips "
-          f"({' or '.join(demo_data.DEMO_KINDS)}) in {layout.quality_set}")
+          f"({' or '.join(demo_data.DEMO_KINDS)}) in {layout.quality_set}\nglobal-context check: "
+          f"{size.check_train} training + {size.check_val} validation videos in "
+          f"{layout.check_set}")
 
 
 def extract_frames(layout: Layout, size: DemoSize, workers: int) -> None:
@@ -221,16 +267,15 @@ def train_saliency(layout: Layout, size: DemoSize, name: str, seed: int, device:
 
 def score_saliency(layout: Layout, checkpoint: Path, device: str) -> dict[str, float]:
     """train_sal.py's evaluation: metrics on the saliency set's validation videos."""
-    metrics = train_sal.evaluate(checkpoint, "dhf1k", layout.saliency_set, "val", device,
-                                 progress=False)
-    print(train_sal.format_table(metrics))
+    metrics = evaluate(checkpoint, "dhf1k", layout.saliency_set, "val", device, progress=False)
+    print(format_table(metrics))
     return metrics
 
 
 def infer_maps(layout: Layout, name: str, device: str) -> None:
     """inference_sal.py: maps and overlays for the quality clips' stored frames."""
     check_stage(inference_sal.main([
-        "--checkpoint", str(layout.saliency_run(name) / train_sal.BEST),
+        "--checkpoint", str(layout.saliency_run(name) / BEST),
         "--frames", str(layout.frames), "--out", str(layout.maps(name)), "--overlay",
         "--workers", "0", "--device", device]), "inference_sal.py")
 
@@ -247,6 +292,20 @@ def train_quality(layout: Layout, size: DemoSize, name: str, seed: int, device: 
         "--warmup", "0.5", "--val-fraction", str(VAL_FRACTION),
         "--test-fraction", str(TEST_FRACTION), "--workers", "0", "--seed", str(seed),
         "--device", device, "--slim-checkpoints"]))
+
+
+def register_ablation(layout: Layout, size: DemoSize, seed: int, device: str) -> Path:
+    """train_sal.py --ablation on the global-context check: the baseline and attention
+    registers, one seed each; returns the table (ablation.md)."""
+    check_stage(train_sal.main([
+        "--ablation", *CHECK_VARIANTS, "--seeds", str(seed), "--dataset", "dhf1k",
+        "--root", str(layout.check_set), "--out", str(layout.registers),
+        "--channels", str(size.check_channels), "--size", *map(str, CHECK_SIZE),
+        "--epochs", str(size.check_epochs), "--clip-len", "1",
+        "--clips-per-video", str(size.check_clips), "--val-clips", "2", "--batch-size", "4",
+        "--lr", "1e-3", "--warmup", "20", "--workers", "0", "--device", device]),
+        "train_sal.py --ablation")
+    return layout.registers / "ablation.md"
 
 
 def write_test_labels(layout: Layout) -> Path:
@@ -266,7 +325,7 @@ def drop_ablation_checkpoints(layout: Layout) -> None:
     checkpoint is the one to score videos with."""
     for name in QUALITY_RUNS:
         if name != DEMO_MODEL:
-            (layout.quality_run(name) / "best.pt").unlink(missing_ok=True)
+            (layout.quality_run(name) / BEST).unlink(missing_ok=True)
 
 
 def evaluate_quality(layout: Layout, name: str, device: str) -> dict:
@@ -274,8 +333,8 @@ def evaluate_quality(layout: Layout, name: str, device: str) -> dict:
     maps, _ = QUALITY_RUNS[name]
     labelled = evaluate_vqa.LabelledSet("konvid", layout.test_labels, layout.frames,
                                         layout.maps(maps) if maps else None)
-    table = evaluate_vqa.evaluate_checkpoint(layout.quality_run(name) / "best.pt", [labelled],
-                                             layout.evaluation(name), workers=0, device=device)
+    table = evaluate_vqa.evaluate_sets(layout.quality_run(name) / BEST, [labelled],
+                                       layout.evaluation(name), workers=0, device=device)
     return table.iloc[0].to_dict()
 
 
@@ -284,7 +343,7 @@ def evaluate_quality(layout: Layout, name: str, device: str) -> dict:
 def results_table(row: dict) -> pd.DataFrame:
     """The paper's table for the demo model on the demo test split."""
     return pd.DataFrame([{**row, "Dataset": "Demo (KoNViD-1k layout), test split"}],
-                        columns=train_lsvq.RESULT_COLUMNS)
+                        columns=RESULT_COLUMNS)
 
 
 def ablation_table(saliency: dict[str, dict], quality: dict[str, dict]) -> pd.DataFrame:
@@ -331,11 +390,11 @@ def plot_curves(layout: Layout, path: Path) -> None:
     loss and validation SRCC (bottom)."""
     figure = figures.new_figure(10, 7)
     top, bottom = figure.subplots(2, 2)
-    figures.draw_curves(top, {name: pd.read_csv(layout.saliency_run(name) / train_sal.LOG)
+    figures.draw_curves(top, {name: pd.read_csv(layout.saliency_run(name) / LOG)
                               for name in SALIENCY_RUNS},
                         [("saliency: training loss", ["train_loss"]),
                          ("saliency: validation CC", ["val_cc"])])
-    figures.draw_curves(bottom, {name.replace("_", " "): pd.read_csv(layout.quality_run(name) / "log.csv")
+    figures.draw_curves(bottom, {name.replace("_", " "): pd.read_csv(layout.quality_run(name) / LOG)
                                  for name in QUALITY_RUNS},
                         [("quality: training loss", ["train_loss"]),
                          ("quality: validation SRCC", ["val_srcc"])])
@@ -350,9 +409,9 @@ def plot_overlays(layout: Layout, path: Path) -> None:
     figure = figures.new_figure(2.6 * OVERLAY_FRAMES, 1.9 * len(picked) + 0.4)
     axes = np.atleast_2d(figure.subplots(len(picked), OVERLAY_FRAMES))
     for row, clip in zip(axes, picked.itertuples()):
-        names = json.loads((layout.frames / clip.video_id / extract_frame.FRAME_LIST).read_text())["frames"]
+        names = json.loads((layout.frames / clip.video_id / FRAME_LIST).read_text())["frames"]
         for axis, index in zip(row, np.linspace(0, len(names) - 1, OVERLAY_FRAMES).round().astype(int)):
-            image = cv2.imread(str(folder / clip.video_id / names[index]))
+            image = read_image(folder / clip.video_id / names[index])
             axis.imshow(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), interpolation="nearest")
             axis.set_xticks([])
             axis.set_yticks([])
@@ -360,6 +419,42 @@ def plot_overlays(layout: Layout, path: Path) -> None:
                           f"\npredicted {clip.prediction:.2f}", fontsize=8)
     figure.suptitle("Predicted saliency (register network) over test clips: only the salient "
                     "disk moves, its look-alikes stand still", fontsize=10)
+    figures.save_png(figure, path, dpi=110)
+
+
+def plot_register_attention(layout: Layout, seed: int, path: Path) -> None:
+    """On a few validation clips of the global-context check: the frame, the ground truth,
+    the attention network's prediction, and where each of its registers looks when it reads
+    (dagr/registers.py), all blended over the frame."""
+    run = run_folder(layout.registers, variants(REGISTERS)["attention"], seed) / BEST
+    model = checkpoint_network(run, "saliency")[0]
+    videos = [v for v in read_saliency_set("dhf1k", layout.check_set) if v.split == "val"]
+    data = evaluation_clips(videos[:ATTENTION_CLIPS], 1, CHECK_SIZE, 1)
+    colours = video_categories(layout.check_set / CATEGORY_TABLE)
+    rows = 3 + REGISTERS
+    figure = figures.new_figure(8, 0.55 * rows * len(data) + 0.6)
+    axes = np.atleast_1d(figure.subplots(rows * len(data), 1))
+    for index in range(len(data)):
+        item = data[index]
+        clip = item["frames"][None]  # (1, 3, 1, H, W)
+        with torch.inference_mode():
+            prediction = probability_maps(model(clip))[0, 0]
+        looks = attention_maps(model, clip)[0, :, 0]  # (N, H, W)
+        frame = item["frames"][:, 0].permute(1, 2, 0).numpy()
+        panels = [("frame", None), ("ground truth", item["maps"][0, 0]),
+                  ("prediction", prediction)]
+        panels += [(f"register {k + 1}", looks[k]) for k in range(REGISTERS)]
+        for axis, (name, heat) in zip(axes[rows * index:], panels):
+            axis.imshow(frame, interpolation="nearest")
+            if heat is not None:
+                axis.imshow(heat.numpy(), cmap="jet", alpha=0.5, interpolation="bilinear")
+            axis.set_xticks([])
+            axis.set_yticks([])
+            axis.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=7)
+        axes[rows * index].set_title(f"video {item['video_id']}: the {colours[item['video_id']]} "
+                                     "disk is the odd one out", fontsize=8)
+    figure.suptitle("Global-context check: the attention network's registers, where they look",
+                    fontsize=9)
     figures.save_png(figure, path, dpi=110)
 
 
@@ -371,7 +466,7 @@ def run_demo(out: str | Path, preset: DemoSize = SIZES[SIZE], seed: int = SEED, 
     layout = Layout(Path(out))
     prepare_folder(layout.out)
     (layout.out / MARKER).write_text(json.dumps({"seed": seed, **asdict(preset)}))
-    stages = Stages(2 + 2 * len(SALIENCY_RUNS) + len(QUALITY_RUNS) + 2)
+    stages = Stages(2 + 2 * len(SALIENCY_RUNS) + len(QUALITY_RUNS) + 3)
     with stages.stage("demo data (demo_data.py)"):
         write_data(layout, preset, seed)
     with stages.stage("frames of the quality clips (extract_frame.py)"):
@@ -393,15 +488,22 @@ def run_demo(out: str | Path, preset: DemoSize = SIZES[SIZE], seed: int = SEED, 
         write_test_labels(layout)
         quality = {name: evaluate_quality(layout, name, device) for name in QUALITY_RUNS}
         drop_ablation_checkpoints(layout)
+    with stages.stage("the global-context check: the baseline against attention registers "
+                      "(train_sal.py --ablation)"):
+        registers = register_ablation(layout, preset, seed, device)
     with stages.stage("tables and figures"):
-        files = {"results": train_lsvq.write_results(results_table(quality[DEMO_MODEL]), layout.out),
-                 "ablation": train_lsvq.write_results(ablation_table(saliency, quality),
-                                                      layout.out, "ablation"),
+        files = {"results": write_results(results_table(quality[DEMO_MODEL]), layout.out),
+                 "ablation": write_results(ablation_table(saliency, quality),
+                                           layout.out, "ablation"),
+                 "register ablation": registers,
                  "overlays": layout.out / "overlays.png", "scatter": layout.out / "scatter.png",
-                 "training curves": layout.out / "training_curves.png"}
+                 "training curves": layout.out / "training_curves.png",
+                 "register attention": layout.out / "register_attention.png",
+                 "register states": layout.registers / train_sal.STATE_FIGURE}
         plot_overlays(layout, files["overlays"])
         plot_scatter(layout, files["scatter"])
         plot_curves(layout, files["training curves"])
+        plot_register_attention(layout, seed, files["register attention"])
     return files
 
 
@@ -410,9 +512,10 @@ def summary(files: dict[str, Path], out: Path, seconds: float) -> str:
     lines = [f"\nDemo finished in {seconds / 60:.1f} min.",
              f"\nDemo model (saliency network with registers, a = {ALPHA:g}) on the test split:",
              files["results"].read_text(), "Ablation (same data, split and seed):",
-             files["ablation"].read_text(), "Files:"]
-    lines += [f"  {what:<16}{path}" for what, path in files.items()]
-    lines.append(f"  {'everything':<16}{out}/ ({', '.join(f'{f}/' for f in STAGE_FOLDERS)})")
+             files["ablation"].read_text(), "Registers on the global-context check:",
+             files["register ablation"].read_text(), "Files:"]
+    lines += [f"  {what:<19}{path}" for what, path in files.items()]
+    lines.append(f"  {'everything':<19}{out}/ ({', '.join(f'{f}/' for f in STAGE_FOLDERS)})")
     return "\n".join(lines)
 
 
@@ -426,6 +529,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.add_argument(f"--{count.name.replace('_', '-')}", type=int, metavar="N",
                                 help=f"{count.metadata['help']} (default: the --size preset's)")
     parser.add_argument("--seed", type=int, default=SEED, help="seed of the data and the training")
+    parser.add_argument("--data-only", action="store_true",
+                        help="write the demo's synthetic datasets into <out>/data and stop")
     parser.add_argument("--workers", type=int, default=WORKERS, help="frame-extraction processes")
     add_device_argument(parser)
     return parser.parse_args(argv)
@@ -440,6 +545,9 @@ def chosen_size(args: argparse.Namespace) -> DemoSize:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.data_only:
+        write_data(Layout(Path(args.out)), chosen_size(args), args.seed)
+        return 0
     began = time.perf_counter()
     try:
         files = run_demo(args.out, chosen_size(args), args.seed, args.device, args.workers)

@@ -9,114 +9,66 @@ decoded stream) plus `frames.json`, which lists the K file names in temporal ord
 shorter than K repeats frames, so a name can appear twice there). A video's folder appears
 whole or not at all, and re-running skips the videos already done. Videos that cannot be read
 are listed at the end and in `<out>/failures.csv` (video_id, kind, problem; the kinds are
-video_io's and `duplicate-id`, `write-failed`); the exit status is 1 if there were any.
-Decoding (any codec FFmpeg reads, AV1 included) is video_io.py's. Under torchrun, or with
---shard I/N, each process samples its share of the videos (README, "Corpus-scale runs");
+video_io's, `duplicate-id`, `write-failed`, and `crashed` or `timed-out` for a video that
+killed or hung its decoding process); the exit status is 1 if there were any.
+Decoding (any codec FFmpeg reads, AV1 included) is video_io.py's, in worker processes that a
+crashing or hanging decoder takes down alone (dagr/supervised.py); a rerun decodes a video
+that crashed or hung before in a worker process again. With --workers 0 (the default for a
+single video) decoding runs in this process, which a native crash ends: the rerun finds the
+video it was decoding in `.<out>.in-flight` and decodes in a worker process. Under torchrun,
+or with --shard I/N, each process samples its share of the videos (docs/distributed.md);
 Ctrl-C stops with exit status 130, keeping every finished video.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-from dataclasses import dataclass
-from multiprocessing import get_context
-from pathlib import Path
-from typing import Iterable, Sequence
+if __name__ == "__main__":  # first: a Ctrl-C while the modules below load ends in one line
+    from dagr.cli import quiet_start
+    quiet_start()
 
-import cv2
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
 from tqdm import tqdm
 
-from dataloader import FRAME_LIST, PROBLEMS
-from labelled_sets import LABEL_DATASETS, LabelColumns, add_label_arguments, label_columns, read_table
-from runtime import (Failure, Interrupted, atomic_path, default_workers, remove_leftovers,
-                     run_script, script_parser, sigint_ignored, writable_folder, write_failures)
-from sharding import (CsvOutput, Shard, add_shard_argument, current_shard, exit_status,
-                      is_merged, write_outputs)
-from video_io import NUM_FRAMES, VIDEO_EXTENSIONS, SampledVideo, VideoError, sample_video
+from dagr import paper
+from dagr.cli import Interrupted, run_script, script_parser
+from dagr.datasets import QUALITY_SETS, quality_help, read_table
+from dagr.failures import Failure, write_failures
+from dagr.files import remove_leftovers, writable_folder
+from dagr.frames import FRAME_LIST, SampleJob, sample_and_store
+from dagr.labels import PROBLEMS, LabelColumns, add_label_arguments, label_columns
+from dagr.sharding import (CsvOutput, Shard, add_shard_argument, current_shard, exit_status,
+                           is_merged, journal, write_outputs)
+from dagr.supervised import (VIDEO_TIMEOUT, Supervision, WorkerError, add_timeout_argument,
+                             crashed_before, supervised_map)
+from dagr.video_io import VIDEO_EXTENSIONS, find_videos
+from dagr.workers import MAIN_PROCESS_NOTE, default_workers, one_opencv_thread
 
 # ----------------------------------------------------------------------------- config
-HEIGHT, WIDTH = 224, 398  # stored size; about 16:9, aspect ratio not kept (as in the paper)
-WORKERS = None           # decoding processes; None: runtime.default_workers (the cores)
+NUM_FRAMES = paper.FRAMES_PER_VIDEO  # K: frames kept per video
+HEIGHT, WIDTH = paper.FRAME_SIZE     # stored size
+WORKERS = None           # decoding processes; None: the cores, at most one per video
 OUT = "frames"
 FAILURES = "failures.csv"
-DUPLICATE_ID = "duplicate-id"  # failure kinds besides video_io's: two videos, one id
-WRITE_FAILED = "write-failed"  # the frames could not be stored
+DUPLICATE_ID = "duplicate-id"  # failure kind besides video_io's and frames': two videos, one id
 # -----------------------------------------------------------------------------
-
-
-def find_videos(inputs: Iterable[str | Path]) -> list[tuple[str, Path]]:
-    """(video_id, path) for video files and for the videos found recursively in folders.
-
-    A file's id is its stem; inside a folder it is the path relative to that folder without
-    the extension (so `batch1/722.mp4` keeps its `batch1/` prefix).
-    """
-    found = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            for path in sorted(item.rglob("*")):
-                if path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS:
-                    found.append((path.relative_to(item).with_suffix("").as_posix(), path))
-        elif item.is_file():
-            found.append((item.stem, item))
-        else:
-            raise FileNotFoundError(f"{item}: no such file or folder")
-    return found
-
-
-def frame_name(index: int) -> str:
-    """File name of the frame at stream position `index`; saliency maps reuse it."""
-    return f"{index:05d}.png"
-
-
-def write_frames(sampled: SampledVideo, folder: Path) -> None:
-    """Write the frames and `frames.json` into `folder`, all or nothing."""
-    with atomic_path(folder) as tmp:
-        tmp.mkdir(parents=True)
-        for index, frame in zip(sampled.indices, sampled.frames):
-            if not cv2.imwrite(str(tmp / frame_name(index)), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)):
-                raise OSError(f"{tmp / frame_name(index)}: could not be written")
-        (tmp / FRAME_LIST).write_text(json.dumps({
-            "frames": [frame_name(i) for i in sampled.indices],
-            "decoded": sampled.decoded, "declared": sampled.declared, "notes": sampled.notes,
-        }, indent=1))
 
 
 def is_done(folder: Path) -> bool:
     return (folder / FRAME_LIST).is_file()
 
 
-@dataclass
-class Job:
-    video_id: str
-    path: Path
-    folder: Path
-    k: int
-    size: tuple[int, int]
-
-
-def run_job(job: Job) -> tuple[str, str, str | Failure]:
-    """Sample and store one video. Returns (video_id, status, message); status is
-    `done`, `note` (done, with something worth saying) or `failed` (message: a Failure,
-    whose kind says why)."""
-    try:
-        sampled = sample_video(job.path, job.k, job.size)
-        write_frames(sampled, job.folder)
-    except VideoError as err:
-        return job.video_id, "failed", Failure(err.kind, str(err))
-    except (OSError, cv2.error) as err:
-        return job.video_id, "failed", Failure(WRITE_FAILED, str(err))
-    if sampled.notes:
-        return job.video_id, "note", f"{job.path}: " + "; ".join(sampled.notes)
-    return job.video_id, "done", ""
-
-
 def extract(videos: Sequence[tuple[str, Path]], out: str | Path, k: int = NUM_FRAMES,
             size: tuple[int, int] = (HEIGHT, WIDTH), workers: int | None = WORKERS,
-            progress: bool = True, shard: Shard = Shard()) -> dict[str, Failure]:
-    """Sample every video of `shard`'s share (every video by default) not yet done into `out`.
-    Returns {video_id: Failure} for the share's videos that failed; `<out>/failures.csv` lists
-    those of all shards once the last one is done (removed when all succeed)."""
+            progress: bool = True, shard: Shard = Shard(),
+            timeout: float = VIDEO_TIMEOUT) -> dict[str, Failure]:
+    """Sample every video of `shard`'s share (every video by default) not yet done into `out`,
+    each by a supervised worker process (`timeout`: seconds without progress before a video
+    counts as hung). Returns {video_id: Failure} for the share's videos that failed;
+    `<out>/failures.csv` lists those of all shards once the last one is done (removed when
+    all succeed)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     failures, jobs = {}, []
@@ -125,20 +77,24 @@ def extract(videos: Sequence[tuple[str, Path]], out: str | Path, k: int = NUM_FR
             failures[video_id] = Failure(DUPLICATE_ID, f"{path}: another video already has "
                                          f"the id {video_id!r}; skipped")
         elif not is_done(out / video_id):
-            jobs.append(Job(video_id, Path(path), out / video_id, k, tuple(size)))
-    workers = default_workers(len(jobs)) if workers is None else workers
+            jobs.append(SampleJob(video_id, Path(path), out / video_id, k, tuple(size)))
+    crashed = crashed_before(out / FAILURES, "video_id")  # in the run that wrote the list
+    how = Supervision(default_workers(len(jobs)) if workers is None else workers, timeout,
+                      journal(out, shard),
+                      frozenset(str(job.path) for job in jobs if job.video_id in crashed))
     finished = 0
     try:
-        for video_id, status, message in _run_all(jobs, workers, progress):
+        for job, (status, message) in _run_all(jobs, how, progress):
             finished += 1
             if status == "failed":
-                failures[video_id] = message
+                failures[job.video_id] = message
             elif status == "note":
                 tqdm.write(f"note: {message}", file=sys.stderr)
     except KeyboardInterrupt:
         remove_leftovers(job.folder for job in jobs)  # of the videos stopped workers were writing
         raise Interrupted(f"{finished} of {len(jobs)} videos sampled into {out} and kept; run "
                           "the same command again to do the rest") from None
+    remove_leftovers(job.folder for job in jobs)  # of the videos whose workers died writing
     write_outputs([CsvOutput(out / FAILURES, lambda path: write_failures(path, failures, "video_id"),
                              "video_id")], shard)
     return failures
@@ -154,28 +110,18 @@ def _mark_duplicates(videos: Sequence[tuple[str, Path]]) -> list[tuple[str, Path
     return marked
 
 
-def _run_all(jobs: list[Job], workers: int, progress: bool):
-    bar = tqdm(total=len(jobs), unit="video", desc="extract frames", disable=not progress)
-    if workers <= 1 or len(jobs) <= 1:
-        results = map(run_job, jobs)
-    else:
-        # spawn, not fork: forking a process that already holds torch / OpenCV threads can hang
-        with sigint_ignored():
-            pool = get_context("spawn").Pool(workers)
-        results = pool.imap_unordered(run_job, jobs)
-    try:
-        for result in results:
+def _run_all(jobs: list[SampleJob], how: Supervision, progress: bool):
+    """(job, (status, message)) for each job, as the workers finish them; a video that took
+    its worker down comes back as ("failed", its Failure)."""
+    with tqdm(total=len(jobs), unit="video", desc="extract frames", disable=not progress) as bar:
+        for job, outcome in supervised_map(sample_and_store, jobs, how, name=_job_name,
+                                           setup=one_opencv_thread):
             bar.update()
-            yield result
-    except BaseException:
-        if workers > 1 and len(jobs) > 1:
-            pool.terminate()  # stop now, not after the queued videos
-        raise
-    finally:
-        bar.close()
-        if workers > 1 and len(jobs) > 1:
-            pool.close()
-            pool.join()
+            yield job, ("failed", outcome) if isinstance(outcome, Failure) else outcome
+
+
+def _job_name(job: SampleJob) -> str:
+    return str(job.path)
 
 
 def videos_from_labels(dataset: str, labels: str, video_root: str,
@@ -199,10 +145,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help=f"stored frame height and width (default: {HEIGHT} {WIDTH})")
     parser.add_argument("--workers", type=int, default=WORKERS,
                         help="decoding processes (default: the machine's cores, at most one per "
-                             "video, none for a single video)")
-    parser.add_argument("--dataset", choices=LABEL_DATASETS,
-                        help="read the videos from a label file: lsvq, konvid, livevqc or "
-                        "youtube-ugc (official files), csv or labels-txt (any set; see the README)")
+                             "video, none for a single video); " + MAIN_PROCESS_NOTE)
+    add_timeout_argument(parser)
+    parser.add_argument("--dataset", choices=sorted(QUALITY_SETS),
+                        help="read the videos from a label file; " + quality_help())
     parser.add_argument("--labels", help="the dataset's label file")
     add_label_arguments(parser)
     parser.add_argument("--video-root", help="folder holding the dataset's videos")
@@ -231,8 +177,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     shard = current_shard(args.shard)
-    failures = extract(videos, args.out, args.num_frames, tuple(args.size), args.workers,
-                       shard=shard)
+    try:
+        failures = extract(videos, args.out, args.num_frames, tuple(args.size), args.workers,
+                           shard=shard, timeout=args.video_timeout)
+    except WorkerError as err:  # no decoding process could start: nothing can be done
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     share = len(shard.take(videos))
     done = share - len(failures)
     print(f"{done} of {share} videos sampled into {args.out}"

@@ -1,5 +1,5 @@
 """Stage 3: saliency maps for the frames that stage 1 stored, and overlays to look at them
-(README.md, stage 3).
+(docs/pipeline.md, "Stage 3").
 
     python inference_sal.py --checkpoint runs/sal/best.pt --frames frames/ --out saliency/ --overlay
     python inference_sal.py --checkpoint runs/sal/best.pt --video clip.mp4 --all-frames \\
@@ -8,13 +8,16 @@
 Frames mode: the K stored frames of every video that extract_frame.py finished under --frames
 go through the network as one clip (in the order of its frames.json), batched over videos.
 Each frame's map is written as `<out>/<video_id>/<frame file name>`, an 8-bit grayscale PNG
-(sigmoid of the frame's log-softmax, then min-max per frame, then x255; README.md, stage 3,
+(sigmoid of the frame's log-softmax, then min-max per frame, then x255; docs/pipeline.md
 says why), so maps pair with frames by name. The network runs at the checkpoint's training
-size (or --size) and the maps come out at the stored frames' size. A video's folder appears whole or not at all; videos whose maps are all there are
-skipped. A frame listed twice in frames.json (a short video) keeps the map of its first place.
-`--overlay` also writes the colour heat map blended over each frame, as a PNG of the frame's
-size, to `<out>_overlays/<video_id>/<frame file name>`: a sibling folder, so that the maps
-folder holds nothing but maps.
+size (or --size) and the maps come out at the stored frames' size. A video's folder appears
+whole or not at all; videos whose maps are all there are skipped. A frame listed twice in
+frames.json (a short video) keeps the map of its first place.
+`--overlay` also writes the colour heat map blended over each frame, as a PNG of the frame
+with a colour bar on its right, to `<out>_overlays/<video_id>/<frame file name>`: a sibling
+folder, so that the maps folder holds nothing but maps. `--register-attention` draws, the
+same way, where each register of an attention-register network looks over each frame, to
+`<out>_registers/<video_id>/<frame>_register<k>.png`.
 
 Video mode (`--video INPUT ... --all-frames`): every decodable frame gets a map, from
 consecutive windows of --window frames (the last window is aligned to the video's end, and a
@@ -22,119 +25,78 @@ video shorter than a window repeats its last frame); the overlays are written as
 `<out>/<video_id>.mp4` (H.264, yuv420p) at the source's frame rate. Overlays, PNG and video,
 carry a colour bar (`colour_bar`) on their right. Videos already rendered are skipped.
 
-Videos that fail are listed at the end and the exit status is 1. In frames mode, torchrun or
---shard I/N give each process its share of the videos, one GPU per process (README,
-"Corpus-scale runs"). Ctrl-C stops with exit status 130, keeping every finished video.
+Videos that fail are listed at the end and in `<out>_failures.csv` (video_id, kind, problem),
+and the exit status is 1. Stored frames are read, and videos rendered, by supervised worker
+processes (dagr/supervised.py): a video that crashes its process (`crashed`, with the signal)
+or makes no progress for --video-timeout seconds (`timed-out`) fails alone. Video mode renders
+in one worker process (each loads the network), or in this process for a single video or with
+--workers 0, where a native crash ends the run: the rerun renders the video it was on in a
+worker process. In frames mode, torchrun or --shard I/N give each process its share of the
+videos, one GPU per process (docs/distributed.md). Ctrl-C stops with exit status 130,
+keeping every finished video.
 """
 from __future__ import annotations
 
-import argparse
-import os
-import sys
-from fractions import Fraction
-from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+if __name__ == "__main__":  # first: a Ctrl-C while the modules below load ends in one line
+    from dagr.cli import quiet_start
+    quiet_start()
 
-import av
+import argparse
+import sys
+from functools import partial
+from pathlib import Path
+from typing import Iterator, Sequence
+
 import cv2
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-import model_file
-from dataloader import StoredFramesDataset, frame_files, stored_videos, to_clip_tensor
-from extract_frame import find_videos
-from precision import add_precision_arguments, compile_model, resolve_precision
-from runtime import (Interrupted, add_device_argument, atomic_path, default_workers, pick_device,
-                     quiet_worker, run_script, script_parser, sigint_ignored, stop_workers,
-                     writable_folder)
-from sharding import Shard, add_shard_argument, current_shard, exit_status, shard_device
-from sal_withreg import predict_maps, prepare_inference
-from video_io import DAMAGED, VideoError, VideoReader
+from dagr import paper
+from dagr.checkpoints import ModelFile, Source
+from dagr.cli import Interrupted, run_script, script_parser
+from dagr.device import add_device_argument, pick_device
+from dagr.failures import Failure, write_failures
+from dagr.files import atomic_path, remove_leftovers, writable_folder
+from dagr.frames import UNREADABLE_FRAMES, WRITE_FAILED, frame_files, stored_clip
+from dagr.images import read_image, write_png
+from dagr.inference import Network, predict_maps
+from dagr.overlays import Render, load_network, overlay, render
+from dagr.precision import add_precision_arguments
+from dagr.registers import attention_maps, has_attention_registers
+from dagr.sharding import (CsvOutput, Shard, add_shard_argument, current_shard, exit_status,
+                           is_merged, journal, shard_device, write_outputs)
+from dagr.supervised import (VIDEO_TIMEOUT, Supervision, add_timeout_argument, crashed_before,
+                             supervised_map)
+from dagr.video_io import find_videos
+from dagr.workers import MAIN_PROCESS_NOTE, default_workers, one_opencv_thread
+from dataloader import stored_videos, to_clip_tensor
 
 # ----------------------------------------------------------------------------- config
 CHECKPOINT = "runs/saliency/best.pt"
 FRAMES = "frames"          # extract_frame.py's output
 OUT = "saliency"
 BATCH_SIZE = 8             # clips per forward pass
-WORKERS = None             # frame-loading processes (frames mode); None: the machine's cores
-WINDOW = 8                 # frames per clip in video mode
-OVERLAY_ALPHA = 0.5        # weight of the heat map in an overlay
-COLORMAP = cv2.COLORMAP_JET
+WORKERS = None             # frame-loading processes (frames mode: the machine's cores) or
+                           # rendering processes (video mode: 1, none for a single video)
+WINDOW = paper.FRAMES_PER_VIDEO  # frames per clip in video mode
 FOLD_BN = True             # fold BatchNorm into the convolutions (faster, same maps)
 OVERLAY_SUFFIX = "_overlays"
-BAR_TEXT_HEIGHTS = 360     # colour bar label font scale = frame height / this (at least 0.25)
-VIDEO_CODEC = "libx264"    # H.264, yuv420p: what browsers and players play
-VIDEO_CRF = 20             # x264 constant quality (lower: better, larger)
+REGISTERS_SUFFIX = "_registers"  # --register-attention writes to <out>_registers
+FAILURES_SUFFIX = "_failures.csv"
 # -----------------------------------------------------------------------------
 
 
 # ----------------------------------------------------------------------------- model
 
-def load_saliency_model(checkpoint: str | Path | model_file.ModelFile, device: torch.device | str,
+def load_saliency_model(checkpoint: Source, device: torch.device | str,
                         fold_bn: bool = FOLD_BN, precision: str | None = None,
                         compiled: bool = False) -> nn.Module:
     """The network of a train_sal.py checkpoint or of an exported model file, ready for
     `predict_maps`. Raises ValueError (naming the file) for a checkpoint of another kind or
     a file that is not one, FileNotFoundError if it is missing."""
-    return _load(checkpoint, device, fold_bn, precision, compiled)[0]
-
-
-def _load(checkpoint: str | Path | model_file.ModelFile, device: torch.device | str,
-          fold_bn: bool, precision: str | None = None, compiled: bool = False
-          ) -> tuple[nn.Module, dict]:
-    """(inference model, the training settings stored with it)."""
-    network, settings = model_file.load_saliency(checkpoint)
-    model = prepare_inference(network, device, resolve_precision(precision, device), fold_bn)
-    return compile_model(model, compiled), settings
-
-
-# ----------------------------------------------------------------------------- images
-
-def overlay(frame: np.ndarray, saliency: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
-    """Colour heat map of `saliency` (h, w) uint8 blended over `frame` (H, W, 3) uint8 BGR,
-    the map resized to the frame, with `colour_bar(H)` on its right. Returns
-    (H, W + colour_bar(H).shape[1], 3) uint8 BGR."""
-    heat = cv2.applyColorMap(saliency, COLORMAP)
-    if heat.shape[:2] != frame.shape[:2]:
-        heat = cv2.resize(heat, (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_LINEAR)
-    blended = cv2.addWeighted(frame, 1.0 - alpha, heat, alpha, 0.0)
-    return np.concatenate([blended, colour_bar(frame.shape[0])], axis=1)
-
-
-def colour_bar(height: int) -> np.ndarray:
-    """The key to the heat map, (height, width, 3) uint8 BGR: a vertical strip of COLORMAP
-    from map value 1 (top) to 0 (bottom) on a black panel, labelled "1" and "0" beside its
-    ends; sizes scale with `height` so that the labels stay legible on small frames."""
-    scale = max(height / BAR_TEXT_HEIGHTS, 0.25)
-    thickness = max(1, round(scale))
-    (text_w, text_h), _ = cv2.getTextSize("0", cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
-    margin = max(1, height // 64)
-    strip = max(3, height // 24)
-    panel = np.zeros((height, margin + strip + margin + text_w + margin, 3), np.uint8)
-    top, bottom = margin, height - margin
-    values = np.linspace(255, 0, bottom - top).round().astype(np.uint8)[:, None]
-    panel[top:bottom, margin:margin + strip] = cv2.applyColorMap(
-        np.repeat(values, strip, axis=1), COLORMAP)
-    left = margin + strip + margin
-    for label, y in (("1", top + text_h), ("0", bottom)):
-        cv2.putText(panel, label, (left, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
-                    thickness, cv2.LINE_AA)
-    return panel
-
-
-def _write_png(path: Path, image: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), image):
-        raise OSError(f"{path}: could not be written")
-
-
-def _read_bgr(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise OSError(f"{path}: cannot be read as an image")
-    return image
+    return Network(checkpoint, str(device), fold_bn, precision, compiled).load()[0]
 
 
 def _first_per_name(names: Sequence[str], maps: np.ndarray) -> dict[str, np.ndarray]:
@@ -153,18 +115,15 @@ def overlay_folder(out: str | Path) -> Path:
     return out.with_name(out.name + OVERLAY_SUFFIX)
 
 
-class StoredClips(StoredFramesDataset):
-    """StoredFramesDataset whose items also give `frame_size` (H, W) of the stored frames, and
-    that reports a video it cannot read as {"video_id", "error"} instead of raising."""
+def register_folder(out: str | Path) -> Path:
+    """Where --register-attention writes: `<out>_registers`, beside the maps folder."""
+    out = Path(out)
+    return out.with_name(out.name + REGISTERS_SUFFIX)
 
-    def __getitem__(self, index: int) -> dict:
-        video_id = self.video_ids[index]
-        try:
-            item = super().__getitem__(index)
-            item["frame_size"] = _read_bgr(self.frames_dir / video_id / item["names"][0]).shape[:2]
-        except (OSError, ValueError, KeyError, cv2.error) as err:
-            return {"video_id": video_id, "error": str(err)}
-        return item
+
+def register_file(name: str, register: int) -> str:
+    """File name of register `register`'s (0-based) attention over the frame file `name`."""
+    return f"{Path(name).stem}_register{register + 1}.png"
 
 
 def _is_done(folders: Sequence[Path], names: Sequence[str]) -> bool:
@@ -178,13 +137,28 @@ def _save_maps(item: dict, maps: np.ndarray, frames_dir: Path, out: Path,
     with atomic_path(out / item["video_id"]) as tmp:
         tmp.mkdir(parents=True)
         for name, image in named.items():
-            _write_png(tmp / name, image)
+            write_png(tmp / name, image)
     if overlays is not None:
         with atomic_path(overlays / item["video_id"]) as tmp:
             tmp.mkdir(parents=True)
             for name, image in named.items():
-                frame = _read_bgr(frames_dir / item["video_id"] / name)
-                _write_png(tmp / name, overlay(frame, image))
+                frame = read_image(frames_dir / item["video_id"] / name)
+                write_png(tmp / name, overlay(frame, image))
+
+
+def _save_register_attention(item: dict, looks: np.ndarray, frames_dir: Path,
+                             folder: Path) -> None:
+    """Write one video's register attention (N, T, H, W), each register's map of a frame
+    (summing to 1) stretched to 0-255 and drawn over the frame, the folder atomically."""
+    named = _first_per_name(item["names"], looks.transpose(1, 0, 2, 3))  # name -> (N, H, W)
+    with atomic_path(folder / item["video_id"]) as tmp:
+        tmp.mkdir(parents=True)
+        for name, per_register in named.items():
+            frame = read_image(frames_dir / item["video_id"] / name)
+            for register, look in enumerate(per_register):
+                spread = look.max() - look.min()
+                image = np.round(255 * (look - look.min()) / max(spread, 1e-12)).astype(np.uint8)
+                write_png(tmp / register_file(name, register), overlay(frame, image))
 
 
 def stored_share(frames_dir: Path, shard: Shard) -> list[str]:
@@ -200,50 +174,80 @@ def stored_share(frames_dir: Path, shard: Shard) -> list[str]:
     return shard.take(videos)
 
 
+def failures_file(out: str | Path) -> Path:
+    """The failures list beside the maps (or renders) folder: `<out>_failures.csv`."""
+    out = Path(out)
+    return out.with_name(out.name + FAILURES_SUFFIX)
+
+
 def infer_frames(model: nn.Module, frames_dir: str | Path, out: str | Path,
                  device: torch.device | str, size: Sequence[int], batch_size: int = BATCH_SIZE,
                  workers: int | None = WORKERS, with_overlays: bool = False,
-                 progress: bool = True, shard: Shard = Shard()) -> tuple[dict[str, str], int]:
-    """Maps (and overlays) for every stored video under `frames_dir` (`shard`'s share of them)
-    not yet done in `out`. The network sees frames resized to `size` (H, W). Returns
-    ({video_id: problem} for the videos that failed, number of videos skipped as done)."""
+                 progress: bool = True, shard: Shard = Shard(),
+                 timeout: float = VIDEO_TIMEOUT, with_registers: bool = False
+                 ) -> tuple[dict[str, Failure], int]:
+    """Maps (and overlays, and with `with_registers` each register's attention over each
+    frame) for every stored video under `frames_dir` (`shard`'s share of them) not yet done
+    in `out`, the frames read by supervised worker processes. The network sees frames resized
+    to `size` (H, W). Returns ({video_id: Failure} for the videos that failed, number of
+    videos skipped as done)."""
     frames_dir, out = Path(frames_dir), Path(out)
     overlays = overlay_folder(out) if with_overlays else None
+    registers = register_folder(out) if with_registers else None
     targets = [out] + ([overlays] if overlays is not None else [])
-    failures: dict[str, str] = {}
+    failures: dict[str, Failure] = {}
     todo, skipped = [], 0
     for video_id in stored_share(frames_dir, shard):
         try:
             names = frame_files(frames_dir / video_id)
         except (OSError, ValueError) as err:
-            failures[video_id] = f"{frames_dir / video_id}: unreadable frame list ({err})"
+            failures[video_id] = Failure(UNREADABLE_FRAMES, f"{frames_dir / video_id}: unreadable "
+                                         f"frame list ({err})")
             continue
-        if _is_done([t / video_id for t in targets], names):
+        if (_is_done([t / video_id for t in targets], names)
+                and (registers is None or (registers / video_id).is_dir())):
             skipped += 1
         else:
             todo.append(video_id)
-    workers = default_workers(len(todo)) if workers is None else workers
-    loader = DataLoader(StoredClips(frames_dir, todo, tuple(size)), batch_size,
-                        num_workers=workers, collate_fn=list, worker_init_fn=quiet_worker)
-    written, batches = 0, None
+    crashed = crashed_before(failures_file(out), "video_id")
+    how = Supervision(default_workers(len(todo)) if workers is None else workers, timeout,
+                      journal(out, shard),
+                      frozenset(str(frames_dir / v) for v in todo if v in crashed))
+    loaded = supervised_map(partial(stored_clip, frames_dir=frames_dir, size=tuple(size)), todo,
+                            how, name=lambda video_id: str(frames_dir / video_id),
+                            setup=one_opencv_thread)
+    written = 0
     try:
-        with sigint_ignored():  # the loading processes start here
-            batches = iter(loader)
-        for batch in tqdm(batches, total=len(loader), desc="saliency", unit="batch",
-                          disable=not progress):
-            written += _map_batch(model, batch, frames_dir, out, overlays, device, failures)
+        for batch in tqdm(_batches(loaded, batch_size), total=-(-len(todo) // batch_size),
+                          desc="saliency", unit="batch", disable=not progress):
+            written += _map_batch(model, batch, frames_dir, out, overlays, device, failures,
+                                  registers)
     except KeyboardInterrupt:
-        stop_workers(batches)
+        loaded.close()
         raise Interrupted(f"maps of {written} of {len(todo)} videos written to {out} and kept; "
                           "run the same command again to do the rest") from None
     return failures, skipped
 
 
+def _batches(loaded: Iterator[tuple[str, dict | Failure]], size: int) -> Iterator[list[dict]]:
+    """`stored_clip`'s items in lists of `size` (the last one shorter); a video that took its
+    worker down comes as an item with that `error`."""
+    batch: list[dict] = []
+    for video_id, item in loaded:
+        batch.append({"video_id": video_id, "error": item} if isinstance(item, Failure) else item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def _map_batch(model: nn.Module, batch: list[dict], frames_dir: Path, out: Path,
-               overlays: Path | None, device: torch.device | str, failures: dict[str, str]
-               ) -> int:
-    """Maps (and overlays) of one batch of StoredClips' items; returns how many were written,
-    recording the others in `failures`."""
+               overlays: Path | None, device: torch.device | str,
+               failures: dict[str, Failure], registers: Path | None = None) -> int:
+    """Maps (and overlays, and register attention into `registers`) of one batch of
+    `stored_clip`'s items; returns how many were written, recording the others in
+    `failures`."""
     written = 0
     failures.update({item["video_id"]: item["error"] for item in batch if "error" in item})
     groups: dict[tuple, list[dict]] = {}  # one forward pass per clip length and frame size
@@ -251,149 +255,57 @@ def _map_batch(model: nn.Module, batch: list[dict], frames_dir: Path, out: Path,
         if "error" not in item:
             groups.setdefault((item["frames"].shape, item["frame_size"]), []).append(item)
     for (_, frame_size), items in groups.items():
-        clips = torch.stack([i["frames"] for i in items])
+        clips = torch.stack([to_clip_tensor(i["frames"]) for i in items])
         maps = predict_maps(model, clips, device, frame_size)
-        for item, video_maps in zip(items, maps.numpy()):
+        looks = None if registers is None else attention_maps(
+            model, clips.to(device).permute(0, 2, 1, 3, 4), frame_size).cpu().numpy()
+        for index, (item, video_maps) in enumerate(zip(items, maps.numpy())):
             try:
                 _save_maps(item, video_maps, frames_dir, out, overlays)
+                if looks is not None:
+                    _save_register_attention(item, looks[index], frames_dir, registers)
                 written += 1
             except (OSError, cv2.error) as err:
-                failures[item["video_id"]] = str(err)
+                failures[item["video_id"]] = Failure(WRITE_FAILED, str(err))
     return written
 
 
 # ----------------------------------------------------------------------------- video mode
 
-def frame_windows(frames: Iterable[np.ndarray], length: int = WINDOW
-                  ) -> Iterator[tuple[list[np.ndarray], range]]:
-    """Windows of `length` consecutive frames that cover a stream, each frame exactly once.
-
-    Yields (window, fresh): `fresh` are the positions in the window of the frames it covers.
-    Windows follow each other without overlap; the last is aligned to the stream's end and
-    overlaps the one before; a stream shorter than `length` is padded with its last frame.
-    Holds at most two windows in memory.
-    """
-    previous: list[np.ndarray] = []
-    current: list[np.ndarray] = []
-    for frame in frames:
-        current.append(frame)
-        if len(current) == length:
-            yield current, range(length)
-            previous, current = current, []
-    if current and previous:
-        yield previous[len(current):] + current, range(length - len(current), length)
-    elif current:
-        yield current + [current[-1]] * (length - len(current)), range(len(current))
-
-
-def decoded_frames(video: VideoReader) -> Iterator[np.ndarray]:
-    """Every frame that decodes, in order and display orientation, as (H, W, 3) uint8 BGR."""
-    return video.arrays(order="bgr")
-
-
-class OverlayVideo:
-    """An H.264 (yuv420p) MP4 file of BGR frames, written by PyAV and opened at the first
-    frame, whose size it takes, rounded down to even numbers (4:2:0 chroma needs them)."""
-
-    def __init__(self, path: Path, fps: float):
-        self.path, self.fps = path, fps
-        self.container: av.container.OutputContainer | None = None
-        self.stream: av.video.stream.VideoStream | None = None
-        self.frames = 0
-
-    def _open(self, height: int, width: int) -> None:
-        try:
-            self.container = av.open(str(self.path), "w", format="mp4")
-        except OSError as err:
-            raise OSError(f"{self.path}: cannot write an MP4 file here ({err})") from err
-        rate = Fraction(self.fps).limit_denominator(1001)
-        self.stream = self.container.add_stream(VIDEO_CODEC, rate=rate,
-                                                options={"crf": str(VIDEO_CRF)})
-        self.stream.width, self.stream.height = width - width % 2, height - height % 2
-        self.stream.pix_fmt = "yuv420p"
-
-    def write(self, frame: np.ndarray) -> None:
-        if self.container is None:
-            self._open(*frame.shape[:2])
-        even = np.ascontiguousarray(frame[:self.stream.height, :self.stream.width])
-        self.container.mux(self.stream.encode(av.VideoFrame.from_ndarray(even, format="bgr24")))
-        self.frames += 1
-
-    def close(self) -> None:
-        """Flush the encoder and finish the file (idempotent)."""
-        if self.container is not None:
-            self.container.mux(self.stream.encode(None))
-            self.container.close()
-            self.container = None
-
-
-def _model_clip(frames: Sequence[np.ndarray], size: Sequence[int]) -> torch.Tensor:
-    """BGR frames (H, W, 3) -> (T, 3, h, w) float RGB in [0, 1] at `size` (h, w)."""
-    resized = [cv2.cvtColor(cv2.resize(f, (size[1], size[0]), interpolation=cv2.INTER_AREA),
-                            cv2.COLOR_BGR2RGB) for f in frames]
-    return to_clip_tensor(np.stack(resized))
-
-
-def _render_batch(model: nn.Module, windows: list[tuple[list[np.ndarray], range]],
-                  device: torch.device | str, size: Sequence[int], video: OverlayVideo) -> None:
-    frame_size = windows[0][0][0].shape[:2]
-    clips = torch.stack([_model_clip(frames, size) for frames, _ in windows])
-    maps = predict_maps(model, clips, device, frame_size).numpy()
-    for (frames, fresh), window_maps in zip(windows, maps):
-        for t in fresh:
-            video.write(overlay(frames[t], window_maps[t]))
-
-
-def render_video(model: nn.Module, path: str | Path, out_file: str | Path,
-                 device: torch.device | str, size: Sequence[int], window: int = WINDOW,
-                 batch_size: int = BATCH_SIZE) -> int:
-    """Write the saliency overlay of every decodable frame of `path` as the MP4 `out_file`
-    (atomically), decoding sequentially. Returns the number of frames written."""
-    path, out_file = Path(path), Path(out_file)
-    capture = VideoReader(path)  # raises VideoError, whose kind says why
-    fps = capture.fps or 25.0
-    with atomic_path(out_file) as tmp:
-        staging = tmp.with_name(tmp.name + ".mp4")  # a name players recognise while it is written
-        video = OverlayVideo(staging, fps)
-        try:
-            pending: list[tuple[list[np.ndarray], range]] = []
-            for item in frame_windows(decoded_frames(capture), window):
-                pending.append(item)
-                if len(pending) == batch_size:
-                    _render_batch(model, pending, device, size, video)
-                    pending = []
-            if pending:
-                _render_batch(model, pending, device, size, video)
-            video.close()
-            if video.frames == 0:
-                raise VideoError(path, DAMAGED, "cut short or damaged: no frame decodes"
-                                 + (f" ({capture.error})" if capture.error else ""))
-            os.replace(staging, tmp)
-        finally:
-            capture.close()
-            video.close()
-            staging.unlink(missing_ok=True)
-    return video.frames
-
-
-def render_videos(model: nn.Module, inputs: Sequence[str | Path], out: str | Path,
-                  device: torch.device | str, size: Sequence[int], window: int = WINDOW,
-                  batch_size: int = BATCH_SIZE, progress: bool = True
-                  ) -> tuple[dict[str, str], int]:
+def render_videos(network: Network, inputs: Sequence[str | Path], out: str | Path,
+                  size: Sequence[int], window: int = WINDOW, batch_size: int = BATCH_SIZE,
+                  workers: int | None = WORKERS, progress: bool = True,
+                  timeout: float = VIDEO_TIMEOUT) -> tuple[dict[str, Failure], int]:
     """`render_video` for every video found in `inputs` (files or folders) that has no
-    `<out>/<video_id>.mp4` yet. Returns ({video_id: problem}, number skipped as done)."""
-    failures, skipped = {}, 0
+    `<out>/<video_id>.mp4` yet, in supervised worker processes (default: one, none for a
+    single video). Returns ({video_id: Failure}, number skipped as done)."""
+    out, failures, jobs = Path(out), {}, {}
     videos = find_videos(inputs)
-    for video_id, path in tqdm(videos, desc="render", unit="video", disable=not progress):
-        target = Path(out) / f"{video_id}.mp4"
-        if target.is_file():
-            skipped += 1
-            continue
-        try:
-            render_video(model, path, target, device, size, window, batch_size)
-        except (VideoError, OSError, cv2.error) as err:
-            failures[video_id] = str(err)
-    return failures, skipped
+    for video_id, path in videos:
+        target = out / f"{video_id}.mp4"
+        if not target.is_file():
+            jobs[video_id] = Render(Path(path), target, network, tuple(size), window, batch_size)
+    crashed = crashed_before(failures_file(out), "video_id")
+    how = Supervision((1 if len(jobs) > 1 else 0) if workers is None else workers, timeout,
+                      journal(out, Shard()),
+                      frozenset(str(job.path) for video_id, job in jobs.items() if video_id in crashed))
+    ids = {job: video_id for video_id, job in jobs.items()}
+    rendered = supervised_map(render, list(jobs.values()), how, name=lambda job: str(job.path),
+                              setup=load_network, setup_args=(network,))
+    finished = 0
+    try:
+        for job, outcome in tqdm(rendered, total=len(jobs), desc="render", unit="video",
+                                 disable=not progress):
+            finished += 1
+            if isinstance(outcome, Failure):
+                failures[ids[job]] = outcome
+    except KeyboardInterrupt:
+        rendered.close()
+        raise Interrupted(f"{finished} of {len(jobs)} videos rendered into {out} and kept; run "
+                          "the same command again to do the rest") from None
+    finally:  # what a killed or stopped process was writing
+        remove_leftovers(job.target for job in jobs.values())
+    return failures, len(videos) - len(jobs)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -412,12 +324,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default=OUT, help=f"output folder (default: {OUT})")
     parser.add_argument("--overlay", action="store_true",
                         help=f"also write heat-map overlays to <out>{OVERLAY_SUFFIX}/")
+    parser.add_argument("--register-attention", action="store_true",
+                        help="frames mode: also draw where each register of an attention-mode "
+                             f"network looks, over each frame, to <out>{REGISTERS_SUFFIX}/"
+                             "<video_id>/<frame>_register<k>.png (docs/registers.md)")
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
                         help="network input size (default: the checkpoint's training size)")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="clips per forward pass")
     parser.add_argument("--workers", type=int, default=WORKERS,
-                        help="frame-loading processes (default: the machine's cores, at most one "
-                             "per video, none for a single video)")
+                        help="frames mode: frame-loading processes (default: the machine's cores, "
+                             "at most one per video, none for a single video); video mode: "
+                             "rendering processes, each with its own copy of the network "
+                             "(default: 1, none for a single video); " + MAIN_PROCESS_NOTE)
+    add_timeout_argument(parser)
     parser.add_argument("--window", type=int, default=WINDOW, help="frames per clip in video mode")
     parser.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=FOLD_BN,
                         help="fold BatchNorm into the convolutions")
@@ -431,45 +350,60 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--video and --all-frames go together (video mode maps every frame)")
     if args.shard and not args.frames:
         parser.error("--shard is for frames mode (--frames)")
+    if args.register_attention and not args.frames:
+        parser.error("--register-attention is for frames mode (--frames)")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     device = shard_device(pick_device(args.device))
+    network = Network(ModelFile(args.model) if args.model else args.checkpoint, str(device),
+                      args.fold_bn, args.precision, args.compile)
     try:
-        source = model_file.ModelFile(args.model) if args.model else args.checkpoint
-        model, settings = _load(source, device, args.fold_bn, args.precision, args.compile)
+        model, settings = network.load()
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.register_attention and not has_attention_registers(model):
+        print(f"error: {args.model or args.checkpoint}: its saliency network has no attention "
+              "registers to draw (--register-attention)", file=sys.stderr)
         return 2
     size = args.size or settings.get("size")
     if not size:
         print(f"error: {args.model or args.checkpoint}: no training frame size stored with the "
               "network; give --size H W", file=sys.stderr)
         return 2
+    shard = current_shard(args.shard) if args.frames else Shard()
     try:
         if args.frames and not Path(args.frames).is_dir():  # before --out is made
             raise FileNotFoundError(f"{args.frames}: no such folder (give extract_frame.py's --out)")
         writable_folder(args.out)
         if args.overlay:
             writable_folder(overlay_folder(args.out))
+        if args.register_attention:
+            writable_folder(register_folder(args.out))
         if args.frames:
             failures, skipped = infer_frames(model, args.frames, args.out, device, size,
                                              args.batch_size, args.workers, args.overlay,
-                                             shard=current_shard(args.shard))
+                                             shard=shard, timeout=args.video_timeout,
+                                             with_registers=args.register_attention)
         else:
-            failures, skipped = render_videos(model, args.video, args.out, device, size,
-                                              args.window, args.batch_size)
+            failures, skipped = render_videos(network, args.video, args.out, size, args.window,
+                                              args.batch_size, args.workers,
+                                              timeout=args.video_timeout)
     except OSError as err:  # a missing input, or an output folder that cannot be written
         print(f"error: {err}", file=sys.stderr)
         return 2
+    listing = failures_file(args.out)
+    write_outputs([CsvOutput(listing, lambda path: write_failures(path, failures, "video_id"),
+                             "video_id")], shard)
     print(f"saliency written to {args.out} ({skipped} video(s) already done, skipped)")
     if failures:
-        print(f"{len(failures)} video(s) failed:", file=sys.stderr)
-        for video_id, problem in sorted(failures.items()):
-            print(f"  {video_id}: {problem}", file=sys.stderr)
-    return exit_status(current_shard(args.shard), bool(failures))
+        print(f"{len(failures)} video(s) failed (listed in {listing}):", file=sys.stderr)
+        for _, failure in sorted(failures.items()):
+            print(f"  {failure}", file=sys.stderr)
+    return exit_status(shard, bool(failures), is_merged(listing, shard), listing)
 
 
 if __name__ == "__main__":

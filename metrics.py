@@ -1,4 +1,5 @@
-"""Video-quality and saliency metrics shared by training and evaluation (SPEC sections 6 and 9).
+"""Video-quality and saliency metrics shared by training and evaluation (docs/design.md,
+sections 6 and 9).
 
 VQA (over all test videos): ``vqa_metrics`` gives PLCC raw and after the 4-parameter logistic
 mapping, SRCC and KRCC on raw predictions, and RMSE after the mapping in MOS units.
@@ -93,7 +94,7 @@ def _fitted_logistic(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
     x is standardised first: p0's b4 = 0.5 then means half a standard deviation of the
     predictions whatever their scale. (x - b3) / |b4| with x = mean + std * z keeps the same
-    4-parameter family, so this is the SPEC's fit, only well conditioned.
+    4-parameter family, so this is the fit of design.md, section 6, only well conditioned.
     Raises RuntimeError when no fit is possible.
     """
     if x.size < 4:
@@ -124,7 +125,8 @@ def _fitted_line(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def logistic_map(pred, mos) -> np.ndarray:
-    """Predictions mapped to MOS units by the SPEC's 4-parameter logistic fitted to mos.
+    """Predictions mapped to MOS units by the 4-parameter logistic (design.md, section 6) fitted
+    to mos.
 
     pred, mos: array-likes or tensors of N values. Returns float64 (N,). When the logistic
     cannot be fitted (fewer than 4 videos, constant predictions, no convergence) it warns and

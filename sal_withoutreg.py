@@ -1,4 +1,4 @@
-"""UNet3D: the saliency network without registers (the baseline, SPEC section 4).
+"""UNet3D: the saliency network without registers (the baseline, docs/design.md, section 4).
 
 A clip (B, 3, T, H, W) of RGB in [0, 1] goes in; saliency logits (B, 1, T, H, W), one map per
 input frame at the input size, come out. Any T >= 1 and any H, W work: the decoder resizes to
@@ -49,7 +49,7 @@ class ChannelGate(nn.Module):
     """Per-position channel gate: x * sigmoid(conv(relu(conv(x)))), both convs 1x1x1.
 
     (B, C, T, H, W) -> (B, C, T, H, W). A hidden width equal to C gives the 96.2 M parameters
-    the SPEC states for w = 64.
+    design.md, section 4, states for w = 64.
     """
 
     def __init__(self, channels: int, hidden: int | None = None) -> None:

@@ -1,14 +1,24 @@
-"""UNet3D with learnable register tokens (SPEC section 4): the saliency network of DAGR-VQA.
+"""UNet3D with learnable register tokens (design.md, section 4): the saliency network of DAGR-VQA.
 
-Two ways to use N registers, chosen by `register_mode`:
+N registers are tokens that gather context from the whole clip and hand it back to every
+pixel. Two ways to use them, chosen by `register_mode`:
 
-- "attention" (default): registers are global context carriers. At each chosen level the
-  feature map (B, C, T', H', W') becomes L = T'H'W' tokens plus a 3D sinusoidal position code.
-  Read: the registers attend to all L tokens (pre-norm cross-attention, residual, then an MLP
-  with residual), so each gathers clip-wide context. Write: every feature token attends to the
-  N updated registers and adds the result back through an output projection that starts at
-  zero, so a fresh model computes exactly what the baseline computes. Cost is linear in L.
-  One register state flows through the levels in call order (encoder, bottleneck, decoder).
+- "attention" (default): registers are global context carriers.
+  Read: at each of `read_levels` the feature map (B, C, T', H', W') becomes L = T'H'W' tokens
+  plus a 3D sinusoidal position code, and the registers attend to all of them (pre-norm
+  cross-attention, residual, then an MLP with residual): each gathers clip-wide context, at
+  a cost linear in L. One register state flows through the levels in call order (encoder,
+  bottleneck, decoder).
+  Write, `register_write`:
+  - "film" (default): at each of `write_levels` every feature channel is scaled by
+    1 + tanh(g), with the gains g (B, C) a linear function of all registers (feature-wise
+    linear modulation): the clip's context turns whole feature channels up or down
+    everywhere. On the global-context check the registers learn which way the disks' colours
+    split and the gains turn that into a choice at each disk (docs/registers.md).
+  - "token" (the first design, kept for its checkpoints and the ablation): at each read level
+    every feature token attends to the updated registers and adds the result back.
+  Either write starts at zero (gains 0, output projection 0), so a fresh model computes
+  exactly what the baseline computes.
 - "input" (the original code's design): N tokens of dimension 64 are projected to N values
   each, laid out over N temporal slots, stretched (nearest) over (T, H, W) and concatenated to
   the RGB channels. They do not depend on the video: in effect a learned, time-slot-dependent
@@ -18,8 +28,6 @@ registers = 0 is exactly the baseline: same modules, same state-dict keys, same 
 """
 from __future__ import annotations
 
-import contextlib
-import copy
 import math
 from typing import Sequence
 
@@ -27,9 +35,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sal_withoutreg import DEPTH, UNet3D, fold_batchnorm
+from sal_withoutreg import DEPTH, UNet3D
 
 REGISTER_MODES = ("attention", "input")
+REGISTER_WRITES = ("film", "token")
+READ_LEVELS = ("bottleneck",)
+WRITE_LEVELS = tuple(f"dec{i}" for i in reversed(range(DEPTH)))  # every decoder level
 INPUT_TOKEN_DIM = 64  # token width of the original input-mode design
 MLP_RATIO = 4
 
@@ -81,20 +92,32 @@ class CrossAttention(nn.Module):
         self.to_key_value = nn.Linear(context_dim, 2 * inner_dim)
         self.out = nn.Linear(inner_dim, query_dim)
 
-    def forward(self, queries: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def _heads(self, queries: torch.Tensor, context: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q (B, heads, Lq, d), k and v (B, heads, Lk, d), d = inner_dim / heads."""
         key, value = self.to_key_value(context).chunk(2, dim=-1)
-        # (B, L, inner) -> (B, heads, L, inner / heads)
-        q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2)
-                   for t in (self.to_query(queries), key, value))
+        return tuple(t.unflatten(-1, (self.heads, -1)).transpose(1, 2)
+                     for t in (self.to_query(queries), key, value))
+
+    def forward(self, queries: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        q, k, v = self._heads(queries, context)
         mixed = F.scaled_dot_product_attention(q, k, v)
         return self.out(mixed.transpose(1, 2).flatten(2))
 
+    def weights(self, queries: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """The attention weights (B, heads, Lq, Lk) that `forward` mixes with: each query's
+        row sums to 1."""
+        q, k, _ = self._heads(queries, context)
+        return torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+
 
 class RegisterBlock(nn.Module):
-    """Read and write between N registers (B, N, register_dim) and a feature map
-    (B, feature_dim, T, H, W); returns (features, registers) of the same shapes."""
+    """The registers (B, N, register_dim) read a feature map (B, feature_dim, T, H, W) and,
+    with `token_write`, write back to it token by token; returns (features, registers) of the
+    same shapes."""
 
-    def __init__(self, feature_dim: int, register_dim: int, heads: int) -> None:
+    def __init__(self, feature_dim: int, register_dim: int, heads: int,
+                 token_write: bool = False) -> None:
         super().__init__()
         self.norm_features = nn.LayerNorm(feature_dim)
         self.norm_read = nn.LayerNorm(register_dim)
@@ -102,37 +125,72 @@ class RegisterBlock(nn.Module):
         self.norm_mlp = nn.LayerNorm(register_dim)
         self.mlp = nn.Sequential(nn.Linear(register_dim, MLP_RATIO * register_dim), nn.GELU(),
                                  nn.Linear(MLP_RATIO * register_dim, register_dim))
-        self.norm_write = nn.LayerNorm(register_dim)
-        self.write = CrossAttention(feature_dim, register_dim, register_dim, heads)
-        # a fresh block adds nothing to the features: the network starts as the baseline
-        nn.init.zeros_(self.write.out.weight)
-        nn.init.zeros_(self.write.out.bias)
+        if token_write:
+            self.norm_write = nn.LayerNorm(register_dim)
+            self.write = CrossAttention(feature_dim, register_dim, register_dim, heads)
+            # a fresh block adds nothing to the features: the network starts as the baseline
+            nn.init.zeros_(self.write.out.weight)
+            nn.init.zeros_(self.write.out.bias)
+
+    def tokens(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) -> normalised tokens with their position code (B, T*H*W, C)."""
+        tokens = self.norm_features(features.flatten(2).transpose(1, 2))
+        return tokens + position_code_3d(features.shape[2:], tokens.shape[-1],
+                                         tokens.device).to(tokens.dtype)
 
     def forward(self, features: torch.Tensor, registers: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens = self.norm_features(features.flatten(2).transpose(1, 2))  # (B, L, C)
-        tokens = tokens + position_code_3d(features.shape[2:], tokens.shape[-1],
-                                           tokens.device).to(tokens.dtype)
+        tokens = self.tokens(features)  # (B, L, C)
         registers = registers + self.read(self.norm_read(registers), tokens)
         registers = registers + self.mlp(self.norm_mlp(registers))
-        update = self.write(tokens, self.norm_write(registers))  # (B, L, C)
-        return features + update.transpose(1, 2).reshape(features.shape), registers
+        if hasattr(self, "write"):
+            update = self.write(tokens, self.norm_write(registers))  # (B, L, C)
+            features = features + update.transpose(1, 2).reshape(features.shape)
+        return features, registers
+
+    def read_attention(self, features: torch.Tensor, registers: torch.Tensor) -> torch.Tensor:
+        """Where each register looks when it reads `features`: (B, N, T, H, W), the read's
+        attention weights averaged over its heads, summing to 1 over the (T, H, W) grid."""
+        weights = self.read.weights(self.norm_read(registers), self.tokens(features))
+        return weights.mean(dim=1).unflatten(-1, features.shape[2:])
+
+
+class FilmWrite(nn.Module):
+    """Feature-wise gains from the registers: (B, C, T, H, W) features and (B, N, d) registers
+    -> features * (1 + tanh(g)), g (B, C) a linear function of all N registers that starts at
+    zero."""
+
+    def __init__(self, feature_dim: int, registers: int, register_dim: int) -> None:
+        super().__init__()
+        self.gains = nn.Linear(registers * register_dim, feature_dim)
+        nn.init.zeros_(self.gains.weight)
+        nn.init.zeros_(self.gains.bias)
+
+    def forward(self, features: torch.Tensor, registers: torch.Tensor) -> torch.Tensor:
+        gains = torch.tanh(self.gains(registers.flatten(1)))  # (B, C)
+        return features * (1 + gains[:, :, None, None, None])
 
 
 class RegisterUNet3D(UNet3D):
-    """UNet3D with `registers` learnable tokens (see the module docstring for the two modes).
+    """UNet3D with `registers` learnable tokens (see the module docstring for the modes).
 
-    Attention mode: registers are (N, 4w) and a RegisterBlock with `heads` heads sits at each
-    of `register_levels` ("bottleneck", "enc{i}", "dec{i}" or an int i meaning "enc{i}").
+    Attention mode: registers are (N, 4w); a RegisterBlock with `heads` heads reads at each of
+    `read_levels` ("bottleneck", "enc{i}", "dec{i}" or an int i meaning "enc{i}"), and the
+    registers write back by `register_write`: a FilmWrite at each of `write_levels` ("film"),
+    or in each RegisterBlock ("token").
     Input mode: registers are (N, 64) and the first convolution takes in_channels + N channels.
     """
 
     def __init__(self, channels: int = 64, registers: int = 4, register_mode: str = "attention",
-                 register_levels: Sequence[str | int] = ("bottleneck",), heads: int = 4,
+                 read_levels: Sequence[str | int] = READ_LEVELS, heads: int = 4,
+                 register_write: str = "film", write_levels: Sequence[str | int] = WRITE_LEVELS,
                  in_channels: int = 3) -> None:
         if register_mode not in REGISTER_MODES:
             raise ValueError(f"register_mode must be one of {REGISTER_MODES}, "
                              f"not {register_mode!r}")
+        if register_write not in REGISTER_WRITES:
+            raise ValueError(f"register_write must be one of {REGISTER_WRITES}, "
+                             f"not {register_write!r}")
         if registers < 0:
             raise ValueError(f"registers must be >= 0, not {registers}")
         input_mode = register_mode == "input"
@@ -147,10 +205,15 @@ class RegisterUNet3D(UNet3D):
             return
         register_dim = 4 * channels
         self.registers = nn.Parameter(torch.randn(registers, register_dim) * 0.02)
-        names = list(dict.fromkeys(level_name(level) for level in register_levels))
+        reads = list(dict.fromkeys(level_name(level) for level in read_levels))
         self.register_blocks = nn.ModuleDict(
-            {name: RegisterBlock(level_width(channels, name), register_dim, heads)
-             for name in names})
+            {name: RegisterBlock(level_width(channels, name), register_dim, heads,
+                                 token_write=register_write == "token") for name in reads})
+        if register_write == "film":
+            writes = list(dict.fromkeys(level_name(level) for level in write_levels))
+            self.register_films = nn.ModuleDict(
+                {name: FilmWrite(level_width(channels, name), registers, register_dim)
+                 for name in writes})
 
     def register_planes(self, clip: torch.Tensor) -> torch.Tensor:
         """Input mode: (B, C, T, H, W) clip -> (B, N, T, H, W) register channels.
@@ -174,143 +237,46 @@ class RegisterUNet3D(UNet3D):
             logits = super().forward(torch.cat([x, self.register_planes(x)], dim=1))
             state = self.registers.expand(batch, -1, -1)
         else:
-            logits, state = self._forward_attention(x)
+            logits, state, _ = self._forward_attention(x)
         return (logits, state) if return_registers else logits
 
-    def _forward_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Attention mode: (B, 3, T, H, W) -> (logits (B, 1, T, H, W), registers (B, N, 4w))."""
+    def read_attention(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Attention mode: where the registers look when they read a clip (B, 3, T, H, W):
+        {read level: (B, N, T', H', W') weights summing to 1 over the level's grid}."""
+        if self.register_mode != "attention" or self.num_registers == 0:
+            raise ValueError("only attention-mode registers read the features")
+        return self._forward_attention(x, watch=True)[2]
+
+    def _forward_attention(self, x: torch.Tensor, watch: bool = False
+                           ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Attention mode: (B, 3, T, H, W) -> (logits (B, 1, T, H, W), registers (B, N, 4w),
+        and with `watch` each read level's attention weights (`read_attention`))."""
         state = self.registers.expand(x.shape[0], -1, -1)
+        attention: dict[str, torch.Tensor] = {}
+        films = getattr(self, "register_films", {})
 
         def visit(level: str, features: torch.Tensor) -> torch.Tensor:
             nonlocal state
-            if level not in self.register_blocks:
-                return features
-            features, state = self.register_blocks[level](features, state)
+            if level in self.register_blocks:
+                if watch:
+                    attention[level] = self.register_blocks[level].read_attention(features, state)
+                features, state = self.register_blocks[level](features, state)
+            if level in films:
+                features = films[level](features, state)
             return features
 
         skips, bottleneck = self.encode(x, visit)
-        return self.decode(bottleneck, skips, visit), state
+        return self.decode(bottleneck, skips, visit), state, attention
 
 
 def build_saliency_model(channels: int = 64, registers: int = 4,
                          register_mode: str = "attention",
-                         register_levels: Sequence[str | int] = ("bottleneck",),
-                         heads: int = 4) -> nn.Module:
+                         read_levels: Sequence[str | int] = READ_LEVELS, heads: int = 4,
+                         register_write: str = "film",
+                         write_levels: Sequence[str | int] = WRITE_LEVELS) -> nn.Module:
     """The saliency network for these constructor arguments (plain JSON values, as stored in
     checkpoints): UNet3D when registers == 0, else RegisterUNet3D."""
     if registers == 0:
         return UNet3D(channels)
-    return RegisterUNet3D(channels, registers, register_mode, list(register_levels), heads)
-
-
-# ----------------------------------------------------------------------------- inference helpers
-# Shared by inference_sal.py and evaluate_vqa.py; they need nothing but torch.
-
-# The option and its default are precision.py's (precision.PRECISIONS, resolve_precision);
-# network files import no precision.py, so the names are repeated here for the weights alone.
-WEIGHT_PRECISIONS = ("fp32", "bf16")
-NORMALISATIONS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
-
-
-def weights_precision(model: nn.Module) -> str:
-    """"bf16" for a model prepared with bf16 weights (`to_precision`), else "fp32"."""
-    return "bf16" if any(p.dtype == torch.bfloat16 for p in model.parameters()) else "fp32"
-
-
-def weights_autocast(model: nn.Module, device: torch.device | str
-                     ) -> contextlib.AbstractContextManager:
-    """bf16 autocast on `device`'s type for a model with bf16 weights, nothing otherwise."""
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16,
-                          enabled=weights_precision(model) == "bf16")
-
-
-def to_precision(model: nn.Module, precision: str) -> nn.Module:
-    """`model` (changed in place) with the weights of everything but its normalisation layers
-    in bf16 for "bf16"; it is then run under `weights_autocast`. Casting once pays on the
-    CPU, where autocast re-casts fp32 weights on every call (4x slower, measured); the
-    normalisation layers keep fp32 statistics, as under plain autocast."""
-    if precision not in WEIGHT_PRECISIONS:
-        raise ValueError(f"precision must be one of {WEIGHT_PRECISIONS}, not {precision!r}")
-    if precision == "bf16":
-        for module in model.modules():
-            if not isinstance(module, NORMALISATIONS):
-                for param in module.parameters(recurse=False):
-                    param.data = param.data.to(torch.bfloat16)
-    return model
-
-
-class OneDnnConv3d(nn.Conv3d):
-    """Conv3d that always takes oneDNN's kernel for fp32 on the CPU. PyTorch's size heuristic
-    (tuned for 2D) sends a batch of one clip with small deep feature maps to a slow im2col
-    kernel, which made the one-clip UNet3D forward 1.6x slower (measured). Under
-    torch.compile the compiler picks the kernels."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.device.type != "cpu" or x.dtype != torch.float32 or self.padding_mode != "zeros"
-                or torch.compiler.is_compiling()):
-            return super().forward(x)
-        return torch.mkldnn_convolution(x, self.weight, self.bias, self.padding, self.stride,
-                                        self.dilation, self.groups)
-
-
-def _onednn_convs(model: nn.Module) -> nn.Module:
-    """`model` (changed in place) with every Conv3d replaced by an OneDnnConv3d of the same
-    weights."""
-    for module in list(model.modules()):
-        for name, child in module.named_children():
-            if type(child) is nn.Conv3d:
-                replacement = OneDnnConv3d(child.in_channels, child.out_channels, child.kernel_size,
-                                           child.stride, child.padding, child.dilation,
-                                           child.groups, child.bias is not None,
-                                           child.padding_mode, device="meta")
-                replacement.weight, replacement.bias = child.weight, child.bias
-                setattr(module, name, replacement)
-    return model
-
-
-def prepare_inference(model: nn.Module, device: torch.device | str, precision: str,
-                      fold_bn: bool = True) -> nn.Module:
-    """An inference copy of a saliency network for `predict_maps` on `device` (the original is
-    left untouched): eval mode; BatchNorm folded into the convolutions (`fold_bn`); weights at
-    `precision` ("fp32" or "bf16", see `to_precision`; the default is precision.py's policy) in
-    channels_last_3d, the layout the fast kernels want (convolutions follow their weights'
-    layout, so inputs need no change); oneDNN convolutions for fp32 on the CPU
-    (`OneDnnConv3d`; with channels_last_3d 1.6x faster again there). To compile it, the
-    scripts wrap it with precision.compile_model."""
-    device = torch.device(device)
-    model = fold_batchnorm(model) if fold_bn else copy.deepcopy(model).eval()
-    if device.type == "cpu" and precision == "fp32":
-        _onednn_convs(model)
-    return to_precision(model.to(device), precision).to(memory_format=torch.channels_last_3d)
-
-
-def predict_maps(model: nn.Module, clips: torch.Tensor, device: torch.device | str,
-                 size: Sequence[int] | None = None, on_device: bool = False) -> torch.Tensor:
-    """Saliency maps as stored on disk (SPEC section 7): sigmoid, then min-max per frame, then
-    x255.
-
-    The network is trained with a softmax over each frame's pixels (train_sal.py), which leaves
-    every frame's logits free up to an added constant; a sigmoid of the raw logits would then
-    depend on that arbitrary offset (on a trained demo model it dropped the validation CC from
-    0.99 to 0.62). So the sigmoid is taken of the logits normalised to log-probabilities
-    (log-softmax over the frame's pixels): the map is a monotone, near-linear function of the
-    probability map that training validates.
-
-    clips: (B, T, 3, H, W) float RGB in [0, 1] (the stored-frame layout). Returns uint8
-    (B, T, H', W') on the CPU (on `device` with `on_device`), with (H', W') = `size` (the
-    logits are resized bilinearly first) or (H, W). The network runs at the precision of its
-    weights (`prepare_inference`), under bf16 autocast when they are bf16; the normalisation
-    is computed in fp32. A constant frame maps to 0.
-    """
-    device = torch.device(device)
-    x = clips.to(device).permute(0, 2, 1, 3, 4)  # (B, 3, T, H, W): the network's layout
-    with torch.inference_mode(), weights_autocast(model, device):
-        logits = model(x)[:, 0].float()  # (B, T, H, W)
-        if size is not None and tuple(size) != tuple(logits.shape[-2:]):
-            logits = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
-        maps = torch.sigmoid(torch.log_softmax(logits.flatten(-2), dim=-1)).view_as(logits)
-        low = maps.amin(dim=(-2, -1), keepdim=True)
-        span = maps.amax(dim=(-2, -1), keepdim=True) - low
-        maps = (maps - low) / span.clamp_min(torch.finfo(maps.dtype).tiny)
-        maps = maps.mul_(255).round_().to(torch.uint8)
-        return maps if on_device else maps.cpu()
+    return RegisterUNet3D(channels, registers, register_mode, list(read_levels), heads,
+                          register_write, list(write_levels))

@@ -1,4 +1,4 @@
-"""Stage 2: train and validate the saliency network on DHF1K or DIEM (README.md, stage 2).
+"""Stage 2: train and validate the saliency network on DHF1K or DIEM.
 
     python train_sal.py --dataset dhf1k --root DHF1K/ --out runs/sal --epochs 20
     python train_sal.py --dataset dhf1k --root DHF1K/ --out runs/sal --epochs 20 --resume
@@ -6,68 +6,68 @@
     torchrun --standalone --nproc-per-node 4 train_sal.py --dataset dhf1k --root DHF1K/ \\
         --out runs/sal --sync-bn
 
-Splits: DHF1K trains on videos 1-600 and validates on 601-700; DIEM trains on its train fold
-and validates on its test fold. Each training step sees clips of `--clip-len` consecutive
-annotated frames with their maps; `--clips-per-video` clips per video and epoch, their starts
-and order drawn from the seed and the epoch number (so a resumed run sees the same data).
-
-Loss (`saliency_loss`), per frame over its pixels: l_kl * KL(G || P) - l_cc * CC(P, G)
-- l_nss * NSS(P, F), with P the softmax of the logits over the frame's pixels, G the
-ground-truth map normalised to sum 1 and F the fixations; the mean over frames.
-
-Validation, every epoch: `--val-clips` clips spread evenly over each validation video, scored
-on the softmax maps P (`probability_maps`, the distribution the loss fits) with the metrics of
-metrics.py: per frame, pooled over each video's frames, then the plain mean over videos
-(every video contributes the same number of frames, so this is also the mean over frames).
-s-AUC takes its negatives from the fixations of other frames of the same video. The maps that
-inference_sal.py stores are a monotone, near-linear function of P (see
-sal_withreg.predict_maps), so these numbers describe them too.
-
-Writes to --out: `best.pt` (highest validation CC), `last.pt` (every epoch; --resume continues
-from it exactly, with the schedule set by --epochs), `log.csv` (one row per epoch; `best` marks
-the epochs that improved) and `curves.png` (its curves, redrawn every epoch). Checkpoints
-hold `kind="saliency"`, the model's settings, and what it was trained on (provenance.py).
+Each step sees clips of --clip-len consecutive annotated frames with their maps; the loss is
+l_kl * KL(G || P) - l_cc * CC(P, G) - l_nss * NSS(P, F) per frame (dagr/losses.py). Every epoch
+is validated with the saliency metrics of metrics.py on the validation videos (DHF1K 601-700,
+DIEM's test fold); the epoch with the highest validation CC is kept as best.pt. Writes into
+--out: best.pt, last.pt (--resume continues from it exactly), log.csv and curves.png.
+Details: docs/pipeline.md, "Stage 2".
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # first: a Ctrl-C while the modules below load ends in one line
+    from dagr.cli import quiet_start
+    quiet_start()
+
 import argparse
+import functools
 import math
 import sys
-import time
-from itertools import groupby
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
-import numpy as np
+import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
+from torch import nn
+from torch.utils.data import DataLoader
 
-import figures
-from dataloader import PROBLEMS, SaliencyClipDataset, SaliencyVideo, read_saliency_set
-from metrics import saliency_metrics
-from model_file import checkpoint_network
-from precision import (add_precision_arguments, bf16_backward_guard, compile_model,
-                       precision_autocast, resolve_precision)
-from provenance import TRAINED_ON, trained_on
-from runtime import (add_device_argument, available_cores, pick_device, quiet_worker,
-                     resume_checkpoint, run_script, save_epoch_checkpoints, script_parser,
-                     seed_everything, slim_checkpoints, unwrap, writable_folder)
-from sal_withreg import REGISTER_MODES, build_saliency_model
-from training import (CsvLog, Distributed, ShardSampler, batches_per_epoch, close_distributed,
-                      gather_objects, init_distributed, join_context, restore_training,
-                      sync_optimizer, training_payload, warmup_cosine, wrap_for_training)
+from dagr import paper
+from dagr.ablation import Variant, collect, finished, run_folder, variants, write_results
+from dagr.checkpoints import checkpoint_network
+from dagr.cli import run_script, script_parser
+from dagr.datasets import SALIENCY_SETS, saliency_help, saliency_videos
+from dagr.device import pick_device
+from dagr.distributed import (Distributed, ShardSampler, batches_per_epoch, distributed_job,
+                              wrap_for_training)
+from dagr.evaluation import SALIENCY_METRICS, evaluate, evaluation_clips, format_table, validate
+from dagr.files import writable_folder
+from dagr.labels import PROBLEMS
+from dagr.losses import saliency_loss
+from dagr.precision import compile_model, resolve_precision
+from dagr.provenance import TRAINED_ON, trained_on
+from dagr.registers import (CATEGORY_TABLE, far_context_effect, register_states,
+                            video_categories, write_state_figure)
+from dagr.seeding import seed_everything
+from dagr.training import (BEST, Objective, TrainingRun, add_run_arguments, check_run_arguments,
+                           fit, settings_of, warmup_cosine)
+from dagr.workers import available_cores, quiet_worker
+from dataloader import SaliencyClipDataset
+import sal_withreg
+from sal_withreg import REGISTER_MODES, REGISTER_WRITES, build_saliency_model
 
 # ----------------------------------------------------------------------------- config
-DATASET = "dhf1k"         # dhf1k or diem
+DATASET = "dhf1k"         # a name of dagr/datasets.py's SALIENCY_SETS: dhf1k or diem
 ROOT = "data/DHF1K"       # the dataset in its publisher's layout
 OUT = "runs/saliency"
-REGISTERS = 4             # 0: the UNet3D baseline
+REGISTERS = paper.REGISTERS  # 0: the UNet3D baseline
 REGISTER_MODE = "attention"
-CHANNELS = 64             # U-Net base width
-SIZE = (224, 398)         # frame height, width
+REGISTER_WRITE = "film"   # how attention registers write back: film or token (docs/registers.md)
+READ_LEVELS = sal_withreg.READ_LEVELS    # where attention registers read the features
+WRITE_LEVELS = sal_withreg.WRITE_LEVELS  # where they write back (film): every decoder level
+CHANNELS = paper.UNET_WIDTH  # U-Net base width
+SIZE = paper.FRAME_SIZE    # frame height, width
 EPOCHS = 20
-CLIP_LEN = 8              # frames per clip
+CLIP_LEN = paper.FRAMES_PER_VIDEO  # frames per clip
 CLIPS_PER_VIDEO = 4       # training clips per video and epoch
 VAL_CLIPS = 2             # validation clips per video, spread evenly over it
 BATCH_SIZE = 4            # clips per step (per process under torchrun)
@@ -80,176 +80,35 @@ L_KL, L_CC, L_NSS = 1.0, 1.0, 0.0
 WORKERS = min(4, available_cores())  # data-loading processes (no more than the cores)
 SEED = 0
 SPLIT = "val"             # split that --evaluate scores: val, train or test
+SEEDS = (0, 1, 2)         # --ablation: seeds of each variant
+FAR_CONTEXT_VIDEOS = 100  # --ablation on the global-context check: clips of its far-context test
 # -----------------------------------------------------------------------------
 
-BEST, LAST, LOG = "best.pt", "last.pt", "log.csv"
-METRICS = ("cc", "nss", "sim", "kld", "auc_j", "s_auc")
-LOG_FIELDS = ["epoch", "train_loss", "lr", *(f"val_{m}" for m in METRICS), "seconds", "best"]
-CURVE_PANELS = [("training loss", ["train_loss"]),
-                ("validation CC, SIM, AUC-J, s-AUC", ["val_cc", "val_sim", "val_auc_j", "val_s_auc"]),
-                ("validation NSS", ["val_nss"]), ("validation KLD", ["val_kld"])]
-CURVES_TITLE = "saliency training; best epoch: highest validation CC"
 KIND = "saliency"
-UNIT_EPS = 1e-12  # keeps the variance terms of unit-mean maps (values near 1) off zero
+STATE_FIGURE = "registers.png"  # --ablation: the attention network's register states
+CURVES = [("training loss", ["train_loss"]),
+          ("validation CC, SIM, AUC-J, s-AUC", ["val_cc", "val_sim", "val_auc_j", "val_s_auc"]),
+          ("validation NSS", ["val_nss"]), ("validation KLD", ["val_kld"])]
+CURVES_TITLE = "saliency training; best epoch: highest validation CC"
 
-
-# ----------------------------------------------------------------------------- loss
-
-def probability_maps(logits: torch.Tensor) -> torch.Tensor:
-    """Per-frame probability maps: softmax of the logits over each frame's pixels.
-
-    logits (B, 1, T, H, W) -> (B, T, H, W) float32, every (H, W) frame summing to 1.
-    """
-    frames = logits[:, 0].float()
-    return torch.softmax(frames.flatten(-2), dim=-1).view_as(frames)
-
-
-def _pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Correlation over the last dim of unit-mean maps (..., N) -> (...)."""
-    a = a - a.mean(-1, keepdim=True)
-    b = b - b.mean(-1, keepdim=True)
-    # clamp inside the root keeps the gradient finite for a constant map
-    return (a * b).sum(-1) * ((a * a).sum(-1) * (b * b).sum(-1)).clamp_min(UNIT_EPS).rsqrt()
-
-
-def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return torch.where(mask, values, 0.0).sum() / mask.sum().clamp_min(1)
-
-
-def saliency_loss(logits: torch.Tensor, maps: torch.Tensor, fixations: torch.Tensor | None = None,
-                  l_kl: float = L_KL, l_cc: float = L_CC, l_nss: float = L_NSS) -> torch.Tensor:
-    """l_kl * KL(G || P) - l_cc * CC(P, G) - l_nss * NSS(P, F), per frame, mean over frames.
-
-    logits, maps, fixations: (..., H, W) with the same leading dims, e.g. (B, 1, T, H, W);
-    every (H, W) slice is one frame. P = softmax of the frame's logits over its pixels,
-    G = the frame's map normalised to sum 1, F = its fixations (> 0). Frames whose map is all
-    zero carry no gaze and are left out of KL and CC; frames without fixations out of NSS.
-    Computed in fp32 whatever the logits' dtype. Returns a scalar.
-    """
-    log_p = torch.log_softmax(logits.float().flatten(-2), dim=-1)  # (..., N)
-    pixels = log_p.shape[-1]
-    gt = maps.float().flatten(-2)
-    mass = gt.sum(-1, keepdim=True)
-    has_gaze = mass[..., 0] > 0
-    g = gt / mass.clamp_min(torch.finfo(gt.dtype).tiny)
-    kl = (torch.xlogy(g, g) - g * log_p).sum(-1)
-    # CC and NSS are scale-free: unit-mean maps (x N) keep their sums far from fp32 underflow
-    p = log_p.exp() * pixels
-    loss = _masked_mean(l_kl * kl - l_cc * _pearson(p, g * pixels), has_gaze)
-    if l_nss:
-        if fixations is None:
-            raise ValueError("an NSS term (l_nss != 0) needs the fixations")
-        fixated = fixations.flatten(-2) > 0
-        z = (p - p.mean(-1, keepdim=True)) * (p.var(-1, keepdim=True) + UNIT_EPS).rsqrt()
-        nss = (z * fixated).sum(-1) / fixated.sum(-1).clamp_min(1)
-        loss = loss - l_nss * _masked_mean(nss, fixated.any(-1))
-    return loss
-
-
-# ----------------------------------------------------------------------------- data
-
-def validation_split(dataset: str) -> str:
-    """Name of the split validated on: DHF1K's 'val' (601-700), DIEM's 'test' fold."""
-    return "test" if dataset == "diem" else "val"
-
-
-def split_videos(dataset: str, root: str | Path, split: str) -> list[SaliencyVideo]:
-    """The annotated videos of `split` ('train', 'val' or 'test'; DIEM's 'val' is its test
-    fold). Raises ValueError when there are none."""
-    name = validation_split(dataset) if split == "val" else split
-    videos = [v for v in read_saliency_set(dataset, root) if v.split == name]
-    if not videos:
-        raise ValueError(f"{root}: no annotated {dataset} videos in split {name!r}")
-    return videos
-
-
-def evaluation_clips(videos: Sequence[SaliencyVideo], clip_len: int, size: Sequence[int],
-                     clips: int) -> SaliencyClipDataset:
-    """`clips` clips per video at evenly spread starts: the same every time."""
-    return SaliencyClipDataset(videos, clip_len, tuple(size), clips_per_video=clips, starts="even")
-
-
-# ----------------------------------------------------------------------------- validation
-
-def _nanmean(values: list[float]) -> float:
-    defined = [v for v in values if not math.isnan(v)]
-    return float(np.mean(defined)) if defined else float("nan")
-
-
-ClipPrediction = tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-def _clip_predictions(model: torch.nn.Module, loader: DataLoader, device: torch.device,
-                      progress: bool, precision: str) -> Iterator[ClipPrediction]:
-    """(video_id, P (T, H, W), G (T, H, W), F (T, H, W)) per clip, in the loader's order;
-    the network runs at `precision`, P is computed in fp32."""
-    with torch.inference_mode(), precision_autocast(device, precision):
-        for batch in tqdm(loader, desc="validate", unit="batch", leave=False, disable=not progress):
-            maps = probability_maps(model(batch["frames"].to(device))).cpu()
-            for i, video_id in enumerate(batch["video_id"]):
-                yield video_id, maps[i], batch["maps"][i, 0], batch["fixations"][i, 0]
-
-
-def validate(model: torch.nn.Module, data: SaliencyClipDataset, device: torch.device,
-             dist: Distributed = Distributed(), batch_size: int = BATCH_SIZE,
-             workers: int = 0, progress: bool = True,
-             precision: str | None = None) -> dict[str, float]:
-    """Saliency metrics of `model`'s softmax maps P on the clips of `data` (an evaluation
-    SaliencyClipDataset), pooled per video then averaged over videos. Under torchrun each process scores a share of
-    the videos and all get the same result. The network runs at `precision` (default: the
-    device's, precision.default_precision); the metrics are computed in fp32."""
-    precision = resolve_precision(precision, device)
-    shard = ShardSampler(len(data.videos), dist, shuffle=False).indices()
-    clips = [v * data.clips_per_video + c for v in shard for c in range(data.clips_per_video)]
-    loader = DataLoader(Subset(data, clips), batch_size, num_workers=workers,
-                        worker_init_fn=quiet_worker)
-    model.eval()
-    scores = []
-    for _, clips_of_video in groupby(_clip_predictions(model, loader, device, progress, precision),
-                                     key=lambda item: item[0]):
-        pred, gt, fixations = (torch.cat(parts) for parts in zip(*(c[1:] for c in clips_of_video)))
-        scores.append(saliency_metrics(pred, gt, fixations))
-    scores = [s for part in gather_objects(scores, dist) for s in part]
-    return {name: _nanmean([s[name] for s in scores]) for name in METRICS}
-
-
-def evaluate(checkpoint: str | Path, dataset: str, root: str | Path, split: str = SPLIT,
-             device: str | torch.device | None = None, batch_size: int | None = None,
-             workers: int = 0, progress: bool = True,
-             precision: str | None = None) -> dict[str, float]:
-    """Metrics of a train_sal.py checkpoint on a split, with the clips its training validated
-    on (frame size, clip length and clips per video from the checkpoint's settings), the
-    network at `precision` (default: the device's).
-    Returns {cc, nss, sim, kld, auc_j, s_auc}."""
-    device = pick_device(device)
-    model, payload = checkpoint_network(checkpoint, KIND)
-    model = model.to(device)
-    settings = payload.get("settings") or {}
-    if not {"clip_len", "size", "val_clips", "batch_size"} <= settings.keys():
-        raise ValueError(f"{checkpoint}: not a train_sal.py checkpoint (no training settings)")
-    data = evaluation_clips(split_videos(dataset, root, split), settings["clip_len"],
-                            settings["size"], settings["val_clips"])
-    return validate(model, data, device, batch_size=batch_size or settings["batch_size"],
-                    workers=workers, progress=progress, precision=precision)
-
-
-def format_table(metrics: dict[str, float]) -> str:
-    """A one-row Markdown table of the saliency metrics."""
-    header = "| " + " | ".join(METRICS) + " |"
-    rule = "|" + "---|" * len(METRICS)
-    row = "| " + " | ".join(f"{metrics[m]:.4f}" for m in METRICS) + " |"
-    return "\n".join([header, rule, row])
-
-
-# ----------------------------------------------------------------------------- training
 
 def model_arguments(config: Any) -> dict[str, Any]:
     """Constructor arguments of the saliency network (stored in checkpoints)."""
     return {"channels": config.channels, "registers": config.registers,
-            "register_mode": config.register_mode}
+            "register_mode": config.register_mode, "read_levels": list(config.read_levels),
+            "register_write": config.register_write, "write_levels": list(config.write_levels)}
 
 
-def make_optimizer(model: torch.nn.Module, config: Any) -> torch.optim.AdamW:
+def training_model(config: Any, device: torch.device) -> nn.Module:
+    """The fresh network on `device`, channels_last_3d on CUDA (the layout cuDNN's fast 3D
+    kernels want), torch.compile'd with --compile (checkpoints hold the plain network)."""
+    model = build_saliency_model(**model_arguments(config)).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last_3d)
+    return compile_model(model, config.compile)
+
+
+def make_optimizer(model: nn.Module, config: Any) -> torch.optim.AdamW:
     """AdamW with weight decay on kernels and weight matrices only (nanoGPT's split)."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
@@ -257,77 +116,29 @@ def make_optimizer(model: torch.nn.Module, config: Any) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
-def training_model(config: Any, device: torch.device) -> torch.nn.Module:
-    """The fresh network on `device`, channels_last_3d on CUDA (the layout cuDNN's fast 3D
-    kernels want; on the CPU it pays only for inference, see sal_withreg.prepare_inference),
-    torch.compile'd with --compile. Validation and checkpoints use the plain model inside
-    (runtime.unwrap), so checkpoints load into an uncompiled network."""
-    model = build_saliency_model(**model_arguments(config)).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last_3d)
-    return compile_model(model, config.compile)
+def clip_logits(model: nn.Module, batch: dict, device: torch.device) -> torch.Tensor:
+    """A batch of clips (B, 3, T, H, W) -> logits (B, 1, T, H, W)."""
+    return model(batch["frames"].to(device))
 
 
-def train_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
-                scheduler: torch.optim.lr_scheduler.LRScheduler, config: Any,
-                device: torch.device, dist: Distributed, progress: bool) -> float:
-    """One pass over the loader, one optimizer step per `grad_accum` batches (the epoch's last
-    step takes what is left). Returns the mean loss per clip over all processes (the same
-    number however the clips are split into batches and processes)."""
-    model.train()
-    total, count, batches = 0.0, 0, len(loader)
-    precision = resolve_precision(config.precision, device)
-    with join_context(model):
-        for i, batch in enumerate(tqdm(loader, desc="train", unit="batch", leave=False,
-                                       disable=not progress)):
-            group = min(config.grad_accum, batches - i // config.grad_accum * config.grad_accum)
-            with precision_autocast(device, precision):
-                logits = model(batch["frames"].to(device))
-            # in fp32 whatever the forward's precision (saliency_loss casts the logits)
-            loss = saliency_loss(logits, batch["maps"].to(device), batch["fixations"].to(device),
-                                 config.l_kl, config.l_cc, config.l_nss)
-            with bf16_backward_guard(device, precision):
-                (loss / group).backward()
-            if (i + 1) % config.grad_accum == 0 or i + 1 == batches:
-                if config.clip_grad > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
-            clips = len(batch["frames"])
-            total, count = total + loss.item() * clips, count + clips
-    sums = gather_objects((total, count), dist)
-    return sum(s for s, _ in sums) / max(sum(c for _, c in sums), 1)
-
-
-def settings_of(config: Any) -> dict[str, Any]:
-    """The run's options as plain JSON values, for the checkpoint."""
-    plain = {}
-    for key, value in vars(config).items():
-        plain[key] = list(value) if isinstance(value, tuple) else \
-            str(value) if isinstance(value, Path) else value
-    return plain
+def clip_loss(logits: torch.Tensor, batch: dict, device: torch.device, config: Any) -> torch.Tensor:
+    return saliency_loss(logits, batch["maps"].to(device), batch["fixations"].to(device),
+                         config.l_kl, config.l_cc, config.l_nss)
 
 
 def train(config: Any) -> Path:
-    """Train with the options of `config` (the Namespace of `parse_args`, or any object with
-    the same attributes); returns the path of the best checkpoint. Under torchrun only rank 0
-    writes files."""
-    dist, device = init_distributed(pick_device(config.device))
-    try:
-        best = _train(config, dist, device)
-        gather_objects(None, dist)  # the ranks leave together, once rank 0 has written its files
-        return best
-    finally:
-        close_distributed()
+    """Train with the options of `config` (`parse_args`' Namespace); returns the path of the
+    best checkpoint. Under torchrun only rank 0 writes files."""
+    with distributed_job(pick_device(config.device)) as (dist, device):
+        return _train(config, dist, device)
 
 
 def _train(config: Any, dist: Distributed, device: torch.device) -> Path:
     out, size = Path(config.out), tuple(config.size)
     if dist.is_main:
         writable_folder(out)
-    train_videos = split_videos(config.dataset, config.root, "train")
-    val_data = evaluation_clips(split_videos(config.dataset, config.root, "val"),
+    train_videos = saliency_videos(config.dataset, config.root, "train")
+    val_data = evaluation_clips(saliency_videos(config.dataset, config.root, "val"),
                                 config.clip_len, size, config.val_clips)
     seed_everything(config.seed)
     config.precision = resolve_precision(config.precision, device)
@@ -335,68 +146,110 @@ def _train(config: Any, dist: Distributed, device: torch.device) -> Path:
     optimizer = make_optimizer(model, config)
     train_data = SaliencyClipDataset(train_videos, config.clip_len, size, config.clips_per_video,
                                      starts="random", seed=config.seed)
-    sampler = ShardSampler(len(train_data), dist, shuffle=True, seed=config.seed)
-    loader = DataLoader(train_data, config.batch_size, sampler=sampler, num_workers=config.workers,
-                        pin_memory=device.type == "cuda", worker_init_fn=quiet_worker)
+    loader = DataLoader(train_data, config.batch_size,
+                        sampler=ShardSampler(len(train_data), dist, shuffle=True, seed=config.seed),
+                        num_workers=config.workers, pin_memory=device.type == "cuda",
+                        worker_init_fn=quiet_worker)
     steps = config.epochs * math.ceil(batches_per_epoch(loader, dist) / config.grad_accum)
-    scheduler = warmup_cosine(optimizer, config.warmup, steps)
-    start, best_cc = 0, None
-    payload = resume_checkpoint(out / LAST, KIND) if config.resume else None
-    if payload is not None:
-        start = restore_training(payload, model, optimizer, scheduler, out / LAST)
-        best_cc = payload["best_cc"]
-    main_process = dist.is_main
-    log = CsvLog(out / LOG, LOG_FIELDS)
-    if main_process:
-        log.resume_at(start + 1)  # rows are numbered by finished epochs
-        params = sum(p.numel() for p in model.parameters()) / 1e6
-        print(f"{len(train_videos)} training / {len(val_data.videos)} validation videos, "
-              f"{params:.2f} M parameters, epochs {start + 1}-{config.epochs} on {device}")
-    for epoch in range(start, config.epochs):
-        began = time.perf_counter()
-        train_data.set_epoch(epoch)
-        sampler.set_epoch(epoch)
-        loss = train_epoch(model, loader, optimizer, scheduler, config, device, dist, main_process)
-        sync_optimizer(optimizer, scheduler, dist)
-        metrics = validate(unwrap(model), val_data, device, dist, config.batch_size,
-                           config.workers, main_process, config.precision)
-        score = metrics["cc"] if math.isfinite(metrics["cc"]) else -math.inf
-        improved = best_cc is None or score > best_cc
-        best_cc = score if improved else best_cc
-        if main_process:
-            payload = training_payload(model, model_arguments(config), optimizer, scheduler,
-                                       epoch + 1, metrics, settings_of(config), kind=KIND,
-                                       best_cc=best_cc,
-                                       **{TRAINED_ON: trained_on(config.dataset, len(train_videos),
-                                                                 config.root)})
-            # the log first: a crash before the checkpoints are saved resumes from the
-            # previous last, which drops this epoch's row and redoes the epoch
-            log.append({"epoch": epoch + 1, "train_loss": loss,
-                        "lr": optimizer.param_groups[0]["lr"],
-                        **{f"val_{m}": metrics[m] for m in METRICS},
-                        "seconds": time.perf_counter() - began, "best": int(improved)})
-            save_epoch_checkpoints(out / BEST, out / LAST, payload, improved)
-            figures.write_curves(out / LOG, CURVE_PANELS, CURVES_TITLE)
-            tqdm.write(f"epoch {epoch + 1}/{config.epochs}: loss {loss:.4f}, val "
-                       + ", ".join(f"{m} {metrics[m]:.4f}" for m in METRICS)
-                       + (" (best)" if improved else ""))
-    if main_process and config.slim_checkpoints:
-        slim_checkpoints(out / BEST, out / LAST)
-    return out / BEST
+    return fit(TrainingRun(
+        out=out, model=model, model_kwargs=model_arguments(config), optimizer=optimizer,
+        scheduler=warmup_cosine(optimizer, config.warmup, steps), loader=loader,
+        objective=Objective(clip_logits, functools.partial(clip_loss, config=config)),
+        validate=lambda plain: validate(plain, val_data, device, dist, config.batch_size,
+                                        config.workers, dist.is_main, config.precision),
+        best_metric="cc", logged=SALIENCY_METRICS, curves=CURVES, curves_title=CURVES_TITLE,
+        settings=settings_of(config),
+        payload={"kind": KIND, TRAINED_ON: trained_on(config.dataset, len(train_videos),
+                                                      config.root)},
+        epochs=config.epochs, device=device, precision=config.precision, dist=dist,
+        grad_accum=config.grad_accum, clip_grad=config.clip_grad, backward_guard=True,
+        resume=config.resume, slim=config.slim_checkpoints,
+        about=f"{len(train_videos)} training / {len(val_data.videos)} validation videos"))
+
+
+def ablation(config: Any) -> Path:
+    """--ablation: each chosen variant (dagr/ablation.py) trained with each of --seeds, as
+    runs of `train` in <out>/<variant>/seed_<s>/ that differ from `config` only in their
+    register options and seed; finished runs are kept, a stopped one resumes. Then the table
+    (mean ± std over the seeds) and the figure. Returns the table's markdown file."""
+    out, chosen = Path(config.out), [variants(config.registers or paper.REGISTERS)[name] for name in config.ablation]
+    for variant in chosen:
+        for seed in config.seeds:
+            folder = run_folder(out, variant, seed)
+            if finished(folder, config.epochs):
+                print(f"{variant.name}, seed {seed}: finished earlier, kept ({folder})")
+                continue
+            print(f"\n{variant.name}, seed {seed} -> {folder}")
+            train(argparse.Namespace(**{**vars(config), **variant.options, "seed": seed,
+                                        "out": str(folder), "resume": True, "ablation": None}))
+    about = (f"Register ablation on {config.dataset} ({config.root}): width {config.channels}, "
+             f"{config.size[0]}x{config.size[1]}, {config.epochs} epochs, clips of "
+             f"{config.clip_len} frames, lr {config.lr:g}, seeds {' '.join(map(str, config.seeds))}; "
+             "validation metrics of each run's best epoch (highest CC)")
+    runs = collect(out, chosen, config.seeds, config.epochs)
+    if config.far_context_videos > 0 and (Path(config.root) / CATEGORY_TABLE).is_file():
+        runs = with_far_context(runs, out, chosen, config)
+        about += ("; far change: mean drop of the logit at the odd disk when only the disks "
+                  "beyond the baseline's reach change, odd first: share of clips and their "
+                  "counterparts whose highest disk is the odd one (a network that prefers a "
+                  "colour: 1/2), on "
+                  f"{config.far_context_videos} fresh clips (docs/registers.md)")
+    table = write_results(runs, out, about)
+    attention = [v for v in chosen if v.options.get("register_write") == "film"][:1]
+    if attention:
+        state_figure(config, run_folder(out, attention[0], config.seeds[0]) / BEST,
+                     out / STATE_FIGURE)
+    return table
+
+
+def with_far_context(runs: pd.DataFrame, out: Path, chosen: Sequence[Variant], config: Any
+                      ) -> pd.DataFrame:
+    """`runs` (of the `chosen` variants) with dagr/registers.py's far-context measures of each
+    run's best network, on clips of the global-context check at the runs' size and length."""
+    device = pick_device(config.device)
+    by_name = {variant.name: variant for variant in chosen}
+    measured = []
+    for run in runs.itertuples():
+        model = checkpoint_network(run_folder(out, by_name[run.variant], run.seed) / BEST, KIND)[0]
+        measured.append(far_context_effect(model, config.size, config.clip_len, device,
+                                           config.far_context_videos))
+    return pd.concat([runs, pd.DataFrame(measured, index=runs.index)], axis=1)
+
+
+def state_figure(config: Any, checkpoint: Path, path: Path) -> Path:
+    """The register states of `checkpoint`'s network over the validation videos (their first
+    two principal components), coloured by the video's category when the dataset's folder has
+    a category table (dagr/global_context.py writes one)."""
+    model = checkpoint_network(checkpoint, KIND)[0]
+    data = evaluation_clips(saliency_videos(config.dataset, config.root, "val"), config.clip_len,
+                            config.size, config.val_clips)
+    ids, states = register_states(model, data, pick_device(config.device), config.batch_size)
+    table = Path(config.root) / CATEGORY_TABLE
+    categories = video_categories(table) if table.is_file() else None
+    return write_state_figure(ids, states, path, f"register states of {checkpoint} over "
+                              f"{len(ids)} validation videos", categories)
 
 
 # ----------------------------------------------------------------------------- command line
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = script_parser(__doc__)
-    parser.add_argument("--dataset", choices=("dhf1k", "diem"), default=DATASET,
-                        help="saliency dataset: DHF1K or DIEM (layouts: README.md)")
+    parser.add_argument("--dataset", choices=sorted(SALIENCY_SETS), default=DATASET,
+                        help=saliency_help())
     parser.add_argument("--root", default=ROOT, help="dataset folder in its official layout")
     parser.add_argument("--out", default=OUT, help="folder for checkpoints and the log")
     parser.add_argument("--registers", type=int, default=REGISTERS,
                         help="register tokens (0: the baseline)")
     parser.add_argument("--register-mode", choices=REGISTER_MODES, default=REGISTER_MODE,
-                        help="how the registers meet the features: attention at the bottleneck, or input channels")
+                        help="how the registers meet the features: attention (read the features, "
+                             "write back), or input channels (the original code's)")
+    parser.add_argument("--register-write", choices=REGISTER_WRITES, default=REGISTER_WRITE,
+                        help="attention registers write back as feature-channel gains (film) or "
+                             "token by token at the levels they read (token, the first design)")
+    parser.add_argument("--read-levels", nargs="+", default=READ_LEVELS, metavar="LEVEL",
+                        help="levels the registers read: bottleneck, enc0-enc3, dec0-dec3")
+    parser.add_argument("--write-levels", nargs="+", default=WRITE_LEVELS, metavar="LEVEL",
+                        help="levels the registers write back to with --register-write film")
     parser.add_argument("--channels", type=int, default=CHANNELS, help="U-Net base width")
     parser.add_argument("--size", type=int, nargs=2, default=SIZE, metavar=("H", "W"),
                         help="frame height and width of the network input")
@@ -412,32 +265,31 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weight-decay", type=float, default=WEIGHT_DECAY,
                         help="AdamW weight decay (kernels and weight matrices only)")
     parser.add_argument("--warmup", type=int, default=WARMUP, help="warm-up optimizer steps")
-    parser.add_argument("--grad-accum", type=int, default=GRAD_ACCUM, help="batches per step")
-    parser.add_argument("--clip-grad", type=float, default=CLIP_GRAD,
-                        help="maximum gradient norm (0: off)")
     parser.add_argument("--l-kl", type=float, default=L_KL, help="weight of KL(G || P)")
     parser.add_argument("--l-cc", type=float, default=L_CC, help="weight of CC(P, G)")
     parser.add_argument("--l-nss", type=float, default=L_NSS, help="weight of NSS(P, fixations)")
-    parser.add_argument("--workers", type=int, default=WORKERS, help="data-loading processes")
     parser.add_argument("--seed", type=int, default=SEED,
                         help="seed of the initialisation, the clip starts and the data order")
-    parser.add_argument("--sync-bn", action="store_true",
-                        help="under torchrun on GPUs: BatchNorm statistics over all ranks' batches")
-    parser.add_argument("--resume", action="store_true",
-                        help=f"continue from <out>/{LAST} (from the start if there is none yet)")
-    parser.add_argument("--slim-checkpoints", action="store_true",
-                        help=f"when training ends, remove {LAST} and strip {BEST} of the "
-                             "optimizer, schedule and random states (the run can then not be "
-                             "--resume'd)")
+    add_run_arguments(parser, GRAD_ACCUM, CLIP_GRAD, WORKERS)
+    parser.add_argument("--ablation", nargs="*", metavar="VARIANT",
+                        choices=list(variants(REGISTERS)),
+                        help="train each VARIANT (default: all of "
+                             f"{', '.join(variants(REGISTERS))}) with each of --seeds into "
+                             "<out>/VARIANT/seed_S and write the table ablation.md and the figure "
+                             "ablation.png; run it again to resume (docs/registers.md)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=SEEDS,
+                        help="--ablation: the seeds of every variant")
+    parser.add_argument("--far-context-videos", type=int, default=FAR_CONTEXT_VIDEOS,
+                        help="--ablation on the global-context check: fresh clips of its "
+                             "far-context test (docs/registers.md); 0 skips it")
     parser.add_argument("--evaluate", metavar="CHECKPOINT",
                         help="print the metrics of CHECKPOINT on --split instead of training")
     parser.add_argument("--split", choices=("val", "train", "test"), default=SPLIT,
                         help="split scored by --evaluate")
-    add_precision_arguments(parser, "the network for training")
-    add_device_argument(parser)
     args = parser.parse_args(argv)
-    if args.grad_accum < 1 or args.batch_size < 1 or args.epochs < 1:
-        parser.error("--grad-accum, --batch-size and --epochs must be at least 1")
+    check_run_arguments(parser, args)
+    if args.ablation == []:  # --ablation alone: every variant
+        args.ablation = list(variants(args.registers or REGISTERS))
     return args
 
 
@@ -453,6 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                precision=config.precision)
             print(f"{config.evaluate} on {config.dataset} {config.split}:")
             print(format_table(metrics))
+        elif config.ablation is not None:
+            print((ablation(config)).read_text())
         else:
             print(f"best checkpoint: {train(config)}")
     except (OSError, ValueError) as err:

@@ -8,6 +8,7 @@ import av
 import cv2
 import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -71,3 +72,13 @@ def make_video(tmp_path):
     def make(name: str, n_frames: int, **kwargs) -> Path:
         return write_video(tmp_path / name, n_frames, **kwargs)
     return make
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors gain nothing from threads, and on a busy 2-core machine OpenMP threads
+    waiting on each other make them tens of times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,14 +1,12 @@
 """Helpers shared by the saliency-stage tests: a tiny synthetic DHF1K set, a tiny training
-configuration, and single-threaded torch."""
+configuration."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-import pytest
-import torch
 
-import demo_data
+from dagr import demo_data
 import train_sal
 
 TINY_SIZE = (32, 48)  # frame height, width
@@ -27,13 +25,3 @@ def tiny_config(root: Path, out: Path, *options: str) -> argparse.Namespace:
         "--size", *map(str, TINY_SIZE), "--epochs", "2", "--clip-len", "6",
         "--clips-per-video", "1", "--val-clips", "2", "--batch-size", "2", "--lr", "3e-3",
         "--warmup", "1", "--registers", "2", "--workers", "0", "--device", "cpu", *options])
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy 2-core machine OpenMP threads
-    waiting on each other make them tens of times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

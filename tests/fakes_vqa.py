@@ -7,12 +7,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+import torch
 
-import demo_data as dq
-import extract_frame as ef
+from dagr import demo_data as dq
 import train_lsvq
-from runtime import save_checkpoint
+from dagr.checkpoints import save_checkpoint
+from dagr.scoring import load_scorer, score_to_csv
+from dagr.frames import frame_name, write_frames
+from dagr.video_io import SampledVideo, find_videos
 from sal_withreg import build_saliency_model
+from VQA import build_quality_model
 
 SIZE = (32, 56)
 FIRST_ID = 1000
@@ -26,12 +30,12 @@ def store_clip(frames_dir: Path, maps_dir: Path | None, video_id: str, clip: np.
                masks: np.ndarray) -> None:
     """Store an 8-frame clip (T, H, W, 3) uint8 as extract_frame.py does, with the masks
     (T, H, W) in [0, 1] as its saliency maps under the frames' names."""
-    sampled = ef.SampledVideo(clip, list(range(0, 2 * len(clip), 2)), 2 * len(clip), 2 * len(clip))
-    ef.write_frames(sampled, frames_dir / video_id)
+    sampled = SampledVideo(clip, list(range(0, 2 * len(clip), 2)), 2 * len(clip), 2 * len(clip))
+    write_frames(sampled, frames_dir / video_id)
     if maps_dir is not None:
         (maps_dir / video_id).mkdir(parents=True, exist_ok=True)
         for index, mask in zip(sampled.indices, masks):
-            cv2.imwrite(str(maps_dir / video_id / ef.frame_name(index)),
+            cv2.imwrite(str(maps_dir / video_id / frame_name(index)),
                         np.round(mask * 255).astype(np.uint8))
 
 
@@ -80,3 +84,28 @@ def saliency_checkpoint(path: Path, channels: int = 4) -> Path:
     save_checkpoint(path, {"model_kwargs": kwargs, "model_state": model.state_dict(),
                            "kind": "saliency"})
     return path
+
+
+def scoring_checkpoints(base: Path, size: tuple[int, int]) -> tuple[Path, Path]:
+    """(quality, saliency) checkpoints for scoring and maps at frame size `size`: an untrained
+    ResNet-18 quality network with saliency weighting off, a tiny saliency network."""
+    sal = saliency_checkpoint(base / "sal.pt")
+    payload = torch.load(sal, weights_only=False)
+    save_checkpoint(sal, {**payload, "settings": {"size": list(size)}})
+    torch.manual_seed(0)
+    kwargs = {"backbone": "resnet18", "saliency_alpha": 0.0, "weights": None, "feedforward": 32}
+    quality = base / "quality.pt"
+    save_checkpoint(quality, {"kind": "quality", "model_kwargs": kwargs,
+                              "model_state": build_quality_model(**kwargs).state_dict(),
+                              "mos_scale": {"low": 1.0, "high": 5.0},
+                              "frame_size": list(size)})
+    return quality, sal
+
+
+def score_videos(quality: Path, inputs: list[Path], out: Path, saliency: Path | None = None,
+                 workers: int | None = 0) -> tuple[pd.DataFrame, dict]:
+    """`evaluate_vqa.py --videos INPUTS --out OUT` on the CPU, in this process: (scores,
+    failures)."""
+    scorer = load_scorer(quality, saliency, torch.device("cpu"))
+    paths = [str(path) for _, path in find_videos(inputs)]
+    return score_to_csv(scorer, paths, out, workers, progress=False)

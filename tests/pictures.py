@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-import figures
+from dagr import figures
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -21,10 +21,11 @@ import inference_sal
 import train_lsvq
 import train_sal
 from conftest import write_video
-from dataloader import MosScale, VQAClipDataset, load_stored_clip, read_labels
-from fakes import one_thread, tiny_dhf1k  # noqa: F401 (one_thread is a fixture)
+from dataloader import MosScale, VQAClipDataset, load_stored_clip
+from dagr.datasets import read_table
+from fakes import tiny_dhf1k
 from fakes_vqa import SIZE, stored_quality_set, train_argv
-from runtime import save_checkpoint
+from dagr.checkpoints import save_checkpoint
 from sal_withreg import build_saliency_model
 from VQA import build_quality_model
 
@@ -293,7 +294,7 @@ def test_frames_of_different_sizes(tmp_path, quality_set, models, capsys) -> Non
             image = cv2.imread(str(frames / vid / name))
             cv2.imwrite(str(frames / vid / name), cv2.resize(image, None, fx=2, fy=2,
                                                              interpolation=cv2.INTER_NEAREST))
-    table = read_labels("konvid", labels)
+    table = read_table("konvid", labels)
     data = VQAClipDataset(table, frames, maps, MosScale(1.0, 5.0), SIZE)
     for index, vid in ((0, "1000"), (1, "1001")):
         assert data[index]["video_id"] == vid

@@ -14,10 +14,13 @@ import pytest
 import torch
 
 import benchmark
-from video_io import count_frames
-from fakes import one_thread  # noqa: F401 (a fixture)
-from sal_withreg import build_saliency_model, predict_maps, prepare_inference, weights_precision
-from scoring import inference_quality, score_clips, score_items
+from dagr.speed import generated_video, gflop_per_clip
+from dagr.video_io import count_frames
+
+from dagr.inference import inference_quality, predict_maps, prepare_inference
+from dagr.precision import weights_precision
+from sal_withreg import build_saliency_model
+from dagr.scoring import score_clips, score_items
 from VQA import QualityNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -81,13 +84,13 @@ def test_a_tiny_cpu_run_reports_every_section_and_prints_the_table(tmp_path, cap
 
 def test_flops_at_full_width_match_the_spec():
     args = benchmark.parse_args(["--device", "cpu", "--saliency-width", "64", "--registers", "0"])
-    flops = benchmark.gflop_per_clip(args)
+    flops = gflop_per_clip(args)
     assert flops["saliency"] == pytest.approx(1982, abs=1)  # SPEC section 4
     assert 117.5 < flops["quality"] < 119.5  # ResNet-50 trunk 118 (SPEC section 12) + the rest
 
 
 def test_the_generated_clip_decodes_with_moving_content(tmp_path):
-    path = benchmark.generated_video(tmp_path, (36, 64), 12)
+    path = generated_video(tmp_path, (36, 64), 12, benchmark.GENERATED_FPS)
     assert count_frames(path) == 12
     capture = cv2.VideoCapture(str(path))
     frames = [capture.read()[1] for _ in range(2)]

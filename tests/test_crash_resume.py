@@ -22,9 +22,9 @@ import torch
 
 import train_lsvq
 import train_sal
-from fakes import TINY_SIZE, one_thread, tiny_dhf1k  # noqa: F401 (one_thread is a fixture)
+from fakes import TINY_SIZE, tiny_dhf1k
 from fakes_vqa import stored_quality_set, train_argv
-from runtime import load_checkpoint, save_checkpoint
+from dagr.checkpoints import load_checkpoint, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

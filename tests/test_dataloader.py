@@ -9,7 +9,10 @@ import scipy.io
 import torch
 
 import dataloader as dl
-import extract_frame as ef
+from dagr.datasets import read_saliency_set, read_table
+from dagr.labels import COLUMNS, LabelFileError
+from dagr.frames import write_frames
+from dagr.video_io import sample_video
 from conftest import frame_level_index, write_video
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -33,8 +36,8 @@ def test_lsvq_split_paths_and_missing_videos(tmp_path, capsys):
                       'ia-batch2/9,"[1, 2]","[1]","[1]",720,1280,50,51,52,70.0,200,x,False,True\n')
     touch(tmp_path / "videos" / "yfcc-batch1" / "722.mp4")
     touch(tmp_path / "videos" / "yfcc-batch1" / "724.mp4")
-    table = dl.read_labels("lsvq", labels, tmp_path / "videos")
-    assert list(table.columns) == dl.COLUMNS
+    table = read_table("lsvq", labels, tmp_path / "videos")
+    assert list(table.columns) == COLUMNS
     assert table["video_id"].tolist() == ["yfcc-batch1/722", "yfcc-batch1/724"]
     assert table["split"].tolist() == ["train", "test"]
     assert table["mos"].tolist() == [61.5, 40.0]
@@ -63,12 +66,12 @@ def test_lsvq_real_files_if_available():
 def test_missing_column_names_file_and_columns(tmp_path):
     labels = tmp_path / "KoNViD_1k_mos.csv"
     labels.write_text("flickr_id,score\n1,3.0\n")
-    with pytest.raises(dl.LabelFileError, match=r"KoNViD_1k_mos.csv: missing column\(s\) 'mos'.*flickr_id, score"):
+    with pytest.raises(LabelFileError, match=r"KoNViD_1k_mos.csv: missing column\(s\) 'mos'.*flickr_id, score"):
         dl.read_konvid(labels)
     with pytest.raises(FileNotFoundError, match="nothere.csv"):
         dl.read_konvid(tmp_path / "nothere.csv")
     with pytest.raises(ValueError, match="unknown dataset"):
-        dl.read_labels("imagenet", labels)
+        read_table("imagenet", labels)
 
 
 def test_konvid_both_label_files_and_bad_rows(tmp_path, capsys):
@@ -96,11 +99,11 @@ def test_livevqc_mat(tmp_path):
     names = np.empty((2, 1), dtype=object)
     names[0, 0], names[1, 0] = np.array(["A001.mp4"]), np.array(["B002.mp4"])
     scipy.io.savemat(tmp_path / "data.mat", {"video_list": names, "mos": np.array([[70.5], [33.1]])})
-    table = dl.read_labels("livevqc", tmp_path / "data.mat", root)
+    table = read_table("livevqc", tmp_path / "data.mat", root)
     assert table["video_id"].tolist() == ["A001", "B002"]
     assert np.allclose(table["mos"], [70.5, 33.1])
     scipy.io.savemat(tmp_path / "bad.mat", {"names": names})
-    with pytest.raises(dl.LabelFileError, match="bad.mat: needs the variables 'video_list' and 'mos'; it has: names"):
+    with pytest.raises(LabelFileError, match="bad.mat: needs the variables 'video_list' and 'mos'; it has: names"):
         dl.read_livevqc(tmp_path / "bad.mat")
 
 
@@ -119,10 +122,10 @@ def test_youtube_ugc_xlsx_and_csv_with_transcodes(tmp_path):
     assert table["path"][1].endswith("Sports_1080P-0063_crf_10_ss_00_t_20.0.mp4")
     assert table["split"].tolist() == ["Gaming", "Sports"]
     sheet.to_csv(tmp_path / "ugc.csv", index=False)
-    from_csv = dl.read_labels("youtube-ugc", tmp_path / "ugc.csv")
+    from_csv = read_table("youtube-ugc", tmp_path / "ugc.csv")
     assert from_csv["mos"].tolist() == [3.9, 2.7, 4.0]
     sheet.drop(columns="MOS full").to_csv(tmp_path / "bad.csv", index=False)
-    with pytest.raises(dl.LabelFileError, match="'MOS full'"):
+    with pytest.raises(LabelFileError, match="'MOS full'"):
         dl.read_youtube_ugc(tmp_path / "bad.csv")
 
 
@@ -152,7 +155,7 @@ def test_dhf1k_reader_and_clip_dataset_from_video(tmp_path):
     dhf1k_video(tmp_path, 600, 12)
     dhf1k_video(tmp_path, 601, 10, with_images=True)
     (tmp_path / "annotation" / "0702").mkdir()
-    videos = {v.video_id: v for v in dl.read_saliency_set("dhf1k", tmp_path)}
+    videos = {v.video_id: v for v in read_saliency_set("dhf1k", tmp_path)}
     assert set(videos) == {"0600", "0601"}
     assert videos["0600"].split == "train" and videos["0601"].split == "val"
     assert videos["0600"].video is not None and videos["0601"].frames is not None
@@ -200,7 +203,7 @@ def write_diem(root: Path) -> None:
 
 def test_diem_reader_skips_gazeless_frames(tmp_path, capsys):
     write_diem(tmp_path)
-    videos = {v.video_id: v for v in dl.read_saliency_set("diem", tmp_path)}
+    videos = {v.video_id: v for v in read_saliency_set("diem", tmp_path)}
     assert set(videos) == {"clipA", "clipB"}
     assert videos["clipA"].split == "train" and videos["clipB"].split == "test"
     assert videos["clipA"].frame_numbers == [0, 2]
@@ -213,7 +216,7 @@ def test_diem_reader_skips_gazeless_frames(tmp_path, capsys):
 
 def stored_video(frames_dir: Path, saliency_dir: Path | None, video_id: str, n_frames=10, size=(24, 40)):
     path = write_video(frames_dir.parent / "src" / f"{video_id}.avi", n_frames, size=size)
-    ef.write_frames(ef.sample_video(path, k=8, size=size), frames_dir / video_id)
+    write_frames(sample_video(path, k=8, size=size), frames_dir / video_id)
     if saliency_dir is not None:
         for name in dl.frame_files(frames_dir / video_id):
             index = int(name.split(".")[0])

@@ -10,14 +10,15 @@ import pandas as pd
 import pytest
 
 import demo
-import demo_data
-import inference_sal
-from dataloader import read_labels, read_saliency_set
-from fakes import one_thread  # noqa: F401  (fixture)
+from dagr import demo_data
+from dagr.overlays import colour_bar
+from dagr.datasets import read_saliency_set, read_table
+
 from pictures import png_image
-from provenance import TRAINED_ON
-from runtime import RESUME_STATE, load_checkpoint
-from train_lsvq import RESULT_COLUMNS, split_table
+from dagr.provenance import TRAINED_ON
+from dagr.checkpoints import RESUME_STATE, load_checkpoint
+from dagr.evaluation import RESULT_COLUMNS
+from dagr.splits import split_table
 
 METRICS = ["PLCC", "SRCC", "KRCC", "RMSE"]
 
@@ -89,7 +90,7 @@ def test_every_clip_gets_maps_and_overlays_named_like_its_frames(tiny_run):
     assert sorted(p.name for p in overlay.glob("*.png")) == frames
     image = cv2.imread(str(overlay / frames[0]))
     height, width = demo.SIZES["tiny"].frame_size
-    assert image.shape[:2] == (height, width + inference_sal.colour_bar(height).shape[1])
+    assert image.shape[:2] == (height, width + colour_bar(height).shape[1])
 
 
 def test_the_demo_keeps_no_optimizer_state_and_knows_its_data_is_synthetic(tiny_run):
@@ -103,8 +104,8 @@ def test_the_demo_keeps_no_optimizer_state_and_knows_its_data_is_synthetic(tiny_
         assert not set(RESUME_STATE) & set(payload), run
         assert payload[TRAINED_ON]["synthetic"] is True, run
     quality = load_checkpoint(out / "quality" / demo.DEMO_MODEL / "best.pt")[TRAINED_ON]
-    labels = read_labels("konvid", out / "data" / "KoNViD-1k" / "KoNViD_1k_mos.csv")
-    split = split_table(labels, "konvid", demo.VAL_FRACTION, demo.TEST_FRACTION, demo.SEED)
+    labels = read_table("konvid", out / "data" / "KoNViD-1k" / "KoNViD_1k_mos.csv")
+    split = split_table(labels, demo.VAL_FRACTION, demo.TEST_FRACTION, demo.SEED)
     assert quality["dataset"] == "konvid" and quality["videos"] == len(split["train"])
 
 
@@ -114,7 +115,7 @@ def test_the_demo_data_are_in_the_official_layouts(tiny_run):
     videos = read_saliency_set("dhf1k", out / "data" / "DHF1K")
     assert [v.split for v in videos] == ["train"] * size.saliency_train + ["val"] * size.saliency_val
     quality = out / "data" / "KoNViD-1k"
-    table = read_labels("konvid", quality / "KoNViD_1k_mos.csv", quality / "KoNViD_1k_videos")
+    table = read_table("konvid", quality / "KoNViD_1k_mos.csv", quality / "KoNViD_1k_videos")
     assert len(table) == size.quality_clips and table["path"].notna().all()
     details = pd.read_csv(quality / "KoNViD_1k_distortions.csv")
     assert set(details["kind"]) <= set(demo_data.DEMO_KINDS)

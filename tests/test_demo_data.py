@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import demo_data as dd
-from dataloader import read_labels, read_saliency_set
+from dagr import demo_data as dd
+from dagr.datasets import read_saliency_set, read_table
 
 SIZE = (32, 56)
 
@@ -81,7 +81,7 @@ def test_quality_set_is_read_by_the_konvid_reader(quality_set):
     root, labels = quality_set
     assert labels == root / "KoNViD_1k_mos.csv"
     assert pd.read_csv(labels).columns.tolist() == ["flickr_id", "mos"]
-    table = read_labels("konvid", labels, root / "KoNViD_1k_videos")
+    table = read_table("konvid", labels, root / "KoNViD_1k_videos")
     assert len(table) == 8 and table["path"].notna().all()
     assert table["path"].str.endswith(".mp4").all()
     capture = cv2.VideoCapture(table["path"].iloc[0])

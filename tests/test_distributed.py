@@ -32,9 +32,9 @@ import torch
 
 import train_lsvq
 import train_sal
-from fakes import TINY_SIZE, one_thread, tiny_dhf1k  # noqa: F401 (one_thread is a fixture)
+from fakes import TINY_SIZE, tiny_dhf1k
 from fakes_vqa import SIZE, stored_quality_set
-from training import Distributed, wrap_for_training
+from dagr.distributed import Distributed, wrap_for_training
 from trainer_driver import BUILDERS, per_clip, trace
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -142,7 +142,7 @@ def single_process(trainer, argv: list[str], monkeypatch, per_clip_model: bool) 
         monkeypatch.setattr(trainer, BUILDERS[trainer.__name__],
                             lambda *a, **k: per_clip(build(*a, **k)))
     events: list[dict] = []
-    stop = trace(trainer, events)
+    stop = trace(events)
     try:
         assert trainer.main(argv) == 0
     finally:

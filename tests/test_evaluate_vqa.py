@@ -8,18 +8,19 @@ import pytest
 import scipy.stats
 import torch
 
-import demo_data as dq
+from dagr import demo_data as dq
 import evaluate_vqa as ev
-import figures
+from dagr import figures
 import train_lsvq as tl
-from dataloader import MosScale, read_labels
-from video_io import sample_video
+from dataloader import MosScale
+from dagr.datasets import read_table
+from dagr.video_io import sample_video
 from fakes_vqa import SIZE, TINY, lsvq_labels, saliency_checkpoint, stored_quality_set, train_config
 from pictures import png_image
-from runtime import load_checkpoint, save_checkpoint
-from model_file import checkpoint_network
-from sal_withreg import predict_maps
-from VQA import quality_model_from_payload
+from dagr.checkpoints import checkpoint_network, load_checkpoint, save_checkpoint
+from dagr.inference import predict_maps
+from dagr.scoring import load_scorer
+from dagr.splits import random_split
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +32,10 @@ def trained(tmp_path_factory):
     return labels, frames, maps, best
 
 
-def test_quality_payload_of_another_kind_is_refused(trained):
-    payload = load_checkpoint(trained[3])
-    with pytest.raises(ValueError, match="kind is 'saliency'"):
-        quality_model_from_payload({**payload, "kind": "saliency"})
+def test_quality_payload_of_another_kind_is_refused(trained, tmp_path):
+    save_checkpoint(tmp_path / "other.pt", {**load_checkpoint(trained[3]), "kind": "saliency"})
+    with pytest.raises(ValueError, match="other.pt: this is a 'saliency' checkpoint, not a quality"):
+        checkpoint_network(tmp_path / "other.pt", "quality")
 
 
 def spy_on(monkeypatch, name: str) -> list[tuple[tuple, object]]:
@@ -94,14 +95,14 @@ def test_evaluation_writes_predictions_and_the_papers_table(trained, tmp_path, c
 def test_constant_predictions_are_reported_undefined(trained, tmp_path):
     labels, frames, maps, best = trained
     payload = load_checkpoint(best)
-    model = quality_model_from_payload(payload)
+    model = checkpoint_network(best, "quality")[0]
     with torch.no_grad():
         model.head[-1].weight.zero_()  # the output is the bias alone
     save_checkpoint(tmp_path / "constant.pt", {**payload, "model_state": model.state_dict()})
     with pytest.warns(RuntimeWarning, match="constant"):
-        table = ev.evaluate_checkpoint(tmp_path / "constant.pt",
-                                       [ev.LabelledSet("konvid", labels, frames, maps)],
-                                       tmp_path / "eval", workers=0, device="cpu")
+        table = ev.evaluate_sets(tmp_path / "constant.pt",
+                                 [ev.LabelledSet("konvid", labels, frames, maps)],
+                                 tmp_path / "eval", workers=0, device="cpu")
     assert np.isnan(table.loc[0, ["PLCC", "SRCC", "KRCC", "PLCC (logistic)"]].astype(float)).all()
     predictions = pd.read_csv(tmp_path / "eval" / "predictions_KoNViD-1k.csv")
     assert predictions["prediction"].nunique() == 1
@@ -131,8 +132,8 @@ def test_scoring_videos_with_in_process_saliency_lists_broken_files(trained, tmp
     assert failures["video"].tolist() == [str(folder / "broken.mp4")]
 
     # the same score by hand: sampled frames, their saliency maps (8-bit), the quality model
-    payload = load_checkpoint(best)
-    model, scale = quality_model_from_payload(payload).eval(), MosScale(**payload["mos_scale"])
+    model = checkpoint_network(best, "quality")[0]
+    scale = MosScale(**load_checkpoint(best)["mos_scale"])
     saliency_model = checkpoint_network(sal, "saliency")[0]
     frames = torch.from_numpy(sample_video(folder / "noisy.mp4", 8, SIZE).frames)  # (T, H, W, 3)
     clip = frames.permute(0, 3, 1, 2)[None] / 255
@@ -143,22 +144,24 @@ def test_scoring_videos_with_in_process_saliency_lists_broken_files(trained, tmp
     assert score == pytest.approx(expected, rel=1e-4)
 
     (folder / "broken.mp4").unlink()
-    scores_again, failures = ev.score_videos(best, [folder], out, sal, workers=0, device="cpu")
-    assert not failures and not (tmp_path / "scores_failures.csv").exists()
-    assert np.allclose(scores_again["score"], scores["score"], rtol=1e-5)
+    assert ev.main(["--checkpoint", str(best), "--saliency-checkpoint", str(sal), "--videos",
+                    str(folder), "--out", str(out), "--device", "cpu", "--workers", "0"]) == 0
+    assert not (tmp_path / "scores_failures.csv").exists()
+    assert np.allclose(pd.read_csv(out)["score"], scores["score"], rtol=1e-5)
 
 
 def test_scoring_without_saliency_checkpoint_needs_saliency_off(trained, tmp_path):
     labels, frames, _, best = trained
     dq.write_mp4(tmp_path / "v" / "a.mp4", np.zeros((4, *SIZE, 3), np.uint8))
     with pytest.raises(ValueError, match="--saliency-checkpoint"):
-        ev.score_videos(best, [tmp_path / "v"], tmp_path / "s.csv", workers=0, device="cpu")
+        load_scorer(best, None, torch.device("cpu"))
     payload = load_checkpoint(best)
     save_checkpoint(tmp_path / "off.pt", {**payload, "model_kwargs": {**payload["model_kwargs"],
                                                                       "saliency_alpha": 0.0}})
-    scores, failures = ev.score_videos(tmp_path / "off.pt", [tmp_path / "v"], tmp_path / "s.csv",
-                                       workers=0, device="cpu")
-    assert len(scores) == 1 and not failures and np.isfinite(scores["score"]).all()
+    assert ev.main(["--checkpoint", str(tmp_path / "off.pt"), "--videos", str(tmp_path / "v"),
+                    "--out", str(tmp_path / "s.csv"), "--workers", "0", "--device", "cpu"]) == 0
+    scores = pd.read_csv(tmp_path / "s.csv")
+    assert len(scores) == 1 and np.isfinite(scores["score"]).all()
 
 
 def test_finetuning_protocol_writes_median_and_std(trained, tmp_path, monkeypatch):
@@ -166,7 +169,7 @@ def test_finetuning_protocol_writes_median_and_std(trained, tmp_path, monkeypatc
     drawn = spy_on(monkeypatch, "draw_split_metrics")
     item = ev.LabelledSet("konvid", labels, frames, maps)
     table = ev.finetune_splits(best, item, tmp_path / "ft", splits=2, seed=5,
-                               train_options=[*TINY, "--epochs", "1"], workers=0, device="cpu")
+                               train_options=[*TINY, "--epochs", "1"], device="cpu")
     assert table["Dataset"].tolist() == ["Split 1", "Split 2", "Median", "Std"]
     splits = table.iloc[:2]
     for column in ("PLCC", "SRCC", "RMSE"):
@@ -177,12 +180,12 @@ def test_finetuning_protocol_writes_median_and_std(trained, tmp_path, monkeypatc
     assert list(columns) == ["PLCC", "SRCC"]
     pd.testing.assert_frame_equal(per_split, splits, check_dtype=False)
     png_image(tmp_path / "ft" / figures.SPLITS)
-    full = read_labels("konvid", labels)
+    full = read_table("konvid", labels)
     for r in (1, 2):
         run = tmp_path / "ft" / f"split_{r:02d}"
         checkpoint = load_checkpoint(run / "best.pt")
         assert checkpoint["settings"]["init"] == str(best)  # fine-tuned from the checkpoint
-        expected_test = tl.random_split(full, 0.05, 0.34, 5 + r - 1)["test"]["video_id"]
+        expected_test = random_split(full, 0.05, 0.34, 5 + r - 1)["test"]["video_id"]
         predictions = pd.read_csv(run / "predictions_test.csv", dtype={"video_id": str})
         assert sorted(predictions["video_id"]) == sorted(expected_test)
         written = pd.read_csv(run / "splits.csv", dtype={"video_id": str})  # the split on disk
@@ -194,11 +197,13 @@ def test_finetuning_protocol_writes_median_and_std(trained, tmp_path, monkeypatc
 def test_finetune_start_and_command_line_checks(trained, tmp_path):
     labels, frames, maps, best = trained
     item = ev.LabelledSet("konvid", labels, frames, maps)
-    scratch = ev.finetune_config(best, item, tmp_path, 0, True, ["--no-pretrained", "--backbone", "resnet50"])
+    # each split's train_lsvq.py: the set, the options after --, then the start, which wins
+    scratch = tl.parse_args([*ev.set_options(item), "--no-pretrained", "--backbone", "resnet50",
+                             *ev.starting_point(best, True)])
     assert scratch.init is None and scratch.weights is None and scratch.backbone == "resnet18"
-    assert ev.finetune_config(best, item, tmp_path, 0, False, []).init == str(best)
+    assert tl.parse_args([*ev.set_options(item), *ev.starting_point(best, False)]).init == str(best)
     with pytest.raises(ValueError, match="--checkpoint"):
-        ev.finetune_config(None, item, tmp_path, 0, False, [])
+        ev.starting_point(None, False)
 
     args = ev.parse_args(["--checkpoint", "c.pt", "--dataset", "konvid", "--labels", "l", "--frames",
                           "f", "--finetune-splits", "--", "--epochs", "3"])

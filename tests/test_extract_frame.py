@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import extract_frame as ef
-import video_io as vio
+from dagr import frames
+from dagr import video_io as vio
 from conftest import frame_level_index
 
 
@@ -29,7 +30,7 @@ def test_extract_writes_named_frames_and_list(tmp_path, make_video):
                           workers=1, progress=False)
     assert failures == {}
     listing = json.loads((out / "v1" / ef.FRAME_LIST).read_text())
-    expected = [ef.frame_name(i) for i in vio.sample_indices(16, 8)]
+    expected = [frames.frame_name(i) for i in vio.sample_indices(16, 8)]
     assert listing["frames"] == expected
     assert sorted(p.name for p in (out / "v1").glob("*.png")) == sorted(expected)
     image = cv2.imread(str(out / "v1" / expected[3]))
@@ -46,27 +47,27 @@ def test_rerun_skips_finished_videos(tmp_path, make_video, monkeypatch):
     stamp = os.stat(out / "v1" / ef.FRAME_LIST).st_mtime_ns
     make_video("videos/v2.avi", 10)
     calls = []
-    real = ef.sample_video
-    monkeypatch.setattr(ef, "sample_video", lambda path, *a: calls.append(path.name) or real(path, *a))
-    ef.extract(ef.find_videos([tmp_path / "videos"]), out, workers=1, progress=False)
+    real = frames.sample_video
+    monkeypatch.setattr(frames, "sample_video", lambda path, *a: calls.append(path.name) or real(path, *a))
+    ef.extract(ef.find_videos([tmp_path / "videos"]), out, workers=0, progress=False)
     assert calls == ["v2.avi"]
     assert os.stat(out / "v1" / ef.FRAME_LIST).st_mtime_ns == stamp
 
 
 def test_interrupted_write_leaves_no_half_folder(tmp_path, make_video, monkeypatch):
-    sampled = ef.sample_video(make_video("v.avi", 10), k=8, size=(16, 16))
-    real_imwrite = cv2.imwrite
+    sampled = vio.sample_video(make_video("v.avi", 10), k=8, size=(16, 16))
+    real_write = frames.write_png
     written = []
 
     def crash_after_three(path, image):
         if len(written) == 3:
             raise KeyboardInterrupt
         written.append(path)
-        return real_imwrite(path, image)
+        real_write(path, image)
 
-    monkeypatch.setattr(ef.cv2, "imwrite", crash_after_three)
+    monkeypatch.setattr(frames, "write_png", crash_after_three)
     with pytest.raises(KeyboardInterrupt):
-        ef.write_frames(sampled, tmp_path / "out" / "v")
+        frames.write_frames(sampled, tmp_path / "out" / "v")
     assert len(written) == 3
     assert list((tmp_path / "out").iterdir()) == []
 

@@ -11,9 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import figures
+from dagr import figures
 import train_lsvq
 import train_sal
+from dagr.evaluation import SALIENCY_METRICS
+from dagr.training import log_fields
 from metrics import logistic_map, vqa_metrics
 from pictures import png_image
 
@@ -46,10 +48,10 @@ def test_best_epoch_is_the_last_epoch_the_trainer_marked():
 
 def test_curves_hold_the_logs_values_and_mark_the_best_epoch(tmp_path):
     log = quality_log()
-    figure = figures.curves_figure({"run": log}, train_lsvq.CURVE_PANELS, "title")
+    figure = figures.curves_figure({"run": log}, train_lsvq.CURVES, "title")
     axes = [axis for axis in figure.axes if axis.get_visible()]
-    assert [axis.get_title() for axis in axes] == [title for title, _ in train_lsvq.CURVE_PANELS]
-    for axis, (_, columns) in zip(axes, train_lsvq.CURVE_PANELS):
+    assert [axis.get_title() for axis in axes] == [title for title, _ in train_lsvq.CURVES]
+    for axis, (_, columns) in zip(axes, train_lsvq.CURVES):
         lines = lines_of(axis)
         assert set(lines) == {figures._short(c) for c in columns} | {"best epoch 3"}
         for column in columns:
@@ -63,7 +65,7 @@ def test_curves_hold_the_logs_values_and_mark_the_best_epoch(tmp_path):
     path = tmp_path / "run" / "log.csv"
     path.parent.mkdir()
     log.to_csv(path, index=False)
-    written = figures.write_curves(path, train_lsvq.CURVE_PANELS)
+    written = figures.write_curves(path, train_lsvq.CURVES)
     assert written == tmp_path / "run" / figures.CURVES
     width, height = figures.PANEL_SIZE
     png_image(written, (round((height + 0.3) * figures.DPI), round(3 * width * figures.DPI)))
@@ -86,12 +88,12 @@ def test_curves_of_several_runs_mark_each_runs_best_epoch():
     assert colour["a"] == colour["a: best epoch 2"] != colour["b"] == colour["b: best epoch 3"]
 
 
-def test_saliency_panels_name_columns_of_its_log():
-    for _, columns in train_sal.CURVE_PANELS:
-        assert set(columns) <= set(train_sal.LOG_FIELDS)
-    for _, columns in train_lsvq.CURVE_PANELS:
-        assert set(columns) <= set(train_lsvq.LOG_FIELDS)
-    assert "best" in train_sal.LOG_FIELDS and "best" in train_lsvq.LOG_FIELDS
+def test_the_trainers_panels_name_columns_of_their_logs():
+    for trainer, logged in ((train_sal, SALIENCY_METRICS), (train_lsvq, train_lsvq.LOGGED)):
+        fields = log_fields(logged)
+        for _, columns in trainer.CURVES:
+            assert set(columns) <= set(fields), trainer.__name__
+        assert "best" in fields
 
 
 def test_scatter_holds_the_predictions_the_logistic_and_the_metrics(tmp_path):
@@ -156,9 +158,9 @@ def test_a_failed_drawing_leaves_no_file(tmp_path, monkeypatch):
 
 
 def test_drawing_leaves_pyplot_alone(tmp_path):
-    code = ("import sys, pandas as pd, figures\n"
+    code = ("import sys, pandas as pd\nfrom dagr import figures\n"
             f"figures.write_split_metrics(pd.DataFrame({{'Dataset': ['s'], 'PLCC': [0.5], "
             f"'SRCC': [0.4]}}), {str(tmp_path / 'x.png')!r})\n"
             "assert 'matplotlib.pyplot' not in sys.modules\n")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(figures.__file__).parent)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(figures.__file__).parents[1])
     assert (tmp_path / "x.png").is_file()

@@ -9,16 +9,14 @@ import pytest
 
 import benchmark
 import demo
-import demo_data
 import evaluate_vqa
 import extract_frame
 import inference_sal
 import train_lsvq
 import train_sal
-from runtime import default_text, script_parser
+from dagr.cli import default_text, script_parser
 
-SCRIPTS = [extract_frame, train_sal, inference_sal, train_lsvq, evaluate_vqa, demo, demo_data,
-           benchmark]
+SCRIPTS = [extract_frame, train_sal, inference_sal, train_lsvq, evaluate_vqa, demo, benchmark]
 
 
 class Captured(Exception):

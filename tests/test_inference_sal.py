@@ -11,17 +11,21 @@ import pytest
 import torch
 
 import inference_sal
+from dagr import overlays
+from dagr.inference import frame_windows
+from dagr.overlays import colour_bar, overlay
 import train_sal
 from conftest import encode_video, write_video
 from dataloader import frame_files, load_stored_clip
 from extract_frame import extract
-from fakes import TINY_SIZE, one_thread, tiny_config, tiny_dhf1k  # noqa: F401 (one_thread is a fixture)
-from runtime import load_checkpoint, save_checkpoint
-from sal_withreg import build_saliency_model, predict_maps
-from video_io import VideoReader, count_frames
+from fakes import TINY_SIZE, tiny_config, tiny_dhf1k
+from dagr.checkpoints import load_checkpoint, save_checkpoint
+from dagr.inference import predict_maps
+from sal_withreg import build_saliency_model
+from dagr.video_io import VideoReader, count_frames
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-BAR_WIDTH = inference_sal.colour_bar(TINY_SIZE[0]).shape[1]
+BAR_WIDTH = colour_bar(TINY_SIZE[0]).shape[1]
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +133,7 @@ def test_a_checkpoint_of_another_kind_is_refused(setup, tmp_path, capsys) -> Non
 @pytest.mark.parametrize("length", [3, 8, 13, 16])
 def test_frame_windows_cover_every_frame_once(length: int) -> None:
     covered = []
-    for window, fresh in inference_sal.frame_windows(range(length), 8):
+    for window, fresh in frame_windows(range(length), 8):
         assert len(window) == 8 and list(window) == sorted(window)
         covered += [window[t] for t in fresh]
     assert covered == list(range(length))
@@ -141,7 +145,7 @@ def test_all_frames_renders_an_overlay_video_of_every_decodable_frame(setup, tmp
               for name, n in (("long", 13), ("short", 5))]
     out = tmp_path / "renders"
     assert run(checkpoint, "--video", str(tmp_path / "in"), "--all-frames", "--out", str(out)) == 0
-    even_width = (52 + inference_sal.colour_bar(36).shape[1]) // 2 * 2  # 4:2:0 chroma
+    even_width = (52 + colour_bar(36).shape[1]) // 2 * 2  # 4:2:0 chroma
     for source in videos:
         rendered = out / f"{source.stem}.mp4"
         assert count_frames(rendered) == count_frames(source)
@@ -166,21 +170,44 @@ def test_renders_av1_and_rotated_videos_in_display_orientation(setup, tmp_path) 
     for name, frames, (height, width) in (("av1", 5, (32, 48)), ("turned", 4, (48, 32))):
         with VideoReader(out / f"{name}.mp4") as video:
             rendered = list(video.arrays())
-        shown = width + inference_sal.colour_bar(height).shape[1]  # the bar on the right
+        shown = width + colour_bar(height).shape[1]  # the bar on the right
         assert len(rendered) == frames and rendered[0].shape == (height, shown - shown % 2, 3)
 
 
 @pytest.mark.parametrize("height", [36, 48, 224, 1080])
 def test_overlays_carry_a_colour_bar_from_0_at_the_bottom_to_1_at_the_top(height: int) -> None:
     frame = np.full((height, 64, 3), 100, np.uint8)
-    shown = inference_sal.overlay(frame, np.zeros((height // 2, 32), np.uint8))
-    bar = inference_sal.colour_bar(height)
+    shown = overlay(frame, np.zeros((height // 2, 32), np.uint8))
+    bar = colour_bar(height)
     assert shown.shape == (height, 64 + bar.shape[1], 3)
     assert np.array_equal(shown[:, 64:], bar)
     strip = bar[:, bar.shape[1] // 4]  # a column through the colour strip
-    hot = cv2.applyColorMap(np.array([[255]], np.uint8), inference_sal.COLORMAP)[0, 0]
-    cold = cv2.applyColorMap(np.array([[0]], np.uint8), inference_sal.COLORMAP)[0, 0]
+    hot = cv2.applyColorMap(np.array([[255]], np.uint8), overlays.COLORMAP)[0, 0]
+    cold = cv2.applyColorMap(np.array([[0]], np.uint8), overlays.COLORMAP)[0, 0]
     painted = np.flatnonzero(strip.any(axis=1))  # the strip's rows, top to bottom
     assert len(painted) > 0.8 * height
     assert np.array_equal(strip[painted[0]], hot) and np.array_equal(strip[painted[-1]], cold)
     assert (bar[:, -(bar.shape[1] // 3):] > 200).any()  # the white "0" and "1" labels
+
+
+def test_register_attention_draws_each_register_over_each_frame(setup, tmp_path, capsys) -> None:
+    checkpoint, frames = setup
+    out = tmp_path / "maps"
+    assert run(checkpoint, "--frames", str(frames), "--out", str(out),
+               "--register-attention") == 1  # the broken video fails as before
+    drawn = inference_sal.register_folder(out) / "600"
+    names = sorted(set(frame_files(frames / "600")))
+    registers = load_checkpoint(checkpoint)["model_kwargs"]["registers"]
+    assert sorted(p.name for p in drawn.iterdir()) == sorted(
+        inference_sal.register_file(name, k) for name in names for k in range(registers))
+    first = cv2.imread(str(drawn / inference_sal.register_file(names[0], 0)))
+    assert first.shape == (TINY_SIZE[0], TINY_SIZE[1] + BAR_WIDTH, 3)
+    assert first.std() > 0
+    # a network without attention registers has nothing to draw: one line, exit 2
+    baseline = tmp_path / "baseline.pt"
+    save_checkpoint(baseline, {**load_checkpoint(checkpoint), "model_kwargs": {
+        "channels": 4, "registers": 0}, "model_state": build_saliency_model(4, 0).state_dict()})
+    capsys.readouterr()
+    assert run(baseline, "--frames", str(frames), "--out", str(tmp_path / "b"),
+               "--register-attention") == 2
+    assert "no attention registers" in capsys.readouterr().err

@@ -1,6 +1,8 @@
-"""Ctrl-C: every script's entry (runtime.run_script) turns it into one line and exit status 130;
+"""Ctrl-C: every script's entry (cli.run_script) turns it into one line and exit status 130;
 frame extraction stopped by SIGINT, decoding processes included, leaves only finished videos
-and no traceback. (Scoring under Ctrl-C: tests/test_sharding.py.)"""
+and no traceback; scoring with several decoding processes, interrupted at many moments, ends
+the same way every time. (Ctrl-C in every stage while a worker hangs:
+tests/test_containment.py; scoring resumed after Ctrl-C: tests/test_sharding.py.)"""
 from __future__ import annotations
 
 import os
@@ -11,11 +13,16 @@ import time
 
 import pytest
 
-import runtime
+from dagr import cli, files
+from dagr.scoring import PARTIAL_FIELDS
+from dagr.sharding import PartialRows
 from conftest import ROOT, write_video
+from fakes import TINY_SIZE
+from fakes_vqa import scoring_checkpoints
+from processes import stage, workers_left
 
 SCRIPTS = ["extract_frame.py", "train_sal.py", "inference_sal.py", "train_lsvq.py",
-           "evaluate_vqa.py", "demo.py", "benchmark.py", "demo_data.py"]
+           "evaluate_vqa.py", "demo.py", "benchmark.py"]
 
 
 @pytest.mark.parametrize("message, expected", [
@@ -26,14 +33,14 @@ def test_run_script_turns_ctrl_c_into_one_line_and_130(message, expected, capsys
     monkeypatch.setattr(signal, "signal", lambda *args: None)  # keep the test's own handler
 
     def main() -> int:
-        raise runtime.Interrupted(message) if message else KeyboardInterrupt
+        raise cli.Interrupted(message) if message else KeyboardInterrupt
 
     with pytest.raises(SystemExit) as stopped:
-        runtime.run_script(main)
-    assert stopped.value.code == runtime.EXIT_INTERRUPTED == 130
+        cli.run_script(main)
+    assert stopped.value.code == cli.EXIT_INTERRUPTED == 130
     assert capsys.readouterr().err.strip().splitlines() == [expected]
     with pytest.raises(SystemExit) as finished:
-        runtime.run_script(lambda: 1)
+        cli.run_script(lambda: 1)
     assert finished.value.code == 1
 
 
@@ -41,6 +48,9 @@ def test_run_script_turns_ctrl_c_into_one_line_and_130(message, expected, capsys
 def test_every_script_enters_through_run_script(script):
     text = (ROOT / script).read_text()
     assert 'if __name__ == "__main__":\n    run_script(main)' in text
+    after_future = text.index("from __future__") + 1
+    imports = [text.find("\nimport "), text.find("\nfrom ", after_future)]
+    assert text.index("quiet_start()") < min(i for i in imports if i >= 0)  # before any import
 
 
 def test_ctrl_c_while_extracting_keeps_finished_videos_only(tmp_path):
@@ -73,5 +83,53 @@ def test_leftovers_of_stopped_atomic_writes_are_removed_and_nothing_else(tmp_pat
         (tmp_path / name).mkdir()
     (tmp_path / ".d.x4.tmp").write_text("half a file")
     (tmp_path / "a").mkdir()
-    runtime.remove_leftovers([tmp_path / "a", tmp_path / "d", tmp_path / "missing" / "e"])
+    files.remove_leftovers([tmp_path / "a", tmp_path / "d", tmp_path / "missing" / "e"])
     assert sorted(p.name for p in tmp_path.iterdir()) == [".a.b.x2.tmp", ".c.x3.tmp", "a"]
+
+
+TRIES = 21
+MOMENTS = [("importing", -1, 0.6), ("starting", 0, 0.0), ("first row", 1, 0.0),
+           ("rows", 3, 0.0), ("after", 0, 0.4), ("after", 0, 1.5), ("after", 2, 0.7)]
+# (name, rows in the partial file to wait for (-1: none, not even the file), then sleep)
+
+
+def test_ctrl_c_while_scoring_with_several_workers_ends_the_same_way_every_time(tmp_path):
+    """SIGINT to the process group of a scoring run with three decoding processes, at moments
+    from the workers' start to the last video (a hung one, so that the run is always still
+    going): each time exit status 130, the one `interrupted:` line, no traceback, no worker
+    that aborts on the way out or outlives the run."""
+    for i in range(12):
+        write_video(tmp_path / "videos" / f"m{i:02d}.avi", 16, size=(48, 64))
+    write_video(tmp_path / "videos" / "z_hang.avi", 16, size=(48, 64))
+    quality, _ = scoring_checkpoints(tmp_path, TINY_SIZE)
+    out = tmp_path / "scores.csv"
+    partial = out.with_name("scores.csv.partial")
+    endings = []
+    for attempt in range(TRIES):
+        name, rows, pause = MOMENTS[attempt % len(MOMENTS)]
+        marker = f"ctrl-c-{attempt}-{os.getpid()}"
+        partial.unlink(missing_ok=True)
+        process = stage("evaluate_vqa.py", "--checkpoint", str(quality), "--videos",
+                        str(tmp_path / "videos"), "--out", str(out), "--device", "cpu",
+                        "--workers", "3", "--batch-size", "2",
+                        faults={"open": {"z_hang.avi": "hang"}}, marker=marker)
+        deadline = time.monotonic() + 300
+        while rows >= 0 and not (
+                partial.is_file()
+                and len(PartialRows(partial, PARTIAL_FIELDS)._complete_rows()) >= rows):
+            assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+            time.sleep(0.005)
+        time.sleep(pause)
+        os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C: the main process and its group
+        _, err = process.communicate(timeout=120)
+        lines = err.strip().splitlines()
+        endings.append((name, process.returncode))
+        assert process.returncode == cli.EXIT_INTERRUPTED, (name, err[-3000:])
+        assert "Traceback" not in err and "terminate called" not in err, (name, err[-3000:])
+        if partial.is_file():
+            kept = len(PartialRows(partial, PARTIAL_FIELDS)._complete_rows())
+            assert lines[-1].startswith(f"interrupted: {kept} of 13 videos scored"), (name, lines)
+        else:  # still loading its modules
+            assert lines[-1] == "interrupted: stopped while starting; nothing was done", lines
+        assert not workers_left(marker)
+    assert len(endings) == TRIES

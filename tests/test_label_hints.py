@@ -8,7 +8,8 @@ import pytest
 import scipy.io
 
 import train_lsvq
-from dataloader import LabelFileError, read_labels
+from dataloader import LabelFileError
+from dagr.datasets import read_table
 
 
 @pytest.fixture()
@@ -29,13 +30,13 @@ def files(tmp_path):
     ("livevqc", "konvid"), ("konvid", "livevqc"), ("lsvq", "livevqc")])
 def test_the_error_names_the_dataset_the_file_belongs_to(files, given, actual):
     with pytest.raises(LabelFileError, match=f"use --dataset {actual}$") as raised:
-        read_labels(given, files[actual])
+        read_table(given, files[actual])
     assert str(raised.value).startswith(str(files[actual]))
 
 
 def test_konvid_hint_names_its_columns(files):
     with pytest.raises(LabelFileError) as raised:
-        read_labels("lsvq", files["konvid"])
+        read_table("lsvq", files["konvid"])
     assert str(raised.value).endswith(
         "KoNViD_1k_mos.csv has the columns of konvid (flickr_id, mos): use --dataset konvid")
 
@@ -44,7 +45,7 @@ def test_a_file_of_no_known_dataset_gets_no_hint(tmp_path):
     other = tmp_path / "other.csv"
     pd.DataFrame({"clip": ["a"], "score": [1.0]}).to_csv(other, index=False)
     with pytest.raises(LabelFileError) as raised:
-        read_labels("konvid", other)
+        read_table("konvid", other)
     assert "use --dataset" not in str(raised.value) and "it has: clip, score" in str(raised.value)
 
 

@@ -1,12 +1,15 @@
-"""Plain label formats (csv / tsv / xlsx, DOVER's labels.txt), DMOS, and splits on disk."""
+"""dagr/labels.py and dagr/splits.py: plain label formats (csv / tsv / xlsx, DOVER's labels.txt),
+DMOS, and splits on disk."""
 import pandas as pd
 import pytest
 
 import evaluate_vqa as ev
 import extract_frame as ef
-import labelled_sets as ls
 import train_lsvq as tl
-from dataloader import PROBLEMS, LabelFileError
+from dagr import labels as ls
+from dagr.datasets import read_table
+from dagr.labels import PROBLEMS, LabelFileError
+from dagr.splits import read_splits, write_splits
 from fakes_vqa import TINY, stored_quality_set
 
 
@@ -23,7 +26,7 @@ def test_csv_finds_usual_columns_and_videos_with_or_without_extension(tmp_path, 
     labels.write_text("name,MOS,other\na.mp4,3.5,x\nsub/b,4,y\nc,nan,z\nmissing.mp4,2,w\n"
                       "a,1.0,again\n")
     reported = len(PROBLEMS)
-    table = ls.read_table("csv", labels, root)
+    table = read_table("csv", labels, root)
     assert table["video_id"].tolist() == ["a", "sub/b"]
     assert table["mos"].tolist() == [3.5, 4.0] and set(table["split"]) == {"all"}
     assert table["path"].tolist() == [str(root / "a.mp4"), str(root / "sub/b.mkv")]
@@ -36,7 +39,7 @@ def test_csv_finds_usual_columns_and_videos_with_or_without_extension(tmp_path, 
 def test_numeric_ids_with_an_empty_cell_keep_their_names(tmp_path):
     labels = tmp_path / "konvid_like.csv"
     labels.write_text("flickr_id,mos\n3337642103,3.2\n,4.0\n8536919744,2.5\n")
-    assert ls.read_table("csv", labels)["video_id"].tolist() == ["3337642103", "8536919744"]
+    assert read_table("csv", labels)["video_id"].tolist() == ["3337642103", "8536919744"]
 
 
 def test_tsv_and_xlsx_with_named_columns_and_a_split_column(tmp_path):
@@ -46,7 +49,7 @@ def test_tsv_and_xlsx_with_named_columns_and_a_split_column(tmp_path):
     rows.to_excel(tmp_path / "l.xlsx", index=False)
     columns = ls.LabelColumns(video="clip", mos="rating", split="part")
     for name in ("l.tsv", "l.xlsx"):
-        table = ls.read_table("csv", tmp_path / name, columns=columns)
+        table = read_table("csv", tmp_path / name, columns=columns)
         assert table["video_id"].tolist() == ["v1", "v2", "v3"]
         assert table["split"].tolist() == ["train", "val", "test"]
 
@@ -55,26 +58,26 @@ def test_csv_errors_name_the_file(tmp_path):
     labels = tmp_path / "l.csv"
     labels.write_text("clip,rating\nv1,1\n")
     with pytest.raises(LabelFileError, match=f"{labels}: no video column found .*--video-column"):
-        ls.read_table("csv", labels)
+        read_table("csv", labels)
     with pytest.raises(LabelFileError, match=f"{labels}: missing column.*'score'.*it has: clip"):
-        ls.read_table("csv", labels, columns=ls.LabelColumns(video="clip", mos="score"))
+        read_table("csv", labels, columns=ls.LabelColumns(video="clip", mos="score"))
     labels.write_text("video,mos,split\nv1,1,train\nv2,2,holdout\n")
     with pytest.raises(LabelFileError, match="split values 'holdout' are not train, val or test"):
-        ls.read_table("csv", labels)
+        read_table("csv", labels)
     with pytest.raises(FileNotFoundError, match="label file not found"):
-        ls.read_table("csv", tmp_path / "none.csv")
+        read_table("csv", tmp_path / "none.csv")
 
 
 def test_dmos_is_trained_as_given_unless_flipped(tmp_path, capsys):
     labels = tmp_path / "l.csv"
     labels.write_text("video,dmos\nv1,10\nv2,40\n")
-    assert ls.read_table("csv", labels)["mos"].tolist() == [10, 40]
+    assert read_table("csv", labels)["mos"].tolist() == [10, 40]
     assert "looks like DMOS" in capsys.readouterr().err
-    flipped = ls.read_table("csv", labels, columns=ls.LabelColumns(dmos=True))
+    flipped = read_table("csv", labels, columns=ls.LabelColumns(dmos=True))
     assert flipped["mos"].tolist() == [-10, -40]
     text = tmp_path / "labels.txt"
     text.write_text("v1.mp4, 8.0, 30, 10\n")
-    assert ls.read_table("labels-txt", text, columns=ls.LabelColumns(dmos=True))["mos"].tolist() == [-10]
+    assert read_table("labels-txt", text, columns=ls.LabelColumns(dmos=True))["mos"].tolist() == [-10]
 
 
 def test_labels_txt_lines_and_their_errors(tmp_path):
@@ -82,32 +85,32 @@ def test_labels_txt_lines_and_their_errors(tmp_path):
     text = tmp_path / "labels.txt"
     text.write_text("3337642103.mp4, 8.0, 30.0, 3.55\n\nb/2.mkv, 10, 25, 4.1\nc.mp4, 1, 1, x\n")
     reported = len(PROBLEMS)
-    table = ls.read_table("labels-txt", text, root)
+    table = read_table("labels-txt", text, root)
     assert table["video_id"].tolist() == ["3337642103", "b/2"]
     assert table["mos"].tolist() == [3.55, 4.1]
     assert "non-numeric MOS left out (c)" in " ".join(PROBLEMS[reported:])
     text.write_text("a.mp4, 1, 2, 3\na.mp4; 3.2\n")
     with pytest.raises(LabelFileError, match=f"{text}: line 2 is not 'path, duration, fps, score'"):
-        ls.read_table("labels-txt", text)
+        read_table("labels-txt", text)
     text.write_text("\n")
     with pytest.raises(LabelFileError, match="no label lines"):
-        ls.read_table("labels-txt", text)
+        read_table("labels-txt", text)
 
 
 def test_read_splits_checks_the_file(tmp_path):
     table = pd.DataFrame({"video_id": ["a", "b", "c", "d"], "path": None, "mos": [1, 2, 3, 4],
                           "split": "all"})
     parts = {"train": table.iloc[:2], "val": table.iloc[2:3], "test": table.iloc[3:]}
-    ls.write_splits(parts, tmp_path / "splits.csv")
-    back = ls.read_splits(tmp_path / "splits.csv", table)
+    write_splits(parts, tmp_path / "splits.csv")
+    back = read_splits(tmp_path / "splits.csv", table)
     assert {k: v["video_id"].tolist() for k, v in back.items()} == {
         "train": ["a", "b"], "val": ["c"], "test": ["d"]}
     (tmp_path / "bad.csv").write_text("video_id,split\na,train\nc,val\nzz,test\n")
     with pytest.raises(LabelFileError, match=f"{tmp_path / 'bad.csv'}: 1 video.* not in the labels.*zz"):
-        ls.read_splits(tmp_path / "bad.csv", table)
+        read_splits(tmp_path / "bad.csv", table)
     (tmp_path / "twice.csv").write_text("video_id,split\na,train\na,val\n")
     with pytest.raises(LabelFileError, match="named twice: a"):
-        ls.read_splits(tmp_path / "twice.csv", table)
+        read_splits(tmp_path / "twice.csv", table)
 
 
 def test_csv_set_through_extract_train_splits_round_trip_and_evaluate(tmp_path, make_video):
@@ -162,8 +165,10 @@ def test_extract_frame_reads_a_csv_set(tmp_path, make_video, capsys):
 def test_finetuning_protocol_passes_the_columns_and_refuses_a_splits_file(tmp_path):
     item = ev.LabelledSet("csv", tmp_path / "l.csv", tmp_path / "frames")
     with pytest.raises(ValueError, match="--splits does not combine with --finetune-splits"):
-        ev.finetune_config(None, item, tmp_path, 0, True, ["--splits", str(tmp_path / "s.csv")])
+        ev.finetune_splits(None, item, tmp_path, 1, True, 0, ["--splits", str(tmp_path / "s.csv")])
     item = ev.LabelledSet("csv", tmp_path / "l.csv", tmp_path / "frames",
                           columns=ls.LabelColumns(video="clip", mos="dmos", dmos=True))
-    config = ev.finetune_config(None, item, tmp_path, 0, True, [])  # each split reads it alike
+    options = ev.set_options(item)  # what each split's train_lsvq.py reads it with
+    config = tl.parse_args([*options, "--random-split"])
     assert (config.video_column, config.mos_column, config.dmos) == ("clip", "dmos", True)
+    assert config.dataset == "csv" and config.labels == str(tmp_path / "l.csv")

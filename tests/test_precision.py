@@ -14,6 +14,7 @@ network on a 2-core CPU (measured: 3.5 min for the tiny saliency network's train
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import time
@@ -24,13 +25,17 @@ import pytest
 import torch
 
 import benchmark
-import precision as prec
-import runtime
+from dagr import precision as prec
+from dagr.checkpoints import plain_state_dict, unwrap
+from dagr.evaluation import clip_loader, predict
+from dagr.losses import quality_loss, saliency_loss
+from dagr.training import Objective, TrainingRun, train_epoch
 import train_lsvq
 import train_sal
-import train_speed
-from dataloader import MosScale, read_labels
-from fakes import one_thread, tiny_config, tiny_dhf1k  # noqa: F401 (one_thread is a fixture)
+from dagr import training_speed
+from dataloader import MosScale
+from dagr.datasets import read_table
+from fakes import tiny_config, tiny_dhf1k
 from fakes_vqa import stored_quality_set, train_config
 from sal_withreg import build_saliency_model
 from test_benchmark import TINY
@@ -88,7 +93,7 @@ def test_every_script_takes_precision_and_compile_the_same_way():
 # ----------------------------------------------------------------------------- the benchmark
 
 def test_measurements_are_bounded_by_time():
-    seconds = train_speed.seconds_per_call(lambda: time.sleep(0.02), torch.device("cpu"),
+    seconds = training_speed.seconds_per_call(lambda: time.sleep(0.02), torch.device("cpu"),
                                            warmup=0, repeats=1000, budget=0.1)
     assert 0.015 < seconds < 0.2  # a handful of calls, not a thousand
 
@@ -114,12 +119,13 @@ def test_benchmark_without_native_bf16_measures_fp32_and_says_why(tmp_path, monk
     column = report["time_to_reproduce"][0]["rows"]
     assert column[-1]["hours"] == pytest.approx(sum(r["hours"] for r in column[:-1]))
     assert column[0]["hours"] == pytest.approx(
-        train_speed.LSVQ_VIDEOS / report["decode_only"]["videos_per_s"] / 3600)
+        training_speed.LSVQ_VIDEOS / report["decode_only"]["videos_per_s"] / 3600)
 
 
 def test_time_to_reproduce_multiplies_the_work_by_the_rates():
-    rows = train_speed.reproduce_rows({"saliency": 1.0, "quality": 2.0},
-                                      {"saliency": 10.0, "quality": 20.0}, 5.0)
+    rows = training_speed.reproduce_rows({"saliency": 1.0, "quality": 2.0},
+                                         {"saliency": 10.0, "quality": 20.0}, 5.0,
+                                         benchmark.TRAINERS)
     hours = {row["stage"].split(" (")[0]: row["hours"] * 3600 for row in rows}
     assert hours["Frame extraction"] == pytest.approx(39_017 / 5.0)
     assert hours["Saliency maps"] == pytest.approx(39_017 / 10.0)
@@ -151,23 +157,28 @@ def test_bf16_saliency_training_learns_like_fp32(tmp_path):
 
 def test_bf16_quality_training_learns_like_fp32(tmp_path):
     labels, frames, maps = stored_quality_set(tmp_path)
-    table = read_labels("konvid", labels).iloc[[0, 4, 7, 11]]
-    loader = train_lsvq.clip_loader(table, frames, maps, MosScale(1.0, 5.0), (32, 56), 4, 0)
+    table = read_table("konvid", labels).iloc[[0, 4, 7, 11]]
+    loader = clip_loader(table, frames, maps, MosScale(1.0, 5.0), (32, 56), 4, 0)
     losses, models = {}, {}
     for precision in ("fp32", "bf16"):
         config = train_config(labels, frames, maps, tmp_path / "unused", "--precision", precision)
         torch.manual_seed(0)
         models[precision] = QualityNet(backbone="resnet18", weights=None, dropout=0.0)
         optimizer = torch.optim.AdamW(models[precision].parameters(), lr=1e-4)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-        losses[precision] = [train_lsvq.train_epoch(models[precision], loader, optimizer,
-                                                    scheduler, config, torch.device("cpu"),
-                                                    progress=False) for _ in range(6)]
+        run = TrainingRun(
+            out=None, model=models[precision], model_kwargs={}, optimizer=optimizer,
+            scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0),
+            loader=loader, objective=Objective(train_lsvq.clip_scores, functools.partial(
+                train_lsvq.clip_loss, config=config)),
+            validate=dict, best_metric="score", logged=(), curves=(), curves_title="",
+            settings={}, payload={}, epochs=6, device=torch.device("cpu"),
+            precision=precision, clip_grad=config.clip_grad)
+        losses[precision] = [train_epoch(run, "epoch") for _ in range(6)]
     fp32, bf16 = losses["fp32"], losses["bf16"]
     assert all(math.isfinite(v) for v in bf16)
     assert np.mean(bf16[-2:]) < 0.5 * bf16[0], bf16
     assert abs(bf16[-1] - fp32[-1]) <= LOSS_MARGIN * fp32[0]
-    predictions = {p: train_lsvq.predict(models["fp32"], loader, torch.device("cpu"), False, p)
+    predictions = {p: predict(models["fp32"], loader, torch.device("cpu"), False, p)
                    for p in ("fp32", "bf16")}
     gap = (predictions["fp32"]["prediction"] - predictions["bf16"]["prediction"]).abs().max()
     assert gap <= PREDICTION_MARGIN
@@ -178,13 +189,13 @@ def test_bf16_quality_training_learns_like_fp32(tmp_path):
 def saliency_case():
     model = build_saliency_model(2, 2)
     clips, maps = torch.rand(2, 3, 4, 16, 24), torch.rand(2, 1, 4, 16, 24)
-    return model, (clips,), lambda out: train_sal.saliency_loss(out, maps)
+    return model, (clips,), lambda out: saliency_loss(out, maps, None, 1.0, 1.0, 0.0)
 
 
 def quality_case():
     model = QualityNet("resnet18", weights=None, saliency_alpha=0.5, dropout=0.0)
     clips, maps, target = torch.rand(2, 4, 3, 32, 56), torch.rand(2, 4, 1, 32, 56), torch.rand(2)
-    return model, (clips, maps), lambda out: train_lsvq.quality_loss(out.float(), target)
+    return model, (clips, maps), lambda out: quality_loss(out.float(), target, 1.0, 0.3)
 
 
 @pytest.mark.parametrize("case", [saliency_case, quality_case], ids=["saliency", "quality"])
@@ -199,7 +210,7 @@ def test_compiled_and_eager_give_the_same_training_step_and_inference(case, monk
         loss = loss_of(model(*inputs))
         loss.backward()
         losses.append(loss.item())
-        grads.append(torch.cat([p.grad.flatten() for p in runtime.unwrap(model).parameters()
+        grads.append(torch.cat([p.grad.flatten() for p in unwrap(model).parameters()
                                 if p.grad is not None]))
     assert losses[1] == pytest.approx(losses[0], rel=1e-4, abs=1e-5)
     assert torch.allclose(grads[1], grads[0], rtol=1e-3, atol=1e-5)
@@ -209,7 +220,7 @@ def test_compiled_and_eager_give_the_same_training_step_and_inference(case, monk
         with torch.inference_mode():
             outputs.append(model(*inputs))
     assert torch.allclose(outputs[1], outputs[0], rtol=1e-4, atol=1e-5)
-    state = runtime.plain_state_dict(compiled.state_dict())
+    state = plain_state_dict(compiled.state_dict())
     eager.load_state_dict(state)  # a compiled model's weights load into a plain one
 
 

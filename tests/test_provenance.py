@@ -6,15 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-import demo_data as dq
-import evaluate_vqa as ev
+from dagr import demo_data as dq
 import train_lsvq as tl
 import train_sal
-from fakes import tiny_config, tiny_dhf1k, one_thread  # noqa: F401 (one_thread is a fixture)
-from fakes_vqa import SIZE, saliency_checkpoint, stored_quality_set, train_config
-from provenance import (MIN_TRUSTED_VIDEOS, SYNTHETIC_MARKER, TRAINED_ON, mark_synthetic,
+from fakes import tiny_config, tiny_dhf1k
+from fakes_vqa import SIZE, saliency_checkpoint, score_videos, stored_quality_set, train_config
+from dagr.provenance import (MIN_TRUSTED_VIDEOS, SYNTHETIC_MARKER, TRAINED_ON, mark_synthetic,
                         training_note)
-from runtime import RESUME_STATE, load_checkpoint
+from dagr.checkpoints import RESUME_STATE, load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -41,8 +40,7 @@ def test_quality_trainer_records_the_data_and_slims_its_checkpoints(tmp_path, ca
     dq.write_mp4(videos / "b.mp4", np.full((4, *SIZE, 3), 90, np.uint8))
     sal = saliency_checkpoint(tmp_path / "sal.pt")
     capsys.readouterr()
-    scores, _ = ev.score_videos(best, [videos], tmp_path / "s.csv", sal, workers=0,
-                                device="cpu", progress=False)
+    scores, _ = score_videos(best, [videos], tmp_path / "s.csv", sal)
     err = capsys.readouterr().err
     assert len(scores) == 2
     assert err.count("note:") == 1
@@ -53,8 +51,7 @@ def test_quality_trainer_records_the_data_and_slims_its_checkpoints(tmp_path, ca
     assert load_checkpoint(best)[TRAINED_ON]["synthetic"] is True
     assert (tmp_path / "synthetic" / "last.pt").exists()  # kept without --slim-checkpoints
     capsys.readouterr()
-    ev.score_videos(best, [videos], tmp_path / "s.csv", sal, workers=0, device="cpu",
-                    progress=False)
+    score_videos(best, [videos], tmp_path / "s.csv", sal)
     err = capsys.readouterr().err
     assert err.count("note:") == 1 and "synthetic demo data" in err
 

@@ -1,4 +1,4 @@
-"""UNet3D baseline and its register variants (SPEC section 4), at tiny widths on CPU."""
+"""UNet3D baseline and its register variants (design.md, section 4), at tiny widths on CPU."""
 from __future__ import annotations
 
 import pytest
@@ -10,6 +10,7 @@ from sal_withreg import RegisterUNet3D, build_saliency_model
 WIDTH = 4
 HEIGHT, WIDTH_PX = 33, 47  # odd, not multiples of 16
 MODES = ("attention", "input")
+WRITES = ("film", "token")
 
 
 def clip(batch: int = 2, frames: int = 6, seed: int = 0) -> torch.Tensor:
@@ -29,15 +30,20 @@ def randomise_batchnorm(model: torch.nn.Module) -> None:
 
 
 def make_write_nonzero(model: RegisterUNet3D) -> None:
-    """Give every write projection non-zero weights, as training would."""
+    """Give every write-back (FiLM gains, token write projection) non-zero weights, as
+    training would."""
+    for film in getattr(model, "register_films", {}).values():
+        torch.nn.init.normal_(film.gains.weight, std=0.5)
     for block in model.register_blocks.values():
-        torch.nn.init.normal_(block.write.out.weight, std=0.5)
+        if hasattr(block, "write"):
+            torch.nn.init.normal_(block.write.out.weight, std=0.5)
 
 
 @pytest.mark.parametrize("frames", [1, 6, 8])
 @pytest.mark.parametrize("kwargs", [dict(registers=0), dict(register_mode="attention"),
-                                    dict(register_mode="input"),
-                                    dict(register_levels=["bottleneck", 3, "dec0"])])
+                                    dict(register_mode="input"), dict(register_write="token"),
+                                    dict(read_levels=["bottleneck", 3, "dec0"]),
+                                    dict(write_levels=["dec3", "enc1"])])
 def test_output_is_one_logit_map_per_input_frame(frames: int, kwargs: dict) -> None:
     model = build_saliency_model(WIDTH, **kwargs).eval()
     with torch.no_grad():
@@ -69,9 +75,11 @@ def test_zero_registers_is_the_baseline() -> None:
             assert torch.equal(model(clip()), baseline(clip()))
 
 
-def test_fresh_attention_model_behaves_like_the_baseline() -> None:
+@pytest.mark.parametrize("write", WRITES)
+def test_fresh_attention_model_behaves_like_the_baseline(write: str) -> None:
     torch.manual_seed(0)
-    model = RegisterUNet3D(WIDTH, registers=3, register_levels=["bottleneck", 2, "dec1"]).eval()
+    model = RegisterUNet3D(WIDTH, registers=3, read_levels=["bottleneck", 2, "dec1"],
+                           register_write=write).eval()
     randomise_batchnorm(model)
     baseline = UNet3D(WIDTH).eval()
     baseline.load_state_dict(model.state_dict(), strict=False)
@@ -81,13 +89,14 @@ def test_fresh_attention_model_behaves_like_the_baseline() -> None:
         assert not torch.allclose(model(clip()), baseline(clip()))
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_registers_learn(mode: str) -> None:
-    """Attention mode: the zero write projection hides the registers at step 0, but its own
-    gradient is non-zero, so after one SGD step the registers receive gradient. Input mode:
-    the registers feed the first convolution and get gradient at once."""
+@pytest.mark.parametrize("mode, write", [("attention", "film"), ("attention", "token"),
+                                         ("input", "film")])
+def test_registers_learn(mode: str, write: str) -> None:
+    """Attention mode: the zero write-back (FiLM gains, token projection) hides the registers
+    at step 0, but its own gradient is non-zero, so after one SGD step the registers receive
+    gradient. Input mode: the registers feed the first convolution and get gradient at once."""
     torch.manual_seed(0)
-    model = RegisterUNet3D(WIDTH, registers=2, register_mode=mode)
+    model = RegisterUNet3D(WIDTH, registers=2, register_mode=mode, register_write=write)
     optimiser = torch.optim.SGD(model.parameters(), lr=0.1)
     grads = []
     for _ in range(2):
@@ -115,12 +124,12 @@ def test_eval_output_of_a_sample_does_not_depend_on_the_batch(mode: str) -> None
 
 
 @pytest.mark.parametrize("kwargs", [dict(registers=0), dict(register_mode="attention"),
-                                    dict(register_mode="input")])
+                                    dict(register_write="token"), dict(register_mode="input")])
 def test_folded_batchnorm_matches_eval_model(kwargs: dict) -> None:
     torch.manual_seed(0)
     model = build_saliency_model(WIDTH, **kwargs).eval()
     randomise_batchnorm(model)
-    if kwargs.get("register_mode") == "attention":
+    if isinstance(model, RegisterUNet3D) and model.register_mode == "attention":
         make_write_nonzero(model)
     folded = fold_batchnorm(model)
     assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in folded.modules())
@@ -165,6 +174,47 @@ def test_bad_arguments_are_refused() -> None:
     with pytest.raises(ValueError, match="register_mode"):
         RegisterUNet3D(WIDTH, register_mode="output")
     with pytest.raises(ValueError, match="register level"):
-        RegisterUNet3D(WIDTH, register_levels=["enc9"])
+        RegisterUNet3D(WIDTH, read_levels=["enc9"])
+    with pytest.raises(ValueError, match="register_write"):
+        RegisterUNet3D(WIDTH, register_write="sideways")
     with pytest.raises(ValueError, match="heads"):
         RegisterUNet3D(WIDTH, heads=3)
+
+
+def test_film_writes_channel_gains_at_the_write_levels_and_token_writes_in_the_blocks() -> None:
+    film = RegisterUNet3D(WIDTH, registers=2)
+    assert list(film.register_films) == ["dec3", "dec2", "dec1", "dec0"]
+    assert not any(hasattr(block, "write") for block in film.register_blocks.values())
+    token = RegisterUNet3D(WIDTH, registers=2, register_write="token")
+    assert not hasattr(token, "register_films")
+    assert all(hasattr(block, "write") for block in token.register_blocks.values())
+    # a FiLM gain scales a whole channel the same everywhere: the update is a per-channel factor
+    features, registers = torch.rand(2, 8 * WIDTH, 3, 5, 7), torch.rand(2, 2, 4 * WIDTH)
+    write = film.register_films["dec3"]
+    torch.nn.init.normal_(write.gains.weight)
+    ratio = write(features, registers) / features
+    torch.testing.assert_close(ratio, ratio[..., :1, :1, :1].expand_as(ratio))
+
+
+def test_checkpoints_from_before_the_film_write_back_build_the_token_design() -> None:
+    from dagr.checkpoints import saliency_arguments
+
+    old = {"channels": WIDTH, "registers": 2, "register_mode": "attention"}
+    model = build_saliency_model(**saliency_arguments(old))
+    assert all(hasattr(block, "write") for block in model.register_blocks.values())
+    named = saliency_arguments({**old, "register_levels": ["bottleneck", "dec1"]})
+    assert named["read_levels"] == ["bottleneck", "dec1"] and "register_levels" not in named
+    assert saliency_arguments({**old, "register_write": "film"})["register_write"] == "film"
+
+
+def test_read_attention_weights_sum_to_one_over_the_level() -> None:
+    torch.manual_seed(0)
+    model = RegisterUNet3D(WIDTH, registers=3, read_levels=["bottleneck", "enc2"]).eval()
+    with torch.no_grad():
+        weights = model.read_attention(clip())
+    assert list(weights) == ["enc2", "bottleneck"]  # in the order the registers read
+    for level in weights.values():
+        assert level.shape[:2] == (2, 3) and (level >= 0).all()
+        torch.testing.assert_close(level.sum(dim=(-3, -2, -1)), torch.ones(2, 3))
+    with pytest.raises(ValueError, match="attention-mode"):
+        RegisterUNet3D(WIDTH, registers=3, register_mode="input").read_attention(clip())

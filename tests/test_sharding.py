@@ -21,13 +21,13 @@ import torch
 import evaluate_vqa as ev
 import extract_frame as ef
 import inference_sal
-import scoring
+from dagr import scoring
+from dagr.scoring import PARTIAL_FIELDS
 from conftest import ROOT, write_video
-from fakes import TINY_SIZE, one_thread  # noqa: F401 (one_thread is a fixture)
-from fakes_vqa import saliency_checkpoint, stored_quality_set
-from runtime import EXIT_INTERRUPTED, save_checkpoint
-from sharding import PartialRows, Shard, merge_csv, part_path
-from VQA import build_quality_model
+from fakes import TINY_SIZE
+from fakes_vqa import score_videos, scoring_checkpoints, stored_quality_set
+from dagr.cli import EXIT_INTERRUPTED
+from dagr.sharding import PartialRows, Shard, merge_csv, part_path
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -57,16 +57,7 @@ def corpus(tmp_path_factory) -> dict[str, Path]:
     (videos / "broken.avi").write_text("not a video")  # sorted first: shard 0 of 2 has it
     frames = base / "frames"
     assert ef.main([str(videos), "--out", str(frames), "--size", *SIZE, "--workers", "0"]) == 1
-    sal = saliency_checkpoint(base / "sal.pt")
-    payload = torch.load(sal, weights_only=False)
-    save_checkpoint(sal, {**payload, "settings": {"size": list(TINY_SIZE)}})
-    torch.manual_seed(0)
-    kwargs = {"backbone": "resnet18", "saliency_alpha": 0.0, "weights": None, "feedforward": 32}
-    quality = base / "quality.pt"
-    save_checkpoint(quality, {"kind": "quality", "model_kwargs": kwargs,
-                              "model_state": build_quality_model(**kwargs).state_dict(),
-                              "mos_scale": {"low": 1.0, "high": 5.0},
-                              "frame_size": list(TINY_SIZE)})
+    quality, sal = scoring_checkpoints(base, TINY_SIZE)
     return {"videos": videos, "frames": frames, "sal": sal, "quality": quality}
 
 
@@ -172,19 +163,23 @@ def many(corpus, tmp_path_factory) -> dict[str, Path]:
 def test_scoring_killed_and_resumed_scores_every_video_once(many, tmp_path, monkeypatch):
     out = tmp_path / "scores.csv"
     partial = out.with_name("scores.csv.partial")
-    process = start_scoring(many, out, "--workers", "0", "--batch-size", "1")
+    # one decoding worker: the kill is of the main process and its group (the worker, in its
+    # own group, dies with the main process); with --workers 0 the rerun would decode the
+    # video in hand at the kill in a worker process (tests/test_containment.py)
+    process = start_scoring(many, out, "--workers", "1", "--batch-size", "1")
     wait_for_rows(partial, 2, process)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert not out.exists()
-    kept = PartialRows(partial, ev.PARTIAL_FIELDS)._complete_rows()
+    kept = PartialRows(partial, PARTIAL_FIELDS)._complete_rows()
     assert 2 <= len(kept) < 24
     with open(partial, "a") as handle:
         handle.write("/a/torn/row.avi,3.")  # what a crash can leave
     decoded = []
-    original = scoring.SampledVideos.__getitem__
-    monkeypatch.setattr(scoring.SampledVideos, "__getitem__",
-                        lambda self, i: decoded.append(self.paths[i]) or original(self, i))
+    original = scoring.try_sample_video
+    monkeypatch.setattr(scoring, "try_sample_video",
+                        lambda path, *args, **kwargs: decoded.append(path) or original(
+                            path, *args, **kwargs))
     assert ev.main(score_argv(many, out, "--workers", "0", "--batch-size", "1",
                               "--resume")) == 0
     assert sorted([str(p) for p in decoded] + [r["video"] for r in kept]) == sorted(
@@ -204,7 +199,7 @@ def test_ctrl_c_while_scoring_keeps_the_scores_and_exits_130(many, tmp_path):
     assert "Traceback" not in err and "Error" not in err
     last = err.strip().splitlines()[-1]
     assert last.startswith("interrupted: ") and "--resume" in last and str(partial) in last
-    kept = PartialRows(partial, ev.PARTIAL_FIELDS)._complete_rows()
+    kept = PartialRows(partial, PARTIAL_FIELDS)._complete_rows()
     assert f"interrupted: {len(kept)} of 24 videos scored" in last
     assert not out.exists()
     assert ev.main(score_argv(many, out, "--workers", "0", "--batch-size", "1",
@@ -217,7 +212,7 @@ def test_merge_is_generic_over_columns_and_keeps_line_ends(tmp_path):
     for index, rows in enumerate(([("b", "x", "decode")], [("a", "y, quoted", "open")])):
         part = part_path(tmp_path / "failures.csv", Shard(index, 2))
         with open(part, "w", newline="") as handle:
-            writer = csv.writer(handle)  # \r\n, as runtime.write_failures writes
+            writer = csv.writer(handle)  # \r\n, as dagr.failures.write_failures writes
             writer.writerow(["video_id", "problem", "kind"])
             writer.writerows(rows)
         parts.append(part)
@@ -258,13 +253,13 @@ def test_nothing_to_do_is_an_error_naming_the_path(corpus, tmp_path, capsys):
 
 
 def test_default_decoding_workers_fit_the_machine_without_a_warning(corpus, tmp_path, recwarn):
-    from runtime import default_workers
+    from dagr.workers import default_workers
 
     cores = len(os.sched_getaffinity(0))
     assert default_workers(1) == 0 and default_workers(0) == 0
     assert default_workers(3) == min(cores, 3) and default_workers(1000) == cores
-    scores, _ = ev.score_videos(corpus["quality"], [corpus["videos"]], tmp_path / "s.csv",
-                                device="cpu", progress=False)
+    scores, _ = score_videos(corpus["quality"], [corpus["videos"]], tmp_path / "s.csv",
+                             workers=None)
     assert len(scores) == 4
     assert not [w for w in recwarn if "worker" in str(w.message)]
 
@@ -286,7 +281,7 @@ def test_labelled_set_evaluation_with_shards_gives_the_files_of_one_process(corp
 
 
 def test_shards_cover_every_video_once_and_combine_with_torchrun(monkeypatch):
-    from sharding import current_shard, parse_shard, shard_device
+    from dagr.sharding import current_shard, parse_shard, shard_device
 
     videos = [f"v{i}" for i in range(7)]
     assert sorted(sum((Shard(i, 3).take(videos) for i in range(3)), [])) == videos
@@ -303,7 +298,7 @@ def test_shards_cover_every_video_once_and_combine_with_torchrun(monkeypatch):
 
 
 def test_a_merge_cut_off_is_finished_by_any_shard_run_again(corpus, tmp_path, monkeypatch):
-    import sharding
+    from dagr import sharding
 
     out = tmp_path / "frames"
     assert ef.main(extract_argv(corpus, out, "--shard", "0/2")) == 1

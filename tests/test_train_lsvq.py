@@ -1,6 +1,7 @@
-"""train_lsvq.py: loss, splits, MOS scale in checkpoints, validation-only model choice,
-exact resume, predictions and results files."""
+"""train_lsvq.py: splits, MOS scale in checkpoints, validation-only model choice, exact resume
+through the common training loop, predictions and results files."""
 import copy
+import functools
 import json
 
 import numpy as np
@@ -8,13 +9,17 @@ import pandas as pd
 import pytest
 import torch
 
-import labelled_sets as ls
 import train_lsvq as tl
-from dataloader import MosScale, VQAClipDataset, read_labels
+from dagr import evaluation, training
+from dagr.checkpoints import checkpoint_network, load_checkpoint
+from dagr.datasets import read_table
+from dagr.evaluation import RESULT_COLUMNS, clip_loader, results_table, write_results
+from dagr.splits import MIN_VAL, random_split, split_table
+from dagr.training import Objective, TrainingRun, train_epoch
+from dataloader import MosScale, VQAClipDataset
 from fakes_vqa import stored_quality_set, train_argv, train_config
 from pictures import assert_curves_of, png_image, spy_on_curves
-from runtime import load_checkpoint
-from VQA import QualityNet, quality_model_from_payload
+from VQA import QualityNet
 
 
 @pytest.fixture(scope="module")
@@ -22,45 +27,22 @@ def quality_set(tmp_path_factory):
     return stored_quality_set(tmp_path_factory.mktemp("set"))
 
 
-# ----------------------------------------------------------------------------- loss
-
-def test_plcc_term_is_one_minus_pearson_and_has_a_gradient():
-    pred = torch.tensor([0.1, 0.4, 0.35, 0.9], requires_grad=True)
-    target = torch.tensor([0.0, 0.5, 0.2, 1.0])
-    loss = tl.plcc_loss(pred, target)
-    expected = 1 - np.corrcoef(pred.detach().numpy(), target.numpy())[0, 1]
-    assert loss.item() == pytest.approx(expected, abs=1e-5)
-    loss.backward()
-    assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
-    constant = torch.full((4,), 0.5, requires_grad=True)  # a fresh model's first batch
-    tl.plcc_loss(constant, target).backward()
-    assert torch.isfinite(constant.grad).all()
-    assert tl.plcc_loss(torch.tensor([0.3]), torch.tensor([0.2])).item() == 0.0
-
-
-def test_rank_term_penalises_only_misordered_pairs():
-    target = torch.tensor([0.1, 0.5, 0.9])
-    assert tl.rank_loss(torch.tensor([0.0, 1.0, 2.0]), target).item() == 0.0
-    pred = torch.tensor([2.0, 1.0, 0.0], requires_grad=True)
-    loss = tl.rank_loss(pred, target)  # every pair reversed: mean of 1, 2, 1
-    assert loss.item() == pytest.approx(4 / 3)
-    loss.backward()
-    assert pred.grad.tolist() == pytest.approx([2 / 3, 0.0, -2 / 3])
-    total = tl.quality_loss(pred.detach(), target, plcc_weight=0.0, rank_weight=0.5)
-    assert total.item() == pytest.approx(torch.abs(pred.detach() - target).mean().item() + 2 / 3)
-
-
 def test_a_few_steps_lower_the_loss(quality_set):
     labels, frames, maps = quality_set
     config = train_config(labels, frames, maps, "unused")
-    table = read_labels("konvid", labels).iloc[[0, 4, 7, 11]]
-    loader = tl.clip_loader(table, frames, maps, MosScale(1.0, 5.0), config.size, 4, 0)
+    table = read_table("konvid", labels).iloc[[0, 4, 7, 11]]
+    loader = clip_loader(table, frames, maps, MosScale(1.0, 5.0), config.size, 4, 0)
     torch.manual_seed(0)
     model = QualityNet(backbone="resnet18", weights=None, dropout=0.0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    losses = [tl.train_epoch(model, loader, optimizer, scheduler, config, torch.device("cpu"),
-                             progress=False) for _ in range(6)]
+    run = TrainingRun(
+        out=None, model=model, model_kwargs={}, optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0), loader=loader,
+        objective=Objective(tl.clip_scores, functools.partial(tl.clip_loss, config=config)),
+        validate=dict, best_metric="score", logged=(), curves=(), curves_title="", settings={},
+        payload={}, epochs=6, device=torch.device("cpu"), precision="fp32",
+        clip_grad=config.clip_grad)
+    losses = [train_epoch(run, "epoch") for _ in range(6)]
     assert np.mean(losses[-2:]) < 0.5 * losses[0], losses
 
 
@@ -70,19 +52,23 @@ def test_lsvq_official_split_and_seeded_random_splits():
     table = pd.DataFrame({"video_id": [f"v{i}" for i in range(100)], "path": None,
                           "mos": np.linspace(0, 100, 100),
                           "split": ["train"] * 80 + ["test"] * 15 + ["test_1080p"] * 5})
-    parts = tl.split_table(table, "lsvq", val_fraction=0.05, seed=3)
+    parts = split_table(table, val_fraction=0.05, test_fraction=0.2, seed=3)
     assert list(parts) == ["train", "val", "test", "test_1080p"]
     assert len(parts["val"]) == 4 and len(parts["train"]) == 76
     assert set(parts["train"]["video_id"]) | set(parts["val"]["video_id"]) == {f"v{i}" for i in range(80)}
     assert set(parts["test"]["video_id"]) == {f"v{i}" for i in range(80, 95)}
-    assert parts["val"].equals(tl.split_table(table, "lsvq", 0.05, seed=3)["val"])
-    assert not parts["val"].equals(tl.split_table(table, "lsvq", 0.05, seed=4)["val"])
+    assert parts["val"].equals(split_table(table, 0.05, 0.2, seed=3)["val"])
+    assert not parts["val"].equals(split_table(table, 0.05, 0.2, seed=4)["val"])
 
-    parts = tl.split_table(table, "konvid", val_fraction=0.05, test_fraction=0.2, seed=0)
+    table["split"] = "all"  # a set without a split of its own, such as KoNViD-1k
+    parts = split_table(table, val_fraction=0.05, test_fraction=0.2, seed=0)
     assert [len(parts[k]) for k in ("train", "val", "test")] == [76, 4, 20]
     ids = [set(parts[k]["video_id"]) for k in ("train", "val", "test")]
     assert set.union(*ids) == set(table["video_id"]) and sum(map(len, ids)) == 100
-    assert len(tl.random_split(table.iloc[:12], 0.05, 0.2, 0)["val"]) == ls.MIN_VAL
+    assert len(random_split(table.iloc[:12], 0.05, 0.2, 0)["val"]) == MIN_VAL
+    table["split"] = "test_1080p"  # test videos only: nothing to train on
+    with pytest.raises(ValueError, match="test videos only"):
+        split_table(table, 0.05, 0.2, 0)
 
 
 # ----------------------------------------------------------------------------- training runs
@@ -91,16 +77,17 @@ def test_training_run_files_scale_and_validation_only_choice(quality_set, tmp_pa
     labels, frames, maps = quality_set
     argv = train_argv(labels, frames, maps, tmp_path / "run", "--epochs", "3")
     config = tl.parse_args(argv)
-    parts = tl.split_table(read_labels("konvid", labels), "konvid", config.val_fraction,
-                           config.test_fraction, config.seed)
+    parts = split_table(read_table("konvid", labels), config.val_fraction,
+                        config.test_fraction, config.seed)
     seen = []  # which videos every predict() call scored, in order
-    real_predict = tl.predict
+    real_predict = evaluation.predict
 
     def spy(model, loader, *args, **kwargs):
         seen.append(set(loader.dataset.table["video_id"]))
         return real_predict(model, loader, *args, **kwargs)
 
-    monkeypatch.setattr(tl, "predict", spy)
+    monkeypatch.setattr(tl, "predict", spy)  # validation
+    monkeypatch.setattr(evaluation, "predict", spy)  # the tests after training
     drawn = spy_on_curves(monkeypatch)
     assert tl.main(argv) == 0
 
@@ -108,14 +95,15 @@ def test_training_run_files_scale_and_validation_only_choice(quality_set, tmp_pa
     assert seen == [val_ids] * 3 + [test_ids]  # the test videos only after training
 
     log = pd.read_csv(tmp_path / "run" / "log.csv")
-    assert log["epoch"].tolist() == [0, 1, 2]
+    assert log["epoch"].tolist() == [1, 2, 3]  # numbered by finished epochs, as train_sal's
     best = load_checkpoint(tmp_path / "run" / "best.pt")
-    assert best["kind"] == "quality" and best["best_epoch"] == int(log["val_score"].idxmax())
-    assert best["epoch"] == best["best_epoch"] + 1
-    assert best["metrics"]["srcc"] == pytest.approx(log["val_srcc"][best["best_epoch"]], abs=1e-5)
+    assert best["kind"] == "quality" and best["best_epoch"] == int(log["val_score"].idxmax()) + 1
+    assert best["epoch"] == best["best_epoch"]
+    assert best["metrics"]["srcc"] == pytest.approx(log["val_srcc"][best["best_epoch"] - 1],
+                                                    abs=1e-5)
     assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 3
     # curves.png: redrawn after every epoch from the whole log, the best epoch that of best.pt
-    assert [log["epoch"].tolist() for log, _ in drawn] == [[0], [0, 1], [0, 1, 2]]
+    assert [log["epoch"].tolist() for log, _ in drawn] == [[1], [1, 2], [1, 2, 3]]
     assert_curves_of(drawn[-1], log, best["best_epoch"])
     png_image(tmp_path / "run" / "curves.png")
 
@@ -125,7 +113,7 @@ def test_training_run_files_scale_and_validation_only_choice(quality_set, tmp_pa
     predictions = pd.read_csv(tmp_path / "run" / "predictions_test.csv", dtype={"video_id": str})
     assert list(predictions.columns) == ["video_id", "mos", "prediction", "mapped"]
     assert set(predictions["video_id"]) == test_ids
-    model = quality_model_from_payload(best).eval()
+    model = checkpoint_network(tmp_path / "run" / "best.pt", "quality")[0]
     item = VQAClipDataset(parts["test"].iloc[:1], frames, maps, scale, config.size)[0]
     with torch.no_grad():
         unit = model(item["frames"][None], item["saliency"][None]).item()
@@ -146,16 +134,16 @@ def test_resume_continues_with_the_saved_state_and_matches_an_uninterrupted_run(
     whole = load_checkpoint(tl.train(train_config(labels, frames, None, tmp_path / "a", *options))
                             .with_name("last.pt"))
 
-    real_epoch = tl.train_epoch
+    real_epoch = training.train_epoch
     calls = []
 
-    def crash_in_second_epoch(model, loader, optimizer, *args, **kwargs):
-        calls.append(copy.deepcopy(optimizer.state_dict()))
+    def crash_in_second_epoch(run, desc):
+        calls.append(copy.deepcopy(run.optimizer.state_dict()))
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real_epoch(model, loader, optimizer, *args, **kwargs)
+        return real_epoch(run, desc)
 
-    monkeypatch.setattr(tl, "train_epoch", crash_in_second_epoch)
+    monkeypatch.setattr(training, "train_epoch", crash_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         tl.train(train_config(labels, frames, None, tmp_path / "b", *options))
     saved = load_checkpoint(tmp_path / "b" / "last.pt")
@@ -163,11 +151,11 @@ def test_resume_continues_with_the_saved_state_and_matches_an_uninterrupted_run(
 
     calls.clear()
 
-    def record(model, loader, optimizer, *args, **kwargs):
-        calls.append(copy.deepcopy(optimizer.state_dict()))
-        return real_epoch(model, loader, optimizer, *args, **kwargs)
+    def record(run, desc):
+        calls.append(copy.deepcopy(run.optimizer.state_dict()))
+        return real_epoch(run, desc)
 
-    monkeypatch.setattr(tl, "train_epoch", record)
+    monkeypatch.setattr(training, "train_epoch", record)
     drawn = spy_on_curves(monkeypatch)
     tl.train(train_config(labels, frames, None, tmp_path / "b", *options, "--resume"))
     assert len(calls) == 1  # only the second epoch ran
@@ -182,7 +170,7 @@ def test_resume_continues_with_the_saved_state_and_matches_an_uninterrupted_run(
     for name, tensor in whole["model_state"].items():
         assert torch.equal(final["model_state"][name], tensor), name
     log = pd.read_csv(tmp_path / "b" / "log.csv")
-    assert log["epoch"].tolist() == [0, 1]
+    assert log["epoch"].tolist() == [1, 2]
     assert len(drawn) == 1  # the resumed epoch redraws the curves of the whole log
     assert_curves_of(drawn[0], log, final["best_epoch"])
     png_image(tmp_path / "b" / "curves.png")
@@ -204,23 +192,23 @@ def test_results_table_average_and_undefined_values(tmp_path):
     metrics = {"A": {"plcc": 0.8, "srcc": 0.7, "krcc": 0.5, "rmse": 1.0, "plcc_logistic": 0.85, "n": 10},
                "B": {"plcc": float("nan"), "srcc": float("nan"), "krcc": float("nan"),
                      "rmse": 0.4, "plcc_logistic": float("nan"), "n": 4}}
-    table = tl.results_table(metrics)
+    table = results_table(metrics)
     assert table["Dataset"].tolist() == ["A", "B", "Average"]
     assert np.isnan(table.loc[2, "PLCC"])  # an undefined set makes the average undefined
-    table = tl.results_table({"A": metrics["A"], "C": {**metrics["A"], "plcc": 0.6}})
+    table = results_table({"A": metrics["A"], "C": {**metrics["A"], "plcc": 0.6}})
     assert table.loc[2, "PLCC"] == pytest.approx(0.7) and table.loc[2, "n"] == 20
-    tl.write_results(tl.results_table(metrics), tmp_path)
+    write_results(results_table(metrics), tmp_path)
     assert "| B | n/a | n/a | n/a | 0.400 | n/a | 4 |" in (tmp_path / "results.md").read_text()
     assert json.loads((tmp_path / "results.json").read_text())[1]["PLCC"] is None
-    assert pd.read_csv(tmp_path / "results.csv").columns.tolist() == tl.RESULT_COLUMNS
+    assert pd.read_csv(tmp_path / "results.csv").columns.tolist() == RESULT_COLUMNS
 
 
 def test_synthetic_quality_set_layout_and_mos_formula(tmp_path):
-    import demo_data as dq
+    from dagr import demo_data as dq
 
     labels = dq.write_quality_set(tmp_path / "a", n_videos=4, frames=4, size=(16, 28), seed=1, kinds=dq.KINDS)
     assert labels == tmp_path / "a" / "KoNViD_1k_mos.csv"
-    table = read_labels("konvid", labels, tmp_path / "a" / "KoNViD_1k_videos")
+    table = read_table("konvid", labels, tmp_path / "a" / "KoNViD_1k_videos")
     assert len(table) == 4 and table["path"].notna().all()
     details = pd.read_csv(tmp_path / "a" / "KoNViD_1k_distortions.csv")
     assert details["kind"].tolist() == ["blur", "noise", "blocking", "freeze"]

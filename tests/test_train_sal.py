@@ -1,5 +1,5 @@
-"""train_sal.py (loss, training, exact resume, evaluation) and the demo_data generator it trains
-on, with a width-4 network on 32x48 synthetic DHF1K videos."""
+"""train_sal.py (training, exact resume, evaluation) and the demo_data generator it trains on,
+with a width-4 network on 32x48 synthetic DHF1K videos."""
 from __future__ import annotations
 
 import csv
@@ -10,91 +10,16 @@ import pandas as pd
 import pytest
 import torch
 
-import demo_data
-import figures
+from dagr import demo_data
+from dagr import figures
 import train_sal
-from dataloader import read_saliency_set
-from fakes import one_thread, tiny_config, tiny_dhf1k  # noqa: F401 (one_thread is a fixture)
-from metrics import saliency_metrics
+from dagr.datasets import read_saliency_set
+from dagr.evaluation import SALIENCY_METRICS
+from fakes import tiny_config, tiny_dhf1k
 from pictures import assert_curves_of, png_image, spy_on_curves
-from runtime import load_checkpoint, save_checkpoint
-from train_sal import probability_maps, saliency_loss
+from dagr.checkpoints import load_checkpoint, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def blobs(frames: int = 2, height: int = 12, width: int = 16) -> torch.Tensor:
-    """(1, 1, T, H, W) positive maps, a Gaussian at a different place in each frame."""
-    rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
-    maps = [torch.exp(-((rows - 3 - 2 * t) ** 2 + (cols - 4 - 3 * t) ** 2) / 8.0) + 1e-3
-            for t in range(frames)]
-    return torch.stack(maps)[None, None].float()
-
-
-def random_logits(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
-
-
-# ----------------------------------------------------------------------------- loss
-
-def test_perfect_prediction_beats_uniform_and_inverted() -> None:
-    g = blobs()
-    perfect = saliency_loss(g.log(), g)
-    uniform = saliency_loss(torch.zeros_like(g), g)
-    inverted = saliency_loss(-g.log(), g)
-    assert perfect.item() == pytest.approx(-1.0, abs=1e-5)  # KL 0, CC 1
-    assert perfect < uniform < inverted
-
-
-def test_loss_value_is_kl_minus_cc_of_each_frame_over_its_pixels() -> None:
-    g = blobs(frames=3)
-    logits = random_logits(g.shape)
-    expected = []
-    for t in range(3):
-        x = logits[0, 0, t].double().flatten().numpy()
-        p = np.exp(x - x.max()) / np.exp(x - x.max()).sum()
-        q = g[0, 0, t].double().flatten().numpy()
-        q = q / q.sum()
-        expected.append(np.sum(q * np.log(q / p)) - np.corrcoef(p, q)[0, 1])
-    assert saliency_loss(logits, g).item() == pytest.approx(np.mean(expected), rel=1e-5)
-
-
-def test_loss_normalises_per_frame_not_over_time() -> None:
-    g = blobs(frames=2)
-    logits = random_logits(g.shape)
-    base = saliency_loss(logits, g)
-    shifted = logits.clone()
-    shifted[:, :, 0] += 7.0  # one frame's logits offset: a softmax over (T, H, W) would change
-    scaled = g.clone()
-    scaled[:, :, 1] *= 20.0  # one frame's map scaled: a sum over (T, H, W) would change
-    assert saliency_loss(shifted, g).item() == pytest.approx(base.item(), abs=1e-5)
-    assert saliency_loss(logits, scaled).item() == pytest.approx(base.item(), abs=1e-5)
-
-
-def test_frames_without_gaze_or_fixations_are_left_out() -> None:
-    g = blobs(frames=2)
-    logits = random_logits(g.shape)
-    fixations = torch.zeros_like(g)
-    fixations[0, 0, 0, 3, 4] = fixations[0, 0, 0, 5, 9] = 1  # frame 1 has none
-    blank = g.clone()
-    blank[:, :, 1] = 0
-    assert saliency_loss(logits, blank).item() == pytest.approx(
-        saliency_loss(logits[:, :, :1], g[:, :, :1]).item(), rel=1e-6)
-    nss_only = saliency_loss(logits, g, fixations, l_kl=0, l_cc=0, l_nss=1)
-    reference = saliency_metrics(probability_maps(logits)[0, :1], g[0, 0, :1], fixations[0, 0, :1])
-    assert nss_only.item() == pytest.approx(-reference["nss"], rel=1e-4)
-    with pytest.raises(ValueError, match="fixations"):
-        saliency_loss(logits, g, None, l_nss=1)
-
-
-def test_probability_maps_sum_to_one_per_frame_and_gradients_are_finite() -> None:
-    logits = random_logits((2, 1, 3, 5, 7)).requires_grad_()
-    maps = probability_maps(logits)
-    assert maps.shape == (2, 3, 5, 7)
-    assert torch.allclose(maps.sum(dim=(-2, -1)), torch.ones(2, 3))
-    constant = torch.zeros(1, 1, 2, 4, 4, requires_grad=True)  # CC's worst case: a flat map
-    saliency_loss(constant, blobs(2, 4, 4), torch.ones(1, 1, 2, 4, 4), l_nss=1).backward()
-    assert torch.isfinite(constant.grad).all()
 
 
 # ----------------------------------------------------------------------------- training
@@ -118,11 +43,14 @@ def test_training_writes_best_and_last_checkpoints_and_a_log(trained) -> None:
     _, out, config = trained
     rows = read_log(out / "log.csv")
     assert [r["epoch"] for r in rows] == ["1", "2"]
-    assert list(rows[0]) == train_sal.LOG_FIELDS
+    assert list(rows[0]) == ["epoch", "train_loss", "lr",
+                             *(f"val_{m}" for m in SALIENCY_METRICS), "seconds", "best"]
     assert all(math.isfinite(float(r[k])) for r in rows for k in ("train_loss", "val_cc", "val_auc_j"))
     last, best = load_checkpoint(out / "last.pt"), load_checkpoint(out / "best.pt")
     assert last["kind"] == best["kind"] == "saliency" and last["epoch"] == 2
-    assert last["model_kwargs"] == {"channels": 4, "registers": 2, "register_mode": "attention"}
+    assert last["model_kwargs"] == {"channels": 4, "registers": 2, "register_mode": "attention",
+                                    "read_levels": ["bottleneck"], "register_write": "film",
+                                    "write_levels": ["dec3", "dec2", "dec1", "dec0"]}
     assert last["settings"]["size"] == [32, 48] and last["settings"]["clip_len"] == 6
     best_row = max(rows, key=lambda r: float(r["val_cc"]))
     assert best["epoch"] == int(best_row["epoch"])

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-import video_io as vio
+from dagr import video_io as vio
 from conftest import PYAV_STEP, encode_video, frame_level_index, pyav_level
 
 

@@ -27,13 +27,14 @@ import re
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
+from dagr import training  # noqa: E402
 from torch.optim.optimizer import (register_optimizer_step_post_hook,  # noqa: E402
                                    register_optimizer_step_pre_hook)
 
@@ -76,25 +77,25 @@ def gradient_norm(optimizer: torch.optim.Optimizer) -> float:
     return float(sum(g.double().pow(2).sum() for g in grads) ** 0.5)
 
 
-def trace(trainer: Any, events: list[dict]) -> Callable[[], None]:
-    """Append the trainer's epochs and optimizer steps to `events` (see --trace); returns the
-    function that stops recording."""
-    real = trainer.train_epoch
+def trace(events: list[dict]) -> Callable[[], None]:
+    """Append the training loop's epochs and optimizer steps to `events` (see --trace);
+    returns the function that stops recording."""
+    real = training.train_epoch
 
-    def train_epoch(model, loader, optimizer, *args, **kwargs):
-        events.append({"epoch": list(loader.sampler)})
-        loss = real(model, loader, optimizer, *args, **kwargs)
-        events.append({"end": weights_digest(optimizer), "loss": loss})
+    def train_epoch(run, desc):
+        events.append({"epoch": list(run.loader.sampler)})
+        loss = real(run, desc)
+        events.append({"end": weights_digest(run.optimizer), "loss": loss})
         return loss
 
-    trainer.train_epoch = train_epoch
+    training.train_epoch = train_epoch
     hooks = [register_optimizer_step_pre_hook(
                  lambda optimizer, args, kwargs: events.append({"grad": gradient_norm(optimizer)})),
              register_optimizer_step_post_hook(
                  lambda optimizer, args, kwargs: events.append({"step": weights_digest(optimizer)}))]
 
     def stop() -> None:
-        trainer.train_epoch = real
+        training.train_epoch = real
         for hook in hooks:
             hook.remove()
     return stop
@@ -118,7 +119,7 @@ def kill_in_save(call: int) -> None:
     real, calls = torch.save, []
 
     def save(obj, f, *args, **kwargs):
-        # runtime.atomic_path writes NAME.pt through a temporary ".NAME.pt.<random>.tmp"
+        # dagr.files.atomic_path writes NAME.pt through a temporary ".NAME.pt.<random>.tmp"
         if isinstance(f, (str, os.PathLike)) and re.fullmatch(r"\..+\.pt\..+\.tmp", Path(f).name):
             calls.append(f)
             if len(calls) == call:
@@ -152,7 +153,7 @@ def main() -> int:
         setattr(trainer, BUILDERS[args.trainer], lambda *a, **k: per_clip(build(*a, **k)))
     events: list[dict] = []
     if args.trace:
-        trace(trainer, events)
+        trace(events)
     if args.kill_after_step:
         on_step(kill_after(args.kill_after_step))
     if args.kill_in_save:

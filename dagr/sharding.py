@@ -15,12 +15,13 @@ shared file system is all that several machines need):
   rows in the order one process writes them) and removes the parts and markers. If that shard
   dies first, running any shard's command again finishes the merge.
 
-Imports no project file but runtime.
+Imports no project module but dagr.files and dagr.supervised.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import sys
@@ -30,10 +31,12 @@ from typing import Callable, Sequence, TypeVar
 
 import torch
 
-from runtime import atomic_path
+from dagr.files import NAMES_ENCODING, atomic_path
+from dagr.supervised import Journal
 
 T = TypeVar("T")
 
+ROW_END = "\r\n"  # what csv writes after each row
 FSYNC_EVERY = 16  # rows appended to a partial file between two fsyncs (each row is flushed)
 
 
@@ -70,13 +73,14 @@ def parse_shard(text: str) -> Shard:
     return Shard(index, count)
 
 
-def add_shard_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--shard", type=parse_shard, default=None, metavar="I/N",
-                        help="handle only shard I (0-based) of N of the videos, e.g. "
-                             "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT; the last shard to "
-                             "finish writes the CSV files, if any (default: all videos, or "
-                             "this process's share under torchrun; README, \"Corpus-scale "
-                             "runs\")")
+def add_shard_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> str:
+    """The --shard option; returns its dest."""
+    return parser.add_argument(
+        "--shard", type=parse_shard, default=None, metavar="I/N",
+        help="handle only shard I (0-based) of N of the videos, e.g. "
+             "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT; the last shard to finish writes the "
+             "CSV files, if any (default: all videos, or this process's share under torchrun; "
+             "docs/distributed.md)").dest
 
 
 def current_shard(requested: Shard | None = None) -> Shard:
@@ -172,15 +176,15 @@ def merge_csv(parts: Sequence[Path], out: Path, key: str,
     fields: list[str] = []
     rows: list[dict[str, str]] = []
     for part in parts:
-        with open(part, newline="") as handle:
+        with open(part, newline="", **NAMES_ENCODING) as handle:
             reader = csv.DictReader(handle)
             fields += [f for f in reader.fieldnames or [] if f not in fields]
             rows += list(reader)
-    with open(parts[0], newline="") as handle:
+    with open(parts[0], newline="", **NAMES_ENCODING) as handle:
         ending = "\r\n" if handle.readline().endswith("\r\n") else "\n"
     position = {value: i for i, value in enumerate(order or [])}
     rows.sort(key=lambda row: (position.get(row[key], len(position)), row[key]))
-    with atomic_path(out) as tmp, open(tmp, "w", newline="") as handle:
+    with atomic_path(out) as tmp, open(tmp, "w", newline="", **NAMES_ENCODING) as handle:
         writer = csv.DictWriter(handle, fields, lineterminator=ending)
         writer.writeheader()
         writer.writerows(rows)
@@ -207,6 +211,15 @@ def exit_status(shard: Shard, failed_here: bool, merged: bool = False,
 
 # ----------------------------------------------------------------------------- partial results
 
+def journal(anchor: str | os.PathLike, shard: Shard) -> Journal:
+    """The journal of the video in hand of a run in one process (dagr.supervised.Journal)
+    whose output is `anchor`: a hidden file beside it, `.scores.csv.in-flight`, one per shard
+    (`.frames.shard-0-of-4.in-flight`)."""
+    anchor = Path(anchor)
+    tag = "" if shard.single else f".{shard.tag}"
+    return Journal(anchor.with_name(f".{anchor.name}{tag}.in-flight"))
+
+
 def partial_path(final: str | os.PathLike, shard: Shard) -> Path:
     """Where a shard keeps its rows while it works: `scores.csv.partial` for one process,
     `scores.shard-0-of-4.csv.partial` for a shard."""
@@ -218,35 +231,41 @@ class PartialRows:
     """Rows of one process written as they come to a CSV file (each row flushed, an fsync every
     FSYNC_EVERY rows), so that a crash or Ctrl-C loses at most the row being written.
 
-    `start(resume)` opens it: with `resume`, the complete rows already there are kept (a line
-    torn by a crash is dropped) and returned; without, the file starts empty."""
+    `start(resume, redo)` opens it: with `resume`, the complete rows already there are kept (a
+    line torn by a crash is dropped) and returned, less those for which `redo(row)` is true,
+    which are returned apart and dropped from the file; without, the file starts empty."""
 
     def __init__(self, path: str | os.PathLike, fields: Sequence[str]):
         self.path, self.fields = Path(path), list(fields)
         self._handle = None
         self._unsynced = 0
 
-    def start(self, resume: bool) -> list[dict[str, str]]:
+    def start(self, resume: bool, redo: Callable[[dict[str, str]], bool] = lambda row: False
+              ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+        """(rows kept, rows to do again)."""
         kept = self._complete_rows()
         if kept and not resume:
             print(f"note: {self.path}: {len(kept)} result(s) of an earlier run dropped, starting "
                   "again (--resume keeps them)", file=sys.stderr)
             kept = []
-        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as handle:
+        again = [row for row in kept if redo(row)]
+        kept = [row for row in kept if not redo(row)]
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="", **NAMES_ENCODING) as handle:
             writer = csv.DictWriter(handle, self.fields)
             writer.writeheader()
             writer.writerows(kept)
-        self._handle = open(self.path, "a", newline="")
+        self._handle = open(self.path, "a", newline="", **NAMES_ENCODING)
         self._writer = csv.DictWriter(self._handle, self.fields)
-        return kept
+        return kept, again
 
     def _complete_rows(self) -> list[dict[str, str]]:
         if not self.path.is_file():
             return []
-        text = self.path.read_text()
-        if not text.endswith("\n"):
-            text = text[:text.rfind("\n") + 1]  # the row a crash cut off
-        rows = list(csv.DictReader(text.splitlines(keepends=True)))
+        with open(self.path, newline="", **NAMES_ENCODING) as handle:
+            text = handle.read()
+        # rows end in csv's \r\n (a file name may hold a plain \n): cut the row a crash tore
+        text = text[:text.rfind(ROW_END) + len(ROW_END)] if text.rfind(ROW_END) >= 0 else ""
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
         return [row for row in rows if None not in row.values() and None not in row]
 
     def append(self, row: dict[str, str]) -> None:

@@ -1,8 +1,11 @@
-"""Every GPU path once, on generated data, with a PASS or FAIL line each (README "Precision,
-compile and the GPU check"):
+"""Every GPU path once, on generated data, with a PASS or FAIL line each (docs/precision.md,
+"The GPU check"):
 
     python benchmark.py --device cuda --check     # one GPU, under 8 minutes
     python benchmark.py --device cpu --check      # the same at a tiny size (the test suite runs it)
+
+The paths run the stage scripts' own `main(argv)`, which benchmark.py hands in (`Stages`): the
+package imports no script.
 
 Paths, each checked: both trainers for a short run in bf16, eager and `--compile` (finite
 losses, checkpoints written that load into a plain, uncompiled network); a compiled run
@@ -22,33 +25,29 @@ per network on a 2-core CPU. On CUDA it is inductor, as in real runs.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import pandas as pd
 import torch
 
-import benchmark
-import demo
-import demo_data
-import evaluate_vqa
-import inference_sal
-import train_lsvq
-import train_sal
+from dagr import demo_data
+from dagr.checkpoints import checkpoint_network, load_checkpoint, load_saliency
+from dagr.inference import prepare_inference
+from dagr.losses import probability_maps
+from dagr.precision import COMPILE_BACKEND_VARIABLE, weights_autocast
+from dagr.training import BEST, LAST, LOG
 from dataloader import load_stored_clip, stored_videos
-from precision import COMPILE_BACKEND_VARIABLE
-from runtime import add_device_argument, load_checkpoint, pick_device
-from model_file import checkpoint_network
-from sal_withreg import weights_autocast
+
+ROOT = Path(__file__).resolve().parents[1]  # where the stage scripts are
+Stages = Mapping[str, Callable[[Sequence[str]], int]]  # script name -> its main(argv)
 
 # ----------------------------------------------------------------------------- config
 MAP_TOLERANCE = 0.05      # bf16 maps: total variation distance to the fp32 maps (0 to 1)
@@ -61,25 +60,29 @@ CPU_COMPILE_BACKEND = "aot_eager"
 @dataclass(frozen=True)
 class CheckSize:
     """How big the check's data and models are."""
-    demo: demo.DemoSize      # the generated data and the saliency network's width
-    clip_len: int            # saliency training clip length
+    frame_size: tuple[int, int]  # H, W of the generated clips and the networks' input
+    radius: int                  # object radius in the generated scenes
+    saliency_videos: tuple[int, int, int]  # training videos, validation videos, frames each
+    channels: int                # saliency U-Net width
+    epochs: int                  # of each training run
+    clip_len: int                # saliency training clip length
+    clips_per_video: int         # saliency training clips per video and epoch
+    quality_clips: int           # clips of the generated quality set
     backbone: str
     batch_size: int
-    bench: tuple[str, ...]   # benchmark.py options
+    bench: tuple[str, ...]       # benchmark.py options
 
 
 SIZES = {
-    "cpu": CheckSize(demo.SIZES["tiny"], 4, "resnet18", 2,
+    "cpu": CheckSize((32, 56), 5, (4, 2, 8), 4, 2, 4, 1, 24, "resnet18", 2,
                      ("--saliency-width", "2", "--registers", "2", "--backbone", "resnet18",
                       "--size", "32", "56", "--batch-size", "2", "--warmup", "0",
                       "--repeats", "1", "--workers", "0", "--generated-size", "48", "64",
                       "--generated-frames", "16", "--video-repeats", "1")),
-    "cuda": CheckSize(demo.DemoSize(frame_size=(112, 196), radius=14, saliency_train=8,
-                                    saliency_val=4, saliency_frames=16, saliency_channels=16,
-                                    saliency_epochs=2, saliency_clips=2, quality_clips=48,
-                                    quality_epochs=2), 8, "resnet18", 4,
+    "cuda": CheckSize((112, 196), 14, (8, 4, 16), 16, 2, 8, 2, 48, "resnet18", 4,
                       ("--saliency-width", "16", "--seconds", "1", "--generated-frames", "48")),
 }
+QUALITY_FRAMES = 4  # frames per generated quality clip, all kept
 
 
 class CheckFailed(Exception):
@@ -89,30 +92,38 @@ class CheckFailed(Exception):
 # ----------------------------------------------------------------------------- the runs
 
 class Check:
-    """The check's working folder, size and device, and the runs' outputs."""
+    """The check's working folder, size, device and stage scripts, and the runs' outputs."""
 
-    def __init__(self, work: Path, device: torch.device):
-        self.work, self.device = work, device
+    def __init__(self, work: Path, device: torch.device, stages: Stages):
+        self.work, self.device, self.stages = work, device, stages
         self.size = SIZES["cuda" if device.type == "cuda" else "cpu"]
-        self.layout = demo.Layout(work)
+        self.saliency_set = work / "data" / demo_data.SALIENCY_DIR
+        self.quality_set = work / "data" / demo_data.QUALITY_DIR
+        self.frames, self.maps = work / "frames", work / "maps"
+
+    def run(self, script: str, argv: Sequence[str]) -> None:
+        """`script`'s main(argv); CheckFailed unless it returns 0."""
+        code = self.stages[script](list(argv))
+        if code != 0:
+            raise CheckFailed(f"{script}.py exit status {code}")
 
     def saliency_argv(self, out: str, *options: str) -> list[str]:
-        size = self.size.demo
-        return ["--dataset", "dhf1k", "--root", str(self.layout.saliency_set),
+        size = self.size
+        return ["--dataset", "dhf1k", "--root", str(self.saliency_set),
                 "--out", str(self.work / out), "--registers", "2",
-                "--channels", str(size.saliency_channels), "--size", *map(str, size.frame_size),
-                "--epochs", str(size.saliency_epochs), "--clip-len", str(self.size.clip_len),
-                "--clips-per-video", str(size.saliency_clips), "--val-clips", "2",
-                "--batch-size", str(self.size.batch_size), "--lr", "3e-3", "--warmup", "2",
+                "--channels", str(size.channels), "--size", *map(str, size.frame_size),
+                "--epochs", str(size.epochs), "--clip-len", str(size.clip_len),
+                "--clips-per-video", str(size.clips_per_video), "--val-clips", "2",
+                "--batch-size", str(size.batch_size), "--lr", "3e-3", "--warmup", "2",
                 "--workers", "0", "--device", str(self.device), "--precision", "bf16", *options]
 
     def quality_argv(self, out: str, *options: str) -> list[str]:
-        size = self.size.demo
-        return ["--dataset", "konvid", "--labels", str(self.layout.labels),
-                "--frames", str(self.layout.frames), "--saliency", str(self.layout.maps("check")),
-                "--out", str(self.work / out), "--backbone", self.size.backbone,
+        size = self.size
+        return ["--dataset", "konvid", "--labels", str(self.quality_set / demo_data.QUALITY_LABELS),
+                "--frames", str(self.frames), "--saliency", str(self.maps),
+                "--out", str(self.work / out), "--backbone", size.backbone,
                 "--no-pretrained", "--size", *map(str, size.frame_size),
-                "--epochs", str(size.quality_epochs), "--batch-size", str(self.size.batch_size),
+                "--epochs", str(size.epochs), "--batch-size", str(size.batch_size),
                 "--lr", "5e-4", "--warmup", "0.5", "--val-fraction", "0.2",
                 "--test-fraction", "0.25", "--workers", "0", "--device", str(self.device),
                 "--precision", "bf16", *options]
@@ -142,26 +153,25 @@ def loads_into_plain_model(checkpoint: Path) -> None:
 
 def trained(out: Path, column: str = "train_loss") -> str:
     """The checks of a finished training run in `out`."""
-    for name in ("best.pt", "last.pt"):
+    for name in (BEST, LAST):
         loads_into_plain_model(out / name)
-    return finite_losses(out / "log.csv", column)
+    return finite_losses(out / LOG, column)
 
 
 def path_train_sal(check: Check, compiled: bool) -> str:
     out = "sal_compiled" if compiled else "sal"
-    train_sal.train(train_sal.parse_args(check.saliency_argv(out, *["--compile"] * compiled)))
+    check.run("train_sal", check.saliency_argv(out, *["--compile"] * compiled))
     return trained(check.work / out)
 
 
 def path_resume(check: Check) -> str:
     """A compiled run of one epoch, resumed to the full run's epochs: the same weights."""
-    epochs = check.size.demo.saliency_epochs
-    train_sal.train(train_sal.parse_args(check.saliency_argv("sal_resumed", "--compile",
-                                                             "--epochs", "1")))
-    train_sal.train(train_sal.parse_args(check.saliency_argv("sal_resumed", "--compile",
-                                                             "--epochs", str(epochs), "--resume")))
-    resumed = load_checkpoint(check.work / "sal_resumed" / "last.pt")["model_state"]
-    whole = load_checkpoint(check.work / "sal_compiled" / "last.pt")["model_state"]
+    epochs = check.size.epochs
+    check.run("train_sal", check.saliency_argv("sal_resumed", "--compile", "--epochs", "1"))
+    check.run("train_sal", check.saliency_argv("sal_resumed", "--compile", "--epochs",
+                                               str(epochs), "--resume"))
+    resumed = load_checkpoint(check.work / "sal_resumed" / LAST)["model_state"]
+    whole = load_checkpoint(check.work / "sal_compiled" / LAST)["model_state"]
     scale = max(v.abs().max().item() for v in whole.values() if v.is_floating_point())
     gap = max((resumed[k].float() - v.float()).abs().max().item() for k, v in whole.items())
     tolerance = RESUME_TOLERANCE[check.device.type]
@@ -175,7 +185,7 @@ def path_torchrun(check: Check) -> str:
     sync = ["--sync-bn"] if check.device.type == "cuda" else []
     argv = check.saliency_argv("sal_torchrun", "--epochs", "1", *sync)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc-per-node", "1", str(Path(train_sal.__file__)), *argv]
+               "--nproc-per-node", "1", str(ROOT / "train_sal.py"), *argv]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise CheckFailed(f"exit status {done.returncode}: {done.stderr.strip()[-600:]}")
@@ -186,26 +196,23 @@ def path_torchrun(check: Check) -> str:
 
 def path_inference(check: Check) -> str:
     """inference_sal.py in bf16 over the stored frames; its maps near the fp32 ones."""
-    checkpoint = check.work / "sal" / train_sal.BEST
-    maps = check.layout.maps("check")
-    code = inference_sal.main(["--checkpoint", str(checkpoint), "--frames",
-                               str(check.layout.frames), "--out", str(maps), "--workers", "0",
-                               "--device", str(check.device), "--precision", "bf16"])
-    if code != 0:
-        raise CheckFailed(f"inference_sal.py exit status {code}")
-    videos = stored_videos(check.layout.frames)
-    missing = [v for v in videos if not any((maps / v).glob("*.png"))]
+    checkpoint = check.work / "sal" / BEST
+    check.run("inference_sal", ["--checkpoint", str(checkpoint), "--frames", str(check.frames),
+                                "--out", str(check.maps), "--workers", "0",
+                                "--device", str(check.device), "--precision", "bf16"])
+    videos = stored_videos(check.frames)
+    missing = [v for v in videos if not any((check.maps / v).glob("*.png"))]
     if missing:
         raise CheckFailed(f"no maps for {len(missing)} of {len(videos)} videos")
-    models = {p: inference_sal.load_saliency_model(checkpoint, check.device, precision=p)
-              for p in ("fp32", "bf16")}
-    size = check.size.demo.frame_size
-    clips = torch.stack([load_stored_clip(check.layout.frames / v, size)[0] for v in videos[:4]])
+    network = load_saliency(checkpoint)[0]
+    models = {p: prepare_inference(network, check.device, p) for p in ("fp32", "bf16")}
+    size = check.size.frame_size
+    clips = torch.stack([load_stored_clip(check.frames / v, size)[0] for v in videos[:4]])
     x = clips.to(check.device).permute(0, 2, 1, 3, 4)  # (B, 3, T, H, W)
     maps = {}
     for precision, model in models.items():
         with torch.inference_mode(), weights_autocast(model, check.device):
-            maps[precision] = train_sal.probability_maps(model(x))  # (B, T, H, W), fp32
+            maps[precision] = probability_maps(model(x))  # (B, T, H, W), fp32
     gap = 0.5 * (maps["fp32"] - maps["bf16"]).abs().sum((-2, -1)).max().item()
     if gap > MAP_TOLERANCE:
         raise CheckFailed(f"bf16 maps are {gap:.3g} from fp32 in total variation")
@@ -215,7 +222,7 @@ def path_inference(check: Check) -> str:
 
 def path_train_lsvq(check: Check, compiled: bool) -> str:
     out = "quality_compiled" if compiled else "quality"
-    train_lsvq.train(train_lsvq.parse_args(check.quality_argv(out, *["--compile"] * compiled)))
+    check.run("train_lsvq", check.quality_argv(out, *["--compile"] * compiled))
     if not (check.work / out / "results.md").is_file():
         raise CheckFailed("no results.md")
     return trained(check.work / out)
@@ -223,17 +230,21 @@ def path_train_lsvq(check: Check, compiled: bool) -> str:
 
 def path_scoring(check: Check) -> str:
     """evaluate_vqa.py scoring in bf16 with --compile, against fp32 eager scores."""
-    videos = sorted((check.layout.quality_set / demo_data.QUALITY_VIDEOS).glob("*.mp4"))[:6]
+    videos = sorted((check.quality_set / demo_data.QUALITY_VIDEOS).glob("*.mp4"))[:6]
     scores = {}
-    for name, precision, compiled in (("fp32", "fp32", False), ("bf16_compiled", "bf16", True)):
-        scores[name], failures = evaluate_vqa.score_videos(
-            check.work / "quality" / "best.pt", videos, check.work / f"scores_{name}.csv",
-            check.work / "sal" / train_sal.BEST, batch_size=check.size.batch_size, workers=0,
-            device=check.device, progress=False, precision=precision, compiled=compiled)
-        if failures or len(scores[name]) != len(videos):
-            raise CheckFailed(f"{name}: {len(scores[name])} of {len(videos)} scored {failures}")
+    for name, options in (("fp32", ["--precision", "fp32"]),
+                          ("bf16_compiled", ["--precision", "bf16", "--compile"])):
+        out = check.work / f"scores_{name}.csv"
+        check.run("evaluate_vqa", ["--checkpoint", str(check.work / "quality" / BEST),
+                                   "--saliency-checkpoint", str(check.work / "sal" / BEST),
+                                   "--videos", *map(str, videos), "--out", str(out),
+                                   "--batch-size", str(check.size.batch_size), "--workers", "0",
+                                   "--device", str(check.device), *options])
+        scores[name] = pd.read_csv(out)
+        if len(scores[name]) != len(videos):
+            raise CheckFailed(f"{name}: {len(scores[name])} of {len(videos)} scored")
     gap = (scores["fp32"]["score"] - scores["bf16_compiled"]["score"]).abs().max()
-    scale = load_checkpoint(check.work / "quality" / "best.pt")["mos_scale"]
+    scale = load_checkpoint(check.work / "quality" / BEST)["mos_scale"]
     limit = SCORE_TOLERANCE * (scale["high"] - scale["low"])
     if not gap <= limit:
         raise CheckFailed(f"bf16 compiled scores differ from fp32 by {gap:.3g} MOS (> {limit:.3g})")
@@ -242,10 +253,8 @@ def path_scoring(check: Check) -> str:
 
 def path_benchmark(check: Check) -> str:
     out = check.work / "benchmark.json"
-    code = benchmark.main(["--device", str(check.device), *check.size.bench, "--train",
-                           "--precisions", "fp32", "bf16", "--out", str(out)])
-    if code != 0 or not out.is_file():
-        raise CheckFailed(f"benchmark.py exit status {code}")
+    check.run("benchmark", ["--device", str(check.device), *check.size.bench, "--train",
+                            "--precisions", "fp32", "bf16", "--out", str(out)])
     report = json.loads(out.read_text())
     rates = [row["clips_per_s"] for row in report["model_only"] + report["training"]]
     hours = [row["hours"] for column in report["time_to_reproduce"] for row in column["rows"]]
@@ -257,9 +266,18 @@ def path_benchmark(check: Check) -> str:
 # ----------------------------------------------------------------------------- running
 
 def prepare_data(check: Check) -> None:
-    """The demo's generated sets and the quality clips' stored frames."""
-    demo.write_data(check.layout, check.size.demo, demo.SEED)
-    demo.extract_frames(check.layout, check.size.demo, workers=0)
+    """Generated saliency and quality sets, and the quality clips' stored frames."""
+    size = check.size
+    train, val, frames = size.saliency_videos
+    demo_data.write_saliency_set(check.saliency_set, train, val, frames, size.frame_size,
+                                 radius=size.radius)
+    demo_data.write_quality_set(check.quality_set, size.quality_clips, QUALITY_FRAMES,
+                                size.frame_size, radius=size.radius)
+    check.run("extract_frame", ["--dataset", "konvid",
+                                "--labels", str(check.quality_set / demo_data.QUALITY_LABELS),
+                                "--video-root", str(check.quality_set / demo_data.QUALITY_VIDEOS),
+                                "--out", str(check.frames), "--num-frames", str(QUALITY_FRAMES),
+                                "--size", *map(str, size.frame_size), "--workers", "0"])
 
 
 def paths(check: Check) -> list[tuple[str, Callable[[], str], tuple[str, ...]]]:
@@ -278,9 +296,10 @@ def paths(check: Check) -> list[tuple[str, Callable[[], str], tuple[str, ...]]]:
     ]
 
 
-def run_check(device: torch.device, work: Path) -> dict[str, bool]:
-    """Run every path, print one PASS/FAIL line each; returns {path: passed}."""
-    check = Check(work, device)
+def run_check(device: torch.device, work: Path, stages: Stages) -> dict[str, bool]:
+    """Run every path in the folder `work` with the scripts' `stages`, print one PASS/FAIL
+    line each; returns {path: passed}."""
+    check = Check(work, device, stages)
     backend = os.environ.get(COMPILE_BACKEND_VARIABLE)
     if device.type == "cpu" and backend is None:
         os.environ[COMPILE_BACKEND_VARIABLE] = CPU_COMPILE_BACKEND
@@ -312,27 +331,3 @@ def _run_paths(check: Check) -> dict[str, bool]:
     print(f"{sum(results.values())} of {len(results)} paths passed in "
           f"{time.perf_counter() - began:.0f} s", flush=True)
     return results
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", help="folder for the generated data and runs (default: a "
-                                       "temporary one, removed at the end)")
-    add_device_argument(parser)
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    device = pick_device(args.device)
-    if args.work:
-        results = run_check(device, Path(args.work))
-    else:
-        with tempfile.TemporaryDirectory(prefix="gpu_check_") as work:
-            results = run_check(device, Path(work))
-    return 0 if all(results.values()) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,26 +1,23 @@
-"""Timing helpers of benchmark.py, the training throughput of both networks and the time the
-paper's work would take at the measured rates (benchmark.py --train; README "Training speed and
-the time to reproduce the paper").
+"""The training throughput of both networks and the time the paper's work would take at the
+measured rates (benchmark.py --train; docs/speed.md).
 
 A training step is what the trainers do per batch: the forward under the precision's autocast,
-the loss in fp32 (train_sal.saliency_loss, train_lsvq.quality_loss), backward, gradient
-clipping at the trainers' default norm, an AdamW step. Random inputs and weights: the speed
+the loss in fp32 (dagr/losses.py), backward, gradient clipping at the trainers' default norm,
+an AdamW step. The trainers' defaults (`TrainerDefaults`) come from train_sal.py and
+train_lsvq.py through benchmark.py. Random inputs and weights: the speed
 does not depend on them.
 """
 from __future__ import annotations
 
 import argparse
-import math
-import resource
-import sys
-import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
-import train_lsvq
-import train_sal
-from precision import bf16_backward_guard, compile_model, precision_autocast
+from dagr.losses import quality_loss, saliency_loss
+from dagr.precision import bf16_backward_guard, compile_model, precision_autocast
+from dagr.speed import peak_memory_mib, progress, reset_peak_memory, seconds_per_call
 from sal_withreg import build_saliency_model
 from VQA import QualityNet
 
@@ -36,23 +33,39 @@ DHF1K_VAL = 100             # DHF1K validation videos
 Step = Callable[[], Any]
 
 
+@dataclass(frozen=True)
+class TrainerDefaults:
+    """The trainers' settings that a training step and the paper's work depend on (the
+    constants of train_sal.py and train_lsvq.py)."""
+    saliency_epochs: int
+    clips_per_video: int
+    val_clips: int
+    saliency_clip_grad: float
+    saliency_loss: tuple[float, float, float]  # l_kl, l_cc, l_nss
+    quality_epochs: int
+    val_fraction: float
+    quality_clip_grad: float
+    quality_loss: tuple[float, float]          # plcc_weight, rank_weight
+
+
 def saliency_step(model: torch.nn.Module, batch: int, frames: int, size: tuple[int, int],
-                  device: torch.device, precision: str) -> Step:
+                  device: torch.device, precision: str, trainers: TrainerDefaults) -> Step:
     """A train_sal.py step on random clips (B, 3, T, H, W) and maps (B, 1, T, H, W)."""
     clips = torch.rand(batch, 3, frames, *size, device=device)
     maps = torch.rand(batch, 1, frames, *size, device=device)
-    return _step(model, lambda: train_sal.saliency_loss(model(clips), maps), device, precision,
-                 train_sal.CLIP_GRAD)
+    return _step(model, lambda: saliency_loss(model(clips), maps, None, *trainers.saliency_loss),
+                 device, precision, trainers.saliency_clip_grad)
 
 
 def quality_step(model: torch.nn.Module, batch: int, frames: int, size: tuple[int, int],
-                 device: torch.device, precision: str) -> Step:
+                 device: torch.device, precision: str, trainers: TrainerDefaults) -> Step:
     """A train_lsvq.py step on random clips (B, T, 3, H, W), maps (B, T, 1, H, W), targets (B,)."""
     clips = torch.rand(batch, frames, 3, *size, device=device)
     maps = torch.rand(batch, frames, 1, *size, device=device)
     target = torch.rand(batch, device=device)
-    return _step(model, lambda: train_lsvq.quality_loss(model(clips, maps).float(), target),
-                 device, precision, train_lsvq.GRAD_CLIP)
+    return _step(model, lambda: quality_loss(model(clips, maps).float(), target,
+                                             *trainers.quality_loss),
+                 device, precision, trainers.quality_clip_grad)
 
 
 def _step(model: torch.nn.Module, loss_of: Callable[[], torch.Tensor], device: torch.device,
@@ -73,7 +86,7 @@ def _step(model: torch.nn.Module, loss_of: Callable[[], torch.Tensor], device: t
 
 def training_steps(saliency_width: int, registers: int, backbone: str, batch: int,
                    frames: int, size: tuple[int, int], device: torch.device, precision: str,
-                   compiled: bool) -> dict[str, Step]:
+                   compiled: bool, trainers: TrainerDefaults) -> dict[str, Step]:
     """{"saliency": step, "quality": step}: fresh networks in train mode on `device`."""
     saliency = build_saliency_model(saliency_width, registers).to(device).train()
     quality = QualityNet(backbone, weights=None).to(device).train()
@@ -81,33 +94,33 @@ def training_steps(saliency_width: int, registers: int, backbone: str, batch: in
         saliency = saliency.to(memory_format=torch.channels_last_3d)
         quality.to_channels_last()
     return {"saliency": saliency_step(compile_model(saliency, compiled), batch, frames, size,
-                                      device, precision),
+                                      device, precision, trainers),
             "quality": quality_step(compile_model(quality, compiled), batch, frames, size,
-                                    device, precision)}
+                                    device, precision, trainers)}
 
 
 # ----------------------------------------------------------------------------- time to reproduce
 
 def reproduce_rows(train_rate: dict[str, float], inference_rate: dict[str, float],
-                   decode_videos_per_s: float) -> list[dict[str, Any]]:
+                   decode_videos_per_s: float, trainers: TrainerDefaults) -> list[dict[str, Any]]:
     """The paper's work in hours at the measured rates: one row per stage, then the total.
 
     train_rate / inference_rate: clips/s of each network ("saliency", "quality") in training
     and in inference; decode_videos_per_s: videos/s of the frame sampler. Work sizes: the
     trainers' defaults (epochs, clips per video, validation share) on DHF1K and LSVQ; frames
     and saliency maps for every LSVQ video (one 8-frame clip each)."""
-    sal_epochs, q_epochs = train_sal.EPOCHS, train_lsvq.EPOCHS
-    sal_train = DHF1K_TRAIN * train_sal.CLIPS_PER_VIDEO * sal_epochs
-    sal_val = DHF1K_VAL * train_sal.VAL_CLIPS * sal_epochs
-    q_val_videos = round(train_lsvq.VAL_FRACTION * LSVQ_TRAIN)
+    sal_epochs, q_epochs = trainers.saliency_epochs, trainers.quality_epochs
+    sal_train = DHF1K_TRAIN * trainers.clips_per_video * sal_epochs
+    sal_val = DHF1K_VAL * trainers.val_clips * sal_epochs
+    q_val_videos = round(trainers.val_fraction * LSVQ_TRAIN)
     q_train = (LSVQ_TRAIN - q_val_videos) * q_epochs
     q_eval = q_val_videos * q_epochs + LSVQ_TEST + LSVQ_TEST_1080P
     work = [
         ("Frame extraction (extract_frame.py)", f"{LSVQ_VIDEOS:,} LSVQ videos",
          LSVQ_VIDEOS / decode_videos_per_s),
         ("Saliency training (train_sal.py)",
-         f"DHF1K {DHF1K_TRAIN} videos x {train_sal.CLIPS_PER_VIDEO} clips x {sal_epochs} epochs "
-         f"+ validation {DHF1K_VAL} x {train_sal.VAL_CLIPS} x {sal_epochs}",
+         f"DHF1K {DHF1K_TRAIN} videos x {trainers.clips_per_video} clips x {sal_epochs} epochs "
+         f"+ validation {DHF1K_VAL} x {trainers.val_clips} x {sal_epochs}",
          sal_train / train_rate["saliency"] + sal_val / inference_rate["saliency"]),
         ("Saliency maps (inference_sal.py)", f"{LSVQ_VIDEOS:,} LSVQ clips",
          LSVQ_VIDEOS / inference_rate["saliency"]),
@@ -122,58 +135,18 @@ def reproduce_rows(train_rate: dict[str, float], inference_rate: dict[str, float
     return rows
 
 
-# ----------------------------------------------------------------------------- measuring
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def seconds_per_call(step: Callable[[], Any], device: torch.device, warmup: int,
-                     repeats: int, budget: float = math.inf) -> float:
-    """Mean wall time of `step` after `warmup` untimed calls, over timed calls that stop after
-    `repeats` or once `budget` seconds have passed, whichever comes first (at least one): a
-    slow machine takes fewer samples instead of taking longer."""
-    for _ in range(warmup):
-        step()
-    synchronize(device)
-    start, calls = time.perf_counter(), 0
-    while calls < max(repeats, 1) and (calls == 0 or time.perf_counter() - start < budget):
-        step()
-        synchronize(device)
-        calls += 1
-    return (time.perf_counter() - start) / calls
-
-
-def progress(text: str) -> None:
-    """One line per measurement, as it finishes (stderr: stdout carries the table)."""
-    print(f"  {text}", file=sys.stderr, flush=True)
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def peak_memory_mib(device: torch.device) -> float:
-    """CUDA: peak allocated since the last reset; CPU: the process's peak resident set."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
-
-
 # ----------------------------------------------------------------------------- benchmark.py --train
 
 def training_rows(args: argparse.Namespace, device: torch.device,
-                  variants: list[tuple[str, bool]], frames: int) -> list[dict]:
+                  variants: list[tuple[str, bool]], frames: int,
+                  trainers: TrainerDefaults) -> list[dict]:
     """Training throughput of each network on clips of `frames` frames per (precision,
     compiled), with benchmark.py's options `args`."""
     rows = []
     for precision, compiled in variants:
         steps = training_steps(args.saliency_width, args.registers, args.backbone,
-                                           args.batch_size, frames, tuple(args.size), device,
-                                           precision, compiled)
+                               args.batch_size, frames, tuple(args.size), device, precision,
+                               compiled, trainers)
         for part, step in steps.items():
             reset_peak_memory(device)
             # a compiled step compiles in its first call, which must not be timed
@@ -187,7 +160,7 @@ def training_rows(args: argparse.Namespace, device: torch.device,
     return rows
 
 
-def reproduce_columns(report: dict[str, Any]) -> list[dict[str, Any]]:
+def reproduce_columns(report: dict[str, Any], trainers: TrainerDefaults) -> list[dict[str, Any]]:
     """Time to reproduce the paper per measured (precision, compiled): train_speed's rows at
     this run's training, model-only inference and decode-only rates."""
     columns = []
@@ -199,7 +172,7 @@ def reproduce_columns(report: dict[str, Any]) -> list[dict[str, Any]]:
         columns.append({"precision": precision, "compiled": compiled,
                         "rows": reproduce_rows(
                             rates(report["training"]), rates(report["model_only"]),
-                            report["decode_only"]["videos_per_s"])})
+                            report["decode_only"]["videos_per_s"], trainers)})
     return columns
 
 
@@ -212,7 +185,7 @@ def reproduce_table(report: dict[str, Any]) -> str:
              "rates measured above"]
     if report["device"]["type"] == "cpu":
         lines.append("CPU figures are only a dry run of this table: the paper is reproduced on "
-                     "GPUs (README).")
+                     "GPUs (docs/speed.md).")
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, row in enumerate(columns[0]["rows"]):
         cells = [row["stage"], row["work"]] + [f"{c['rows'][i]['hours']:.3g}" for c in columns]

@@ -1,7 +1,5 @@
 """The demo data: two synthetic sets in their publishers' layouts, written by code from a seed
-(README.md, "The demo"). demo.py writes them first; they can also be written on their own:
-
-    python demo_data.py --out demo_data/
+(docs/demo.md). demo.py writes them first; `python demo.py --data-only` writes only them.
 
 Scenes. Every clip shows a still textured background and OBJECTS checkered disks that look
 exactly alike; one of them moves (straight line, bouncing off the borders), the others stand
@@ -45,7 +43,8 @@ record it in their checkpoints, and scoring videos with a model trained on it sa
 """
 from __future__ import annotations
 
-import argparse
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -54,11 +53,11 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from provenance import mark_synthetic
-from runtime import atomic_path, run_script, script_parser
+from dagr.files import atomic_path
+from dagr.images import write_png
+from dagr.provenance import mark_synthetic
 
 # ----------------------------------------------------------------------------- config
-OUT = "demo_data"
 SALIENCY_TRAIN = 24       # saliency set: training videos (numbered up to 600)
 SALIENCY_VAL = 6          # saliency set: validation videos (601 on)
 SALIENCY_FRAMES = 16      # frames per saliency video
@@ -273,19 +272,19 @@ def distorted_clip(scene: Scene, kind: str, region: str, strength: float,
 def write_video(path: str | Path, clip: np.ndarray, codec: str, fps: float = FPS) -> None:
     """(T, H, W, 3) uint8 RGB as a video file in `codec` (a FourCC), written atomically."""
     path = Path(path)
-    with atomic_path(path) as tmp:
-        staged = tmp.with_name(tmp.name + path.suffix)  # OpenCV picks the container by suffix
-        try:
-            writer = cv2.VideoWriter(str(staged), cv2.VideoWriter_fourcc(*codec), fps,
-                                     (clip.shape[2], clip.shape[1]))
-            if not writer.isOpened():
-                raise OSError(f"{path}: OpenCV cannot write {codec} video here")
-            for frame in clip:
-                writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-            writer.release()
-            staged.replace(tmp)
-        finally:
-            staged.unlink(missing_ok=True)
+    # OpenCV gets a name of ours in the temporary folder (it crashes on a path that is not
+    # valid UTF-8, and the output folder is the user's), with the suffix it picks the
+    # container by; the file then moves into place
+    with atomic_path(path) as tmp, tempfile.TemporaryDirectory(prefix="dagr_video_") as scratch:
+        staged = Path(scratch) / f"video{path.suffix}"
+        writer = cv2.VideoWriter(str(staged), cv2.VideoWriter_fourcc(*codec), fps,
+                                 (clip.shape[2], clip.shape[1]))
+        if not writer.isOpened():
+            raise OSError(f"{path}: OpenCV cannot write {codec} video here")
+        for frame in clip:
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        writer.release()
+        shutil.move(staged, tmp)
 
 
 def write_mp4(path: str | Path, clip: np.ndarray) -> None:
@@ -295,8 +294,7 @@ def write_mp4(path: str | Path, clip: np.ndarray) -> None:
 
 def _write_png(path: Path, image: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), image):
-        raise OSError(f"{path}: could not be written")
+    write_png(path, image)
 
 
 def write_dhf1k_video(root: Path, number: int, scene: Scene) -> None:
@@ -360,45 +358,3 @@ def write_quality_set(root: str | Path, n_videos: int = QUALITY_CLIPS, frames: i
             table[list(columns)].to_csv(tmp, index=False)
     mark_synthetic(root, "demo_data.py: a synthetic quality set in KoNViD-1k's layout")
     return labels
-
-
-# ----------------------------------------------------------------------------- command line
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = script_parser(__doc__)
-    parser.add_argument("--out", default=OUT,
-                        help=f"output folder; the sets go to {SALIENCY_DIR}/ and {QUALITY_DIR}/")
-    parser.add_argument("--saliency-train", type=int, default=SALIENCY_TRAIN,
-                        help="saliency set: training videos")
-    parser.add_argument("--saliency-val", type=int, default=SALIENCY_VAL,
-                        help="saliency set: validation videos")
-    parser.add_argument("--saliency-frames", type=int, default=SALIENCY_FRAMES,
-                        help="frames per saliency video")
-    parser.add_argument("--quality-clips", type=int, default=QUALITY_CLIPS,
-                        help="quality set: clips")
-    parser.add_argument("--quality-frames", type=int, default=QUALITY_FRAMES,
-                        help="frames per quality clip")
-    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=DEMO_KINDS,
-                        help="quality set distortions")
-    parser.add_argument("--size", type=int, nargs=2, default=(HEIGHT, WIDTH), metavar=("H", "W"),
-                        help="frame height and width")
-    parser.add_argument("--radius", type=int,
-                        help="disk radius in pixels (default: a tenth of the shorter side)")
-    parser.add_argument("--seed", type=int, default=SEED, help="seed of every scene and distortion")
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    out = Path(args.out)
-    write_saliency_set(out / SALIENCY_DIR, args.saliency_train, args.saliency_val,
-                       args.saliency_frames, args.size, args.seed, args.radius)
-    labels = write_quality_set(out / QUALITY_DIR, args.quality_clips, args.quality_frames,
-                               args.size, args.seed, args.kinds, radius=args.radius)
-    print(f"saliency set ({args.saliency_train} training, {args.saliency_val} validation videos) "
-          f"in {out / SALIENCY_DIR}; quality set ({args.quality_clips} clips) labelled in {labels}")
-    return 0
-
-
-if __name__ == "__main__":
-    run_script(main)

@@ -2,7 +2,7 @@
 
 Every figure is drawn by matplotlib's Agg renderer on its own `Figure` (no display, no pyplot
 and its global state), from data passed in explicitly, and written as a PNG through a
-temporary name (`runtime.atomic_path`): a reader never sees half an image.
+temporary name (`dagr.files.atomic_path`): a reader never sees half an image.
 
 - `write_curves`: a trainer's `log.csv` -> `curves.png` beside it (train_lsvq.py, train_sal.py).
 - `write_scatter`: one labelled set's predictions -> `scatter_<set>.png` (evaluate_vqa.py).
@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from metrics import logistic_map, vqa_metrics
-from runtime import atomic_path
+from dagr.files import atomic_path
 
 # ----------------------------------------------------------------------------- config
 DPI = 100

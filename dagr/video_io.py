@@ -12,18 +12,22 @@ seeking is not, and only the kept frames are converted to RGB and resized.
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import av
 import av.logging
 import cv2
 import numpy as np
 
+from dagr import paper
+from dagr.failures import Failure
+from dagr.worker_side import progress
+
 # ----------------------------------------------------------------------------- config
-NUM_FRAMES = 8            # K: frames kept per video (the quality network reads 8)
 THREAD_TYPE = "AUTO"      # FFmpeg frame + slice threads: output identical, decoding faster
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts",
                     ".m2ts", ".mts", ".flv", ".3gp", ".wmv", ".ogv", ".y4m")
@@ -64,7 +68,7 @@ class SampledVideo:
     notes: list[str] = field(default_factory=list)
 
 
-def sample_indices(num_decoded: int, k: int = NUM_FRAMES) -> list[int]:
+def sample_indices(num_decoded: int, k: int = paper.FRAMES_PER_VIDEO) -> list[int]:
     """K indices spread uniformly over `num_decoded` frames: round(linspace(0, n-1, K)).
 
     With fewer than K frames some indices repeat.
@@ -76,6 +80,13 @@ def sample_indices(num_decoded: int, k: int = NUM_FRAMES) -> list[int]:
 
 # ----------------------------------------------------------------------------- opening
 
+def ffmpeg_url(path: str | os.PathLike) -> str:
+    """`path` as FFmpeg reads it literally: `file:` and the absolute path. Without the prefix
+    FFmpeg reads a name such as `data:x.mp4` or `concat:a|b` as a protocol. (PyAV passes a
+    name that is not valid UTF-8 on byte for byte.)"""
+    return "file:" + os.path.abspath(path)
+
+
 def _codec_description(path: Path) -> str:
     """What FFmpeg says of a video stream it has no decoder for, e.g. `none (ZQZQ /
     0x515A515A)`: PyAV does not expose the codec id of such a stream, FFmpeg's log does."""
@@ -84,7 +95,7 @@ def _codec_description(path: Path) -> str:
     av.logging.set_level(av.logging.WARNING)
     try:
         with av.logging.Capture() as logs:
-            av.open(str(path)).close()
+            av.open(ffmpeg_url(path)).close()
     except av.FFmpegError:
         return "(unrecognised)"
     finally:
@@ -119,7 +130,7 @@ def open_video(path: str | Path) -> tuple[av.container.InputContainer, av.video.
     if path.stat().st_size == 0:
         raise VideoError(path, EMPTY, "empty file (0 bytes)")
     try:
-        container = av.open(str(path))
+        container = av.open(ffmpeg_url(path))
     except av.FFmpegError as err:
         raise VideoError(path, NOT_MEDIA, "not a media file FFmpeg can read, or damaged "
                          f"beyond its header ({err.strerror or err})") from err
@@ -188,7 +199,9 @@ class VideoReader:
 
     def frames(self) -> Iterator[av.VideoFrame]:
         try:
-            yield from self.container.decode(self.stream)
+            for frame in self.container.decode(self.stream):
+                progress()  # a decoding worker that yields frames is not hung
+                yield frame
         except av.FFmpegError as err:
             self.error = str(err)
 
@@ -240,7 +253,7 @@ def count_frames(path: str | Path) -> int:
     return _count_decoded(Path(path))[0]
 
 
-def sample_video(path: str | Path, k: int = NUM_FRAMES,
+def sample_video(path: str | Path, k: int = paper.FRAMES_PER_VIDEO,
                  size: tuple[int, int] | None = None) -> SampledVideo:
     """Decode `path` and keep K frames spread uniformly over the frames that decode.
 
@@ -277,6 +290,16 @@ def sample_video(path: str | Path, k: int = NUM_FRAMES,
     return SampledVideo(np.stack([kept[i] for i in indices]), indices, total, declared, notes)
 
 
+def try_sample_video(path: str | Path, k: int = paper.FRAMES_PER_VIDEO,
+                     size: tuple[int, int] | None = None) -> SampledVideo | Failure:
+    """`sample_video`, with a video that cannot be used given back as a Failure (its kind is
+    one of KINDS; `error` for another OSError): what a decoding worker does."""
+    try:
+        return sample_video(path, k, size)
+    except (VideoError, OSError, cv2.error) as err:
+        return Failure(getattr(err, "kind", "error"), str(err))
+
+
 def read_frames_at(path: str | Path, numbers: Sequence[int], size: tuple[int, int] | None
                    ) -> np.ndarray:
     """(len(numbers), H, W, 3) uint8 RGB: frames `numbers` (0-based, repeats allowed) of a
@@ -290,3 +313,24 @@ def read_frames_at(path: str | Path, numbers: Sequence[int], size: tuple[int, in
         raise VideoError(path, DAMAGED, f"cut short or damaged: frame(s) {shown} wanted but "
                          f"{_ended(decoded, error)}")
     return np.stack([kept[n] for n in numbers])
+
+
+# ----------------------------------------------------------------------------- finding videos
+
+def find_videos(inputs: Iterable[str | Path]) -> list[tuple[str, Path]]:
+    """(video_id, path) for video files and for the videos found recursively in folders.
+
+    A file's id is its stem; inside a folder it is the path relative to that folder without
+    the extension (so `batch1/722.mp4` keeps its `batch1/` prefix).
+    """
+    found = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            for path in sorted(item.rglob("*")):
+                if path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS:
+                    found.append((path.relative_to(item).with_suffix("").as_posix(), path))
+        elif item.is_file():
+            found.append((item.stem, item))
+        else:
+            raise FileNotFoundError(f"{item}: no such file or folder")
+    return found

@@ -1,23 +1,20 @@
-"""Distributed set-up and training-loop plumbing shared by train_sal.py and train_lsvq.py:
-joining a torchrun job, the learning-rate schedule, the epoch log, checkpoint payloads and
-resuming, sharded sampling, DDP wrapping and the collectives the training loops use.
+"""torch.distributed for the trainers: joining a torchrun job, sharded sampling, DDP wrapping
+and the collectives the training loop uses (dagr/training.py).
 
-Imports no project file but runtime.
+One process per GPU; `python train_sal.py ...` is a job of one process, and every function here
+then does what a plain process needs (nothing, or its own value).
 """
 from __future__ import annotations
 
 import contextlib
 import io
-import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import torch
 
-from runtime import first_line, atomic_path, rng_state, set_rng_state, unwrap
+from dagr.checkpoints import plain_values
 
 
 # ----------------------------------------------------------------------------- torch.distributed
@@ -59,6 +56,17 @@ def init_distributed(device: torch.device) -> tuple[Distributed, torch.device]:
     return Distributed(rank, world, local_rank, joined=True), device
 
 
+@contextlib.contextmanager
+def distributed_job(device: torch.device) -> Iterator[tuple[Distributed, torch.device]]:
+    """`init_distributed` for the length of a run: yields (place, device), and the process
+    group is closed on the way out however the run ends."""
+    dist, device = init_distributed(device)
+    try:
+        yield dist, device
+    finally:
+        close_distributed()
+
+
 def close_distributed() -> None:
     import torch.distributed as dist
 
@@ -66,98 +74,7 @@ def close_distributed() -> None:
         dist.destroy_process_group()
 
 
-# ----------------------------------------------------------------------------- training plumbing
-
-def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int,
-                  total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over `warmup_steps`, then cosine decay to zero at `total_steps`."""
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / max(warmup_steps, 1)
-        progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-class CsvLog:
-    """One row per epoch in a CSV file that survives crashes: rows are flushed as written,
-    and `resume_at(epoch)` drops rows written after the checkpoint a run resumes from."""
-
-    def __init__(self, path: str | os.PathLike, fields: list[str]):
-        self.path, self.fields = Path(path), fields
-
-    def resume_at(self, epoch: int) -> None:
-        """Keep only the rows of epochs before `epoch` (the next one to run)."""
-        if not self.path.is_file():
-            return
-        import csv
-
-        with open(self.path, newline="") as handle:
-            rows = [r for r in csv.DictReader(handle) if int(r["epoch"]) < epoch]
-        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, self.fields, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-
-    def append(self, row: dict[str, Any]) -> None:
-        import csv
-
-        new = not self.path.is_file()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", newline="") as handle:
-            writer = csv.DictWriter(handle, self.fields, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-            handle.flush()
-            os.fsync(handle.fileno())
-
-
-def training_payload(model: torch.nn.Module, model_kwargs: dict[str, Any],
-                     optimizer: torch.optim.Optimizer, scheduler: Any, epoch: int,
-                     metrics: dict[str, float], settings: dict[str, Any],
-                     **extra: Any) -> dict[str, Any]:
-    """Everything a checkpoint holds (SPEC section 10): enough to rebuild the model with no
-    other file, and to resume training exactly. `epoch` is the number of finished epochs.
-    Tensors and plain values only (`plain_values`), so that it loads with weights_only; the
-    model's state dict is kept as it is (its version metadata guides `load_state_dict`)."""
-    return {"model_state": unwrap(model).state_dict(), **plain_values({
-        "model_kwargs": model_kwargs, "optimizer_state": optimizer.state_dict(),
-        "scheduler_state": scheduler.state_dict() if scheduler is not None else None,
-        "rng_state": rng_state(), "epoch": epoch, "metrics": metrics, "settings": settings,
-        **extra})}
-
-
-def plain_values(value: Any) -> Any:
-    """`value` with paths as strings and NumPy scalars and arrays as Python numbers and lists,
-    through dicts, lists and tuples: what `torch.load(weights_only=True)` reads back."""
-    if isinstance(value, dict):
-        return {key: plain_values(item) for key, item in value.items()}
-    if type(value) in (list, tuple):  # named tuples are left alone
-        return type(value)(plain_values(item) for item in value)
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, (np.generic, np.ndarray)):
-        return value.tolist()
-    return value
-
-
-def restore_training(payload: dict[str, Any], model: torch.nn.Module,
-                     optimizer: torch.optim.Optimizer, scheduler: Any,
-                     path: str | os.PathLike = "checkpoint") -> int:
-    """Load a `training_payload` (read from `path`) into a live run; returns the epoch to
-    continue from. ValueError naming `path` when it does not fit the run."""
-    try:
-        unwrap(model).load_state_dict(payload["model_state"])
-        optimizer.load_state_dict(payload["optimizer_state"])
-        if scheduler is not None and payload.get("scheduler_state") is not None:
-            scheduler.load_state_dict(payload["scheduler_state"])
-        set_rng_state(payload["rng_state"])
-        return int(payload["epoch"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise ValueError(f"{path}: cannot resume this run from it, it was written with other "
-                         f"options ({first_line(err)})") from err
-
+# ----------------------------------------------------------------------------- sharded training
 
 class ShardSampler(torch.utils.data.Sampler):
     """Every index exactly once per epoch across the ranks of a job (rank r takes every

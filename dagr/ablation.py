@@ -1,0 +1,164 @@
+"""The register ablation (docs/registers.md): the saliency network retrained with and without
+registers, over seeds, on one dataset (`train_sal.py --ablation`).
+
+Each variant changes only the register options of a train_sal.py run; everything else (width,
+size, epochs, data, learning rate) is the run's. Variant v with seed s trains in
+`<out>/<v>/seed_<s>/` as an ordinary run, so the ablation resumes where it stopped: finished
+runs are kept, a stopped one continues from its last.pt. The summary reads each run's best
+checkpoint (the epoch of highest validation CC) and its log.
+"""
+from __future__ import annotations
+
+import json
+import math
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from dagr import figures
+from dagr.checkpoints import load_checkpoint
+from dagr.evaluation import SALIENCY_METRICS, markdown_table
+from dagr.files import atomic_path
+from dagr.training import BEST, LAST, LOG
+
+TABLE, FIGURE = "ablation", "ablation.png"
+METRIC_TITLES = {"cc": "CC", "nss": "NSS", "sim": "SIM", "kld": "KLD", "auc_j": "AUC-J",
+                 "s_auc": "s-AUC", "far_change": "Far change", "odd_first": "Odd first"}
+RUN_COLUMNS = ("variant", "seed", "best_epoch", "minutes")  # every other column is a metric
+LOWER_IS_BETTER = {"kld"}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A saliency network of the ablation: its name in tables and the register options that
+    make it (train_sal.py's option names, without the dashes)."""
+    name: str
+    options: dict[str, Any]
+
+    @property
+    def folder(self) -> str:
+        return self.name.replace(" N=", "_n").replace(" ", "_").replace("-", "_")
+
+
+def variants(registers: int) -> dict[str, Variant]:
+    """The variants by their folder (and --ablation) names: the baseline (no registers); the
+    original input-mode registers, attention registers with FiLM write-back and with the first
+    design's token write-back, all with `registers` tokens; FiLM attention with 1 and 8 tokens."""
+    attention = {"register_mode": "attention", "register_write": "film"}
+    found = [Variant("baseline", {"registers": 0}),
+             Variant("input", {"registers": registers, "register_mode": "input"}),
+             Variant("attention", {"registers": registers, **attention}),
+             Variant("attention token-write", {"registers": registers,
+                                               "register_mode": "attention",
+                                               "register_write": "token"})]
+    found += [Variant(f"attention N={n}", {"registers": n, **attention})
+              for n in (1, 8) if n != registers]
+    return {variant.folder: variant for variant in found}
+
+
+def run_folder(out: Path, variant: Variant, seed: int) -> Path:
+    return out / variant.folder / f"seed_{seed}"
+
+
+def finished(folder: Path, epochs: int) -> bool:
+    """Whether the run in `folder` has trained all `epochs` (its last checkpoint says so)."""
+    if not (folder / LAST).is_file() or not (folder / BEST).is_file():
+        return False
+    return int(load_checkpoint(folder / LAST).get("epoch", 0)) >= epochs
+
+
+def collect(out: Path, chosen: Sequence[Variant], seeds: Sequence[int], epochs: int
+            ) -> pd.DataFrame:
+    """One row per run that has trained all `epochs` (a stopped one is left out): variant,
+    seed, the validation metrics of its best epoch, that epoch, and the run's minutes (the sum
+    of its log's epoch times)."""
+    rows = []
+    for variant in chosen:
+        for seed in seeds:
+            folder = run_folder(out, variant, seed)
+            if not finished(folder, epochs):
+                continue
+            best = load_checkpoint(folder / BEST)
+            log = pd.read_csv(folder / LOG)
+            rows.append({"variant": variant.name, "seed": seed,
+                         **{m: float(best["metrics"][m]) for m in SALIENCY_METRICS},
+                         "best_epoch": int(best["epoch"]),
+                         "minutes": float(log["seconds"].sum()) / 60})
+    return pd.DataFrame(rows, columns=["variant", "seed", *SALIENCY_METRICS, "best_epoch",
+                                       "minutes"])
+
+
+def metric_columns(runs: pd.DataFrame) -> list[str]:
+    """The metrics of `runs`: the saliency metrics, then any others that were added (such as
+    dagr/registers.py's FAR_CONTEXT_METRICS)."""
+    return [column for column in runs.columns if column not in RUN_COLUMNS]
+
+
+def summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per variant (in the order of `runs`): seeds, then each metric's mean and standard
+    deviation over the seeds (ddof 1; nan for one seed), then minutes per run."""
+    rows = []
+    for name, group in runs.groupby("variant", sort=False):
+        row: dict[str, Any] = {"variant": name, "seeds": len(group)}
+        for metric in metric_columns(runs):
+            row[f"{metric}_mean"] = float(group[metric].mean())
+            row[f"{metric}_std"] = float(group[metric].std(ddof=1)) if len(group) > 1 else math.nan
+        row["minutes_per_run"] = float(group["minutes"].mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def display_table(table: pd.DataFrame) -> pd.DataFrame:
+    """`summary` as people read it: each metric as `mean ± std`, with the change in CC
+    from the baseline when there is one."""
+    shown = pd.DataFrame({"Saliency network": table["variant"], "Seeds": table["seeds"]})
+    for metric in (column[:-len("_mean")] for column in table if column.endswith("_mean")):
+        shown[METRIC_TITLES.get(metric, metric)] = [
+            _mean_std(m, s) for m, s in zip(table[f"{metric}_mean"], table[f"{metric}_std"])]
+    if (table["variant"] == "baseline").any():
+        base = float(table.loc[table["variant"] == "baseline", "cc_mean"].iloc[0])
+        shown["CC - baseline"] = [f"{m - base:+.3f}" for m in table["cc_mean"]]
+    shown["Minutes per run"] = [f"{m:.1f}" for m in table["minutes_per_run"]]
+    return shown
+
+
+def _mean_std(mean: float, std: float) -> str:
+    return f"{mean:.3f}" if math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
+
+
+def write_results(runs: pd.DataFrame, out: Path, about: str) -> Path:
+    """`ablation.md` (`about`, then the table), `ablation.csv` (every run) and `ablation.json`
+    (the summary), and the figure `ablation.png`, all in `out`. Returns the markdown file."""
+    table = summary(runs)
+    markdown = f"{about}\n\n{markdown_table(display_table(table))}"
+    for name, text in ((f"{TABLE}.md", markdown), (f"{TABLE}.csv", runs.to_csv(index=False)),
+                       (f"{TABLE}.json", json.dumps(table.to_dict(orient="records"), indent=1))):
+        with atomic_path(out / name) as tmp:
+            tmp.write_text(text)
+    write_figure(runs, out / FIGURE, about)
+    return out / f"{TABLE}.md"
+
+
+def write_figure(runs: pd.DataFrame, path: Path, title: str) -> Path:
+    """One panel per metric: each variant's mean over seeds as a bar, the standard deviation
+    as an error bar, and every seed as a dot."""
+    names = list(dict.fromkeys(runs["variant"]))
+    metrics = metric_columns(runs)
+    figure = figures.new_figure(2.6 * len(metrics), 3.4)
+    for axis, metric in zip(figure.subplots(1, len(metrics)), metrics):
+        for x, name in enumerate(names):
+            values = runs.loc[runs["variant"] == name, metric].to_numpy(dtype=float)
+            spread = values.std(ddof=1) if len(values) > 1 else 0.0
+            axis.bar(x, values.mean(), yerr=spread, capsize=3, alpha=0.6, label=name)
+            axis.plot(np.full(len(values), x), values, "k.", markersize=4)
+        axis.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
+        better = "lower" if metric in LOWER_IS_BETTER else "higher"
+        axis.set_title(f"{METRIC_TITLES.get(metric, metric)} ({better} is better)", fontsize=9)
+        axis.grid(axis="y", alpha=0.3)
+    # about 14 characters of 9-point text per inch of figure
+    figure.suptitle(textwrap.fill(title, int(14 * figure.get_figwidth())), fontsize=9)
+    return figures.save_png(figure, path)

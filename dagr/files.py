@@ -1,0 +1,78 @@
+"""Files that appear whole or not at all: the temporary-name-then-rename pattern every output
+of the project goes through, the clean-up of what a stopped process left, the check that an
+output folder can be written before a run starts, and how a CSV file that names files is
+encoded.
+
+Imports no project module.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterable, Iterator
+
+# How every CSV file that holds file names or video ids is written and read: UTF-8, with a
+# name that is not valid UTF-8 (Python holds its bytes as lone surrogates) written byte for
+# byte, so that it reads back as the same name and opens the same file. pandas spells the
+# error handler `errors` when writing and `encoding_errors` when reading.
+NAMES_ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}
+PANDAS_READ_NAMES = {"encoding": "utf-8", "encoding_errors": "surrogateescape"}
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+
+    Works for files and folders: a reader never sees half of the output.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp.rmdir()  # the caller creates a file or a folder there
+    try:
+        yield tmp
+        if path.is_dir() and tmp.is_dir():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+
+
+def remove_leftovers(paths: Iterable[str | os.PathLike]) -> None:
+    """Remove what `atomic_path(path)` blocks for `paths` left behind when their process was
+    stopped inside them (their temporary siblings `.<name>.<random>.tmp`); one listing per
+    folder, however many paths."""
+    names: dict[Path, set[str]] = {}
+    for path in map(Path, paths):
+        names.setdefault(path.parent, set()).add(path.name)
+    for folder, wanted in names.items():
+        if not folder.is_dir():
+            continue
+        for tmp in folder.iterdir():
+            if not (tmp.name.startswith(".") and tmp.name.endswith(".tmp")
+                    and tmp.name[1:-4].rsplit(".", 1)[0] in wanted):
+                continue
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+
+
+
+def writable_folder(path: str | os.PathLike) -> Path:
+    """Create the output folder `path` if needed and check that files can be written there,
+    so that a run fails at its start rather than at its first save. Raises OSError naming it."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise OSError(f"{path}: output folder cannot be written ({err.strerror or err})") from err
+    return path

@@ -1,0 +1,96 @@
+"""train_sal.py --ablation (dagr/ablation.py): every variant trains, the table holds the mean and
+spread over seeds of each run's best validation metrics, and a second call resumes instead of
+starting again."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import train_sal
+from dagr import ablation
+from dagr.checkpoints import load_checkpoint
+from dagr.global_context import write_global_context_set
+from pictures import png_image
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def check_set(tmp_path_factory):
+    return write_global_context_set(tmp_path_factory.mktemp("gc") / "GlobalContext", n_train=4,
+                                    n_val=3, frames=4)
+
+
+def argv(root, out, *options):
+    return ["--root", str(root), "--out", str(out), "--channels", "2", "--size", "24", "384",
+            "--clip-len", "1", "--clips-per-video", "1", "--val-clips", "1", "--batch-size", "2",
+            "--lr", "3e-3", "--warmup", "1", "--workers", "0", "--device", "cpu", *options]
+
+
+def test_every_variant_trains_and_the_table_summarises_the_seeds(check_set, tmp_path):
+    names = ["baseline", "input", "attention", "attention_token_write"]
+    assert train_sal.main(argv(check_set, tmp_path, "--epochs", "1", "--ablation", *names,
+                               "--seeds", "0", "1")) == 0
+    runs = pd.read_csv(tmp_path / "ablation.csv")
+    assert len(runs) == 8 and np.isfinite(runs[["cc", "nss", "kld"]]).all().all()
+    for name in names:  # the same data and settings, only the registers differ
+        settings = load_checkpoint(tmp_path / name / "seed_1" / "best.pt")["settings"]
+        assert settings["seed"] == 1 and settings["epochs"] == 1 and settings["channels"] == 2
+        losses = pd.read_csv(tmp_path / name / "seed_1" / "log.csv")["train_loss"]
+        assert np.isfinite(losses).all()
+    kwargs = load_checkpoint(tmp_path / "attention_token_write" / "seed_0" / "best.pt")["model_kwargs"]
+    assert kwargs["register_write"] == "token" and kwargs["registers"] == train_sal.REGISTERS
+    summary = json.loads((tmp_path / "ablation.json").read_text())
+    baseline = runs[runs["variant"] == "baseline"]["cc"]
+    assert summary[0]["variant"] == "baseline"
+    assert summary[0]["cc_mean"] == pytest.approx(baseline.mean())
+    assert summary[0]["cc_std"] == pytest.approx(baseline.std(ddof=1))
+    markdown = (tmp_path / "ablation.md").read_text()
+    assert "| Saliency network | Seeds | CC | NSS | SIM | KLD | AUC-J | s-AUC |" in markdown
+    assert f"{baseline.mean():.3f} ± {baseline.std(ddof=1):.3f}" in markdown
+    # the far-context test: the baseline's saliency at the odd disk ignores the far disks
+    assert (runs.loc[runs["variant"] == "baseline", "far_change"] == 0).all()
+    assert runs["odd_first"].between(0, 1).all()
+    assert "| Far change | Odd first |" in markdown
+    png_image(tmp_path / "ablation.png")
+    png_image(tmp_path / "registers.png")
+
+
+def test_the_ablation_resumes_where_it_stopped(check_set, tmp_path, capsys):
+    chosen = ["baseline", "attention"]
+    assert train_sal.main(argv(check_set, tmp_path, "--epochs", "1", "--ablation", *chosen,
+                               "--seeds", "0")) == 0
+    first_row = pd.read_csv(tmp_path / "baseline" / "seed_0" / "log.csv").iloc[0]
+    done = (tmp_path / "attention" / "seed_0" / "best.pt").stat().st_mtime_ns
+    (tmp_path / "baseline" / "seed_0" / "last.pt").unlink()  # as if stopped before its first save
+    # two epochs now: the finished-at-one runs continue from their last.pt
+    assert train_sal.main(argv(check_set, tmp_path, "--epochs", "2", "--ablation", *chosen,
+                               "--seeds", "0")) == 0
+    log = pd.read_csv(tmp_path / "attention" / "seed_0" / "log.csv")
+    assert log["epoch"].tolist() == [1, 2]
+    assert load_checkpoint(tmp_path / "attention" / "seed_0" / "last.pt")["epoch"] == 2
+    capsys.readouterr()
+    assert train_sal.main(argv(check_set, tmp_path, "--epochs", "2", "--ablation", *chosen,
+                               "--seeds", "0")) == 0
+    out = capsys.readouterr().out
+    assert out.count("finished earlier, kept") == 2
+    assert pd.read_csv(tmp_path / "baseline" / "seed_0" / "log.csv").iloc[0]["epoch"] == 1
+    assert first_row["epoch"] == 1
+    assert (tmp_path / "attention" / "seed_0" / "best.pt").stat().st_mtime_ns >= done
+    chosen_variants = [ablation.variants(4)[name] for name in chosen]
+    assert ablation.collect(tmp_path, chosen_variants, [0], 2)["variant"].tolist() == chosen
+    # a run stopped before its last epoch is not a result
+    assert ablation.collect(tmp_path, chosen_variants, [0], 3).empty
+
+
+def test_variants_change_only_the_registers():
+    variants = ablation.variants(4)
+    assert list(variants) == ["baseline", "input", "attention", "attention_token_write",
+                              "attention_n1", "attention_n8"]
+    for variant in variants.values():
+        assert set(variant.options) <= {"registers", "register_mode", "register_write"}
+    assert variants["baseline"].options == {"registers": 0}
+    assert variants["attention_n8"].options["registers"] == 8

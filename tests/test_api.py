@@ -1,0 +1,99 @@
+"""dagr/api.py: `from dagr import load_model` scores videos from Python with the numbers of
+`evaluate_vqa.py --videos`, from an exported model file or from the two checkpoints, and says
+which MOS scale they are on."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import evaluate_vqa
+from dagr import demo_data, load_model
+from dagr.checkpoints import save_checkpoint
+
+from fakes_vqa import SIZE
+from sal_withreg import build_saliency_model
+from VQA import build_quality_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SAL_KWARGS = {"channels": 4, "registers": 2, "register_mode": "attention",
+              "register_write": "film"}
+MOS_SCALE = {"low": 1.0, "high": 5.0}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    """Untrained checkpoints as the trainers write them, and the model file exported from them."""
+    base = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    saliency = build_saliency_model(**SAL_KWARGS)
+    save_checkpoint(base / "saliency.pt", {"kind": "saliency", "model_kwargs": SAL_KWARGS,
+                                           "model_state": saliency.state_dict(),
+                                           "settings": {"size": list(SIZE)}})
+    quality = build_quality_model(backbone="resnet18", weights=None, layers=1, feedforward=64)
+    save_checkpoint(base / "quality.pt", {"kind": "quality", "model_kwargs": quality.config,
+                                          "model_state": quality.state_dict(),
+                                          "mos_scale": MOS_SCALE, "frame_size": list(SIZE)})
+    paths = {"quality": base / "quality.pt", "saliency": base / "saliency.pt",
+             "file": base / "dagr.safetensors"}
+    assert evaluate_vqa.main(["--export", str(paths["file"]), "--checkpoint", str(paths["quality"]),
+                              "--saliency-checkpoint", str(paths["saliency"])]) == 0
+    return paths
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("videos")
+    rng = np.random.default_rng(1)
+    paths = []
+    for name, strength in (("clean", 0.0), ("noisy", 0.9), ("blurred", 0.5)):
+        scene = demo_data.moving_object_scene(10, SIZE, rng)
+        paths.append(folder / f"{name}.mp4")
+        demo_data.write_mp4(paths[-1], demo_data.distorted_clip(scene, "noise", "whole", strength, rng))
+    (folder / "broken.mp4").write_bytes(b"not a video at all")
+    return paths
+
+
+def test_load_model_scores_as_evaluate_vqa_does(models, videos, tmp_path):
+    model = load_model(models["file"], device="cpu")
+    scores = model.score(videos, workers=0)
+    assert list(scores) == [str(v) for v in videos]
+    assert scores.mos_range == model.mos_range == (1.0, 5.0)
+    assert "training MOS scale 1 to 5" in repr(scores) and scores.failures == {}
+    assert evaluate_vqa.main(["--model", str(models["file"]), "--videos", *map(str, videos),
+                              "--out", str(tmp_path / "scores.csv"), "--workers", "0",
+                              "--device", "cpu"]) == 0
+    written = pd.read_csv(tmp_path / "scores.csv").set_index("video")["score"]
+    for video in videos:  # the CSV keeps 6 significant digits
+        assert scores[video] == pytest.approx(written[str(video)], rel=1e-5)
+
+
+def test_the_two_checkpoints_give_the_same_scores_as_the_model_file(models, videos):
+    from_file = load_model(models["file"], device="cpu").score(videos, workers=0)
+    from_checkpoints = load_model(models["quality"], models["saliency"],
+                                  device="cpu").score(videos, workers=0)
+    assert dict(from_checkpoints) == pytest.approx(dict(from_file), abs=1e-6)
+
+
+def test_an_unreadable_video_is_a_failure_not_an_exception(models, videos):
+    broken = videos[0].with_name("broken.mp4")
+    scores = load_model(models["file"], device="cpu").score([videos[0], broken], workers=0)
+    assert list(scores) == [str(videos[0])]
+    assert scores.failures[str(broken)].kind == "not-media"
+    assert "1 could not be read" in repr(scores)
+
+
+def test_what_is_not_a_model_is_refused_naming_it(models, tmp_path):
+    with pytest.raises(ValueError, match="quality.pt: .* give the saliency network's checkpoint"):
+        load_model(models["quality"], device="cpu")
+    with pytest.raises(ValueError, match="holds both networks"):
+        load_model(models["file"], models["saliency"], device="cpu")
+    (tmp_path / "fake.safetensors").write_bytes(b"\x00" * 16)
+    with pytest.raises(ValueError, match="fake.safetensors: not a readable safetensors"):
+        load_model(tmp_path / "fake.safetensors", device="cpu")
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_model(tmp_path / "missing.pt", models["saliency"], device="cpu")
