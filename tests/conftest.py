@@ -1,6 +1,7 @@
 """Shared fixtures: tiny videos and label files built on the fly (no downloads, no ../shared)."""
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -13,6 +14,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+# A shell that starts the suite in the background (`cmd &` without job control, nohup) starts
+# it with SIGINT ignored, which every process it runs would inherit: the Ctrl-C tests would then
+# test nothing. Python's own handler here means that the scripts under test start with the
+# default disposition, as they do from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 LEVEL_STEP = 8  # grey level per frame index: survives MJPEG compression when rounded back
 
