@@ -94,7 +94,7 @@ def collect(out: Path, chosen: Sequence[Variant], seeds: Sequence[int], epochs: 
 
 def metric_columns(runs: pd.DataFrame) -> list[str]:
     """The metrics of `runs`: the saliency metrics, then any others that were added (such as
-    dagr/registers.py's FAR_CONTEXT_METRICS)."""
+    the far-context test's, dagr/registers.py)."""
     return [column for column in runs.columns if column not in RUN_COLUMNS]
 
 

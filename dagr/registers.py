@@ -31,7 +31,6 @@ from dataloader import SaliencyClipDataset, to_clip_tensor
 
 CATEGORY_TABLE = "global_context.csv"  # dagr/global_context.py's per-video table
 CATEGORY_COLUMN = "salient_colour"
-FAR_CONTEXT_METRICS = ("far_change", "odd_first")
 FAR_WINDOW = gc.SEPARATION - gc.UNET_REACH  # kept around the odd disk: the baseline's reach
 FAR_SEED = 1  # fresh clips: the check's sets are drawn with gc.SEED
 
@@ -140,12 +139,12 @@ def far_context_effect(model: nn.Module, size: Sequence[int], frames: int, devic
     for number in range(gc.LAST_TRAIN + 1, gc.LAST_TRAIN + 1 + videos):
         layout, rng = gc.video_layout(number, frames, size, seed)
         twin = gc.counterpart(layout, FAR_WINDOW)[0]
-        centre_logits = []
-        for scene_layout in (layout, twin):
-            clip = to_clip_tensor(gc.render(scene_layout, rng).frames).permute(1, 0, 2, 3)
-            with weights_autocast(model, device):
-                logits = model(clip[None].to(device))[0, 0].float().cpu().numpy()
-            centre_logits.append(_centre_logits(logits, scene_layout.paths))
-            firsts.append(centre_logits[-1].argmax() == scene_layout.target)
+        pair = (layout, twin)
+        clips = torch.stack([to_clip_tensor(gc.render(scene, rng).frames).permute(1, 0, 2, 3)
+                             for scene in pair])  # (2, 3, T, H, W)
+        with weights_autocast(model, device):
+            logits = model(clips.to(device))[:, 0].float().cpu().numpy()  # (2, T, H, W)
+        centre_logits = [_centre_logits(maps, scene.paths) for maps, scene in zip(logits, pair)]
+        firsts += [values.argmax() == scene.target for values, scene in zip(centre_logits, pair)]
         drops.append(centre_logits[0][layout.target] - centre_logits[1][layout.target])
     return {"far_change": float(np.mean(drops)), "odd_first": float(np.mean(firsts))}
