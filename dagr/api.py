@@ -17,7 +17,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from dagr.checkpoints import ModelFile, Source
+from dagr.model_file import ModelFile, Source
 from dagr.device import pick_device
 from dagr.failures import Failure
 from dagr.scoring import Scorer, load_scorer
