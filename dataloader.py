@@ -290,23 +290,6 @@ def load_stored_clip(folder: Path, size: tuple[int, int]) -> tuple[torch.Tensor,
     return to_clip_tensor(np.stack([load_rgb(folder / n, size) for n in names])), names
 
 
-class StoredFramesDataset(Dataset):
-    """The stored frames of videos, without labels (for saliency inference).
-    Item: `frames` (T, 3, H, W) float in [0, 1], `names` (T file names), `video_id`."""
-
-    def __init__(self, frames_dir: str | Path, video_ids: Sequence[str],
-                 size: tuple[int, int] = FRAME_SIZE):
-        self.frames_dir, self.video_ids, self.size = Path(frames_dir), list(video_ids), tuple(size)
-
-    def __len__(self) -> int:
-        return len(self.video_ids)
-
-    def __getitem__(self, index: int) -> dict:
-        video_id = self.video_ids[index]
-        frames, names = load_stored_clip(self.frames_dir / video_id, self.size)
-        return {"frames": frames, "names": names, "video_id": video_id}
-
-
 class VQAClipDataset(Dataset):
     """The K stored frames of each video, their saliency maps and the scaled MOS.
 

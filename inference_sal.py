@@ -61,7 +61,7 @@ from dagr.failures import Failure, write_failures
 from dagr.files import atomic_path, remove_leftovers, writable_folder
 from dagr.frames import UNREADABLE_FRAMES, WRITE_FAILED, frame_files, stored_clip
 from dagr.images import read_image, write_png
-from dagr.inference import Network, predict_maps
+from dagr.inference import SaliencyRecipe, predict_maps
 from dagr.overlays import Render, load_network, overlay, render
 from dagr.precision import add_precision_arguments
 from dagr.registers import attention_maps, has_attention_registers
@@ -96,7 +96,7 @@ def load_saliency_model(checkpoint: Source, device: torch.device | str,
     """The network of a train_sal.py checkpoint or of an exported model file, ready for
     `predict_maps`. Raises ValueError (naming the file) for a checkpoint of another kind or
     a file that is not one, FileNotFoundError if it is missing."""
-    return Network(checkpoint, str(device), fold_bn, precision, compiled).load()[0]
+    return SaliencyRecipe(checkpoint, str(device), fold_bn, precision, compiled).load()[0]
 
 
 def _first_per_name(names: Sequence[str], maps: np.ndarray) -> dict[str, np.ndarray]:
@@ -272,7 +272,7 @@ def _map_batch(model: nn.Module, batch: list[dict], frames_dir: Path, out: Path,
 
 # ----------------------------------------------------------------------------- video mode
 
-def render_videos(network: Network, inputs: Sequence[str | Path], out: str | Path,
+def render_videos(network: SaliencyRecipe, inputs: Sequence[str | Path], out: str | Path,
                   size: Sequence[int], window: int = WINDOW, batch_size: int = BATCH_SIZE,
                   workers: int | None = WORKERS, progress: bool = True,
                   timeout: float = VIDEO_TIMEOUT) -> tuple[dict[str, Failure], int]:
@@ -358,8 +358,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     device = shard_device(pick_device(args.device))
-    network = Network(ModelFile(args.model) if args.model else args.checkpoint, str(device),
-                      args.fold_bn, args.precision, args.compile)
+    network = SaliencyRecipe(ModelFile(args.model) if args.model else args.checkpoint, str(device),
+                             args.fold_bn, args.precision, args.compile)
     try:
         model, settings = network.load()
     except (FileNotFoundError, ValueError) as err:

@@ -15,8 +15,8 @@ pixel. Two ways to use them, chosen by `register_mode`:
     linear modulation): the clip's context turns whole feature channels up or down
     everywhere. On the global-context check the registers learn which way the disks' colours
     split and the gains turn that into a choice at each disk (docs/registers.md).
-  - "token" (the first design, kept for its checkpoints and the ablation): at each read level
-    every feature token attends to the updated registers and adds the result back.
+  - "token": at each read level every feature token attends to the updated registers and adds
+    the result back (the ablation's "attention token-write" variant).
   Either write starts at zero (gains 0, output projection 0), so a fresh model computes
   exactly what the baseline computes.
 - "input" (the original code's design): N tokens of dimension 64 are projected to N values

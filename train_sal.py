@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from dagr import paper
-from dagr.ablation import Variant, collect, finished, run_folder, variants, write_results
+from dagr.ablation import Variant, collect, finished, run_folder, run_name, variants, write_results
 from dagr.checkpoints import checkpoint_network
 from dagr.cli import run_script, script_parser
 from dagr.datasets import SALIENCY_SETS, saliency_help, saliency_videos
@@ -182,7 +182,7 @@ def ablation(config: Any) -> Path:
             print(f"\n{variant.name}, seed {seed} -> {folder}")
             train(argparse.Namespace(**{**vars(config), **variant.options, "seed": seed,
                                         "out": str(folder), "resume": True, "ablation": None}))
-    about = (f"Register ablation on {config.dataset} ({config.root}): width {config.channels}, "
+    about = (f"Register ablation on {config.dataset} ({Path(config.root).name}): width {config.channels}, "
              f"{config.size[0]}x{config.size[1]}, {config.epochs} epochs, clips of "
              f"{config.clip_len} frames, lr {config.lr:g}, seeds {' '.join(map(str, config.seeds))}; "
              "validation metrics of each run's best epoch (highest CC)")
@@ -226,7 +226,7 @@ def state_figure(config: Any, checkpoint: Path, path: Path) -> Path:
     ids, states = register_states(model, data, pick_device(config.device), config.batch_size)
     table = Path(config.root) / CATEGORY_TABLE
     categories = video_categories(table) if table.is_file() else None
-    return write_state_figure(ids, states, path, f"register states of {checkpoint} over "
+    return write_state_figure(ids, states, path, f"register states of {run_name(checkpoint)} over "
                               f"{len(ids)} validation videos", categories)
 
 

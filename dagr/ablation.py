@@ -45,9 +45,9 @@ class Variant:
 
 
 def variants(registers: int) -> dict[str, Variant]:
-    """The variants by their folder (and --ablation) names: the baseline (no registers); the
-    original input-mode registers, attention registers with FiLM write-back and with the first
-    design's token write-back, all with `registers` tokens; FiLM attention with 1 and 8 tokens."""
+    """The variants by their folder (and --ablation) names: the baseline (no registers);
+    input-mode registers, attention registers with FiLM write-back and with token-by-token
+    write-back, all with `registers` tokens; FiLM attention with 1 and 8 tokens."""
     attention = {"register_mode": "attention", "register_write": "film"}
     found = [Variant("baseline", {"registers": 0}),
              Variant("input", {"registers": registers, "register_mode": "input"}),
@@ -62,6 +62,12 @@ def variants(registers: int) -> dict[str, Variant]:
 
 def run_folder(out: Path, variant: Variant, seed: int) -> Path:
     return out / variant.folder / f"seed_{seed}"
+
+
+def run_name(checkpoint: Path) -> str:
+    """The name of the run that wrote `checkpoint` (`<variant>/seed_<s>`, its folder under the
+    ablation's), which figure titles show in place of a path of the machine it ran on."""
+    return f"{checkpoint.parent.parent.name}/{checkpoint.parent.name}"
 
 
 def finished(folder: Path, epochs: int) -> bool:
@@ -136,11 +142,19 @@ def write_results(runs: pd.DataFrame, out: Path, about: str) -> Path:
     table = summary(runs)
     markdown = f"{about}\n\n{markdown_table(display_table(table))}"
     for name, text in ((f"{TABLE}.md", markdown), (f"{TABLE}.csv", runs.to_csv(index=False)),
-                       (f"{TABLE}.json", json.dumps(table.to_dict(orient="records"), indent=1))):
+                       (f"{TABLE}.json", json_records(table))):
         with atomic_path(out / name) as tmp:
             tmp.write_text(text)
     write_figure(runs, out / FIGURE, about)
     return out / f"{TABLE}.md"
+
+
+def json_records(table: pd.DataFrame) -> str:
+    """`table` as a JSON list of rows; an undefined value (a standard deviation over one
+    seed) is null, since JSON has no NaN."""
+    rows = [{key: None if isinstance(value, float) and math.isnan(value) else value
+             for key, value in row.items()} for row in table.to_dict(orient="records")]
+    return json.dumps(rows, indent=1, allow_nan=False)
 
 
 def write_figure(runs: pd.DataFrame, path: Path, title: str) -> Path:

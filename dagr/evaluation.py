@@ -12,7 +12,6 @@ and every process gets the whole result.
 """
 from __future__ import annotations
 
-import math
 import warnings
 from functools import partial
 from itertools import groupby
@@ -39,7 +38,7 @@ from dagr.workers import quiet_worker
 from dagr.frames import stored_example
 from dataloader import (MosScale, SaliencyClipDataset, SaliencyVideo, VQAClipDataset,
                         to_clip_tensor)
-from metrics import logistic_map, saliency_metrics, vqa_metrics
+from metrics import _nanmean, logistic_map, saliency_metrics, vqa_metrics
 from VQA import QualityNet
 
 SALIENCY_METRICS = ("cc", "nss", "sim", "kld", "auc_j", "s_auc")
@@ -58,11 +57,6 @@ def evaluation_clips(videos: Sequence[SaliencyVideo], clip_len: int, size: Seque
 
 
 # ----------------------------------------------------------------------------- validation
-
-def _nanmean(values: list[float]) -> float:
-    defined = [v for v in values if not math.isnan(v)]
-    return float(np.mean(defined)) if defined else float("nan")
-
 
 ClipPrediction = tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]
 

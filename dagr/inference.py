@@ -137,12 +137,12 @@ def inference_quality(model: QualityNet, device: torch.device, precision: str | 
     return model
 
 
-# ----------------------------------------------------------------------------- a network to load
+# ----------------------------------------------------------------------------- a recipe for loading one
 
 @dataclass(frozen=True)
-class Network:
-    """Where the network comes from and how it runs: what a rendering worker needs to load
-    it. `load()` loads it once per process."""
+class SaliencyRecipe:
+    """A recipe for an inference saliency network: where it comes from and how it runs, what a
+    rendering worker needs to load it. `load()` loads it once per process."""
     source: Source
     device: str
     fold_bn: bool = True
@@ -159,4 +159,4 @@ class Network:
         return _LOADED[self]
 
 
-_LOADED: dict[Network, tuple[nn.Module, dict]] = {}  # the networks this process loaded
+_LOADED: dict[SaliencyRecipe, tuple[nn.Module, dict]] = {}  # the networks this process loaded

@@ -20,7 +20,7 @@ from torch import nn
 from dagr.failures import Failure
 from dagr.files import atomic_path
 from dagr.frames import WRITE_FAILED
-from dagr.inference import Network, frame_windows, predict_maps
+from dagr.inference import SaliencyRecipe, frame_windows, predict_maps
 from dagr.worker_side import progress, unlimited
 from dagr.video_io import DAMAGED, VideoError, VideoReader, ffmpeg_url
 from dataloader import to_clip_tensor
@@ -166,7 +166,7 @@ class Render:
     rendering settings."""
     path: Path
     target: Path
-    network: Network
+    network: SaliencyRecipe
     size: tuple[int, int]
     window: int
     batch_size: int
@@ -185,6 +185,6 @@ def render(job: Render) -> int | Failure:
         return Failure(WRITE_FAILED, str(err))
 
 
-def load_network(network: Network) -> None:
+def load_network(network: SaliencyRecipe) -> None:
     """A rendering worker's set-up: the network, loaded once."""
     network.load()

@@ -30,7 +30,15 @@ def argv(root, out, *options):
             "--lr", "3e-3", "--warmup", "1", "--workers", "0", "--device", "cpu", *options]
 
 
-def test_every_variant_trains_and_the_table_summarises_the_seeds(check_set, tmp_path):
+def test_every_variant_trains_and_the_table_summarises_the_seeds(check_set, tmp_path,
+                                                                 monkeypatch):
+    titles, drawn = [], train_sal.write_state_figure
+
+    def recorded(ids, states, path, title, *rest):
+        titles.append(title)
+        return drawn(ids, states, path, title, *rest)
+
+    monkeypatch.setattr(train_sal, "write_state_figure", recorded)
     names = ["baseline", "input", "attention", "attention_token_write"]
     assert train_sal.main(argv(check_set, tmp_path, "--epochs", "1", "--ablation", *names,
                                "--seeds", "0", "1")) == 0
@@ -57,6 +65,20 @@ def test_every_variant_trains_and_the_table_summarises_the_seeds(check_set, tmp_
     assert "| Far change | Odd first |" in markdown
     png_image(tmp_path / "ablation.png")
     png_image(tmp_path / "registers.png")
+    # the figures name the run and the data set, not folders of the machine they ran on
+    assert titles == ["register states of attention/seed_0 over 3 validation videos"]
+    assert str(tmp_path) not in markdown and "(GlobalContext)" in markdown
+
+
+def test_a_spread_over_one_seed_is_null_in_the_json(tmp_path):
+    runs = pd.DataFrame([{"variant": name, "seed": 0, "cc": cc, "nss": 1.0, "best_epoch": 1,
+                          "minutes": 0.5} for name, cc in (("baseline", 0.25), ("attention", 0.5))])
+    ablation.write_results(runs, tmp_path, "one seed each")
+    text = (tmp_path / "ablation.json").read_text()
+    summary = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+    assert [row["cc_mean"] for row in summary] == [0.25, 0.5]
+    assert all(row["cc_std"] is None and row["nss_std"] is None for row in summary)
+    assert "0.250 |" in (tmp_path / "ablation.md").read_text()
 
 
 def test_the_ablation_resumes_where_it_stopped(check_set, tmp_path, capsys):

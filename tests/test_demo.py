@@ -105,7 +105,8 @@ def test_the_demo_keeps_no_optimizer_state_and_knows_its_data_is_synthetic(tiny_
         assert payload[TRAINED_ON]["synthetic"] is True, run
     quality = load_checkpoint(out / "quality" / demo.DEMO_MODEL / "best.pt")[TRAINED_ON]
     labels = read_table("konvid", out / "data" / "KoNViD-1k" / "KoNViD_1k_mos.csv")
-    split = split_table(labels, demo.VAL_FRACTION, demo.TEST_FRACTION, demo.SEED)
+    size = demo.SIZES["tiny"]
+    split = split_table(labels, size.val_fraction, size.test_fraction, demo.SEED)
     assert quality["dataset"] == "konvid" and quality["videos"] == len(split["train"])
 
 

@@ -1,0 +1,133 @@
+"""The demo's plan: its presets (every size and setting of a run), its runs, and where it writes.
+
+demo.py runs the stages by this plan and dagr/demo_report.py reads their outputs by it.
+"""
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dagr import demo_data, global_context, paper
+
+REGISTERS = paper.REGISTERS  # register tokens of the saliency network that has them
+ALPHA = 0.5                  # saliency weighting of the demo quality model
+SALIENCY_RUNS = {"registers": REGISTERS, "baseline": 0}  # name: register tokens
+SALIENCY_NAMES = {"registers": f"UNet3D + {REGISTERS} registers",
+                  "baseline": "UNet3D (no registers)", None: "-"}
+QUALITY_RUNS = {          # name: (saliency run whose maps it reads, or None; weighting a)
+    "saliency_registers": ("registers", ALPHA),
+    "saliency_baseline": ("baseline", ALPHA),
+    "no_saliency": (None, 0.0),
+}
+DEMO_MODEL = "saliency_registers"
+CHECK_VARIANTS = ("baseline", "attention")  # the global-context check's ablation (docs/registers.md
+                                            # has the others: input, token write, N = 1, 8)
+CHECK_SIZE = (global_context.HEIGHT, global_context.WIDTH)  # the check's frames: a wide strip
+CHECK_DIR = "GlobalContext"     # the global-context check's folder under data/
+STAGE_FOLDERS = ("data", "frames", "saliency", "maps", "quality", "eval", "registers")
+
+
+def about(text: str, default: Any = MISSING) -> Any:
+    """A DemoSize field with its --help text (and its value in every preset, if given)."""
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    """How big a demo run is and how it trains: the data written, the training each network
+    gets, and what the figures show. The fields without a default differ between presets."""
+    frame_size: tuple[int, int] = about("H, W of every clip, stored frame and network input")
+    radius: int = about("disk radius in pixels (the salient region: twice that)")
+    saliency_train: int = about("saliency set: training videos")
+    saliency_val: int = about("saliency set: validation videos")
+    saliency_frames: int = about("frames per saliency video")
+    saliency_channels: int = about("saliency U-Net base width")
+    saliency_epochs: int = about("saliency training epochs")
+    saliency_clips: int = about("saliency training clips per video and epoch")
+    quality_clips: int = about("quality set: clips (of --clip-frames frames)")
+    quality_epochs: int = about("quality training epochs")
+    check_train: int = about("global-context check: training videos")
+    check_val: int = about("global-context check: validation videos")
+    check_channels: int = about("global-context check: U-Net base width")
+    check_epochs: int = about("global-context check: training epochs")
+    check_clips: int = about("global-context check: training clips (frames) per video and epoch")
+    # the paper: 8 frames per quality clip; the saliency network trains on clips this long too
+    clip_frames: int = about("frames per quality clip, all kept; saliency training clip length", 4)
+    register_mode: str = about("how the saliency network's registers read", "attention")
+    saliency_val_clips: int = about("saliency validation clips per video", 2)
+    saliency_batch: int = about("saliency training clips per batch", 4)
+    saliency_lr: float = about("saliency peak learning rate", 3e-3)
+    saliency_warmup: int = about("saliency warm-up optimizer steps", 10)
+    backbone: str = about("quality network backbone, trained from scratch (nothing to download)",
+                          "resnet18")
+    quality_batch: int = about("quality training clips per batch", 8)
+    quality_lr: float = about("quality peak learning rate", 7e-4)
+    quality_warmup: float = about("quality warm-up epochs", 0.5)
+    val_fraction: float = about("quality split: validation share of the non-test clips", 0.2)
+    test_fraction: float = about("quality split: test share of all clips", 0.25)
+    check_clip_len: int = about("global-context check: frames per clip", 1)
+    check_val_clips: int = about("global-context check: validation clips per video", 2)
+    check_batch: int = about("global-context check: clips per batch", 4)
+    check_lr: float = about("global-context check: peak learning rate", 1e-3)
+    check_warmup: int = about("global-context check: warm-up optimizer steps", 20)
+    overlay_frames: int = about("frames per clip in overlays.png (one clip per distorted region)", 4)
+    attention_clips: int = about("validation clips of the check in register_attention.png", 3)
+
+
+SIZES = {
+    "tiny": DemoSize(frame_size=(32, 56), radius=5, saliency_train=4, saliency_val=2,
+                     saliency_frames=8, saliency_channels=4, saliency_epochs=2, saliency_clips=1,
+                     quality_clips=24, quality_epochs=2, check_train=4, check_val=2,
+                     check_channels=2, check_epochs=1, check_clips=1),
+    "small": DemoSize(frame_size=(48, 84), radius=9, saliency_train=24, saliency_val=6,
+                      saliency_frames=16, saliency_channels=8, saliency_epochs=6, saliency_clips=2,
+                      quality_clips=600, quality_epochs=4, check_train=240, check_val=60,
+                      check_channels=8, check_epochs=5, check_clips=2),
+}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a demo run writes, all under `out`."""
+    out: Path
+
+    @property
+    def saliency_set(self) -> Path:
+        return self.out / "data" / demo_data.SALIENCY_DIR
+
+    @property
+    def quality_set(self) -> Path:
+        return self.out / "data" / demo_data.QUALITY_DIR
+
+    @property
+    def labels(self) -> Path:
+        return self.quality_set / demo_data.QUALITY_LABELS
+
+    @property
+    def check_set(self) -> Path:
+        return self.out / "data" / CHECK_DIR
+
+    @property
+    def registers(self) -> Path:
+        return self.out / "registers"
+
+    @property
+    def test_labels(self) -> Path:
+        return self.out / "eval" / "KoNViD_1k_mos_test.csv"
+
+    @property
+    def frames(self) -> Path:
+        return self.out / "frames"
+
+    def saliency_run(self, name: str) -> Path:
+        return self.out / "saliency" / name
+
+    def maps(self, name: str) -> Path:
+        return self.out / "maps" / name
+
+    def quality_run(self, name: str) -> Path:
+        return self.out / "quality" / name
+
+    def evaluation(self, name: str) -> Path:
+        return self.out / "eval" / name
