@@ -11,7 +11,8 @@ command-line options, as a user would run them:
 
 1. extract_frame.py samples the quality clips' frames;
 2. train_sal.py trains the saliency network twice, with registers and without (the UNet3D
-   baseline), and scores both on the saliency set's validation videos;
+   baseline), each validated on the saliency set's validation videos (its best checkpoint
+   keeps the metrics);
 3. inference_sal.py writes both networks' maps for the quality clips, and overlays;
 4. train_lsvq.py trains the quality network three times on the same split and seed: saliency
    weighting a = 0.5 with the register network's maps (the demo model), a = 0.5 with the
