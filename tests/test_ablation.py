@@ -30,6 +30,7 @@ def argv(root, out, *options):
             "--lr", "3e-3", "--warmup", "1", "--workers", "0", "--device", "cpu", *options]
 
 
+@pytest.mark.slow
 def test_every_variant_trains_and_the_table_summarises_the_seeds(check_set, tmp_path,
                                                                  monkeypatch):
     titles, drawn = [], train_sal.write_state_figure
@@ -81,6 +82,7 @@ def test_a_spread_over_one_seed_is_null_in_the_json(tmp_path):
     assert "0.250 |" in (tmp_path / "ablation.md").read_text()
 
 
+@pytest.mark.slow
 def test_the_ablation_resumes_where_it_stopped(check_set, tmp_path, capsys):
     chosen = ["baseline", "attention"]
     assert train_sal.main(argv(check_set, tmp_path, "--epochs", "1", "--ablation", *chosen,

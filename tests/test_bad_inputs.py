@@ -182,6 +182,7 @@ def test_zero_byte_label_file_and_checkpoint(tmp_path, quality_set, models, caps
     assert f"error: {checkpoint}: not a readable checkpoint" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_video_with_one_frame(tmp_path, good_video, models, capsys) -> None:
     single = write_video(tmp_path / "videos" / "single.avi", 1, size=SIZE)
     assert extract([good_video, single], tmp_path / "frames") == 0
@@ -220,6 +221,7 @@ def test_label_file_with_a_missing_column(tmp_path, quality_set, models, good_vi
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
+@pytest.mark.slow
 def test_nan_or_text_in_the_mos_column(tmp_path, quality_set, models, capsys) -> None:
     source, frames, maps = quality_set
     rows = good_rows(source)
@@ -261,6 +263,7 @@ def test_duplicated_video_ids(tmp_path, quality_set, models, good_video, capsys)
 
 # ----------------------------------------------------------------------------- stored data
 
+@pytest.mark.slow
 def test_a_missing_saliency_map(tmp_path, quality_set, models, capsys) -> None:
     labels, frames, source_maps = quality_set
     maps = tmp_path / "maps"

@@ -93,6 +93,7 @@ BAD_IDS = {fault: f"bad_{fault}" for fault in EXPECTED}
 
 # ----------------------------------------------------------------------------- each stage
 
+@pytest.mark.slow
 def test_extraction_contains_each_fault(corpus, tmp_path):
     videos = tmp_path / "videos"
     shutil.copytree(corpus["videos"], videos)
@@ -109,6 +110,7 @@ def test_extraction_contains_each_fault(corpus, tmp_path):
         ef.FAILURES, *GOOD]
 
 
+@pytest.mark.slow
 def test_scoring_contains_each_fault(corpus, tmp_path):
     out = tmp_path / "scores.csv"
     done = run("evaluate_vqa.py", "--checkpoint", str(corpus["quality"]), "--videos",
@@ -122,6 +124,7 @@ def test_scoring_contains_each_fault(corpus, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.csv", "scores_failures.csv"]
 
 
+@pytest.mark.slow
 def test_saliency_maps_contain_each_fault(corpus, tmp_path):
     out = tmp_path / "maps"
     done = run("inference_sal.py", "--checkpoint", str(corpus["sal"]), "--frames",
@@ -134,6 +137,7 @@ def test_saliency_maps_contain_each_fault(corpus, tmp_path):
     assert all(len(list((out / g).glob("*.png"))) == 8 for g in GOOD)
 
 
+@pytest.mark.slow
 def test_labelled_set_evaluation_contains_each_fault(corpus, tmp_path):
     out = tmp_path / "eval"
     ids = {fault: str(1001 + i) for i, fault in enumerate(EXPECTED)}  # of 1000 ... 1008
@@ -146,6 +150,7 @@ def test_labelled_set_evaluation_contains_each_fault(corpus, tmp_path):
     assert sorted(predicted["video_id"]) == ["1000", "1006", "1007", "1008"]
 
 
+@pytest.mark.slow
 def test_overlay_videos_contain_each_fault(corpus, tmp_path):
     out = tmp_path / "renders"
     done = run("inference_sal.py", "--checkpoint", str(corpus["sal"]), "--video",
@@ -158,6 +163,7 @@ def test_overlay_videos_contain_each_fault(corpus, tmp_path):
 
 # ----------------------------------------------------------------------------- in this process
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["extract_frame.py", "evaluate_vqa.py"])
 def test_a_crash_in_the_main_process_ends_that_run_and_the_rerun_contains_it(
         corpus, tmp_path, script):
@@ -184,6 +190,7 @@ def test_a_crash_in_the_main_process_ends_that_run_and_the_rerun_contains_it(
     assert not any(p.name.endswith(".in-flight") for p in tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_resumed_scoring_does_not_retry_a_crashed_video_unless_asked(corpus, tmp_path):
     videos = tmp_path / "videos"
     write_video(videos / "a_crash.avi", 12, size=(40, 56))
@@ -247,6 +254,7 @@ CTRL_C_STAGES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CTRL_C_STAGES))
 def test_ctrl_c_while_a_worker_hangs_gives_one_line_and_130_in_every_stage(corpus, tmp_path,
                                                                            name):

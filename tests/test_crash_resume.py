@@ -111,6 +111,7 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_whole(tmp_path, mon
     assert kept["epoch"] == 1 and torch.equal(kept["model_state"]["w"], torch.zeros(3))
 
 
+@pytest.mark.slow
 def test_saliency_training_killed_mid_epoch_resumes_exactly(sal_reference, tmp_path) -> None:
     root, reference = sal_reference
     argv = sal_argv(root, tmp_path)
@@ -120,6 +121,7 @@ def test_saliency_training_killed_mid_epoch_resumes_exactly(sal_reference, tmp_p
     assert_same_run(tmp_path, reference)
 
 
+@pytest.mark.slow
 def test_saliency_training_killed_while_writing_a_checkpoint_resumes_exactly(
         sal_reference, tmp_path) -> None:
     root, reference = sal_reference
@@ -137,6 +139,7 @@ def test_saliency_training_killed_while_writing_a_checkpoint_resumes_exactly(
     assert_same_run(tmp_path, reference)
 
 
+@pytest.mark.slow
 def test_saliency_command_killed_from_outside_resumes_exactly(sal_reference, tmp_path) -> None:
     """The plain command line, killed on a timer a little after its first checkpoint."""
     root, reference = sal_reference
@@ -158,6 +161,7 @@ def test_saliency_command_killed_from_outside_resumes_exactly(sal_reference, tmp
     assert_same_run(tmp_path, reference)
 
 
+@pytest.mark.slow
 def test_saliency_training_killed_before_its_first_checkpoint_starts_again(
         sal_reference, tmp_path, capsys) -> None:
     root, reference = sal_reference
@@ -169,6 +173,7 @@ def test_saliency_training_killed_before_its_first_checkpoint_starts_again(
     assert_same_run(tmp_path, reference)
 
 
+@pytest.mark.slow
 def test_quality_training_killed_mid_epoch_resumes_exactly(lsvq_reference, tmp_path) -> None:
     quality, reference = lsvq_reference
     argv = lsvq_argv(quality, tmp_path)

@@ -34,6 +34,7 @@ def finite_or_undefined(value) -> bool:
     return value is None or math.isfinite(value)
 
 
+@pytest.mark.slow
 def test_the_demo_runs_and_writes_the_results_table(tiny_run, capsys):
     code, out = tiny_run
     assert code == 0
@@ -51,6 +52,7 @@ def test_the_demo_runs_and_writes_the_results_table(tiny_run, capsys):
     assert sorted(trained_on["video_id"]) == sorted(tested["flickr_id"])
 
 
+@pytest.mark.slow
 def test_the_ablation_table_compares_saliency_and_registers(tiny_run):
     _, out = tiny_run
     table = pd.read_csv(out / "ablation.csv")
@@ -64,6 +66,7 @@ def test_the_ablation_table_compares_saliency_and_registers(tiny_run):
     assert len(markdown) == 2 + len(demo.QUALITY_RUNS)
 
 
+@pytest.mark.slow
 def test_the_figures_are_images(tiny_run):
     _, out = tiny_run
     for name in ("overlays.png", "scatter.png", "training_curves.png"):
@@ -78,6 +81,7 @@ def test_the_figures_are_images(tiny_run):
         png_image(out / "eval" / name / "scatter_KoNViD-1k.png")
 
 
+@pytest.mark.slow
 def test_every_clip_gets_maps_and_overlays_named_like_its_frames(tiny_run):
     _, out = tiny_run
     videos = sorted(p.name for p in (out / "frames").iterdir() if p.is_dir())
@@ -93,6 +97,7 @@ def test_every_clip_gets_maps_and_overlays_named_like_its_frames(tiny_run):
     assert image.shape[:2] == (height, width + colour_bar(height).shape[1])
 
 
+@pytest.mark.slow
 def test_the_demo_keeps_no_optimizer_state_and_knows_its_data_is_synthetic(tiny_run):
     _, out = tiny_run
     for name in demo.QUALITY_RUNS:  # only the demo model's checkpoint is kept
@@ -110,6 +115,7 @@ def test_the_demo_keeps_no_optimizer_state_and_knows_its_data_is_synthetic(tiny_
     assert quality["dataset"] == "konvid" and quality["videos"] == len(split["train"])
 
 
+@pytest.mark.slow
 def test_the_demo_data_are_in_the_official_layouts(tiny_run):
     _, out = tiny_run
     size = demo.SIZES["tiny"]

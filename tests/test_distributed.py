@@ -168,6 +168,7 @@ def check_one_set_of_files(out: Path, names: set[str]) -> None:
     assert len(pd.read_csv(out / "log.csv")) == EPOCHS  # one row per epoch, not one per rank
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["real", "per-clip"])
 def test_saliency_training_on_two_ranks(saliency_set, tmp_path, monkeypatch, model) -> None:
     options = ["--root", str(saliency_set), *SAL_OPTIONS]
@@ -188,6 +189,7 @@ def test_saliency_training_on_two_ranks(saliency_set, tmp_path, monkeypatch, mod
         assert ddp[0]["grads"][0] != pytest.approx(one[0]["grads"][0], rel=FIRST_EPOCH)
 
 
+@pytest.mark.slow
 def test_quality_training_on_two_ranks(quality_set, tmp_path, monkeypatch) -> None:
     labels, frames, maps = quality_set
     options = ["--labels", str(labels), "--frames", str(frames), "--saliency", str(maps),

@@ -32,6 +32,7 @@ def trained(tmp_path_factory):
     return labels, frames, maps, best
 
 
+@pytest.mark.slow
 def test_quality_payload_of_another_kind_is_refused(trained, tmp_path):
     save_checkpoint(tmp_path / "other.pt", {**load_checkpoint(trained[3]), "kind": "saliency"})
     with pytest.raises(ValueError, match="other.pt: this is a 'saliency' checkpoint, not a quality"):
@@ -50,6 +51,7 @@ def spy_on(monkeypatch, name: str) -> list[tuple[tuple, object]]:
     return calls
 
 
+@pytest.mark.slow
 def test_evaluation_writes_predictions_and_the_papers_table(trained, tmp_path, capsys, monkeypatch):
     labels, frames, maps, best = trained
     scatters = spy_on(monkeypatch, "draw_scatter")
@@ -92,6 +94,7 @@ def test_evaluation_writes_predictions_and_the_papers_table(trained, tmp_path, c
         png_image(tmp_path / "eval" / f"scatter_{row.Dataset}.png")
 
 
+@pytest.mark.slow
 def test_constant_predictions_are_reported_undefined(trained, tmp_path):
     labels, frames, maps, best = trained
     payload = load_checkpoint(best)
@@ -110,6 +113,7 @@ def test_constant_predictions_are_reported_undefined(trained, tmp_path):
     assert json.loads((tmp_path / "eval" / "results.json").read_text())[0]["SRCC"] is None
 
 
+@pytest.mark.slow
 def test_scoring_videos_with_in_process_saliency_lists_broken_files(trained, tmp_path, capsys):
     best = trained[3]
     sal = saliency_checkpoint(tmp_path / "sal.pt")
@@ -150,6 +154,7 @@ def test_scoring_videos_with_in_process_saliency_lists_broken_files(trained, tmp
     assert np.allclose(pd.read_csv(out)["score"], scores["score"], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_scoring_without_saliency_checkpoint_needs_saliency_off(trained, tmp_path):
     labels, frames, _, best = trained
     dq.write_mp4(tmp_path / "v" / "a.mp4", np.zeros((4, *SIZE, 3), np.uint8))
@@ -164,6 +169,7 @@ def test_scoring_without_saliency_checkpoint_needs_saliency_off(trained, tmp_pat
     assert len(scores) == 1 and np.isfinite(scores["score"]).all()
 
 
+@pytest.mark.slow
 def test_finetuning_protocol_writes_median_and_std(trained, tmp_path, monkeypatch):
     labels, frames, maps, best = trained
     drawn = spy_on(monkeypatch, "draw_split_metrics")
@@ -194,6 +200,7 @@ def test_finetuning_protocol_writes_median_and_std(trained, tmp_path, monkeypatc
         assert own["SRCC"] == pytest.approx(table.loc[r - 1, "SRCC"], nan_ok=True)
 
 
+@pytest.mark.slow
 def test_finetune_start_and_command_line_checks(trained, tmp_path):
     labels, frames, maps, best = trained
     item = ev.LabelledSet("konvid", labels, frames, maps)

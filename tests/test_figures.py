@@ -157,6 +157,7 @@ def test_a_failed_drawing_leaves_no_file(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_drawing_leaves_pyplot_alone(tmp_path):
     code = ("import sys, pandas as pd\nfrom dagr import figures\n"
             f"figures.write_split_metrics(pd.DataFrame({{'Dataset': ['s'], 'PLCC': [0.5], "

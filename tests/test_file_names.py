@@ -40,6 +40,7 @@ def odd_videos(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_odd_names_are_sampled_mapped_and_scored_and_read_back(odd_videos, tmp_path):
     ids = {os.fsdecode(name) for name in NAMES} | {"plain"}
     broken = os.fsdecode(BROKEN)

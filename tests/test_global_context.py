@@ -31,6 +31,7 @@ def test_a_window_around_the_salient_disk_cannot_tell_it_from_a_distractor(motio
         assert first.maps[0, row, col] > 200 and second.maps[0, row, col] < 20  # ... not salient
 
 
+@pytest.mark.slow
 def test_the_baselines_receptive_field_cannot_reach_another_disk():
     assert gc.unet_reach() == gc.UNET_REACH  # measured on the set's frame width
     for layout in layouts():

@@ -49,6 +49,7 @@ def run(checkpoint, *options: str) -> int:
                                "--workers", "0", "--device", "cpu", *options])
 
 
+@pytest.mark.slow
 def test_maps_pair_with_frames_by_name_are_8_bit_and_finished_videos_are_skipped(setup, tmp_path, capsys) -> None:
     checkpoint, frames = setup
     out = tmp_path / "maps"

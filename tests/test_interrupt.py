@@ -53,6 +53,7 @@ def test_every_script_enters_through_run_script(script):
     assert text.index("quiet_start()") < min(i for i in imports if i >= 0)  # before any import
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_extracting_keeps_finished_videos_only(tmp_path):
     for i in range(24):
         write_video(tmp_path / "videos" / f"m{i:02d}.avi", 60, size=(96, 128))
@@ -93,6 +94,7 @@ MOMENTS = [("importing", -1, 0.6), ("starting", 0, 0.0), ("first row", 1, 0.0),
 # (name, rows in the partial file to wait for (-1: none, not even the file), then sleep)
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_scoring_with_several_workers_ends_the_same_way_every_time(tmp_path):
     """SIGINT to the process group of a scoring run with three decoding processes, at moments
     from the workers' start to the last video (a hung one, so that the run is always still

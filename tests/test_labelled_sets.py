@@ -113,6 +113,7 @@ def test_read_splits_checks_the_file(tmp_path):
         read_splits(tmp_path / "twice.csv", table)
 
 
+@pytest.mark.slow
 def test_csv_set_through_extract_train_splits_round_trip_and_evaluate(tmp_path, make_video):
     _, frames, maps = stored_quality_set(tmp_path / "set")
     ids = sorted(p.name for p in frames.iterdir())

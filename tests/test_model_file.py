@@ -127,6 +127,7 @@ def foreign_and_damaged(folder: Path, models: dict[str, Path]) -> dict[Path, str
     return {foreign: "not a DAGR-VQA checkpoint", truncated: "not a readable checkpoint"}
 
 
+@pytest.mark.slow
 def test_a_crafted_pickle_is_refused_at_every_entry_point(tmp_path, models, quality_set, videos,
                                                           capsys) -> None:
     labels, frames, maps = quality_set

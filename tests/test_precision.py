@@ -137,6 +137,7 @@ def test_time_to_reproduce_multiplies_the_work_by_the_rates():
 
 # ----------------------------------------------------------------------------- bf16 training
 
+@pytest.mark.slow
 def test_bf16_saliency_training_learns_like_fp32(tmp_path):
     root = tiny_dhf1k(tmp_path / "DHF1K")
     logs = {}
@@ -155,6 +156,7 @@ def test_bf16_saliency_training_learns_like_fp32(tmp_path):
     assert abs(scores["bf16"]["cc"] - scores["fp32"]["cc"]) <= CC_MARGIN
 
 
+@pytest.mark.slow
 def test_bf16_quality_training_learns_like_fp32(tmp_path):
     labels, frames, maps = stored_quality_set(tmp_path)
     table = read_table("konvid", labels).iloc[[0, 4, 7, 11]]
@@ -198,6 +200,7 @@ def quality_case():
     return model, (clips, maps), lambda out: quality_loss(out.float(), target, 1.0, 0.3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", [saliency_case, quality_case], ids=["saliency", "quality"])
 def test_compiled_and_eager_give_the_same_training_step_and_inference(case, monkeypatch):
     monkeypatch.setenv(prec.COMPILE_BACKEND_VARIABLE, "aot_eager")
@@ -226,6 +229,7 @@ def test_compiled_and_eager_give_the_same_training_step_and_inference(case, monk
 
 # ----------------------------------------------------------------------------- the check
 
+@pytest.mark.slow
 def test_the_check_command_passes_at_its_cpu_size(capsys):
     assert benchmark.main(["--device", "cpu", "--check"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines()

@@ -25,6 +25,7 @@ def plain(value) -> bool:
     return isinstance(value, (str, int, bool))
 
 
+@pytest.mark.slow
 def test_quality_trainer_records_the_data_and_slims_its_checkpoints(tmp_path, capsys):
     labels, frames, maps = stored_quality_set(tmp_path / "set")
     best = tl.train(train_config(labels, frames, maps, tmp_path / "run", "--epochs", "2",

@@ -75,6 +75,7 @@ def score_argv(corpus, out: Path, *options: str) -> list[str]:
             str(out), "--device", "cpu", "--batch-size", "2", *options]
 
 
+@pytest.mark.slow
 def test_extract_with_shards_and_torchrun_gives_the_files_of_one_process(corpus, tmp_path):
     one = tree(corpus["frames"])
     assert "failures.csv" in one and "v3/frames.json" in one
@@ -89,6 +90,7 @@ def test_extract_with_shards_and_torchrun_gives_the_files_of_one_process(corpus,
     assert tree(tmp_path / "torchrun") == one
 
 
+@pytest.mark.slow
 def test_saliency_maps_with_shards_and_torchrun_are_those_of_one_process(corpus, tmp_path):
     assert inference_sal.main(sal_argv(corpus, tmp_path / "one")) == 0
     one = tree(tmp_path / "one")
@@ -112,6 +114,7 @@ def scored(corpus, tmp_path_factory) -> dict[str, bytes]:
     return files
 
 
+@pytest.mark.slow
 def test_scoring_with_shards_and_torchrun_gives_the_files_of_one_process(corpus, scored,
                                                                          tmp_path):
     with open(tmp_path / "check.csv", "wb") as handle:
@@ -160,6 +163,7 @@ def many(corpus, tmp_path_factory) -> dict[str, Path]:
     return {**setup, "reference": out}
 
 
+@pytest.mark.slow
 def test_scoring_killed_and_resumed_scores_every_video_once(many, tmp_path, monkeypatch):
     out = tmp_path / "scores.csv"
     partial = out.with_name("scores.csv.partial")
@@ -188,6 +192,7 @@ def test_scoring_killed_and_resumed_scores_every_video_once(many, tmp_path, monk
     assert not partial.exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_scoring_keeps_the_scores_and_exits_130(many, tmp_path):
     out = tmp_path / "scores.csv"
     partial = out.with_name("scores.csv.partial")

@@ -40,7 +40,8 @@ def alive(pid: int) -> bool:
     return True
 
 
-@pytest.mark.parametrize("fault", sorted(EXPECTED))
+@pytest.mark.parametrize("fault", [pytest.param(fault, marks=pytest.mark.slow) if fault == "hang"
+                                   else fault for fault in sorted(EXPECTED)])  # a hang waits
 def test_a_fault_in_a_worker_fails_that_item_only(fault):
     items = [("a", None), ("b", None), (f"bad {fault}", fault), ("c", None), ("d", None)]
     out = dict(supervised_map(behave, items, Supervision(2, timeout=LIMIT), name=first))
@@ -52,6 +53,7 @@ def test_a_fault_in_a_worker_fails_that_item_only(fault):
     assert not any(alive(pid) for _, pid in out.values())  # every worker ended with the map
 
 
+@pytest.mark.slow
 def test_every_fault_in_one_run_in_order_with_replacement_workers():
     faults = sorted(EXPECTED)
     items = [(f"v{i}", fault) for i, fault in enumerate([None, *faults, None, None])]
@@ -64,6 +66,7 @@ def test_every_fault_in_one_run_in_order_with_replacement_workers():
     assert time.monotonic() - start < 60
 
 
+@pytest.mark.slow
 def test_a_slow_item_that_makes_progress_is_not_a_hang():
     """The limit counts from the last progress, not from the start: an item (a long video)
     may take many times the limit."""
@@ -145,6 +148,7 @@ def test_failure_messages_name_the_signal_or_status():
         "clip.mp4: timed out: no progress for 120 s")
 
 
+@pytest.mark.slow
 def test_stopping_does_not_wait_for_a_stuck_supervisor(monkeypatch):
     """Ctrl-C (here an exception in the caller) returns within 2 x STOP_GRACE even when the
     supervising thread is stuck in a blocking call, and the workers are killed all the same."""

@@ -27,6 +27,7 @@ def quality_set(tmp_path_factory):
     return stored_quality_set(tmp_path_factory.mktemp("set"))
 
 
+@pytest.mark.slow
 def test_a_few_steps_lower_the_loss(quality_set):
     labels, frames, maps = quality_set
     config = train_config(labels, frames, maps, "unused")
@@ -73,6 +74,7 @@ def test_lsvq_official_split_and_seeded_random_splits():
 
 # ----------------------------------------------------------------------------- training runs
 
+@pytest.mark.slow
 def test_training_run_files_scale_and_validation_only_choice(quality_set, tmp_path, monkeypatch):
     labels, frames, maps = quality_set
     argv = train_argv(labels, frames, maps, tmp_path / "run", "--epochs", "3")
@@ -127,6 +129,7 @@ def test_training_run_files_scale_and_validation_only_choice(quality_set, tmp_pa
         "| Dataset | PLCC | SRCC | KRCC | RMSE | PLCC (logistic) | n |")
 
 
+@pytest.mark.slow
 def test_resume_continues_with_the_saved_state_and_matches_an_uninterrupted_run(
         quality_set, tmp_path, monkeypatch):
     labels, frames, maps = quality_set

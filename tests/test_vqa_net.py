@@ -193,6 +193,7 @@ def test_position_code_values():
                                                       1 - 0.02 ** 2 / 2]))
 
 
+@pytest.mark.slow
 def test_a_few_sgd_steps_lower_the_loss():
     model = tiny_model(variant="fusion", dropout=0.0).train()
     frames, saliency = clip(seed=10)
