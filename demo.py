@@ -63,8 +63,9 @@ import train_lsvq
 import train_sal
 from dagr import demo_data, global_context
 from dagr.cli import run_script, script_parser
-from dagr.demo_plan import (ALPHA, CHECK_SIZE, CHECK_VARIANTS, DEMO_MODEL, QUALITY_RUNS,
-                            SALIENCY_NAMES, SALIENCY_RUNS, SIZES, STAGE_FOLDERS, DemoSize, Layout)
+from dagr.demo_plan import (ALPHA, CHECK_SIZE, CHECK_VARIANTS, DEMO_MODEL, QUALITY_LAYOUT,
+                            QUALITY_RUNS, SALIENCY_LAYOUT, SALIENCY_NAMES, SALIENCY_RUNS, SIZES,
+                            STAGE_FOLDERS, DemoSize, Layout)
 from dagr.demo_report import write_report
 from dagr.device import add_device_argument
 from dagr.training import BEST
@@ -112,61 +113,66 @@ def run_stage(script: ModuleType, argv: Sequence[object]) -> None:
 
 def extract_argv(layout: Layout, size: DemoSize, workers: int) -> list:
     """extract_frame.py: every frame of the quality clips."""
-    return ["--dataset", "konvid", "--labels", layout.labels,
+    return ["--dataset", QUALITY_LAYOUT, "--labels", layout.labels,
             "--video-root", layout.quality_set / demo_data.QUALITY_VIDEOS, "--out", layout.frames,
             "--num-frames", size.clip_frames, "--size", *size.frame_size, "--workers", workers]
 
 
 def saliency_argv(layout: Layout, size: DemoSize, name: str, seed: int, device: str) -> list:
     """train_sal.py on the saliency set, with SALIENCY_RUNS[name] registers."""
-    return ["--dataset", "dhf1k", "--root", layout.saliency_set,
+    return ["--dataset", SALIENCY_LAYOUT, "--root", layout.saliency_set,
             "--out", layout.saliency_run(name), "--registers", SALIENCY_RUNS[name],
             "--register-mode", size.register_mode, "--channels", size.saliency_channels,
             "--size", *size.frame_size, "--epochs", size.saliency_epochs,
             "--clip-len", size.clip_frames, "--clips-per-video", size.saliency_clips,
             "--val-clips", size.saliency_val_clips, "--batch-size", size.saliency_batch,
             "--lr", size.saliency_lr, "--warmup", size.saliency_warmup,
-            "--workers", 0, "--seed", seed, "--device", device, "--slim-checkpoints"]
+            "--workers", size.loader_workers, "--seed", seed, "--device", device,
+            "--slim-checkpoints"]
 
 
-def maps_argv(layout: Layout, name: str, device: str) -> list:
+def maps_argv(layout: Layout, size: DemoSize, name: str, device: str) -> list:
     """inference_sal.py: saliency run `name`'s maps and overlays of the stored frames."""
     return ["--checkpoint", layout.saliency_run(name) / BEST, "--frames", layout.frames,
-            "--out", layout.maps(name), "--overlay", "--workers", 0, "--device", device]
+            "--out", layout.maps(name), "--overlay", "--workers", size.loader_workers,
+            "--device", device]
+
+
+def maps_option(layout: Layout, name: str) -> list:
+    """`--saliency` with the maps that quality run `name` reads; none for saliency off."""
+    maps = QUALITY_RUNS[name][0]
+    return ["--saliency", layout.maps(maps)] if maps else []
 
 
 def quality_argv(layout: Layout, size: DemoSize, name: str, seed: int, device: str) -> list:
     """train_lsvq.py on the quality set, reading the maps and weighting of QUALITY_RUNS[name]."""
-    maps, alpha = QUALITY_RUNS[name]
-    saliency = ["--saliency", layout.maps(maps)] if maps else []
-    return ["--dataset", "konvid", "--labels", layout.labels, "--frames", layout.frames,
-            *saliency, "--saliency-alpha", alpha, "--out", layout.quality_run(name),
+    return ["--dataset", QUALITY_LAYOUT, "--labels", layout.labels, "--frames", layout.frames,
+            *maps_option(layout, name), "--saliency-alpha", QUALITY_RUNS[name][1], "--out", layout.quality_run(name),
             "--backbone", size.backbone, "--no-pretrained", "--size", *size.frame_size,
             "--epochs", size.quality_epochs, "--batch-size", size.quality_batch,
             "--lr", size.quality_lr, "--warmup", size.quality_warmup,
             "--val-fraction", size.val_fraction, "--test-fraction", size.test_fraction,
-            "--workers", 0, "--seed", seed, "--device", device, "--slim-checkpoints"]
+            "--workers", size.loader_workers, "--seed", seed, "--device", device,
+            "--slim-checkpoints"]
 
 
-def evaluation_argv(layout: Layout, name: str, device: str) -> list:
+def evaluation_argv(layout: Layout, size: DemoSize, name: str, device: str) -> list:
     """evaluate_vqa.py: quality run `name` on the test split."""
-    maps, _ = QUALITY_RUNS[name]
-    saliency = ["--saliency", layout.maps(maps)] if maps else []
-    return ["--checkpoint", layout.quality_run(name) / BEST, "--dataset", "konvid",
-            "--labels", layout.test_labels, "--frames", layout.frames, *saliency,
-            "--out", layout.evaluation(name), "--workers", 0, "--device", device]
+    return ["--checkpoint", layout.quality_run(name) / BEST, "--dataset", QUALITY_LAYOUT,
+            "--labels", layout.test_labels, "--frames", layout.frames, *maps_option(layout, name),
+            "--out", layout.evaluation(name), "--workers", size.loader_workers, "--device", device]
 
 
 def ablation_argv(layout: Layout, size: DemoSize, seed: int, device: str) -> list:
     """train_sal.py --ablation on the global-context check: the baseline and attention
     registers, one seed each."""
-    return ["--ablation", *CHECK_VARIANTS, "--seeds", seed, "--dataset", "dhf1k",
+    return ["--ablation", *CHECK_VARIANTS, "--seeds", seed, "--dataset", SALIENCY_LAYOUT,
             "--root", layout.check_set, "--out", layout.registers,
             "--channels", size.check_channels, "--size", *CHECK_SIZE,
             "--epochs", size.check_epochs, "--clip-len", size.check_clip_len,
             "--clips-per-video", size.check_clips, "--val-clips", size.check_val_clips,
             "--batch-size", size.check_batch, "--lr", size.check_lr,
-            "--warmup", size.check_warmup, "--workers", 0, "--device", device]
+            "--warmup", size.check_warmup, "--workers", size.loader_workers, "--device", device]
 
 
 # ----------------------------------------------------------------------------- files between stages
@@ -237,7 +243,7 @@ def run_demo(out: str | Path, preset: DemoSize = SIZES[SIZE], seed: int = SEED, 
     for name in SALIENCY_RUNS:
         with stages.stage(f"saliency maps of the quality clips: {SALIENCY_NAMES[name]} "
                           "(inference_sal.py)"):
-            run_stage(inference_sal, maps_argv(layout, name, device))
+            run_stage(inference_sal, maps_argv(layout, preset, name, device))
     for name, (maps, alpha) in QUALITY_RUNS.items():
         with stages.stage(f"quality network, a = {alpha:g}, maps: {SALIENCY_NAMES[maps]} "
                           "(train_lsvq.py)"):
@@ -245,7 +251,7 @@ def run_demo(out: str | Path, preset: DemoSize = SIZES[SIZE], seed: int = SEED, 
     with stages.stage("the test split (evaluate_vqa.py)"):
         write_test_labels(layout)
         for name in QUALITY_RUNS:
-            run_stage(evaluate_vqa, evaluation_argv(layout, name, device))
+            run_stage(evaluate_vqa, evaluation_argv(layout, preset, name, device))
         drop_ablation_checkpoints(layout)
     with stages.stage("the global-context check: the baseline against attention registers "
                       "(train_sal.py --ablation)"):

@@ -25,6 +25,8 @@ CHECK_VARIANTS = ("baseline", "attention")  # the global-context check's ablatio
                                             # has the others: input, token write, N = 1, 8)
 CHECK_SIZE = (global_context.HEIGHT, global_context.WIDTH)  # the check's frames: a wide strip
 CHECK_DIR = "GlobalContext"     # the global-context check's folder under data/
+SALIENCY_LAYOUT = "dhf1k"       # the --dataset of the saliency set and the check (their layout)
+QUALITY_LAYOUT = "konvid"       # the --dataset of the quality set
 STAGE_FOLDERS = ("data", "frames", "saliency", "maps", "quality", "eval", "registers")
 
 
@@ -71,6 +73,8 @@ class DemoSize:
     check_batch: int = about("global-context check: clips per batch", 4)
     check_lr: float = about("global-context check: peak learning rate", 1e-3)
     check_warmup: int = about("global-context check: warm-up optimizer steps", 20)
+    loader_workers: int = about("data-loading processes of the trainers, the maps and the "
+                                "evaluation (0: in the main process)", 0)
     overlay_frames: int = about("frames per clip in overlays.png (one clip per distorted region)", 4)
     attention_clips: int = about("validation clips of the check in register_attention.png", 3)
 

@@ -20,8 +20,8 @@ from dagr.ablation import run_folder, variants
 from dagr.checkpoints import checkpoint_network, load_checkpoint
 from dagr.datasets import read_saliency_set
 from dagr.demo_data import QUALITY_DETAILS
-from dagr.demo_plan import (CHECK_SIZE, DEMO_MODEL, QUALITY_RUNS, REGISTERS, SALIENCY_NAMES,
-                            SALIENCY_RUNS, DemoSize, Layout)
+from dagr.demo_plan import (CHECK_SIZE, DEMO_MODEL, QUALITY_RUNS, REGISTERS, SALIENCY_LAYOUT,
+                            SALIENCY_NAMES, SALIENCY_RUNS, DemoSize, Layout)
 from dagr.evaluation import (METRIC_OF_COLUMN, QUALITY_METRICS, RESULT_COLUMNS,
                              evaluation_clips, write_results)
 from dagr.images import read_image
@@ -157,7 +157,7 @@ def plot_register_attention(layout: Layout, seed: int, clips: int, path: Path) -
     when it reads (dagr/registers.py), all blended over the frame."""
     run = run_folder(layout.registers, variants(REGISTERS)["attention"], seed) / BEST
     model = checkpoint_network(run, "saliency")[0]
-    videos = [v for v in read_saliency_set("dhf1k", layout.check_set) if v.split == "val"]
+    videos = [v for v in read_saliency_set(SALIENCY_LAYOUT, layout.check_set) if v.split == "val"]
     data = evaluation_clips(videos[:clips], 1, CHECK_SIZE, 1)
     colours = video_categories(layout.check_set / CATEGORY_TABLE)
     rows = 3 + REGISTERS
