@@ -242,10 +242,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="register tokens (0: the baseline)")
     parser.add_argument("--register-mode", choices=REGISTER_MODES, default=REGISTER_MODE,
                         help="how the registers meet the features: attention (read the features, "
-                             "write back), or input channels (the original code's)")
+                             "write back), or input (learned channels concatenated to the RGB frames)")
     parser.add_argument("--register-write", choices=REGISTER_WRITES, default=REGISTER_WRITE,
                         help="attention registers write back as feature-channel gains (film) or "
-                             "token by token at the levels they read (token, the first design)")
+                             "token by token at the levels they read (token)")
     parser.add_argument("--read-levels", nargs="+", default=READ_LEVELS, metavar="LEVEL",
                         help="levels the registers read: bottleneck, enc0-enc3, dec0-dec3")
     parser.add_argument("--write-levels", nargs="+", default=WRITE_LEVELS, metavar="LEVEL",

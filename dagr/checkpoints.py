@@ -112,7 +112,6 @@ def _load_plain(path: Path, device: torch.device | str) -> Any:
         raise ValueError(f"{path}: not a readable checkpoint ({first_line(err)})") from err
 
 
-
 RESUME_KEYS = ("optimizer_state", "rng_state", "epoch")
 
 
@@ -128,7 +127,6 @@ def resume_checkpoint(path: str | os.PathLike, kind: str) -> dict[str, Any] | No
         raise ValueError(f"{path}: cannot resume from it: no {', '.join(missing)} (not a "
                          "training checkpoint)")
     return payload
-
 
 
 def plain_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -151,7 +149,6 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
             model = model._orig_mod
         else:
             return model
-
 
 
 def training_payload(model: torch.nn.Module, model_kwargs: dict[str, Any],
@@ -198,7 +195,6 @@ def restore_training(payload: dict[str, Any], model: torch.nn.Module,
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise ValueError(f"{path}: cannot resume this run from it, it was written with other "
                          f"options ({first_line(err)})") from err
-
 
 
 # ----------------------------------------------------------------------------- networks

@@ -63,7 +63,6 @@ class QualityPart:
 Source = str | os.PathLike | ModelFile
 
 
-
 # ----------------------------------------------------------------------------- loading
 
 def load_quality(source: Source) -> QualityPart:
