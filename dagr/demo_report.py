@@ -63,10 +63,9 @@ def saliency_scores(layout: Layout) -> dict[str, dict[str, float]]:
 
 
 def quality_rows(layout: Layout) -> dict[str, dict]:
-    """Each quality run's row of evaluate_vqa.py's results table on the test split (read at
-    full precision, as written): {run: {column: value}}."""
-    return {name: pd.read_csv(layout.evaluation(name) / "results.csv",
-                              float_precision="round_trip").iloc[0].to_dict()
+    """Each quality run's row of evaluate_vqa.py's results table on the test split (its CSV
+    holds every digit, and reads back to the same numbers): {run: {column: value}}."""
+    return {name: pd.read_csv(layout.evaluation(name) / "results.csv").iloc[0].to_dict()
             for name in QUALITY_RUNS}
 
 
