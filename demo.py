@@ -118,6 +118,13 @@ def extract_argv(layout: Layout, size: DemoSize, workers: int) -> list:
             "--num-frames", size.clip_frames, "--size", *size.frame_size, "--workers", workers]
 
 
+def trainer_options(size: DemoSize, seed: int, device: str) -> list:
+    """What both trainers' runs share: loading, seed, device, and checkpoints kept without the
+    optimizer state (nothing resumes a demo run)."""
+    return ["--workers", size.loader_workers, "--seed", seed, "--device", device,
+            "--slim-checkpoints"]
+
+
 def saliency_argv(layout: Layout, size: DemoSize, name: str, seed: int, device: str) -> list:
     """train_sal.py on the saliency set, with SALIENCY_RUNS[name] registers."""
     return ["--dataset", SALIENCY_LAYOUT, "--root", layout.saliency_set,
@@ -127,8 +134,7 @@ def saliency_argv(layout: Layout, size: DemoSize, name: str, seed: int, device: 
             "--clip-len", size.clip_frames, "--clips-per-video", size.saliency_clips,
             "--val-clips", size.saliency_val_clips, "--batch-size", size.saliency_batch,
             "--lr", size.saliency_lr, "--warmup", size.saliency_warmup,
-            "--workers", size.loader_workers, "--seed", seed, "--device", device,
-            "--slim-checkpoints"]
+            *trainer_options(size, seed, device)]
 
 
 def maps_argv(layout: Layout, size: DemoSize, name: str, device: str) -> list:
@@ -147,13 +153,12 @@ def maps_option(layout: Layout, name: str) -> list:
 def quality_argv(layout: Layout, size: DemoSize, name: str, seed: int, device: str) -> list:
     """train_lsvq.py on the quality set, reading the maps and weighting of QUALITY_RUNS[name]."""
     return ["--dataset", QUALITY_LAYOUT, "--labels", layout.labels, "--frames", layout.frames,
-            *maps_option(layout, name), "--saliency-alpha", QUALITY_RUNS[name][1], "--out", layout.quality_run(name),
-            "--backbone", size.backbone, "--no-pretrained", "--size", *size.frame_size,
-            "--epochs", size.quality_epochs, "--batch-size", size.quality_batch,
-            "--lr", size.quality_lr, "--warmup", size.quality_warmup,
-            "--val-fraction", size.val_fraction, "--test-fraction", size.test_fraction,
-            "--workers", size.loader_workers, "--seed", seed, "--device", device,
-            "--slim-checkpoints"]
+            *maps_option(layout, name), "--saliency-alpha", QUALITY_RUNS[name][1],
+            "--out", layout.quality_run(name), "--backbone", size.backbone, "--no-pretrained",
+            "--size", *size.frame_size, "--epochs", size.quality_epochs,
+            "--batch-size", size.quality_batch, "--lr", size.quality_lr,
+            "--warmup", size.quality_warmup, "--val-fraction", size.val_fraction,
+            "--test-fraction", size.test_fraction, *trainer_options(size, seed, device)]
 
 
 def evaluation_argv(layout: Layout, size: DemoSize, name: str, device: str) -> list:
