@@ -48,7 +48,8 @@ import pandas as pd
 import torch
 
 from dagr import figures, paper
-from dagr.checkpoints import ModelFile, Source, export_model, load_checkpoint
+from dagr.checkpoints import load_checkpoint
+from dagr.model_file import ModelFile, Source, export_model
 from dagr.cli import Interrupted, run_script, script_parser
 from dagr.datasets import QUALITY_SETS, quality_help, read_table, set_title
 from dagr.device import add_device_argument, pick_device

@@ -54,7 +54,7 @@ from torch import nn
 from tqdm import tqdm
 
 from dagr import paper
-from dagr.checkpoints import ModelFile, Source
+from dagr.model_file import ModelFile, Source
 from dagr.cli import Interrupted, run_script, script_parser
 from dagr.device import add_device_argument, pick_device
 from dagr.failures import Failure, write_failures

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Iterator
 import pandas as pd
 import torch
 
-from dagr.checkpoints import ModelFile, Source
+from dagr.model_file import ModelFile, Source
 from dagr.device import ARGUMENT, pick_device
 from dagr.failures import Failure
 from dagr.provenance import write_scores_meta

@@ -25,7 +25,8 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from dagr.checkpoints import QualityPart, Source, checkpoint_network, load_quality, unwrap
+from dagr.checkpoints import checkpoint_network, unwrap
+from dagr.model_file import QualityPart, Source, load_quality
 from dagr.datasets import saliency_videos, set_title
 from dagr.device import pick_device
 from dagr.distributed import Distributed, ShardSampler, gather_objects

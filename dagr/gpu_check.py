@@ -39,7 +39,8 @@ import pandas as pd
 import torch
 
 from dagr import demo_data
-from dagr.checkpoints import checkpoint_network, load_checkpoint, load_saliency
+from dagr.checkpoints import checkpoint_network, load_checkpoint
+from dagr.model_file import load_saliency
 from dagr.inference import prepare_inference
 from dagr.losses import probability_maps
 from dagr.precision import COMPILE_BACKEND_VARIABLE, weights_autocast

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx.experimental.optimization import fuse as fuse_conv_batchnorm
 
-from dagr.checkpoints import Source, load_saliency
+from dagr.model_file import Source, load_saliency
 from dagr.precision import compile_model, resolve_precision, to_precision, weights_autocast
 from sal_withoutreg import fold_batchnorm
 from VQA import QualityNet
@@ -127,7 +127,7 @@ def inference_quality(model: QualityNet, device: torch.device, precision: str | 
     """`model` (changed in place) ready for `score_clips` on `device`: eval mode; the trunk's
     BatchNorm folded into its convolutions (torch.fx graph fusion) and the trunk in
     channels_last (faster on GPUs with bf16, and for fp32 on the CPU: 1.4x, measured); weights
-    at `precision` (default: bf16 on CUDA, fp32 on the CPU; see sal_withreg.to_precision); the
+    at `precision` (default: bf16 on CUDA, fp32 on the CPU; see dagr.precision.to_precision); the
     trunk `torch.compile`d when `compiled`."""
     model = model.to(device).eval()
     model.trunk = fuse_conv_batchnorm(model.trunk)

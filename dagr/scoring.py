@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from dagr import paper
-from dagr.checkpoints import ModelFile, Source, load_saliency
+from dagr.model_file import ModelFile, Source, load_saliency
 from dagr.cli import Interrupted
 from dagr import supervised
 from dagr.failures import Failure, write_failures

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from dagr import demo_data as dq
 import evaluate_vqa
 import inference_sal
-from dagr import checkpoints
+from dagr import model_file
 import train_lsvq
 import train_sal
 from fakes import tiny_dhf1k
@@ -207,9 +207,9 @@ def test_the_exported_file_scores_and_maps_as_the_two_checkpoints(tmp_path, mode
     assert export(fp32, models) == 0 and export(bf16, models, "--precision", "bf16") == 0
     capsys.readouterr()
     with safe_open(str(fp32), framework="pt") as handle:
-        meta = json.loads(handle.metadata()[checkpoints.METADATA_KEY])
+        meta = json.loads(handle.metadata()[model_file.METADATA_KEY])
         keys = list(handle.keys())
-    assert meta["format_version"] == checkpoints.FORMAT_VERSION and meta["precision"] == "fp32"
+    assert meta["format_version"] == model_file.FORMAT_VERSION and meta["precision"] == "fp32"
     assert meta["quality"]["mos_scale"] == {"low": 1.0, "high": 5.0}
     assert meta["quality"]["frame_size"] == list(SIZE) and meta["quality"]["saliency_alpha"] == 0.5
     assert meta["quality"]["frames_per_clip"] == evaluate_vqa.FRAMES_PER_VIDEO
@@ -271,7 +271,7 @@ def rewritten(good: Path, out: Path, meta: dict | None = None, tensors: dict | N
     """`good` written again with changed metadata and/or tensors (the others kept)."""
     kept = load_file(str(good))
     if meta is not None:
-        raw_meta = {checkpoints.METADATA_KEY: json.dumps(meta)}
+        raw_meta = {model_file.METADATA_KEY: json.dumps(meta)}
     elif raw_meta is None:
         with safe_open(str(good), framework="pt") as handle:
             raw_meta = handle.metadata()
@@ -284,7 +284,7 @@ def test_damaged_foreign_and_newer_model_files_get_one_line(tmp_path, models, vi
     good = tmp_path / "good.safetensors"
     assert export(good, models) == 0
     with safe_open(str(good), framework="pt") as handle:
-        meta = json.loads(handle.metadata()[checkpoints.METADATA_KEY])
+        meta = json.loads(handle.metadata()[model_file.METADATA_KEY])
     tensors = load_file(str(good))
     truncated = tmp_path / "truncated.safetensors"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
@@ -297,11 +297,11 @@ def test_damaged_foreign_and_newer_model_files_get_one_line(tmp_path, models, vi
         truncated: "not a readable safetensors model file",
         rewritten(good, tmp_path / "bare.safetensors", raw_meta={}): "no dagr_vqa metadata",
         rewritten(good, tmp_path / "text.safetensors",
-                  raw_meta={checkpoints.METADATA_KEY: "{not json"}): "metadata is not JSON",
+                  raw_meta={model_file.METADATA_KEY: "{not json"}): "metadata is not JSON",
         rewritten(good, tmp_path / "other.safetensors",
                   {**meta, "format": "something-else"}): "not a DAGR-VQA model file",
         rewritten(good, tmp_path / "newer.safetensors",
-                  {**meta, "format_version": checkpoints.FORMAT_VERSION + 1}): "newer DAGR-VQA",
+                  {**meta, "format_version": model_file.FORMAT_VERSION + 1}): "newer DAGR-VQA",
         rewritten(good, tmp_path / "nosize.safetensors", no_quality_size): "'frame_size'",
         rewritten(good, tmp_path / "kwargs.safetensors", bad_kwargs): "do not build the saliency",
         rewritten(good, tmp_path / "missing.safetensors",
