@@ -188,8 +188,8 @@ def score_to_csv(scorer: Scorer, paths: Sequence[str], out: str | Path, workers:
                  shard: Shard = Shard(), resume: bool = False, progress: bool = True,
                  timeout: float = VIDEO_TIMEOUT, retry_failed: bool = False
                  ) -> tuple[pd.DataFrame, dict[str, Failure]]:
-    """Score `shard`'s share of `paths` (sorted video files): writes `out` (video,score), its
-    sidecar provenance.scores_meta_file(out) (scale, training data, model) and,
+    """Score `shard`'s share of `paths` (sorted video files): writes `out` (video,score) with
+    its sidecar provenance.scores_meta_file(out) (scale, training data, model) and,
     when some fail, `failures_file(out)` (video,kind,problem), or for a shard its parts of
     them, merged by the last shard to finish. Each row is appended to a partial file as it
     comes; with `resume` the videos already there are not scored again, those that failed
@@ -222,11 +222,12 @@ def score_to_csv(scorer: Scorer, paths: Sequence[str], out: str | Path, workers:
                           "run again with --resume to continue") from None
     partial.close()
     scores, failures = _scores_and_failures([results[p] for p in mine])
-    write_outputs([CsvOutput(out, lambda path: write_scores(scores, path), "video", list(paths)),
-                   CsvOutput(failures_file(out),
-                             lambda path: write_failures(path, failures, "video"), "video")],
-                  shard)
-    write_scores_meta(out, scorer.meta)  # each shard writes the same description
+    if write_outputs([CsvOutput(out, lambda path: write_scores(scores, path), "video",
+                                list(paths)),
+                      CsvOutput(failures_file(out),
+                                lambda path: write_failures(path, failures, "video"), "video")],
+                     shard):
+        write_scores_meta(out, scorer.meta)  # beside the final scores file, not a shard's part
     partial.remove()
     return scores, failures
 
