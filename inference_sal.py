@@ -18,9 +18,9 @@ frames.json (a short video) keeps the map of its first place.
 `<out>_overlays/<video_id>/<frame file name>`: a sibling folder, so that the maps folder holds
 nothing but maps. `--overlay-scale frame` (the default) stretches each frame's map over all
 the colours, so colours do not compare between frames; `fixed` colours saliency relative to
-the frame's mean, from 0 to 8 times it, the same for every frame and video. `--register-attention` draws, the
-same way, where each register of an attention-register network looks over each frame, to
-`<out>_registers/<video_id>/<frame>_register<k>.png`.
+the frame's mean, from 0 to 8 times it, the same for every frame and video.
+`--register-attention` draws, the same way, where each register of an attention-register
+network looks over each frame, to `<out>_registers/<video_id>/<frame>_register<k>.png`.
 
 Video mode (`--video INPUT ... --all-frames`): every decodable frame gets a map, from
 consecutive windows of --window frames (the last window is aligned to the video's end, and a
@@ -65,7 +65,8 @@ from dagr.files import atomic_path, remove_leftovers, writable_folder
 from dagr.frames import UNREADABLE_FRAMES, WRITE_FAILED, frame_files, stored_clip
 from dagr.images import read_image, write_png
 from dagr.inference import Network, predict_logits, stored_maps
-from dagr.overlays import SCALES, Render, load_network, overlay, render, shown_maps
+from dagr.overlays import (FIXED_SCALE_MAX, SCALES, Render, load_network, overlay, render,
+                           shown_maps)
 from dagr.precision import add_precision_arguments
 from dagr.registers import attention_maps, has_attention_registers
 from dagr.sharding import (CsvOutput, Shard, add_shard_argument, current_shard, exit_status,
@@ -193,9 +194,9 @@ def infer_frames(model: nn.Module, frames_dir: str | Path, out: str | Path,
                  timeout: float = VIDEO_TIMEOUT, with_registers: bool = False,
                  overlay_scale: str = OVERLAY_SCALE) -> tuple[dict[str, Failure], int]:
     """Maps (and overlays on the colour scale `overlay_scale`, and with `with_registers` each
-    register's attention over each frame) for every stored video under `frames_dir` (`shard`'s share of them) not yet done
-    in `out`, the frames read by supervised worker processes. The network sees frames resized
-    to `size` (H, W). Returns ({video_id: Failure} for the videos that failed, number of
+    register's attention over each frame) for every stored video under `frames_dir`
+    (`shard`'s share of them) not yet done in `out`, the frames read by supervised worker
+    processes. The network sees frames resized to `size` (H, W). Returns ({video_id: Failure} for the videos that failed, number of
     videos skipped as done)."""
     frames_dir, out = Path(frames_dir), Path(out)
     overlays = overlay_folder(out) if with_overlays else None
@@ -288,8 +289,9 @@ def render_videos(network: Network, inputs: Sequence[str | Path], out: str | Pat
                   timeout: float = VIDEO_TIMEOUT, overlay_scale: str = OVERLAY_SCALE
                   ) -> tuple[dict[str, Failure], int]:
     """`render_video` for every video found in `inputs` (files or folders) that has no
-    `<out>/<video_id>.mp4` yet, on the colour scale `overlay_scale`, in supervised worker processes (default: one, none for a
-    single video). Returns ({video_id: Failure}, number skipped as done)."""
+    `<out>/<video_id>.mp4` yet, on the colour scale `overlay_scale`, in supervised worker
+    processes (default: one, none for a single video). Returns ({video_id: Failure}, number
+    skipped as done)."""
     out, failures, jobs = Path(out), {}, {}
     videos = find_videos(inputs)
     for video_id, path in videos:
@@ -340,8 +342,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--overlay-scale", choices=sorted(SCALES), default=OVERLAY_SCALE,
                         help="overlay colours: 'frame' stretches each frame's map from its min "
                              "to its max (colours do not compare between frames); 'fixed' "
-                             "colours saliency relative to the frame's mean, 0 to 8x, the same "
-                             "for every frame and video")
+                             "colours saliency relative to the frame's mean, 0 to "
+                             f"{FIXED_SCALE_MAX:g}x, the same for every frame and video")
     parser.add_argument("--register-attention", action="store_true",
                         help="frames mode: also draw where each register of an attention-mode "
                              f"network looks, over each frame, to <out>{REGISTERS_SUFFIX}/"

@@ -20,9 +20,12 @@ def no_gpu(monkeypatch):
 
 
 @pytest.mark.parametrize("name, message", [
-    ("cuda", "error: --device cuda: PyTorch sees no CUDA GPU on this machine; use --device cpu"),
-    ("cuda:3", "error: --device cuda:3: PyTorch sees no CUDA GPU on this machine; use --device cpu"),
-    ("mps", "error: --device mps: PyTorch sees no Apple GPU (MPS) on this machine; use --device cpu"),
+    ("cuda", "error: --device cuda: PyTorch sees no CUDA GPU on this machine; "
+             "use --device cpu"),
+    ("cuda:3", "error: --device cuda:3: PyTorch sees no CUDA GPU on this machine; "
+               "use --device cpu"),
+    ("mps", "error: --device mps: PyTorch sees no Apple GPU (MPS) on this machine; "
+            "use --device cpu"),
     ("gpu", "error: --device gpu: not a device name PyTorch knows (cpu, cuda, cuda:N, mps, ...)"),
 ])
 def test_a_device_that_is_not_here_is_refused_in_one_line_before_the_model_loads(
