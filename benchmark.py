@@ -153,8 +153,6 @@ def input_videos(args: argparse.Namespace, scratch: Path) -> tuple[list[Path], d
     """The video files to score (a generated one without --videos) and their description."""
     if args.videos:
         paths = [path for _, path in find_videos(args.videos)]
-        if not paths:
-            raise FileNotFoundError(f"no video file found in {args.videos}")
         return paths, {"videos": [str(p) for p in paths], "generated": False}
     path = generated_video(scratch, tuple(args.generated_size), args.generated_frames,
                            GENERATED_FPS)

@@ -371,8 +371,6 @@ def score(args: argparse.Namespace) -> int:
     scorer = load_scorer(source, source if args.model else args.saliency_checkpoint, device,
                          args.precision, args.compile, args.batch_size)
     paths = [str(path) for _, path in find_videos(args.videos)]
-    if not paths:
-        raise FileNotFoundError(f"{' '.join(args.videos)}: no video file found")
     scores, failures = score_to_csv(scorer, paths, args.out, args.workers, shard, args.resume,
                                     timeout=args.video_timeout, retry_failed=args.retry_failed)
     print(f"{len(scores)} video(s) scored into {args.out}" + (

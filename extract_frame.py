@@ -43,7 +43,7 @@ from dagr.sharding import (CsvOutput, Shard, add_shard_argument, current_shard, 
                            is_merged, journal, write_outputs)
 from dagr.supervised import (VIDEO_TIMEOUT, Supervision, WorkerError, add_timeout_argument,
                              crashed_before, supervised_map)
-from dagr.video_io import VIDEO_EXTENSIONS, find_videos
+from dagr.video_io import find_videos
 from dagr.workers import MAIN_PROCESS_NOTE, default_workers, one_opencv_thread
 
 # ----------------------------------------------------------------------------- config
@@ -167,11 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         videos, left_out = (videos_from_labels(args.dataset, args.labels, args.video_root,
                                                label_columns(args))
                             if args.dataset else (find_videos(args.inputs), []))
-        if not videos:
-            raise FileNotFoundError(f"{args.labels}: no row's video is under {args.video_root}"
-                                    if args.dataset else
-                                    f"{' '.join(args.inputs)}: no video file found (extensions: "
-                                    f"{' '.join(VIDEO_EXTENSIONS)})")
+        if not videos:  # find_videos raises for inputs that hold none
+            raise FileNotFoundError(f"{args.labels}: no row's video is under {args.video_root}")
         writable_folder(args.out)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -14,10 +14,13 @@ size (or --size) and the maps come out at the stored frames' size. A video's fol
 whole or not at all; videos whose maps are all there are skipped. A frame listed twice in
 frames.json (a short video) keeps the map of its first place.
 `--overlay` also writes the colour heat map blended over each frame, as a PNG of the frame
-with a colour bar on its right, to `<out>_overlays/<video_id>/<frame file name>`: a sibling
-folder, so that the maps folder holds nothing but maps. `--register-attention` draws, the
-same way, where each register of an attention-register network looks over each frame, to
-`<out>_registers/<video_id>/<frame>_register<k>.png`.
+(upscaled to at least 224 pixels high, to be readable) with a colour bar on its right, to
+`<out>_overlays/<video_id>/<frame file name>`: a sibling folder, so that the maps folder holds
+nothing but maps. `--overlay-scale frame` (the default) stretches each frame's map over all
+the colours, so colours do not compare between frames; `fixed` colours saliency relative to
+the frame's mean, from 0 to 8 times it, the same for every frame and video.
+`--register-attention` draws, the same way, where each register of an attention-register
+network looks over each frame, to `<out>_registers/<video_id>/<frame>_register<k>.png`.
 
 Video mode (`--video INPUT ... --all-frames`): every decodable frame gets a map, from
 consecutive windows of --window frames (the last window is aligned to the video's end, and a
@@ -61,8 +64,9 @@ from dagr.failures import Failure, write_failures
 from dagr.files import atomic_path, remove_leftovers, writable_folder
 from dagr.frames import UNREADABLE_FRAMES, WRITE_FAILED, frame_files, stored_clip
 from dagr.images import read_image, write_png
-from dagr.inference import SaliencyRecipe, predict_maps
-from dagr.overlays import Render, load_network, overlay, render
+from dagr.inference import SaliencyRecipe, predict_logits, stored_maps
+from dagr.overlays import (FIXED_SCALE_MAX, SCALES, Render, load_network, overlay, render,
+                           shown_maps)
 from dagr.precision import add_precision_arguments
 from dagr.registers import attention_maps, has_attention_registers
 from dagr.sharding import (CsvOutput, Shard, add_shard_argument, current_shard, exit_status,
@@ -83,6 +87,7 @@ WORKERS = None             # frame-loading processes (frames mode: the machine's
 WINDOW = paper.FRAMES_PER_VIDEO  # frames per clip in video mode
 FOLD_BN = True             # fold BatchNorm into the convolutions (faster, same maps)
 OVERLAY_SUFFIX = "_overlays"
+OVERLAY_SCALE = "frame"    # overlay colours: "frame" (min to max of each frame) or "fixed"
 REGISTERS_SUFFIX = "_registers"  # --register-attention writes to <out>_registers
 FAILURES_SUFFIX = "_failures.csv"
 # -----------------------------------------------------------------------------
@@ -131,8 +136,10 @@ def _is_done(folders: Sequence[Path], names: Sequence[str]) -> bool:
 
 
 def _save_maps(item: dict, maps: np.ndarray, frames_dir: Path, out: Path,
-               overlays: Path | None) -> None:
-    """Write one video's maps (T, H, W) uint8, and its overlays, each folder atomically."""
+               overlays: Path | None, shown: np.ndarray | None = None,
+               scale: str = OVERLAY_SCALE) -> None:
+    """Write one video's maps (T, H, W) uint8, and into `overlays` the maps `shown` (T, H, W)
+    on the colour scale `scale` over their frames, each folder atomically."""
     named = _first_per_name(item["names"], maps)
     with atomic_path(out / item["video_id"]) as tmp:
         tmp.mkdir(parents=True)
@@ -141,9 +148,9 @@ def _save_maps(item: dict, maps: np.ndarray, frames_dir: Path, out: Path,
     if overlays is not None:
         with atomic_path(overlays / item["video_id"]) as tmp:
             tmp.mkdir(parents=True)
-            for name, image in named.items():
+            for name, image in _first_per_name(item["names"], shown).items():
                 frame = read_image(frames_dir / item["video_id"] / name)
-                write_png(tmp / name, overlay(frame, image))
+                write_png(tmp / name, overlay(frame, image, scale))
 
 
 def _save_register_attention(item: dict, looks: np.ndarray, frames_dir: Path,
@@ -184,12 +191,12 @@ def infer_frames(model: nn.Module, frames_dir: str | Path, out: str | Path,
                  device: torch.device | str, size: Sequence[int], batch_size: int = BATCH_SIZE,
                  workers: int | None = WORKERS, with_overlays: bool = False,
                  progress: bool = True, shard: Shard = Shard(),
-                 timeout: float = VIDEO_TIMEOUT, with_registers: bool = False
-                 ) -> tuple[dict[str, Failure], int]:
-    """Maps (and overlays, and with `with_registers` each register's attention over each
-    frame) for every stored video under `frames_dir` (`shard`'s share of them) not yet done
-    in `out`, the frames read by supervised worker processes. The network sees frames resized
-    to `size` (H, W). Returns ({video_id: Failure} for the videos that failed, number of
+                 timeout: float = VIDEO_TIMEOUT, with_registers: bool = False,
+                 overlay_scale: str = OVERLAY_SCALE) -> tuple[dict[str, Failure], int]:
+    """Maps (and overlays on the colour scale `overlay_scale`, and with `with_registers` each
+    register's attention over each frame) for every stored video under `frames_dir`
+    (`shard`'s share of them) not yet done in `out`, the frames read by supervised worker
+    processes. The network sees frames resized to `size` (H, W). Returns ({video_id: Failure} for the videos that failed, number of
     videos skipped as done)."""
     frames_dir, out = Path(frames_dir), Path(out)
     overlays = overlay_folder(out) if with_overlays else None
@@ -221,7 +228,7 @@ def infer_frames(model: nn.Module, frames_dir: str | Path, out: str | Path,
         for batch in tqdm(_batches(loaded, batch_size), total=-(-len(todo) // batch_size),
                           desc="saliency", unit="batch", disable=not progress):
             written += _map_batch(model, batch, frames_dir, out, overlays, device, failures,
-                                  registers)
+                                  registers, overlay_scale)
     except KeyboardInterrupt:
         loaded.close()
         raise Interrupted(f"maps of {written} of {len(todo)} videos written to {out} and kept; "
@@ -244,7 +251,8 @@ def _batches(loaded: Iterator[tuple[str, dict | Failure]], size: int) -> Iterato
 
 def _map_batch(model: nn.Module, batch: list[dict], frames_dir: Path, out: Path,
                overlays: Path | None, device: torch.device | str,
-               failures: dict[str, Failure], registers: Path | None = None) -> int:
+               failures: dict[str, Failure], registers: Path | None = None,
+               overlay_scale: str = OVERLAY_SCALE) -> int:
     """Maps (and overlays, and register attention into `registers`) of one batch of
     `stored_clip`'s items; returns how many were written, recording the others in
     `failures`."""
@@ -256,12 +264,15 @@ def _map_batch(model: nn.Module, batch: list[dict], frames_dir: Path, out: Path,
             groups.setdefault((item["frames"].shape, item["frame_size"]), []).append(item)
     for (_, frame_size), items in groups.items():
         clips = torch.stack([to_clip_tensor(i["frames"]) for i in items])
-        maps = predict_maps(model, clips, device, frame_size)
+        logits = predict_logits(model, clips, device, frame_size)
+        maps = stored_maps(logits).cpu()
+        shown = None if overlays is None else shown_maps(logits, overlay_scale).numpy()
         looks = None if registers is None else attention_maps(
             model, clips.to(device).permute(0, 2, 1, 3, 4), frame_size).cpu().numpy()
         for index, (item, video_maps) in enumerate(zip(items, maps.numpy())):
             try:
-                _save_maps(item, video_maps, frames_dir, out, overlays)
+                _save_maps(item, video_maps, frames_dir, out, overlays,
+                           None if shown is None else shown[index], overlay_scale)
                 if looks is not None:
                     _save_register_attention(item, looks[index], frames_dir, registers)
                 written += 1
@@ -275,16 +286,19 @@ def _map_batch(model: nn.Module, batch: list[dict], frames_dir: Path, out: Path,
 def render_videos(network: SaliencyRecipe, inputs: Sequence[str | Path], out: str | Path,
                   size: Sequence[int], window: int = WINDOW, batch_size: int = BATCH_SIZE,
                   workers: int | None = WORKERS, progress: bool = True,
-                  timeout: float = VIDEO_TIMEOUT) -> tuple[dict[str, Failure], int]:
+                  timeout: float = VIDEO_TIMEOUT, overlay_scale: str = OVERLAY_SCALE
+                  ) -> tuple[dict[str, Failure], int]:
     """`render_video` for every video found in `inputs` (files or folders) that has no
-    `<out>/<video_id>.mp4` yet, in supervised worker processes (default: one, none for a
-    single video). Returns ({video_id: Failure}, number skipped as done)."""
+    `<out>/<video_id>.mp4` yet, on the colour scale `overlay_scale`, in supervised worker
+    processes (default: one, none for a single video). Returns ({video_id: Failure}, number
+    skipped as done)."""
     out, failures, jobs = Path(out), {}, {}
     videos = find_videos(inputs)
     for video_id, path in videos:
         target = out / f"{video_id}.mp4"
         if not target.is_file():
-            jobs[video_id] = Render(Path(path), target, network, tuple(size), window, batch_size)
+            jobs[video_id] = Render(Path(path), target, network, tuple(size), window, batch_size,
+                                    overlay_scale)
     crashed = crashed_before(failures_file(out), "video_id")
     how = Supervision((1 if len(jobs) > 1 else 0) if workers is None else workers, timeout,
                       journal(out, Shard()),
@@ -323,7 +337,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="map every frame of --video and write H.264 overlay MP4s")
     parser.add_argument("--out", default=OUT, help=f"output folder (default: {OUT})")
     parser.add_argument("--overlay", action="store_true",
-                        help=f"also write heat-map overlays to <out>{OVERLAY_SUFFIX}/")
+                        help=f"also write heat-map overlays to <out>{OVERLAY_SUFFIX}/, drawn at "
+                             "least 224 pixels high (smaller stored frames are upscaled)")
+    parser.add_argument("--overlay-scale", choices=sorted(SCALES), default=OVERLAY_SCALE,
+                        help="overlay colours: 'frame' stretches each frame's map from its min "
+                             "to its max (colours do not compare between frames); 'fixed' "
+                             "colours saliency relative to the frame's mean, 0 to "
+                             f"{FIXED_SCALE_MAX:g}x, the same for every frame and video")
     parser.add_argument("--register-attention", action="store_true",
                         help="frames mode: also draw where each register of an attention-mode "
                              f"network looks, over each frame, to <out>{REGISTERS_SUFFIX}/"
@@ -387,11 +407,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             failures, skipped = infer_frames(model, args.frames, args.out, device, size,
                                              args.batch_size, args.workers, args.overlay,
                                              shard=shard, timeout=args.video_timeout,
-                                             with_registers=args.register_attention)
+                                             with_registers=args.register_attention,
+                                             overlay_scale=args.overlay_scale)
         else:
             failures, skipped = render_videos(network, args.video, args.out, size, args.window,
                                               args.batch_size, args.workers,
-                                              timeout=args.video_timeout)
+                                              timeout=args.video_timeout,
+                                              overlay_scale=args.overlay_scale)
     except OSError as err:  # a missing input, or an output folder that cannot be written
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -399,6 +421,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_outputs([CsvOutput(listing, lambda path: write_failures(path, failures, "video_id"),
                              "video_id")], shard)
     print(f"saliency written to {args.out} ({skipped} video(s) already done, skipped)")
+    for wanted, folder, what in ((args.overlay, overlay_folder(args.out), "overlays"),
+                                 (args.register_attention, register_folder(args.out),
+                                  "register attention"),
+                                 (args.all_frames, Path(args.out), "overlay videos")):
+        if wanted:
+            print(f"{what} written to {folder}/")
     if failures:
         print(f"{len(failures)} video(s) failed (listed in {listing}):", file=sys.stderr)
         for _, failure in sorted(failures.items()):

@@ -22,11 +22,25 @@ NAMES_ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}
 PANDAS_READ_NAMES = {"encoding": "utf-8", "encoding_errors": "surrogateescape"}
 
 
+def _file_mode() -> int:
+    """The mode `open()` gives a new file under this process's umask (0644 under the usual
+    022). os.umask only reads the mask by setting it, so it is read once, at import."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+FILE_MODE = _file_mode()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
 
-    Works for files and folders: a reader never sees half of the output.
+    Works for files and folders: a reader never sees half of the output. A file gets the
+    permissions of a plainly created one (FILE_MODE), whatever wrote it: some writers stage
+    their own temporary file with mode 0600 (safetensors does), and outputs are meant to be
+    shared.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,6 +48,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp.rmdir()  # the caller creates a file or a folder there
     try:
         yield tmp
+        if tmp.is_file():
+            os.chmod(tmp, FILE_MODE)
         if path.is_dir() and tmp.is_dir():
             shutil.rmtree(path)
         os.replace(tmp, path)

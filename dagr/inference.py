@@ -86,18 +86,41 @@ def predict_maps(model: nn.Module, clips: torch.Tensor, device: torch.device | s
     weights (`prepare_inference`), under bf16 autocast when they are bf16; the normalisation
     is computed in fp32. A constant frame maps to 0.
     """
+    maps = stored_maps(predict_logits(model, clips, device, size))
+    return maps if on_device else maps.cpu()
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, clips: torch.Tensor, device: torch.device | str,
+                   size: Sequence[int] | None = None) -> torch.Tensor:
+    """The network's fp32 logits (B, T, H', W') on `device` for `clips` (B, T, 3, H, W), as
+    `predict_maps` computes them: resized bilinearly to `size` when given."""
     device = torch.device(device)
     x = clips.to(device).permute(0, 2, 1, 3, 4)  # (B, 3, T, H, W): the network's layout
-    with torch.inference_mode(), weights_autocast(model, device):
+    with weights_autocast(model, device):
         logits = model(x)[:, 0].float()  # (B, T, H, W)
-        if size is not None and tuple(size) != tuple(logits.shape[-2:]):
-            logits = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
-        maps = torch.sigmoid(torch.log_softmax(logits.flatten(-2), dim=-1)).view_as(logits)
-        low = maps.amin(dim=(-2, -1), keepdim=True)
-        span = maps.amax(dim=(-2, -1), keepdim=True) - low
-        maps = (maps - low) / span.clamp_min(torch.finfo(maps.dtype).tiny)
-        maps = maps.mul_(255).round_().to(torch.uint8)
-        return maps if on_device else maps.cpu()
+    if size is not None and tuple(size) != tuple(logits.shape[-2:]):
+        logits = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+    return logits
+
+
+@torch.inference_mode()
+def stored_maps(logits: torch.Tensor) -> torch.Tensor:
+    """Logits (..., H, W) -> the maps `predict_maps` stores: uint8, min-max per frame."""
+    maps = torch.sigmoid(torch.log_softmax(logits.flatten(-2), dim=-1)).view_as(logits)
+    low = maps.amin(dim=(-2, -1), keepdim=True)
+    span = maps.amax(dim=(-2, -1), keepdim=True) - low
+    maps = (maps - low) / span.clamp_min(torch.finfo(maps.dtype).tiny)
+    return maps.mul_(255).round_().to(torch.uint8)
+
+
+@torch.inference_mode()
+def relative_saliency(logits: torch.Tensor) -> torch.Tensor:
+    """Logits (..., H, W) -> each pixel's share of its frame's saliency (the softmax over the
+    frame's pixels that training fits) times the frame's pixel count: 1 is the frame's mean,
+    whatever its size, so values compare across frames and videos."""
+    shares = torch.softmax(logits.flatten(-2), dim=-1).view_as(logits)
+    return shares * (logits.shape[-2] * logits.shape[-1])
 
 
 def frame_windows(frames: Iterable[np.ndarray], length: int

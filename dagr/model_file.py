@@ -38,6 +38,9 @@ FORMAT = "dagr-vqa-model"
 FORMAT_VERSION = 1
 METADATA_KEY = "dagr_vqa"
 PREFIXES = {"quality": "quality.", "saliency": "saliency."}
+# How torch.save's files start: a zip archive (the format since PyTorch 1.6), or a pickle
+# (protocol 2 to 5, the legacy format). A safetensors file starts with its header's length.
+CHECKPOINT_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 STORAGE = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -186,6 +189,10 @@ def read_model_file(path: str | os.PathLike, parts: Sequence[str] = tuple(PREFIX
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model file not found")
+    if is_training_checkpoint(path):
+        raise ValueError(f"{path}: this is a training checkpoint (written by torch.save), not "
+                         "an exported model file: give it with --checkpoint (or export a model "
+                         "file from it with evaluate_vqa.py --export)")
     try:
         with safe_open(str(path), framework="pt") as handle:
             text = (handle.metadata() or {}).get(METADATA_KEY)
@@ -204,6 +211,12 @@ def read_model_file(path: str | os.PathLike, parts: Sequence[str] = tuple(PREFIX
         raise ValueError(f"{path}: not a readable safetensors model file "
                          f"({lines[0] if lines else type(err).__name__})") from err
     return meta, tensors
+
+
+def is_training_checkpoint(path: Path) -> bool:
+    """Whether the file `path` starts as torch.save's files do (CHECKPOINT_MAGIC)."""
+    with open(path, "rb") as handle:
+        return handle.read(4).startswith(CHECKPOINT_MAGIC)
 
 
 def _checked_metadata(path: Path, text: str | None) -> dict[str, Any]:

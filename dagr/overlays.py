@@ -2,6 +2,13 @@
 colour bar beside it (`overlay`), and H.264 overlay videos of every frame of a video
 (`render_video`, which `render` runs in a supervised worker process for inference_sal.py's
 video mode).
+
+Two colour scales (`SCALES`, inference_sal.py's --overlay-scale): `frame` stretches each
+frame's map from its minimum to its maximum (the stored maps' scale: every frame uses all the
+colours, so colours do not compare between frames), `fixed` maps a pixel's saliency relative to
+its frame's mean (inference.relative_saliency) from 0 to FIXED_SCALE_MAX times it, the same for
+every frame and video. The colour bar's ends are labelled with what they mean. Frames lower
+than MIN_HEIGHT (stored frames of a small run) are drawn upscaled to it, to be readable.
 """
 from __future__ import annotations
 
@@ -20,7 +27,8 @@ from torch import nn
 from dagr.failures import Failure
 from dagr.files import atomic_path
 from dagr.frames import WRITE_FAILED
-from dagr.inference import SaliencyRecipe, frame_windows, predict_maps
+from dagr.inference import (SaliencyRecipe, frame_windows, predict_logits,
+                            relative_saliency, stored_maps)
 from dagr.worker_side import progress, unlimited
 from dagr.video_io import DAMAGED, VideoError, VideoReader, ffmpeg_url
 from dataloader import to_clip_tensor
@@ -31,27 +39,52 @@ COLORMAP = cv2.COLORMAP_JET
 BAR_TEXT_HEIGHTS = 360     # colour bar label font scale = frame height / this (at least 0.25)
 VIDEO_CODEC = "libx264"    # H.264, yuv420p: what browsers and players play
 VIDEO_CRF = 20             # x264 constant quality (lower: better, larger)
+MIN_HEIGHT = 224           # overlays of lower frames are drawn upscaled to this height
+FIXED_SCALE_MAX = 8.0      # the fixed scale's top: this many times a frame's mean saliency
 # -----------------------------------------------------------------------------
 
+# The colour bar's labels, top end then bottom end, each one or more lines, per scale
+SCALES = {"frame": (("frame", "max"), ("frame", "min")),
+          "fixed": ((f"{FIXED_SCALE_MAX:g}x", "mean"), ("0",))}
 
-def overlay(frame: np.ndarray, saliency: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
+
+def shown_maps(logits: torch.Tensor, scale: str) -> torch.Tensor:
+    """The maps an overlay draws, uint8 (..., H, W) on the CPU, of the network's `logits`
+    on the colour scale `scale` (one of SCALES)."""
+    if scale == "frame":
+        return stored_maps(logits).cpu()
+    fixed = (relative_saliency(logits) / FIXED_SCALE_MAX).clamp(0, 1)
+    return (fixed * 255).round().to(torch.uint8).cpu()
+
+
+def overlay(frame: np.ndarray, saliency: np.ndarray, scale: str = "frame",
+            alpha: float = OVERLAY_ALPHA) -> np.ndarray:
     """Colour heat map of `saliency` (h, w) uint8 blended over `frame` (H, W, 3) uint8 BGR,
-    the map resized to the frame, with `colour_bar(H)` on its right. Returns
-    (H, W + colour_bar(H).shape[1], 3) uint8 BGR."""
+    the map resized to the frame, with `colour_bar(H, scale)` on its right; a frame lower
+    than MIN_HEIGHT is first upscaled (aspect kept) to that height. Returns
+    (H, W + colour_bar(H, scale).shape[1], 3) uint8 BGR."""
+    if frame.shape[0] < MIN_HEIGHT:
+        width = round(frame.shape[1] * MIN_HEIGHT / frame.shape[0])
+        frame = cv2.resize(frame, (width, MIN_HEIGHT), interpolation=cv2.INTER_LINEAR)
     heat = cv2.applyColorMap(saliency, COLORMAP)
     if heat.shape[:2] != frame.shape[:2]:
         heat = cv2.resize(heat, (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_LINEAR)
     blended = cv2.addWeighted(frame, 1.0 - alpha, heat, alpha, 0.0)
-    return np.concatenate([blended, colour_bar(frame.shape[0])], axis=1)
+    return np.concatenate([blended, colour_bar(frame.shape[0], scale)], axis=1)
 
 
-def colour_bar(height: int) -> np.ndarray:
+def colour_bar(height: int, scale: str = "frame") -> np.ndarray:
     """The key to the heat map, (height, width, 3) uint8 BGR: a vertical strip of COLORMAP
-    from map value 1 (top) to 0 (bottom) on a black panel, labelled "1" and "0" beside its
-    ends; sizes scale with `height` so that the labels stay legible on small frames."""
-    scale = max(height / BAR_TEXT_HEIGHTS, 0.25)
-    thickness = max(1, round(scale))
-    (text_w, text_h), _ = cv2.getTextSize("0", cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    from map value 255 (top) to 0 (bottom) on a black panel, its ends labelled with what they
+    mean on the colour scale `scale` (SCALES); sizes scale with `height` so that the labels
+    stay legible on small frames."""
+    font = max(height / BAR_TEXT_HEIGHTS, 0.25)
+    thickness = max(1, round(font))
+    top_lines, bottom_lines = SCALES[scale]
+    sizes = {line: cv2.getTextSize(line, cv2.FONT_HERSHEY_SIMPLEX, font, thickness)[0]
+             for line in top_lines + bottom_lines}
+    text_w = max(w for w, _ in sizes.values())
+    line_h = round(1.5 * max(h for _, h in sizes.values()))
     margin = max(1, height // 64)
     strip = max(3, height // 24)
     panel = np.zeros((height, margin + strip + margin + text_w + margin, 3), np.uint8)
@@ -60,8 +93,11 @@ def colour_bar(height: int) -> np.ndarray:
     panel[top:bottom, margin:margin + strip] = cv2.applyColorMap(
         np.repeat(values, strip, axis=1), COLORMAP)
     left = margin + strip + margin
-    for label, y in (("1", top + text_h), ("0", bottom)):
-        cv2.putText(panel, label, (left, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
+    first_bottom = bottom - line_h * (len(bottom_lines) - 1)  # the bottom label ends at `bottom`
+    placed = [(line, top + sizes[line][1] + i * line_h) for i, line in enumerate(top_lines)]
+    placed += [(line, first_bottom + i * line_h) for i, line in enumerate(bottom_lines)]
+    for line, y in placed:
+        cv2.putText(panel, line, (left, y), cv2.FONT_HERSHEY_SIMPLEX, font, (255, 255, 255),
                     thickness, cv2.LINE_AA)
     return panel
 
@@ -118,21 +154,23 @@ def _model_clip(frames: Sequence[np.ndarray], size: Sequence[int]) -> torch.Tens
 
 
 def _render_batch(model: nn.Module, windows: list[tuple[list[np.ndarray], range]],
-                  device: torch.device | str, size: Sequence[int], video: OverlayVideo) -> None:
+                  device: torch.device | str, size: Sequence[int], video: OverlayVideo,
+                  scale: str) -> None:
     frame_size = windows[0][0][0].shape[:2]
     clips = torch.stack([_model_clip(frames, size) for frames, _ in windows])
     with unlimited():  # the network is trusted and, on a CPU, slow: only decoding is timed
-        maps = predict_maps(model, clips, device, frame_size).numpy()
+        maps = shown_maps(predict_logits(model, clips, device, frame_size), scale).numpy()
     for (frames, fresh), window_maps in zip(windows, maps):
         for t in fresh:
-            video.write(overlay(frames[t], window_maps[t]))
+            video.write(overlay(frames[t], window_maps[t], scale))
 
 
 def render_video(model: nn.Module, path: str | Path, out_file: str | Path,
                  device: torch.device | str, size: Sequence[int], window: int,
-                 batch_size: int) -> int:
+                 batch_size: int, scale: str = "frame") -> int:
     """Write the saliency overlay of every decodable frame of `path` as the MP4 `out_file`
-    (atomically), decoding sequentially. Returns the number of frames written."""
+    (atomically), decoding sequentially, on the colour scale `scale` (SCALES). Returns the
+    number of frames written."""
     path, out_file = Path(path), Path(out_file)
     capture = VideoReader(path)  # raises VideoError, whose kind says why
     fps = capture.fps or 25.0
@@ -144,10 +182,10 @@ def render_video(model: nn.Module, path: str | Path, out_file: str | Path,
             for item in frame_windows(decoded_frames(capture), window):
                 pending.append(item)
                 if len(pending) == batch_size:
-                    _render_batch(model, pending, device, size, video)
+                    _render_batch(model, pending, device, size, video, scale)
                     pending = []
             if pending:
-                _render_batch(model, pending, device, size, video)
+                _render_batch(model, pending, device, size, video, scale)
             video.close()
             if video.frames == 0:
                 raise VideoError(path, DAMAGED, "cut short or damaged: no frame decodes"
@@ -170,6 +208,7 @@ class Render:
     size: tuple[int, int]
     window: int
     batch_size: int
+    scale: str = "frame"
 
 
 def render(job: Render) -> int | Failure:
@@ -178,7 +217,7 @@ def render(job: Render) -> int | Failure:
     model = job.network.load()[0]
     try:
         return render_video(model, job.path, job.target, job.network.device, job.size,
-                            job.window, job.batch_size)
+                            job.window, job.batch_size, job.scale)
     except VideoError as err:
         return Failure(err.kind, str(err))
     except (OSError, cv2.error) as err:

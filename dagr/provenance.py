@@ -1,22 +1,29 @@
 """What a model was trained on: the trainers store it in their checkpoints, and scoring tells
 the user when the model has seen too little, or only synthetic, data to be trusted on real
-videos.
+videos; every scores file gets a sidecar (`scores_meta`, `write_scores_meta`) that says which
+model wrote it, what that model was trained on, and on which scale its scores are.
 
 A dataset folder holding SYNTHETIC_MARKER (demo_data.py leaves one in each set it writes) is
 synthetic. The record stored in a checkpoint is plain types only (a string, an int, a bool),
 so that it loads with `torch.load(..., weights_only=True)`.
 
-Imports no other project file.
+Imports only dagr/files.py of the project.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
+from dagr.files import atomic_path
+
 SYNTHETIC_MARKER = "SYNTHETIC_DATA.txt"  # in a dataset folder: its videos are generated
 MIN_TRUSTED_VIDEOS = 300  # fewer training videos than this: scores are a rough guide at best
 TRAINED_ON = "trained_on"  # the checkpoint key of the record
+META_SUFFIX = ".meta.json"  # scores.csv -> scores.meta.json
+META_FORMAT = "dagr-vqa-scores"  # the sidecar's "format", with META_VERSION
+META_VERSION = 1
 
 
 def mark_synthetic(folder: str | os.PathLike, what: str) -> Path:
@@ -53,3 +60,44 @@ def training_note(payload: dict[str, Any], checkpoint: str | os.PathLike) -> str
         return (f"note: {checkpoint} was trained on only {videos} {dataset} videos (fewer than "
                 f"{MIN_TRUSTED_VIDEOS}): treat its scores as a rough guide at best")
     return None
+
+
+def training_data(record: dict[str, Any] | None) -> str:
+    """What a checkpoint's record says the model was trained on, in words."""
+    if not isinstance(record, dict):
+        return "unknown (the model stores no record of its training data)"
+    dataset, videos = record.get("dataset", "?"), record.get("videos", "?")
+    if record.get("synthetic"):
+        return f"synthetic demo data ({videos} generated clips in the {dataset} layout)"
+    return f"{dataset} ({videos} training videos)"
+
+
+def scores_meta(mos_range: tuple[float, float], record: dict[str, Any] | None,
+                model: dict[str, str]) -> dict[str, Any]:
+    """The description of a model's scores that travels with them (docs/scoring.md, "The
+    sidecar file"): the training MOS range (low, high), the training data (`record`:
+    `trained_on`'s), the files of the model (`model`: {"model_file": path} or the two
+    checkpoints, paths made absolute) and what the `score` column means."""
+    low, high = map(float, mos_range)
+    return {"format": META_FORMAT, "format_version": META_VERSION,
+            "score_column": (f"score: the video's predicted mean opinion score (MOS) on the "
+                             f"scale of the model's training data, {low:g} (worst) to {high:g} "
+                             "(best); a score may fall a little outside that range"),
+            "mos_range": [low, high],
+            "trained_on": training_data(record),
+            "training_record": record if isinstance(record, dict) else None,
+            "model": {name: str(Path(path).resolve()) for name, path in model.items()}}
+
+
+def scores_meta_file(scores_file: str | os.PathLike) -> Path:
+    """The sidecar of a scores file: `scores.csv` -> `scores.meta.json` (suffix replaced)."""
+    path = Path(scores_file)
+    return path.with_name(path.stem + META_SUFFIX)
+
+
+def write_scores_meta(scores_file: str | os.PathLike, meta: dict[str, Any]) -> Path:
+    """Write `meta` (`scores_meta`'s) as JSON beside `scores_file`, atomically; returns its path."""
+    path = scores_meta_file(scores_file)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return path

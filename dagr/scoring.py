@@ -8,7 +8,7 @@ for those K only, and the quality network, batched (design.md, section 9, "scori
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from dagr import paper
-from dagr.model_file import Source, load_saliency
+from dagr.model_file import ModelFile, Source, load_saliency
 from dagr.cli import Interrupted
 from dagr import supervised
 from dagr.failures import Failure, write_failures
@@ -26,7 +26,7 @@ from dagr.files import NAMES_ENCODING, atomic_path
 from dagr.evaluation import trained_quality
 from dagr.inference import inference_quality, predict_maps, prepare_inference
 from dagr.precision import compile_model, precision_autocast, resolve_precision, weights_precision
-from dagr.provenance import TRAINED_ON, training_note
+from dagr.provenance import TRAINED_ON, scores_meta, training_note, write_scores_meta
 from dagr.sharding import CsvOutput, PartialRows, Shard, journal, partial_path, write_outputs
 from dagr.supervised import VIDEO_TIMEOUT, Supervision, WorkerPool
 from dagr.video_io import try_sample_video
@@ -118,7 +118,8 @@ def _without_frames(item: dict) -> dict:
 class Scorer:
     """The two networks ready to score videos on `device` (`load_scorer`): the quality network,
     the saliency network (None when the quality network's saliency weighting is off), the
-    training MOS scale, the frame size (H, W) and the frames sampled per video."""
+    training MOS scale, the frame size (H, W), the frames sampled per video, and `meta`,
+    provenance.scores_meta's description of the scores (written beside every scores file)."""
     quality: QualityNet
     saliency: torch.nn.Module | None
     scale: MosScale
@@ -126,6 +127,7 @@ class Scorer:
     frames: int
     device: torch.device
     batch_size: int = 16
+    meta: dict = field(default_factory=dict)
 
     def rows(self, paths: Sequence[Path], how: Supervision, progress: bool = False
              ) -> Iterator[dict[str, str]]:
@@ -146,12 +148,13 @@ class Scorer:
 
 def load_scorer(quality: Source, saliency: Source | None, device: torch.device,
                 precision: str | None = None, compiled: bool = False,
-                batch_size: int = 16) -> Scorer:
+                batch_size: int = 16, saliency_argument: str = "--saliency-checkpoint") -> Scorer:
     """A Scorer of a quality checkpoint (and the saliency checkpoint its weighting needs) or of
     an exported model file (a ModelFile, given as both). The models run at `precision`
     (default: bf16 on CUDA, fp32 on the CPU), BatchNorm folded, `torch.compile`d when
     `compiled`. Prints provenance.training_note on stderr when the model was trained on
-    synthetic or too few videos."""
+    synthetic or too few videos. `saliency_argument`: how the caller's user gives the saliency
+    checkpoint, named when one is needed and missing."""
     model, scale, part = trained_quality(quality, device)
     note = training_note({TRAINED_ON: part.trained_on}, getattr(quality, "path", quality))
     if note:
@@ -162,11 +165,15 @@ def load_scorer(quality: Source, saliency: Source | None, device: torch.device,
         if saliency is None:
             raise ValueError(f"{quality}: the quality model weights frames by saliency (alpha "
                              f"{model.saliency_alpha}): give the saliency network's checkpoint "
-                             "too (--saliency-checkpoint)")
+                             f"too ({saliency_argument})")
         saliency_model = compile_model(prepare_inference(
             load_saliency(saliency)[0], device, resolve_precision(precision, device)), compiled)
     frames = part.frames_per_clip or paper.FRAMES_PER_VIDEO
-    return Scorer(model, saliency_model, scale, part.frame_size, frames, device, batch_size)
+    files = ({"model_file": quality.path} if isinstance(quality, ModelFile) else
+             {"quality_checkpoint": quality, **({} if saliency is None else
+                                                {"saliency_checkpoint": saliency})})
+    return Scorer(model, saliency_model, scale, part.frame_size, frames, device, batch_size,
+                  scores_meta((scale.low, scale.high), part.trained_on, files))
 
 
 # ----------------------------------------------------------------------------- scores file
@@ -181,7 +188,8 @@ def score_to_csv(scorer: Scorer, paths: Sequence[str], out: str | Path, workers:
                  shard: Shard = Shard(), resume: bool = False, progress: bool = True,
                  timeout: float = VIDEO_TIMEOUT, retry_failed: bool = False
                  ) -> tuple[pd.DataFrame, dict[str, Failure]]:
-    """Score `shard`'s share of `paths` (sorted video files): writes `out` (video,score) and,
+    """Score `shard`'s share of `paths` (sorted video files): writes `out` (video,score) with
+    its sidecar provenance.scores_meta_file(out) (scale, training data, model) and,
     when some fail, `failures_file(out)` (video,kind,problem), or for a shard its parts of
     them, merged by the last shard to finish. Each row is appended to a partial file as it
     comes; with `resume` the videos already there are not scored again, those that failed
@@ -214,10 +222,12 @@ def score_to_csv(scorer: Scorer, paths: Sequence[str], out: str | Path, workers:
                           "run again with --resume to continue") from None
     partial.close()
     scores, failures = _scores_and_failures([results[p] for p in mine])
-    write_outputs([CsvOutput(out, lambda path: _write_scores(scores, path), "video", list(paths)),
-                   CsvOutput(failures_file(out),
-                             lambda path: write_failures(path, failures, "video"), "video")],
-                  shard)
+    if write_outputs([CsvOutput(out, lambda path: write_scores(scores, path), "video",
+                                list(paths)),
+                      CsvOutput(failures_file(out),
+                                lambda path: write_failures(path, failures, "video"), "video")],
+                     shard):
+        write_scores_meta(out, scorer.meta)  # beside the final scores file, not a shard's part
     partial.remove()
     return scores, failures
 
@@ -231,6 +241,8 @@ def _scores_and_failures(rows: Iterable[dict[str, str]]
     return scores, {r["video"]: Failure(r["kind"], r["problem"]) for r in rows if r["problem"]}
 
 
-def _write_scores(scores: pd.DataFrame, path: Path) -> None:
+def write_scores(scores: pd.DataFrame, path: str | Path) -> None:
+    """Write `scores` (video, score) as a CSV file `path`, atomically, scores to 6 significant
+    digits."""
     with atomic_path(path) as tmp:
         scores.to_csv(tmp, index=False, float_format="%.6g", **NAMES_ENCODING)

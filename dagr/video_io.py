@@ -317,20 +317,30 @@ def read_frames_at(path: str | Path, numbers: Sequence[int], size: tuple[int, in
 
 # ----------------------------------------------------------------------------- finding videos
 
-def find_videos(inputs: Iterable[str | Path]) -> list[tuple[str, Path]]:
-    """(video_id, path) for video files and for the videos found recursively in folders.
+def find_videos(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[tuple[str, Path]]:
+    """(video_id, path) for video files and for the videos found recursively in folders
+    (suffixes VIDEO_EXTENSIONS, any case); `inputs` is one path or several.
 
     A file's id is its stem; inside a folder it is the path relative to that folder without
-    the extension (so `batch1/722.mp4` keeps its `batch1/` prefix).
+    the extension (so `batch1/722.mp4` keeps its `batch1/` prefix). An input that does not
+    exist is kept as a file, so that a run goes on without it and lists it as a failure of
+    kind MISSING (decoding it says "no such file"). Raises FileNotFoundError, naming the
+    inputs, when none of them exists or they hold no video file: nothing to do is a mistake
+    in the command.
     """
+    items = [Path(inputs)] if isinstance(inputs, (str, os.PathLike)) else [Path(i) for i in inputs]
+    named = " ".join(map(str, items))
+    if not any(item.exists() for item in items):
+        raise FileNotFoundError(f"{named}: no such file or folder")
     found = []
-    for item in map(Path, inputs):
+    for item in items:
         if item.is_dir():
-            for path in sorted(item.rglob("*")):
-                if path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS:
-                    found.append((path.relative_to(item).with_suffix("").as_posix(), path))
-        elif item.is_file():
-            found.append((item.stem, item))
+            found += [(path.relative_to(item).with_suffix("").as_posix(), path)
+                      for path in sorted(item.rglob("*"))
+                      if path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS]
         else:
-            raise FileNotFoundError(f"{item}: no such file or folder")
+            found.append((item.stem, item))
+    if not found:
+        raise FileNotFoundError(f"{named}: no video file found (suffixes: "
+                                f"{' '.join(VIDEO_EXTENSIONS)})")
     return found

@@ -1,5 +1,5 @@
-"""Checks that a file is a real picture of something (a PNG that decodes, not blank), and a spy
-on the figures that the trainers draw."""
+"""Checks that a file is a real picture of something (a PNG that decodes, not blank), the size
+of a saliency overlay, and a spy on the figures that the trainers draw."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,8 +9,17 @@ import numpy as np
 import pandas as pd
 
 from dagr import figures
+from dagr.overlays import MIN_HEIGHT, colour_bar
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def overlay_size(height: int, width: int, scale: str = "frame") -> tuple[int, int]:
+    """(H, W) of the overlay of a height x width frame: at least MIN_HEIGHT high (aspect
+    kept), with the colour bar of `scale` on its right."""
+    if height < MIN_HEIGHT:
+        height, width = MIN_HEIGHT, round(width * MIN_HEIGHT / height)
+    return height, width + colour_bar(height, scale).shape[1]
 
 
 def png_image(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:

@@ -121,7 +121,8 @@ def test_scoring_contains_each_fault(corpus, tmp_path):
     assert_contained(done, tmp_path / "scores_failures.csv", "video", bad)
     scores = pd.read_csv(out, **PANDAS_READ_NAMES)
     assert list(scores["video"]) == [str(corpus["videos"] / f"{g}.avi") for g in GOOD]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.csv", "scores_failures.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.csv", "scores.meta.json",
+                                                          "scores_failures.csv"]
 
 
 @pytest.mark.slow

@@ -11,10 +11,9 @@ import pytest
 
 import demo
 from dagr import demo_data
-from dagr.overlays import colour_bar
 from dagr.datasets import read_saliency_set, read_table
 
-from pictures import png_image
+from pictures import overlay_size, png_image
 from dagr.provenance import TRAINED_ON
 from dagr.checkpoints import RESUME_STATE, load_checkpoint
 from dagr.evaluation import RESULT_COLUMNS
@@ -94,7 +93,7 @@ def test_every_clip_gets_maps_and_overlays_named_like_its_frames(tiny_run):
     assert sorted(p.name for p in overlay.glob("*.png")) == frames
     image = cv2.imread(str(overlay / frames[0]))
     height, width = demo.SIZES["tiny"].frame_size
-    assert image.shape[:2] == (height, width + colour_bar(height).shape[1])
+    assert image.shape[:2] == overlay_size(height, width)
 
 
 @pytest.mark.slow

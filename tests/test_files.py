@@ -1,11 +1,13 @@
 """dagr/files.py and dagr/failures.py: outputs that appear whole or not at all, and the
 failures CSV."""
 import csv
+import os
+import stat
 
 import pytest
 
 from dagr.failures import Failure, write_failures
-from dagr.files import atomic_path
+from dagr.files import FILE_MODE, atomic_path
 
 
 def test_atomic_path_renames_only_on_success(tmp_path):
@@ -43,3 +45,13 @@ def test_write_failures_sorts_rows_and_removes_a_stale_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["failures.csv"]  # no temporary left
     write_failures(path, {}, "video")
     assert not path.exists()
+
+
+def test_atomic_path_gives_a_file_the_mode_of_a_plainly_created_one(tmp_path):
+    """A writer that stages with mode 0600 (as safetensors does) still leaves a shareable file."""
+    with atomic_path(tmp_path / "shared.bin") as tmp:
+        os.close(os.open(tmp, os.O_CREAT | os.O_WRONLY, 0o600))
+    with open(tmp_path / "plain.bin", "w"):
+        pass
+    mode = stat.S_IMODE((tmp_path / "shared.bin").stat().st_mode)
+    assert mode == FILE_MODE == stat.S_IMODE((tmp_path / "plain.bin").stat().st_mode)

@@ -19,13 +19,13 @@ from conftest import encode_video, write_video
 from dataloader import frame_files, load_stored_clip
 from extract_frame import extract
 from fakes import TINY_SIZE, tiny_config, tiny_dhf1k
+from pictures import overlay_size
 from dagr.checkpoints import load_checkpoint, save_checkpoint
 from dagr.inference import predict_maps
 from sal_withreg import build_saliency_model
 from dagr.video_io import VideoReader, count_frames
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-BAR_WIDTH = colour_bar(TINY_SIZE[0]).shape[1]
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_maps_pair_with_frames_by_name_are_8_bit_and_finished_videos_are_skipped
             if names.index(name) == t:  # a repeated frame keeps its first map
                 assert np.abs(saliency.astype(int) - expected[t]).max() <= 1
             heat = cv2.imread(str(tmp_path / "maps_overlays" / video_id / name), cv2.IMREAD_UNCHANGED)
-            assert heat.shape == (TINY_SIZE[0], TINY_SIZE[1] + BAR_WIDTH, 3)
+            assert heat.shape == (*overlay_size(*TINY_SIZE), 3)
     assert not (out / "broken").exists()
 
     stamps = {p: p.stat().st_mtime_ns for p in (out / "600").iterdir()}
@@ -146,7 +146,8 @@ def test_all_frames_renders_an_overlay_video_of_every_decodable_frame(setup, tmp
               for name, n in (("long", 13), ("short", 5))]
     out = tmp_path / "renders"
     assert run(checkpoint, "--video", str(tmp_path / "in"), "--all-frames", "--out", str(out)) == 0
-    even_width = (52 + colour_bar(36).shape[1]) // 2 * 2  # 4:2:0 chroma
+    height, width = overlay_size(36, 52)  # upscaled to be readable
+    even_width = width // 2 * 2  # 4:2:0 chroma
     for source in videos:
         rendered = out / f"{source.stem}.mp4"
         assert count_frames(rendered) == count_frames(source)
@@ -156,7 +157,7 @@ def test_all_frames_renders_an_overlay_video_of_every_decodable_frame(setup, tmp
             assert stream.codec_context.pix_fmt == "yuv420p"
             decoded = [frame.to_ndarray(format="bgr24") for frame in container.decode(stream)]
         assert len(decoded) == count_frames(source)
-        assert decoded[0].shape == (36, even_width, 3)
+        assert decoded[0].shape == (height, even_width, 3)
     assert sorted(p.name for p in out.iterdir()) == ["long.mp4", "short.mp4"]  # no temporary left
 
 
@@ -171,24 +172,65 @@ def test_renders_av1_and_rotated_videos_in_display_orientation(setup, tmp_path) 
     for name, frames, (height, width) in (("av1", 5, (32, 48)), ("turned", 4, (48, 32))):
         with VideoReader(out / f"{name}.mp4") as video:
             rendered = list(video.arrays())
-        shown = width + colour_bar(height).shape[1]  # the bar on the right
+        height, shown = overlay_size(height, width)  # upscaled, the bar on the right
         assert len(rendered) == frames and rendered[0].shape == (height, shown - shown % 2, 3)
 
 
 @pytest.mark.parametrize("height", [36, 48, 224, 1080])
-def test_overlays_carry_a_colour_bar_from_0_at_the_bottom_to_1_at_the_top(height: int) -> None:
+def test_overlays_are_readable_and_carry_a_colour_bar_from_bottom_to_top(height: int) -> None:
     frame = np.full((height, 64, 3), 100, np.uint8)
     shown = overlay(frame, np.zeros((height // 2, 32), np.uint8))
-    bar = colour_bar(height)
-    assert shown.shape == (height, 64 + bar.shape[1], 3)
-    assert np.array_equal(shown[:, 64:], bar)
-    strip = bar[:, bar.shape[1] // 4]  # a column through the colour strip
+    drawn = max(height, overlays.MIN_HEIGHT)  # small frames are upscaled, aspect kept
+    assert shown.shape == (*overlay_size(height, 64), 3) and shown.shape[0] == drawn
+    bar = colour_bar(drawn)
+    assert np.array_equal(shown[:, -bar.shape[1]:], bar)
+    strip = bar[:, bar.shape[1] // 8]  # a column through the colour strip
     hot = cv2.applyColorMap(np.array([[255]], np.uint8), overlays.COLORMAP)[0, 0]
     cold = cv2.applyColorMap(np.array([[0]], np.uint8), overlays.COLORMAP)[0, 0]
     painted = np.flatnonzero(strip.any(axis=1))  # the strip's rows, top to bottom
-    assert len(painted) > 0.8 * height
+    assert len(painted) > 0.8 * drawn
     assert np.array_equal(strip[painted[0]], hot) and np.array_equal(strip[painted[-1]], cold)
-    assert (bar[:, -(bar.shape[1] // 3):] > 200).any()  # the white "0" and "1" labels
+
+
+@pytest.mark.parametrize("scale", sorted(overlays.SCALES))
+def test_the_colour_bar_labels_its_ends_with_what_they_mean(scale: str) -> None:
+    assert overlays.SCALES == {"frame": (("frame", "max"), ("frame", "min")),
+                               "fixed": (("8x", "mean"), ("0",))}
+    bar = colour_bar(overlays.MIN_HEIGHT, scale)
+    font = overlays.MIN_HEIGHT / overlays.BAR_TEXT_HEIGHTS
+    widest = max(cv2.getTextSize(line, cv2.FONT_HERSHEY_SIMPLEX, font, 1)[0][0]
+                 for end in overlays.SCALES[scale] for line in end)
+    labels = bar[:, -widest:]  # the label column, right of the strip
+    white = np.flatnonzero((labels > 200).all(axis=2).any(axis=1))  # rows with label text
+    assert white.min() < overlays.MIN_HEIGHT // 4 and white.max() > overlays.MIN_HEIGHT * 3 // 4
+    other = colour_bar(overlays.MIN_HEIGHT, "fixed" if scale == "frame" else "frame")
+    assert not np.array_equal(bar, other)
+
+
+def test_the_fixed_scale_gives_equal_saliency_equal_colours_in_every_frame() -> None:
+    """Frame scale: every frame's peak is the hottest colour, however weak. Fixed scale: a
+    pixel's colour follows its saliency relative to its frame's mean, whatever the frame."""
+    logits = torch.zeros(3, 8, 8)
+    logits[0, 2:4, 2:4] = 1.0          # a weak peak
+    logits[1, 2:4, 2:4] = 3.0          # a strong one
+    logits[2] = logits[1] + 5.0        # the strong one, offset (the softmax does not see it)
+    by_frame, fixed = overlays.shown_maps(logits, "frame"), overlays.shown_maps(logits, "fixed")
+    assert by_frame[0, 2, 2] == by_frame[1, 2, 2] == 255  # colours do not compare
+    relative = torch.softmax(logits.flatten(1), 1).view_as(logits) * 64
+    expected = (relative / overlays.FIXED_SCALE_MAX).clamp(0, 1).mul(255).round()
+    assert torch.equal(fixed.float(), expected)
+    assert fixed[0, 2, 2] < fixed[1, 2, 2] and torch.equal(fixed[1], fixed[2])
+
+
+def test_overlays_say_where_they_went_and_take_the_fixed_scale(setup, tmp_path, capsys) -> None:
+    checkpoint, frames = setup
+    out = tmp_path / "maps"
+    assert run(checkpoint, "--frames", str(frames), "--out", str(out), "--overlay",
+               "--overlay-scale", "fixed") == 1  # the broken video fails as before
+    assert f"overlays written to {tmp_path / 'maps_overlays'}/" in capsys.readouterr().out
+    name = frame_files(frames / "600")[0]
+    drawn = cv2.imread(str(tmp_path / "maps_overlays" / "600" / name))
+    assert drawn.shape == (*overlay_size(*TINY_SIZE, "fixed"), 3)
 
 
 def test_register_attention_draws_each_register_over_each_frame(setup, tmp_path, capsys) -> None:
@@ -202,7 +244,7 @@ def test_register_attention_draws_each_register_over_each_frame(setup, tmp_path,
     assert sorted(p.name for p in drawn.iterdir()) == sorted(
         inference_sal.register_file(name, k) for name in names for k in range(registers))
     first = cv2.imread(str(drawn / inference_sal.register_file(names[0], 0)))
-    assert first.shape == (TINY_SIZE[0], TINY_SIZE[1] + BAR_WIDTH, 3)
+    assert first.shape == (*overlay_size(*TINY_SIZE), 3)
     assert first.std() > 0
     # a network without attention registers has nothing to draw: one line, exit 2
     baseline = tmp_path / "baseline.pt"

@@ -6,6 +6,8 @@ naming it."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 import pickle
 from pathlib import Path
 
@@ -348,3 +350,26 @@ def test_resuming_from_a_checkpoint_of_other_options_or_no_training_state(tmp_pa
                                "--registers", "0", "--size", *map(str, SIZE), "--clip-len", "4",
                                "--resume", *CPU]) == 2, name
         assert expected[name] in one_error_line(capsys, out / "last.pt"), name
+
+
+def test_a_training_checkpoint_given_as_the_model_file_is_named_as_such(tmp_path, models,
+                                                                        videos, capsys) -> None:
+    legacy = tmp_path / "legacy.pt"
+    torch.save({"kind": "quality"}, legacy, _use_new_zipfile_serialization=False)
+    capsys.readouterr()
+    for checkpoint in (models["quality"], legacy):  # torch.save's zip format, its pickle format
+        assert evaluate_vqa.main(["--model", str(checkpoint), "--videos", str(videos),
+                                  "--out", str(tmp_path / "s.csv"), *CPU]) == 2
+        assert ("this is a training checkpoint (written by torch.save), not an exported model "
+                "file: give it with --checkpoint") in one_error_line(capsys, checkpoint)
+        assert inference_sal.main(["--model", str(checkpoint), "--frames", "x", *CPU]) == 2
+        assert "give it with --checkpoint" in one_error_line(capsys, checkpoint)
+
+
+def test_the_exported_file_gets_the_mode_of_a_plainly_created_file(tmp_path, models) -> None:
+    previous = os.umask(0o022)
+    try:
+        assert export(tmp_path / "shared.safetensors", models) == 0
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "shared.safetensors").stat().st_mode) == 0o644

@@ -1,6 +1,9 @@
-"""What a checkpoint knows it was trained on, the note scoring prints about it, and the
-trainers' --slim-checkpoints (what the demo keeps)."""
+"""What a checkpoint knows it was trained on, the note scoring prints about it and the sidecar
+it writes beside the scores, and the trainers' --slim-checkpoints (what the demo keeps)."""
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -46,6 +49,11 @@ def test_quality_trainer_records_the_data_and_slims_its_checkpoints(tmp_path, ca
     assert len(scores) == 2
     assert err.count("note:") == 1
     assert f"trained on only 5 konvid videos (fewer than {MIN_TRUSTED_VIDEOS})" in err
+    meta = json.loads((tmp_path / "s.meta.json").read_text())  # the scores file's sidecar
+    assert meta["trained_on"] == "konvid (5 training videos)"
+    assert meta["training_record"] == payload[TRAINED_ON]
+    assert meta["model"] == {"quality_checkpoint": str(Path(best).resolve()),
+                             "saliency_checkpoint": str(sal.resolve())}
 
     mark_synthetic(labels.parent, "a test")
     best = tl.train(train_config(labels, frames, maps, tmp_path / "synthetic", "--epochs", "1"))
@@ -55,6 +63,8 @@ def test_quality_trainer_records_the_data_and_slims_its_checkpoints(tmp_path, ca
     score_videos(best, [videos], tmp_path / "s.csv", sal)
     err = capsys.readouterr().err
     assert err.count("note:") == 1 and "synthetic demo data" in err
+    assert json.loads((tmp_path / "s.meta.json").read_text())["trained_on"] == \
+        "synthetic demo data (5 generated clips in the konvid layout)"
 
 
 def test_saliency_trainer_records_the_data_and_slims_its_checkpoints(tmp_path):

@@ -110,7 +110,7 @@ def scored(corpus, tmp_path_factory) -> dict[str, bytes]:
     out = tmp_path_factory.mktemp("scored") / "scores.csv"
     assert ev.main(score_argv(corpus, out, "--workers", "0")) == 1
     files = tree(out.parent)
-    assert set(files) == {"scores.csv", "scores_failures.csv"}
+    assert set(files) == {"scores.csv", "scores_failures.csv", "scores.meta.json"}
     return files
 
 

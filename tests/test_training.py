@@ -59,5 +59,5 @@ def test_rng_state_round_trip():
 def test_pick_device_refuses_missing_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert pick_device("cpu").type == "cpu"
-    with pytest.raises(SystemExit, match="no CUDA"):
+    with pytest.raises(RuntimeError, match="--device cuda: PyTorch sees no CUDA GPU"):
         pick_device("cuda")
