@@ -229,12 +229,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--init", default=INIT,
                         help="fine-tune from this quality checkpoint: its architecture and "
                              "weights (the backbone options are then not used)")
-    parser.add_argument("--size", type=int, nargs=2, default=SIZE, metavar=("H", "W"),
-                        help="frame height and width of the network input")
-    parser.add_argument("--epochs", type=int, default=EPOCHS, help="training epochs")
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
-                        help="clips per batch (per process under torchrun)")
-    parser.add_argument("--lr", type=float, default=LR, help="peak learning rate (AdamW)")
     parser.add_argument("--weight-decay", type=float, default=WEIGHT_DECAY,
                         help="AdamW weight decay")
     parser.add_argument("--warmup", type=float, default=WARMUP, help="epochs of warm-up")
@@ -246,9 +240,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="share of the training videos held out for validation (model choice)")
     parser.add_argument("--test-fraction", type=float, default=TEST_FRACTION,
                         help="share of the videos tested (not LSVQ, which has its own test set)")
-    parser.add_argument("--seed", type=int, default=SEED,
-                        help="seed of the split, the initialisation and the data order")
-    add_run_arguments(parser, GRAD_ACCUM, CLIP_GRAD, WORKERS)
+    add_run_arguments(parser, size=SIZE, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, seed=SEED,
+                      grad_accum=GRAD_ACCUM, clip_grad=CLIP_GRAD, workers=WORKERS)
     config = parser.parse_args(argv)
     check_run_arguments(parser, config)
     config.size = tuple(config.size)

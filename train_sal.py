@@ -1,10 +1,10 @@
 """Stage 2: train and validate the saliency network on DHF1K or DIEM.
 
-    python train_sal.py --dataset dhf1k --root DHF1K/ --out runs/sal --epochs 20
-    python train_sal.py --dataset dhf1k --root DHF1K/ --out runs/sal --epochs 20 --resume
-    python train_sal.py --evaluate runs/sal/best.pt --dataset dhf1k --root DHF1K/ --split val
+    python train_sal.py --dataset dhf1k --root DHF1K/ --out runs/saliency --epochs 20
+    python train_sal.py --dataset dhf1k --root DHF1K/ --out runs/saliency --epochs 20 --resume
+    python train_sal.py --evaluate runs/saliency/best.pt --dataset dhf1k --root DHF1K/ --split val
     torchrun --standalone --nproc-per-node 4 train_sal.py --dataset dhf1k --root DHF1K/ \\
-        --out runs/sal --sync-bn
+        --out runs/saliency --sync-bn
 
 Each step sees clips of --clip-len consecutive annotated frames with their maps; the loss is
 l_kl * KL(G || P) - l_cc * CC(P, G) - l_nss * NSS(P, F) per frame (dagr/losses.py). Every epoch
@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader
 from dagr import paper
 from dagr.ablation import Variant, collect, finished, run_folder, variants, write_results
 from dagr.checkpoints import checkpoint_network
-from dagr.cli import run_script, script_parser
+from dagr.cli import deprecated_alias, run_script, script_parser
 from dagr.datasets import SALIENCY_SETS, saliency_help, saliency_videos
 from dagr.device import pick_device
 from dagr.distributed import (Distributed, ShardSampler, batches_per_epoch, distributed_job,
@@ -64,7 +64,7 @@ REGISTER_MODE = "attention"
 REGISTER_WRITE = "film"   # how attention registers write back: film or token (docs/registers.md)
 READ_LEVELS = sal_withreg.READ_LEVELS    # where attention registers read the features
 WRITE_LEVELS = sal_withreg.WRITE_LEVELS  # where they write back (film): every decoder level
-CHANNELS = paper.UNET_WIDTH  # U-Net base width
+SALIENCY_WIDTH = paper.UNET_WIDTH  # U-Net base width
 SIZE = paper.FRAME_SIZE    # frame height, width
 EPOCHS = 20
 CLIP_LEN = paper.FRAMES_PER_VIDEO  # frames per clip
@@ -94,7 +94,7 @@ CURVES_TITLE = "saliency training; best epoch: highest validation CC"
 
 def model_arguments(config: Any) -> dict[str, Any]:
     """Constructor arguments of the saliency network (stored in checkpoints)."""
-    return {"channels": config.channels, "registers": config.registers,
+    return {"channels": config.saliency_width, "registers": config.registers,
             "register_mode": config.register_mode, "read_levels": list(config.read_levels),
             "register_write": config.register_write, "write_levels": list(config.write_levels)}
 
@@ -182,7 +182,7 @@ def ablation(config: Any) -> Path:
             print(f"\n{variant.name}, seed {seed} -> {folder}")
             train(argparse.Namespace(**{**vars(config), **variant.options, "seed": seed,
                                         "out": str(folder), "resume": True, "ablation": None}))
-    about = (f"Register ablation on {config.dataset} ({config.root}): width {config.channels}, "
+    about = (f"Register ablation on {config.dataset} ({config.root}): width {config.saliency_width}, "
              f"{config.size[0]}x{config.size[1]}, {config.epochs} epochs, clips of "
              f"{config.clip_len} frames, lr {config.lr:g}, seeds {' '.join(map(str, config.seeds))}; "
              "validation metrics of each run's best epoch (highest CC)")
@@ -250,27 +250,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="levels the registers read: bottleneck, enc0-enc3, dec0-dec3")
     parser.add_argument("--write-levels", nargs="+", default=WRITE_LEVELS, metavar="LEVEL",
                         help="levels the registers write back to with --register-write film")
-    parser.add_argument("--channels", type=int, default=CHANNELS, help="U-Net base width")
-    parser.add_argument("--size", type=int, nargs=2, default=SIZE, metavar=("H", "W"),
-                        help="frame height and width of the network input")
-    parser.add_argument("--epochs", type=int, default=EPOCHS, help="training epochs")
+    deprecated_alias(parser, "--channels", parser.add_argument(
+        "--saliency-width", type=int, default=SALIENCY_WIDTH, help="U-Net base width"))
     parser.add_argument("--clip-len", type=int, default=CLIP_LEN, help="frames per training clip")
     parser.add_argument("--clips-per-video", type=int, default=CLIPS_PER_VIDEO,
                         help="training clips per video and epoch")
     parser.add_argument("--val-clips", type=int, default=VAL_CLIPS,
                         help="validation clips per video, evenly spread")
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
-                        help="clips per batch (per process under torchrun)")
-    parser.add_argument("--lr", type=float, default=LR, help="peak learning rate (AdamW)")
     parser.add_argument("--weight-decay", type=float, default=WEIGHT_DECAY,
                         help="AdamW weight decay (kernels and weight matrices only)")
     parser.add_argument("--warmup", type=int, default=WARMUP, help="warm-up optimizer steps")
     parser.add_argument("--l-kl", type=float, default=L_KL, help="weight of KL(G || P)")
     parser.add_argument("--l-cc", type=float, default=L_CC, help="weight of CC(P, G)")
     parser.add_argument("--l-nss", type=float, default=L_NSS, help="weight of NSS(P, fixations)")
-    parser.add_argument("--seed", type=int, default=SEED,
-                        help="seed of the initialisation, the clip starts and the data order")
-    add_run_arguments(parser, GRAD_ACCUM, CLIP_GRAD, WORKERS)
+    add_run_arguments(parser, size=SIZE, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, seed=SEED,
+                      grad_accum=GRAD_ACCUM, clip_grad=CLIP_GRAD, workers=WORKERS)
     parser.add_argument("--ablation", nargs="*", metavar="VARIANT",
                         choices=list(variants(REGISTERS)),
                         help="train each VARIANT (default: all of "

@@ -168,10 +168,21 @@ def train_epoch(run: TrainingRun, desc: str) -> float:
     return sum(s for s, _ in sums) / max(sum(c for _, c in sums), 1)
 
 
-def add_run_arguments(parser: argparse.ArgumentParser, grad_accum: int, clip_grad: float,
+def add_run_arguments(parser: argparse.ArgumentParser, *, size: Sequence[int], epochs: int,
+                      batch_size: int, lr: float, seed: int, grad_accum: int, clip_grad: float,
                       workers: int) -> None:
-    """The options of the training loop, the same in both trainers (defaults: the trainer's
-    constants)."""
+    """The options both trainers share, declared once so that each has the same name, meaning
+    and help in both (docs/design.md, "Command lines"); the defaults are the trainer's
+    constants of the same names."""
+    parser.add_argument("--size", type=int, nargs=2, default=size, metavar=("H", "W"),
+                        help="frame height and width of the network input")
+    parser.add_argument("--epochs", type=int, default=epochs, help="training epochs")
+    parser.add_argument("--batch-size", type=int, default=batch_size,
+                        help="clips per batch (per process under torchrun)")
+    parser.add_argument("--lr", type=float, default=lr, help="peak learning rate (AdamW)")
+    parser.add_argument("--seed", type=int, default=seed,
+                        help="seed of every random draw: the initialisation, the data order, "
+                             "the split or the clip starts")
     parser.add_argument("--grad-accum", type=int, default=grad_accum, help="batches per step")
     parser.add_argument("--clip-grad", "--grad-clip", type=float, default=clip_grad,
                         help="maximum gradient norm (0: no clipping)")

@@ -25,7 +25,7 @@ def check_set(tmp_path_factory):
 
 
 def argv(root, out, *options):
-    return ["--root", str(root), "--out", str(out), "--channels", "2", "--size", "24", "384",
+    return ["--root", str(root), "--out", str(out), "--saliency-width", "2", "--size", "24", "384",
             "--clip-len", "1", "--clips-per-video", "1", "--val-clips", "1", "--batch-size", "2",
             "--lr", "3e-3", "--warmup", "1", "--workers", "0", "--device", "cpu", *options]
 

@@ -43,7 +43,7 @@ DRIVER = Path(__file__).with_name("trainer_driver.py")
 RANKS = 2
 EPOCHS = 3
 # gradient clipping off: it would hide a wrongly scaled gradient (the clipped norm is the same)
-SAL_OPTIONS = ["--channels", "4", "--size", *map(str, TINY_SIZE), "--epochs", str(EPOCHS),
+SAL_OPTIONS = ["--saliency-width", "4", "--size", *map(str, TINY_SIZE), "--epochs", str(EPOCHS),
                "--clip-len", "6", "--clips-per-video", "1", "--val-clips", "1", "--lr", "3e-3",
                "--warmup", "1", "--registers", "2", "--workers", "0", "--device", "cpu",
                "--clip-grad", "0"]
