@@ -35,7 +35,7 @@ from tqdm import tqdm
 from dagr import paper
 from dagr.cli import Interrupted, deprecated_alias, run_script, script_parser
 from dagr.datasets import QUALITY_SETS, quality_help, read_table
-from dagr.failures import Failure, write_failures
+from dagr.failures import DUPLICATE_ID, Failure, write_failures
 from dagr.files import remove_leftovers, writable_folder
 from dagr.frames import FRAME_LIST, SampleJob, sample_and_store
 from dagr.labels import PROBLEMS, LabelColumns, add_label_arguments, label_columns
@@ -52,7 +52,6 @@ HEIGHT, WIDTH = paper.FRAME_SIZE     # stored size
 WORKERS = None           # decoding processes; None: the cores, at most one per video
 OUT = "frames"
 FAILURES = "failures.csv"
-DUPLICATE_ID = "duplicate-id"  # failure kind besides video_io's and frames': two videos, one id
 # -----------------------------------------------------------------------------
 
 

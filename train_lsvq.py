@@ -51,6 +51,7 @@ from dagr.training import (Objective, TrainingRun, add_run_arguments, check_run_
                            settings_of, warmup_cosine)
 from dagr.workers import available_cores
 from dataloader import MosScale
+from metrics import QUALITY_METRICS, QUALITY_SCORE, Metric, headline
 from VQA import BACKBONES, VARIANTS, QualityNet, build_quality_model
 
 # ----------------------------------------------------------------------------- config
@@ -82,11 +83,13 @@ SEED = 0
 # -----------------------------------------------------------------------------
 
 KIND = "quality"
-LOGGED = ("plcc", "srcc", "krcc", "rmse", "score")
-CURVES = [("training loss", ["train_loss"]),
-          ("validation correlations and score", ["val_plcc", "val_srcc", "val_krcc", "val_score"]),
-          ("validation RMSE (MOS units)", ["val_rmse"])]
 CURVES_TITLE = "quality training; best epoch: highest validation score = (SRCC + PLCC) / 2"
+
+
+def logged_metrics() -> list[Metric]:
+    """What the log, the epoch's line and the curves show: the headline quality metrics of
+    metrics.py and the score that picks the best epoch."""
+    return [*headline(QUALITY_METRICS), QUALITY_SCORE]
 
 
 def load_table(config: argparse.Namespace) -> pd.DataFrame:
@@ -177,7 +180,7 @@ def _train(config: argparse.Namespace, dist: Distributed, device: torch.device) 
         objective=Objective(clip_scores, functools.partial(clip_loss, config=config)),
         validate=lambda plain: quality_validation(gather_predictions(
             predict(plain, val_loader, device, dist.is_main, config.precision), dist)),
-        best_metric="score", logged=LOGGED, curves=CURVES, curves_title=CURVES_TITLE,
+        best_metric=QUALITY_SCORE.name, logged=logged_metrics(), curves_title=CURVES_TITLE,
         settings=settings_of(config),
         payload={"kind": KIND, "mos_scale": {"low": scale.low, "high": scale.high},
                  "frame_size": list(config.size),

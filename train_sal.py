@@ -39,7 +39,7 @@ from dagr.datasets import SALIENCY_SETS, saliency_help, saliency_videos
 from dagr.device import pick_device
 from dagr.distributed import (Distributed, ShardSampler, batches_per_epoch, distributed_job,
                               wrap_for_training)
-from dagr.evaluation import SALIENCY_METRICS, evaluate, evaluation_clips, format_table, validate
+from dagr.evaluation import evaluate, evaluation_clips, format_table, validate
 from dagr.files import writable_folder
 from dagr.labels import PROBLEMS
 from dagr.losses import saliency_loss
@@ -52,6 +52,7 @@ from dagr.training import (BEST, Objective, TrainingRun, add_run_arguments, chec
                            fit, settings_of, warmup_cosine)
 from dagr.workers import available_cores, quiet_worker
 from dataloader import SaliencyClipDataset
+from metrics import SALIENCY_METRICS, headline
 import sal_withreg
 from sal_withreg import REGISTER_MODES, REGISTER_WRITES, build_saliency_model
 
@@ -86,9 +87,6 @@ FAR_CONTEXT_VIDEOS = 100  # --ablation on the global-context check: clips of its
 
 KIND = "saliency"
 STATE_FIGURE = "registers.png"  # --ablation: the attention network's register states
-CURVES = [("training loss", ["train_loss"]),
-          ("validation CC, SIM, AUC-J, s-AUC", ["val_cc", "val_sim", "val_auc_j", "val_s_auc"]),
-          ("validation NSS", ["val_nss"]), ("validation KLD", ["val_kld"])]
 CURVES_TITLE = "saliency training; best epoch: highest validation CC"
 
 
@@ -157,7 +155,7 @@ def _train(config: Any, dist: Distributed, device: torch.device) -> Path:
         objective=Objective(clip_logits, functools.partial(clip_loss, config=config)),
         validate=lambda plain: validate(plain, val_data, device, dist, config.batch_size,
                                         config.workers, dist.is_main, config.precision),
-        best_metric="cc", logged=SALIENCY_METRICS, curves=CURVES, curves_title=CURVES_TITLE,
+        best_metric="cc", logged=headline(SALIENCY_METRICS), curves_title=CURVES_TITLE,
         settings=settings_of(config),
         payload={"kind": KIND, TRAINED_ON: trained_on(config.dataset, len(train_videos),
                                                       config.root)},

@@ -31,6 +31,7 @@ from dagr.device import add_device_argument
 from dagr.distributed import Distributed, gather_objects, join_context, sync_optimizer
 from dagr.files import atomic_path
 from dagr.precision import add_precision_arguments, bf16_backward_guard, precision_autocast
+from metrics import Metric
 
 BEST, LAST, LOG = "best.pt", "last.pt", "log.csv"
 
@@ -48,7 +49,8 @@ class Objective:
 class TrainingRun:
     """Everything `fit` needs. `model` is the network as trained (on its device, possibly
     compiled and DDP-wrapped); `validate(plain model)` returns the validation metrics, of
-    which `best_metric` (higher is better) picks `best.pt` and `logged` go into the log.
+    which `best_metric` (higher is better) picks `best.pt` and `logged` (metrics.py's) go
+    into the log, the epoch's line and the curves.
     `payload` is what the checkpoints hold besides the training state (the network's kind,
     its MOS scale, what it was trained on, ...); `about` is printed when training starts."""
     out: Path
@@ -60,8 +62,7 @@ class TrainingRun:
     objective: Objective
     validate: Callable[[nn.Module], dict[str, float]]
     best_metric: str
-    logged: Sequence[str]
-    curves: Sequence[figures.Panel]
+    logged: Sequence[Metric]
     curves_title: str
     settings: dict[str, Any]
     payload: dict[str, Any]
@@ -115,9 +116,19 @@ def fit(run: TrainingRun) -> Path:
     return run.out / BEST
 
 
-def log_fields(logged: Sequence[str]) -> list[str]:
+def log_fields(logged: Sequence[Metric]) -> list[str]:
     """The columns of log.csv for the validation metrics `logged`."""
-    return ["epoch", "train_loss", "lr", *(f"val_{m}" for m in logged), "seconds", "best"]
+    return ["epoch", "train_loss", "lr", *(f"val_{m.name}" for m in logged), "seconds", "best"]
+
+
+def training_curves(logged: Sequence[Metric]) -> list[figures.Panel]:
+    """The panels of curves.png: the training loss, then the `logged` metrics, those that
+    share a panel (a scale) together, the panels in the order of their first metric."""
+    panels: dict[str, list[str]] = {}
+    for metric in logged:
+        panels.setdefault(metric.curves_panel, []).append(f"val_{metric.name}")
+    return [("training loss", ["train_loss"]),
+            *((f"validation {title}", columns) for title, columns in panels.items())]
 
 
 def _save_epoch(run: TrainingRun, epoch: int, loss: float, metrics: dict[str, float],
@@ -130,12 +141,12 @@ def _save_epoch(run: TrainingRun, epoch: int, loss: float, metrics: dict[str, fl
     # the log first: a crash before the checkpoints are saved resumes from the previous
     # last, which drops this epoch's row and redoes the epoch
     log.append({"epoch": epoch, "train_loss": loss, "lr": run.optimizer.param_groups[0]["lr"],
-                **{f"val_{m}": metrics[m] for m in run.logged}, "seconds": seconds,
+                **{f"val_{m.name}": metrics[m.name] for m in run.logged}, "seconds": seconds,
                 "best": int(improved)})
     save_epoch_checkpoints(run.out / BEST, run.out / LAST, payload, improved)
-    figures.write_curves(run.out / LOG, run.curves, run.curves_title)
+    figures.write_curves(run.out / LOG, training_curves(run.logged), run.curves_title)
     tqdm.write(f"epoch {epoch}/{run.epochs}: loss {loss:.4f}, val "
-               + ", ".join(f"{m} {metrics[m]:.4f}" for m in run.logged)
+               + ", ".join(f"{m.name} {metrics[m.name]:.4f}" for m in run.logged)
                + (" (best)" if improved else ""))
 
 

@@ -38,7 +38,7 @@ def test_every_variant_trains_and_the_table_summarises_the_seeds(check_set, tmp_
     assert len(runs) == 8 and np.isfinite(runs[["cc", "nss", "kld"]]).all().all()
     for name in names:  # the same data and settings, only the registers differ
         settings = load_checkpoint(tmp_path / name / "seed_1" / "best.pt")["settings"]
-        assert settings["seed"] == 1 and settings["epochs"] == 1 and settings["channels"] == 2
+        assert settings["seed"] == 1 and settings["epochs"] == 1 and settings["saliency_width"] == 2
         losses = pd.read_csv(tmp_path / name / "seed_1" / "log.csv")["train_loss"]
         assert np.isfinite(losses).all()
     kwargs = load_checkpoint(tmp_path / "attention_token_write" / "seed_0" / "best.pt")["model_kwargs"]

@@ -39,7 +39,7 @@ def test_a_few_steps_lower_the_loss(quality_set):
         out=None, model=model, model_kwargs={}, optimizer=optimizer,
         scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0), loader=loader,
         objective=Objective(tl.clip_scores, functools.partial(tl.clip_loss, config=config)),
-        validate=dict, best_metric="score", logged=(), curves=(), curves_title="", settings={},
+        validate=dict, best_metric="score", logged=(), curves_title="", settings={},
         payload={}, epochs=6, device=torch.device("cpu"), precision="fp32",
         clip_grad=config.clip_grad)
     losses = [train_epoch(run, "epoch") for _ in range(6)]

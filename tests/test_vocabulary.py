@@ -1,19 +1,34 @@
 """One vocabulary across the scripts (docs/design.md, "Command lines"): renamed options keep
-their old names for one release with a one-line note, and the options both trainers share are
-declared once."""
+their old names for one release with a one-line note, the options both trainers share are
+declared once, and each list (metrics, failure kinds, datasets) is written once: a metric added
+to metrics.py reaches the log, the epoch's line, the curves and the tables with no other
+change."""
 from __future__ import annotations
 
-import argparse
+import re
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 import benchmark
+import evaluate_vqa
 import extract_frame
 import inference_sal
+import metrics
 import train_lsvq
 import train_sal
+from dagr import ablation, failures, figures
 from dagr.cli import deprecated_alias, script_parser
+from dagr.datasets import QUALITY_SETS, SALIENCY_SETS
+from dagr.evaluation import results_table
+from dagr.training import LOG, log_fields, training_curves
+from fakes import tiny_config, tiny_dhf1k
 from test_help import script_parser_of
+
+ROOT = Path(__file__).resolve().parents[1]
+FAKE = metrics.Metric("fake", "Fake")
 
 # (script, the old form, the new option's dest, the value it gets, the old name in the note)
 RENAMED = [
@@ -70,3 +85,81 @@ def test_the_trainers_declare_their_shared_options_once(monkeypatch):
     sal, lsvq = declared(train_sal), declared(train_lsvq)
     assert set(sal) == set(SHARED)
     assert sal == lsvq
+
+
+# ----------------------------------------------------------------------------- each list once
+
+@pytest.fixture
+def fake_metric(request):
+    """FAKE appended to a metric list of metrics.py for one test (the lists are read when used)."""
+    listed = request.param
+    listed.append(FAKE)
+    yield listed
+    listed.remove(FAKE)
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("fake_metric", [metrics.SALIENCY_METRICS], indirect=True)
+def test_a_saliency_metric_added_to_metrics_py_reaches_log_line_curves_and_ablation(
+        fake_metric, tmp_path, monkeypatch, capsys):
+    frame_metrics = metrics._frame_metrics  # the one place a metric is computed, per frame
+    monkeypatch.setattr(metrics, "_frame_metrics",
+                        lambda *args: {**frame_metrics(*args), FAKE.name: 0.25})
+    drawn = []
+    monkeypatch.setattr(figures, "write_curves",
+                        lambda log, panels, title: drawn.append(panels))
+    variant = ablation.variants(2)["attention"]
+    out = ablation.run_folder(tmp_path / "ablation", variant, 0)
+    train_sal.train(tiny_config(tiny_dhf1k(tmp_path / "DHF1K"), out, "--epochs", "1"))
+    assert "val_fake" in pd.read_csv(out / LOG).columns
+    assert "fake 0.2500" in capsys.readouterr().out  # the epoch's line
+    assert ("validation Fake", ["val_fake"]) in drawn[0]
+    runs = ablation.collect(tmp_path / "ablation", [variant], [0], 1)
+    assert runs["fake"].tolist() == [0.25]
+    assert "Fake" in ablation.display_table(ablation.summary(runs)).columns
+
+
+@pytest.mark.parametrize("fake_metric", [metrics.QUALITY_METRICS], indirect=True)
+def test_a_quality_metric_added_to_metrics_py_reaches_log_curves_and_results(fake_metric):
+    assert "val_fake" in log_fields(train_lsvq.logged_metrics())
+    assert ("validation Fake", ["val_fake"]) in training_curves(train_lsvq.logged_metrics())
+    scores = {"plcc": 0.9, "srcc": 0.8, "krcc": 0.7, "rmse": 0.3, "plcc_logistic": 0.9, "n": 5,
+              "fake": 0.5}
+    table = results_table({"A": scores, "B": scores})
+    assert table.loc[table["Dataset"] == "Average", "Fake"].tolist() == [0.5]
+
+
+def test_the_metric_lists_name_what_the_metric_functions_return():
+    rng = np.random.default_rng(0)
+    maps = rng.random((2, 8, 8))
+    computed = metrics.saliency_metrics(maps, maps, maps > 0.5)
+    assert metrics.names(metrics.SALIENCY_METRICS) == list(computed)
+    quality = metrics.vqa_metrics(rng.random(6), rng.random(6))
+    assert set(metrics.names(metrics.QUALITY_METRICS)) == set(quality) - {"n"}
+
+
+def test_the_curves_are_those_drawn_before_the_lists_moved():
+    """curves.png's panels, titles and order are unchanged (the demo's figures stay the same)."""
+    assert training_curves(metrics.SALIENCY_METRICS) == [
+        ("training loss", ["train_loss"]),
+        ("validation CC, SIM, AUC-J, s-AUC", ["val_cc", "val_sim", "val_auc_j", "val_s_auc"]),
+        ("validation NSS", ["val_nss"]), ("validation KLD", ["val_kld"])]
+    assert training_curves(train_lsvq.logged_metrics()) == [
+        ("training loss", ["train_loss"]),
+        ("validation correlations and score", ["val_plcc", "val_srcc", "val_krcc", "val_score"]),
+        ("validation RMSE (MOS units)", ["val_rmse"])]
+
+
+def test_the_failure_kinds_are_listed_once_and_documented():
+    table = (ROOT / "docs" / "robustness.md").read_text()
+    documented = re.findall(r"^\| `([a-z-]+)` \| ", table, flags=re.M)
+    assert documented == list(failures.KINDS)
+
+
+@pytest.mark.parametrize("module, registry", [
+    (extract_frame, QUALITY_SETS), (train_lsvq, QUALITY_SETS), (evaluate_vqa, QUALITY_SETS),
+    (train_sal, SALIENCY_SETS)], ids=lambda x: getattr(x, "__name__", ""))
+def test_every_dataset_choice_comes_from_the_registry(module, registry, monkeypatch):
+    parser = script_parser_of(module, monkeypatch)
+    action = next(a for a in parser._actions if a.dest == "dataset")
+    assert list(action.choices) == sorted(registry)
