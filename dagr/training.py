@@ -27,6 +27,7 @@ from tqdm import tqdm
 from dagr import figures
 from dagr.checkpoints import (resume_checkpoint, restore_training, save_epoch_checkpoints,
                               slim_checkpoints, training_payload, unwrap)
+from dagr.cli import deprecated_alias
 from dagr.device import add_device_argument
 from dagr.distributed import Distributed, gather_objects, join_context, sync_optimizer
 from dagr.files import atomic_path
@@ -195,8 +196,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, size: Sequence[int], e
                         help="seed of every random draw: the initialisation, the data order, "
                              "the split or the clip starts")
     parser.add_argument("--grad-accum", type=int, default=grad_accum, help="batches per step")
-    parser.add_argument("--clip-grad", "--grad-clip", type=float, default=clip_grad,
-                        help="maximum gradient norm (0: no clipping)")
+    deprecated_alias(parser, "--grad-clip", parser.add_argument(
+        "--clip-grad", type=float, default=clip_grad, help="maximum gradient norm (0: no clipping)"))
     parser.add_argument("--workers", type=int, default=workers, help="data-loading processes")
     parser.add_argument("--sync-bn", action="store_true",
                         help="under torchrun on GPUs: BatchNorm statistics over all ranks' batches")

@@ -50,7 +50,7 @@ SAL_OPTIONS = ["--saliency-width", "4", "--size", *map(str, TINY_SIZE), "--epoch
 LSVQ_OPTIONS = ["--dataset", "konvid", "--backbone", "resnet18", "--no-pretrained",
                 "--size", *map(str, SIZE), "--workers", "0", "--device", "cpu", "--lr", "1e-3",
                 "--warmup", "0", "--test-fraction", "0.34", "--epochs", str(EPOCHS),
-                "--grad-clip", "0", "--plcc-weight", "0", "--rank-weight", "0"]
+                "--clip-grad", "0", "--plcc-weight", "0", "--rank-weight", "0"]
 # 12 videos: 5 for training, 3 for validation, 4 for testing
 # How near "the same as one process" comes in floating point: the first step starts from the
 # same weights, so its gradient differs only by the order of summation. Later steps start from

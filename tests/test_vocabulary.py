@@ -38,6 +38,7 @@ RENAMED = [
      "v/", "--video-root"),
     (inference_sal, ["--video", "a.mp4", "--all-frames"], "videos", ["a.mp4"], "--video"),
     (benchmark, ["--warmup", "3"], "warmup_calls", 3, "--warmup"),
+    (train_lsvq, ["--labels", "l.csv", "--grad-clip", "0.5"], "clip_grad", 0.5, "--grad-clip"),
 ]
 SHARED = ("size", "epochs", "batch_size", "lr", "seed", "grad_accum", "clip_grad", "workers",
           "sync_bn", "resume", "slim_checkpoints", "precision", "compile", "device")
