@@ -234,7 +234,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = script_parser(__doc__)
     parser.add_argument("--dataset", choices=sorted(SALIENCY_SETS), default=DATASET,
                         help=saliency_help())
-    parser.add_argument("--root", default=ROOT, help="dataset folder in its official layout")
+    parser.add_argument("--root", default=ROOT, help="the dataset's folder in its publisher's layout")
     parser.add_argument("--out", default=OUT, help="folder for checkpoints and the log")
     parser.add_argument("--registers", type=int, default=REGISTERS,
                         help="register tokens (0: the baseline)")
