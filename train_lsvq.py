@@ -36,8 +36,7 @@ from dagr.checkpoints import checkpoint_network, load_checkpoint, unwrap
 from dagr.cli import run_script, script_parser
 from dagr.datasets import QUALITY_SETS, quality_help, read_table
 from dagr.device import pick_device
-from dagr.distributed import (Distributed, batches_per_epoch, distributed_job, gather_objects,
-                              wrap_for_training)
+from dagr.distributed import Distributed, distributed_job, gather_objects, wrap_for_training
 from dagr.evaluation import (clip_loader, evaluate_best, gather_predictions, predict,
                              quality_validation, saliency_folder)
 from dagr.files import writable_folder
@@ -48,7 +47,7 @@ from dagr.provenance import TRAINED_ON, trained_on
 from dagr.seeding import seed_everything
 from dagr.splits import SPLITS, random_split, read_splits, split_table, write_splits
 from dagr.training import (Objective, TrainingRun, add_run_arguments, check_run_arguments, fit,
-                           settings_of, warmup_cosine)
+                           settings_of, training_schedule)
 from dagr.workers import available_cores
 from dataloader import MosScale
 from metrics import QUALITY_METRICS, QUALITY_SCORE, Metric, headline
@@ -171,11 +170,10 @@ def _train(config: argparse.Namespace, dist: Distributed, device: torch.device) 
     model = wrap_for_training(training_model(model, config, device), dist, device, config.sync_bn)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)
-    steps = batches_per_epoch(train_loader, dist)
     best = fit(TrainingRun(
         out=out, model=model, model_kwargs=unwrap(model).config, optimizer=optimizer,
-        scheduler=warmup_cosine(optimizer, int(round(config.warmup * steps)),
-                                config.epochs * steps),
+        scheduler=training_schedule(optimizer, config.warmup, config.epochs, train_loader, dist,
+                                    config.grad_accum),
         loader=train_loader,
         objective=Objective(clip_scores, functools.partial(clip_loss, config=config)),
         validate=lambda plain: quality_validation(gather_predictions(
@@ -234,7 +232,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "weights (the backbone options are then not used)")
     parser.add_argument("--weight-decay", type=float, default=WEIGHT_DECAY,
                         help="AdamW weight decay")
-    parser.add_argument("--warmup", type=float, default=WARMUP, help="epochs of warm-up")
     parser.add_argument("--plcc-weight", type=float, default=PLCC_WEIGHT,
                         help="weight of the 1 - PLCC loss term")
     parser.add_argument("--rank-weight", type=float, default=RANK_WEIGHT,
@@ -243,8 +240,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="share of the training videos held out for validation (model choice)")
     parser.add_argument("--test-fraction", type=float, default=TEST_FRACTION,
                         help="share of the videos tested (not LSVQ, which has its own test set)")
-    add_run_arguments(parser, size=SIZE, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, seed=SEED,
-                      grad_accum=GRAD_ACCUM, clip_grad=CLIP_GRAD, workers=WORKERS)
+    add_run_arguments(parser, size=SIZE, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR,
+                      warmup=WARMUP, seed=SEED, grad_accum=GRAD_ACCUM, clip_grad=CLIP_GRAD,
+                      workers=WORKERS)
     config = parser.parse_args(argv)
     check_run_arguments(parser, config)
     config.size = tuple(config.size)

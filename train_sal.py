@@ -21,7 +21,6 @@ if __name__ == "__main__":  # first: a Ctrl-C while the modules below load ends 
 
 import argparse
 import functools
-import math
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -37,8 +36,7 @@ from dagr.checkpoints import checkpoint_network
 from dagr.cli import deprecated_alias, run_script, script_parser
 from dagr.datasets import SALIENCY_SETS, saliency_help, saliency_videos
 from dagr.device import pick_device
-from dagr.distributed import (Distributed, ShardSampler, batches_per_epoch, distributed_job,
-                              wrap_for_training)
+from dagr.distributed import Distributed, ShardSampler, distributed_job, wrap_for_training
 from dagr.evaluation import evaluate, evaluation_clips, format_table, validate
 from dagr.files import writable_folder
 from dagr.labels import PROBLEMS
@@ -49,7 +47,7 @@ from dagr.registers import (CATEGORY_TABLE, far_context_effect, register_states,
                             video_categories, write_state_figure)
 from dagr.seeding import seed_everything
 from dagr.training import (BEST, Objective, TrainingRun, add_run_arguments, check_run_arguments,
-                           fit, settings_of, warmup_cosine)
+                           fit, settings_of, training_schedule)
 from dagr.workers import available_cores, quiet_worker
 from dataloader import SaliencyClipDataset
 from metrics import SALIENCY_METRICS, headline
@@ -74,7 +72,7 @@ VAL_CLIPS = 2             # validation clips per video, spread evenly over it
 BATCH_SIZE = 4            # clips per step (per process under torchrun)
 LR = 1e-4
 WEIGHT_DECAY = 0.01       # on weight matrices and kernels only, not on biases and norms
-WARMUP = 100              # optimizer steps of linear warm-up before the cosine decay
+WARMUP = 1 / 6            # epochs of warm-up: 100 of the 600 optimizer steps of a DHF1K epoch
 GRAD_ACCUM = 1            # batches per optimizer step
 CLIP_GRAD = 1.0           # maximum gradient norm; 0 turns clipping off
 L_KL, L_CC, L_NSS = 1.0, 1.0, 0.0
@@ -148,10 +146,11 @@ def _train(config: Any, dist: Distributed, device: torch.device) -> Path:
                         sampler=ShardSampler(len(train_data), dist, shuffle=True, seed=config.seed),
                         num_workers=config.workers, pin_memory=device.type == "cuda",
                         worker_init_fn=quiet_worker)
-    steps = config.epochs * math.ceil(batches_per_epoch(loader, dist) / config.grad_accum)
     return fit(TrainingRun(
         out=out, model=model, model_kwargs=model_arguments(config), optimizer=optimizer,
-        scheduler=warmup_cosine(optimizer, config.warmup, steps), loader=loader,
+        scheduler=training_schedule(optimizer, config.warmup, config.epochs, loader, dist,
+                                    config.grad_accum),
+        loader=loader,
         objective=Objective(clip_logits, functools.partial(clip_loss, config=config)),
         validate=lambda plain: validate(plain, val_data, device, dist, config.batch_size,
                                         config.workers, dist.is_main, config.precision),
@@ -257,12 +256,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="validation clips per video, evenly spread")
     parser.add_argument("--weight-decay", type=float, default=WEIGHT_DECAY,
                         help="AdamW weight decay (kernels and weight matrices only)")
-    parser.add_argument("--warmup", type=int, default=WARMUP, help="warm-up optimizer steps")
     parser.add_argument("--l-kl", type=float, default=L_KL, help="weight of KL(G || P)")
     parser.add_argument("--l-cc", type=float, default=L_CC, help="weight of CC(P, G)")
     parser.add_argument("--l-nss", type=float, default=L_NSS, help="weight of NSS(P, fixations)")
-    add_run_arguments(parser, size=SIZE, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, seed=SEED,
-                      grad_accum=GRAD_ACCUM, clip_grad=CLIP_GRAD, workers=WORKERS)
+    add_run_arguments(parser, size=SIZE, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR,
+                      warmup=WARMUP, seed=SEED, grad_accum=GRAD_ACCUM, clip_grad=CLIP_GRAD,
+                      workers=WORKERS)
     parser.add_argument("--ablation", nargs="*", metavar="VARIANT",
                         choices=list(variants(REGISTERS)),
                         help="train each VARIANT (default: all of "

@@ -114,7 +114,7 @@ class Check:
                 "--saliency-width", str(size.saliency_width), "--size", *map(str, size.frame_size),
                 "--epochs", str(size.epochs), "--clip-len", str(size.clip_len),
                 "--clips-per-video", str(size.clips_per_video), "--val-clips", "2",
-                "--batch-size", str(size.batch_size), "--lr", "3e-3", "--warmup", "2",
+                "--batch-size", str(size.batch_size), "--lr", "3e-3", "--warmup", "1",
                 "--workers", "0", "--device", str(self.device), "--precision", "bf16", *options]
 
     def quality_argv(self, out: str, *options: str) -> list[str]:
@@ -165,7 +165,8 @@ def path_train_sal(check: Check, compiled: bool) -> str:
 
 
 def path_resume(check: Check) -> str:
-    """A compiled run of one epoch, resumed to the full run's epochs: the same weights."""
+    """A compiled run of one epoch, resumed to the full run's epochs: the same weights (the
+    warm-up spans the first epoch, whose learning rates then do not depend on the epochs)."""
     epochs = check.size.epochs
     check.run("train_sal", check.saliency_argv("sal_resumed", "--compile", "--epochs", "1"))
     check.run("train_sal", check.saliency_argv("sal_resumed", "--compile", "--epochs",

@@ -29,7 +29,8 @@ from dagr.checkpoints import (resume_checkpoint, restore_training, save_epoch_ch
                               slim_checkpoints, training_payload, unwrap)
 from dagr.cli import deprecated_alias
 from dagr.device import add_device_argument
-from dagr.distributed import Distributed, gather_objects, join_context, sync_optimizer
+from dagr.distributed import (Distributed, batches_per_epoch, gather_objects, join_context,
+                              sync_optimizer)
 from dagr.files import atomic_path
 from dagr.precision import add_precision_arguments, bf16_backward_guard, precision_autocast
 from metrics import Metric
@@ -181,8 +182,8 @@ def train_epoch(run: TrainingRun, desc: str) -> float:
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, *, size: Sequence[int], epochs: int,
-                      batch_size: int, lr: float, seed: int, grad_accum: int, clip_grad: float,
-                      workers: int) -> None:
+                      batch_size: int, lr: float, warmup: float, seed: int, grad_accum: int,
+                      clip_grad: float, workers: int) -> None:
     """The options both trainers share, declared once so that each has the same name, meaning
     and help in both (docs/design.md, "Command lines"); the defaults are the trainer's
     constants of the same names."""
@@ -192,6 +193,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, size: Sequence[int], e
     parser.add_argument("--batch-size", type=int, default=batch_size,
                         help="clips per batch (per process under torchrun)")
     parser.add_argument("--lr", type=float, default=lr, help="peak learning rate (AdamW)")
+    parser.add_argument("--warmup", type=float, default=warmup,
+                        help="epochs of linear learning-rate warm-up before the cosine decay (a "
+                             "fraction is fine: it is rounded to whole optimizer steps)")
     parser.add_argument("--seed", type=int, default=seed,
                         help="seed of every random draw: the initialisation, the data order, "
                              "the split or the clip starts")
@@ -222,6 +226,16 @@ def settings_of(config: Any) -> dict[str, Any]:
         return str(value) if isinstance(value, Path) else list(value) \
             if isinstance(value, tuple) else value
     return {key: plain(value) for key, value in vars(config).items()}
+
+
+def training_schedule(optimizer: torch.optim.Optimizer, warmup: float, epochs: int,
+                      loader: DataLoader, dist: Distributed, grad_accum: int
+                      ) -> torch.optim.lr_scheduler.LambdaLR:
+    """Both trainers' learning-rate schedule: `warmup_cosine` over `epochs`, the warm-up given
+    in epochs (--warmup) and rounded to whole optimizer steps. An epoch is as many steps as
+    `train_epoch` takes: one per `grad_accum` batches of the longest shard, rounded up."""
+    steps = math.ceil(batches_per_epoch(loader, dist) / grad_accum)
+    return warmup_cosine(optimizer, round(warmup * steps), epochs * steps)
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int,

@@ -27,7 +27,7 @@ def check_set(tmp_path_factory):
 def argv(root, out, *options):
     return ["--root", str(root), "--out", str(out), "--saliency-width", "2", "--size", "24", "384",
             "--clip-len", "1", "--clips-per-video", "1", "--val-clips", "1", "--batch-size", "2",
-            "--lr", "3e-3", "--warmup", "1", "--workers", "0", "--device", "cpu", *options]
+            "--lr", "3e-3", "--warmup", "0.5", "--workers", "0", "--device", "cpu", *options]
 
 
 def test_every_variant_trains_and_the_table_summarises_the_seeds(check_set, tmp_path):

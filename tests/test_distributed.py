@@ -45,7 +45,7 @@ EPOCHS = 3
 # gradient clipping off: it would hide a wrongly scaled gradient (the clipped norm is the same)
 SAL_OPTIONS = ["--saliency-width", "4", "--size", *map(str, TINY_SIZE), "--epochs", str(EPOCHS),
                "--clip-len", "6", "--clips-per-video", "1", "--val-clips", "1", "--lr", "3e-3",
-               "--warmup", "1", "--registers", "2", "--workers", "0", "--device", "cpu",
+               "--warmup", "0.5", "--registers", "2", "--workers", "0", "--device", "cpu",
                "--clip-grad", "0"]
 LSVQ_OPTIONS = ["--dataset", "konvid", "--backbone", "resnet18", "--no-pretrained",
                 "--size", *map(str, SIZE), "--workers", "0", "--device", "cpu", "--lr", "1e-3",

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from torch.utils.data import DataLoader
 
 import benchmark
 import evaluate_vqa
@@ -23,7 +25,8 @@ from dagr import ablation, failures, figures
 from dagr.cli import deprecated_alias, script_parser
 from dagr.datasets import QUALITY_SETS, SALIENCY_SETS
 from dagr.evaluation import results_table
-from dagr.training import LOG, log_fields, training_curves
+from dagr.distributed import Distributed
+from dagr.training import LOG, log_fields, training_curves, training_schedule
 from fakes import tiny_config, tiny_dhf1k
 from test_help import script_parser_of
 
@@ -40,7 +43,7 @@ RENAMED = [
     (benchmark, ["--warmup", "3"], "warmup_calls", 3, "--warmup"),
     (train_lsvq, ["--labels", "l.csv", "--grad-clip", "0.5"], "clip_grad", 0.5, "--grad-clip"),
 ]
-SHARED = ("size", "epochs", "batch_size", "lr", "seed", "grad_accum", "clip_grad", "workers",
+SHARED = ("size", "epochs", "batch_size", "lr", "warmup", "seed", "grad_accum", "clip_grad", "workers",
           "sync_bn", "resume", "slim_checkpoints", "precision", "compile", "device")
 
 
@@ -86,6 +89,21 @@ def test_the_trainers_declare_their_shared_options_once(monkeypatch):
     sal, lsvq = declared(train_sal), declared(train_lsvq)
     assert set(sal) == set(SHARED)
     assert sal == lsvq
+
+
+@pytest.mark.parametrize("warmup, grad_accum, peak", [(1.0, 1, 10), (1.0, 2, 5), (0.5, 2, 2)])
+def test_warmup_counts_epochs_rounded_to_optimizer_steps(warmup, grad_accum, peak):
+    """10 batches an epoch: the learning rate peaks after --warmup epochs of optimizer steps,
+    however many batches a step takes (half an epoch of 5 steps rounds to 2, half to even)."""
+    optimizer = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=1.0)
+    loader = DataLoader(range(20), batch_size=2)
+    schedule = training_schedule(optimizer, warmup, 3, loader, Distributed(), grad_accum)
+    rates = []
+    for _ in range(3 * 10 // grad_accum):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates.index(max(rates)) == peak - 1 and max(rates) == 1.0
 
 
 # ----------------------------------------------------------------------------- each list once
@@ -164,3 +182,10 @@ def test_every_dataset_choice_comes_from_the_registry(module, registry, monkeypa
     parser = script_parser_of(module, monkeypatch)
     action = next(a for a in parser._actions if a.dest == "dataset")
     assert list(action.choices) == sorted(registry)
+
+
+def test_the_default_saliency_warmup_is_the_100_steps_it_was():
+    """train_sal.py counted 100 optimizer steps; a DHF1K epoch is 600 (600 videos x 4 clips,
+    4 clips a batch), so its default in epochs rounds back to exactly 100."""
+    steps = 600 * train_sal.CLIPS_PER_VIDEO // train_sal.BATCH_SIZE // train_sal.GRAD_ACCUM
+    assert round(train_sal.WARMUP * steps) == 100
