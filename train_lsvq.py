@@ -47,7 +47,7 @@ from dagr.provenance import TRAINED_ON, trained_on
 from dagr.seeding import seed_everything
 from dagr.splits import SPLITS, random_split, read_splits, split_table, write_splits
 from dagr.training import (Objective, TrainingRun, add_run_arguments, check_run_arguments, fit,
-                           settings_of, training_schedule)
+                           make_optimizer, settings_of, training_schedule)
 from dagr.workers import available_cores
 from dataloader import MosScale
 from metrics import QUALITY_METRICS, QUALITY_SCORE, Metric, headline
@@ -69,7 +69,7 @@ SIZE = paper.FRAME_SIZE   # frame height, width
 EPOCHS = 20
 BATCH_SIZE = 8
 LR = 1e-4
-WEIGHT_DECAY = 0.05
+WEIGHT_DECAY = 0.05       # on weight matrices and kernels only, not on biases and norms
 WARMUP = 1.0              # epochs of linear warm-up before the cosine decay
 PLCC_WEIGHT = 1.0         # weight of 1 - PLCC of the batch
 RANK_WEIGHT = 0.3         # weight of the pairwise ranking hinge
@@ -168,8 +168,7 @@ def _train(config: argparse.Namespace, dist: Distributed, device: torch.device) 
     train_loader, val_loader = loader("train", shuffle=True), loader("val")
     config.precision = resolve_precision(config.precision, device)
     model = wrap_for_training(training_model(model, config, device), dist, device, config.sync_bn)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
-                                  weight_decay=config.weight_decay)
+    optimizer = make_optimizer(model, config.lr, config.weight_decay)
     best = fit(TrainingRun(
         out=out, model=model, model_kwargs=unwrap(model).config, optimizer=optimizer,
         scheduler=training_schedule(optimizer, config.warmup, config.epochs, train_loader, dist,
@@ -230,8 +229,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--init", default=INIT,
                         help="fine-tune from this quality checkpoint: its architecture and "
                              "weights (the backbone options are then not used)")
-    parser.add_argument("--weight-decay", type=float, default=WEIGHT_DECAY,
-                        help="AdamW weight decay")
     parser.add_argument("--plcc-weight", type=float, default=PLCC_WEIGHT,
                         help="weight of the 1 - PLCC loss term")
     parser.add_argument("--rank-weight", type=float, default=RANK_WEIGHT,
@@ -241,7 +238,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test-fraction", type=float, default=TEST_FRACTION,
                         help="share of the videos tested (not LSVQ, which has its own test set)")
     add_run_arguments(parser, size=SIZE, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR,
-                      warmup=WARMUP, seed=SEED, grad_accum=GRAD_ACCUM, clip_grad=CLIP_GRAD,
+                      weight_decay=WEIGHT_DECAY, warmup=WARMUP, seed=SEED, grad_accum=GRAD_ACCUM, clip_grad=CLIP_GRAD,
                       workers=WORKERS)
     config = parser.parse_args(argv)
     check_run_arguments(parser, config)

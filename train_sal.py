@@ -47,7 +47,7 @@ from dagr.registers import (CATEGORY_TABLE, far_context_effect, register_states,
                             video_categories, write_state_figure)
 from dagr.seeding import seed_everything
 from dagr.training import (BEST, Objective, TrainingRun, add_run_arguments, check_run_arguments,
-                           fit, settings_of, training_schedule)
+                           fit, make_optimizer, settings_of, training_schedule)
 from dagr.workers import available_cores, quiet_worker
 from dataloader import SaliencyClipDataset
 from metrics import SALIENCY_METRICS, headline
@@ -104,14 +104,6 @@ def training_model(config: Any, device: torch.device) -> nn.Module:
     return compile_model(model, config.compile)
 
 
-def make_optimizer(model: nn.Module, config: Any) -> torch.optim.AdamW:
-    """AdamW with weight decay on kernels and weight matrices only (nanoGPT's split)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr)
-
-
 def clip_logits(model: nn.Module, batch: dict, device: torch.device) -> torch.Tensor:
     """A batch of clips (B, 3, T, H, W) -> logits (B, 1, T, H, W)."""
     return model(batch["frames"].to(device))
@@ -139,7 +131,7 @@ def _train(config: Any, dist: Distributed, device: torch.device) -> Path:
     seed_everything(config.seed)
     config.precision = resolve_precision(config.precision, device)
     model = wrap_for_training(training_model(config, device), dist, device, config.sync_bn)
-    optimizer = make_optimizer(model, config)
+    optimizer = make_optimizer(model, config.lr, config.weight_decay)
     train_data = SaliencyClipDataset(train_videos, config.clip_len, size, config.clips_per_video,
                                      starts="random", seed=config.seed)
     loader = DataLoader(train_data, config.batch_size,
@@ -254,13 +246,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="training clips per video and epoch")
     parser.add_argument("--val-clips", type=int, default=VAL_CLIPS,
                         help="validation clips per video, evenly spread")
-    parser.add_argument("--weight-decay", type=float, default=WEIGHT_DECAY,
-                        help="AdamW weight decay (kernels and weight matrices only)")
     parser.add_argument("--l-kl", type=float, default=L_KL, help="weight of KL(G || P)")
     parser.add_argument("--l-cc", type=float, default=L_CC, help="weight of CC(P, G)")
     parser.add_argument("--l-nss", type=float, default=L_NSS, help="weight of NSS(P, fixations)")
     add_run_arguments(parser, size=SIZE, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR,
-                      warmup=WARMUP, seed=SEED, grad_accum=GRAD_ACCUM, clip_grad=CLIP_GRAD,
+                      weight_decay=WEIGHT_DECAY, warmup=WARMUP, seed=SEED, grad_accum=GRAD_ACCUM, clip_grad=CLIP_GRAD,
                       workers=WORKERS)
     parser.add_argument("--ablation", nargs="*", metavar="VARIANT",
                         choices=list(variants(REGISTERS)),

@@ -182,8 +182,8 @@ def train_epoch(run: TrainingRun, desc: str) -> float:
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, *, size: Sequence[int], epochs: int,
-                      batch_size: int, lr: float, warmup: float, seed: int, grad_accum: int,
-                      clip_grad: float, workers: int) -> None:
+                      batch_size: int, lr: float, weight_decay: float, warmup: float, seed: int,
+                      grad_accum: int, clip_grad: float, workers: int) -> None:
     """The options both trainers share, declared once so that each has the same name, meaning
     and help in both (docs/design.md, "Command lines"); the defaults are the trainer's
     constants of the same names."""
@@ -193,6 +193,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, size: Sequence[int], e
     parser.add_argument("--batch-size", type=int, default=batch_size,
                         help="clips per batch (per process under torchrun)")
     parser.add_argument("--lr", type=float, default=lr, help="peak learning rate (AdamW)")
+    parser.add_argument("--weight-decay", type=float, default=weight_decay,
+                        help="AdamW weight decay, on weight matrices and kernels only (not on "
+                             "biases and norms)")
     parser.add_argument("--warmup", type=float, default=warmup,
                         help="epochs of linear learning-rate warm-up before the cosine decay (a "
                              "fraction is fine: it is rounded to whole optimizer steps)")
@@ -226,6 +229,16 @@ def settings_of(config: Any) -> dict[str, Any]:
         return str(value) if isinstance(value, Path) else list(value) \
             if isinstance(value, tuple) else value
     return {key: plain(value) for key, value in vars(config).items()}
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """Both trainers' AdamW: weight decay on the weight matrices and kernels (2 or more
+    dimensions), none on biases and normalisation scales, whose decay only pulls the
+    features' scale and offset towards zero (nanoGPT's split)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr)
 
 
 def training_schedule(optimizer: torch.optim.Optimizer, warmup: float, epochs: int,

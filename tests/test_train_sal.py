@@ -52,6 +52,8 @@ def test_training_writes_best_and_last_checkpoints_and_a_log(trained) -> None:
                                     "read_levels": ["bottleneck"], "register_write": "film",
                                     "write_levels": ["dec3", "dec2", "dec1", "dec0"]}
     assert last["settings"]["size"] == [32, 48] and last["settings"]["clip_len"] == 6
+    groups = last["optimizer_state"]["param_groups"]  # decay on weights, not biases and norms
+    assert [g["weight_decay"] for g in groups] == [train_sal.WEIGHT_DECAY, 0.0]
     best_row = max(rows, key=lambda r: float(r["val_cc"]))
     assert best["epoch"] == int(best_row["epoch"])
     assert best["metrics"]["cc"] == pytest.approx(float(best_row["val_cc"]), rel=1e-5)

@@ -26,7 +26,7 @@ from dagr.cli import deprecated_alias, script_parser
 from dagr.datasets import QUALITY_SETS, SALIENCY_SETS
 from dagr.evaluation import results_table
 from dagr.distributed import Distributed
-from dagr.training import LOG, log_fields, training_curves, training_schedule
+from dagr.training import LOG, log_fields, make_optimizer, training_curves, training_schedule
 from fakes import tiny_config, tiny_dhf1k
 from test_help import script_parser_of
 
@@ -43,7 +43,7 @@ RENAMED = [
     (benchmark, ["--warmup", "3"], "warmup_calls", 3, "--warmup"),
     (train_lsvq, ["--labels", "l.csv", "--grad-clip", "0.5"], "clip_grad", 0.5, "--grad-clip"),
 ]
-SHARED = ("size", "epochs", "batch_size", "lr", "warmup", "seed", "grad_accum", "clip_grad", "workers",
+SHARED = ("size", "epochs", "batch_size", "lr", "weight_decay", "warmup", "seed", "grad_accum", "clip_grad", "workers",
           "sync_bn", "resume", "slim_checkpoints", "precision", "compile", "device")
 
 
@@ -104,6 +104,18 @@ def test_warmup_counts_epochs_rounded_to_optimizer_steps(warmup, grad_accum, pea
         optimizer.step()
         schedule.step()
     assert rates.index(max(rates)) == peak - 1 and max(rates) == 1.0
+
+
+
+def test_weight_decay_falls_on_weight_matrices_and_kernels_not_biases_and_norms():
+    model = torch.nn.Sequential(torch.nn.Conv3d(3, 4, 3), torch.nn.BatchNorm3d(4),
+                                torch.nn.Linear(4, 1), torch.nn.LayerNorm(1))
+    decayed, exempt = make_optimizer(model, 1e-3, 0.05).param_groups
+    assert decayed["weight_decay"] == 0.05 and exempt["weight_decay"] == 0.0
+    assert {p.dim() for p in decayed["params"]} == {2, 5}
+    assert {p.dim() for p in exempt["params"]} == {1} and len(exempt["params"]) == 6
+    # both trainers build their optimizer with it (tests/test_train_*.py check their runs)
+    assert train_sal.make_optimizer is train_lsvq.make_optimizer is make_optimizer
 
 
 # ----------------------------------------------------------------------------- each list once
