@@ -53,7 +53,7 @@ import inference_sal
 import train_lsvq
 import train_sal
 from dagr import gpu_check, paper
-from dagr.cli import run_script, script_parser
+from dagr.cli import deprecated_alias, run_script, script_parser
 from dagr.device import add_device_argument, pick_device
 from dagr.files import atomic_path
 from dagr.inference import inference_quality, prepare_inference
@@ -73,7 +73,7 @@ REGISTERS = paper.REGISTERS
 BACKBONE = paper.BACKBONE
 SIZE = paper.FRAME_SIZE     # network input H, W
 BATCH_SIZE = {"cuda": 8, "cpu": 2}   # clips per forward pass, per device type
-WARMUP = {"cuda": 5, "cpu": 1}       # untimed calls before each measurement
+WARMUP_CALLS = {"cuda": 5, "cpu": 1}  # untimed calls before each measurement
 REPEATS = {"cuda": 50, "cpu": 20}    # at most this many timed calls per measurement
 SECONDS = {"cuda": 3.0, "cpu": 8.0}  # and timed calls stop once this much time has passed
 WORKERS = os.cpu_count() or 1        # decoding processes
@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "saliency_width": args.saliency_width, "registers": args.registers,
         "backbone": args.backbone, "size": list(args.size),
         "frames_per_clip": paper.FRAMES_PER_VIDEO,
-        "batch_size": args.batch_size, "warmup": args.warmup, "repeats": args.repeats,
+        "batch_size": args.batch_size, "warmup_calls": args.warmup_calls, "repeats": args.repeats,
         "workers": args.workers, "precisions": list(args.precisions), "compile": args.compile,
         "skipped_precisions": skipped, "seconds_per_measurement": args.seconds,
         "memory": "torch.cuda.max_memory_allocated" if device.type == "cuda"
@@ -172,7 +172,7 @@ def per_device(values: dict[str, int]) -> str:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = script_parser(__doc__)
     parser.add_argument("--videos", nargs="+", metavar="INPUT",
-                        help="video files or folders (default: a generated clip)")
+                        help="video files or folders (searched recursively; default: a generated clip)")
     parser.add_argument("--out", default=OUT, help=f"JSON report (default {OUT})")
     parser.add_argument("--saliency-width", type=int, default=SALIENCY_WIDTH,
                         help=f"UNet3D base width (default {SALIENCY_WIDTH}, the full model)")
@@ -197,7 +197,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="also measure torch.compile'd models; end to end uses them")
     parser.add_argument("--batch-size", type=int,
                         help=f"clips per forward pass (default: {per_device(BATCH_SIZE)})")
-    parser.add_argument("--warmup", type=int, help=f"untimed calls (default: {per_device(WARMUP)})")
+    # not --warmup: in the trainers that is the learning rate's warm-up
+    deprecated_alias(parser, "--warmup", parser.add_argument(
+        "--warmup-calls", type=int,
+        help=f"untimed calls before each measurement (default: {per_device(WARMUP_CALLS)})"))
     parser.add_argument("--repeats", type=int,
                         help=f"at most this many timed calls (default: {per_device(REPEATS)})")
     parser.add_argument("--seconds", type=float,
@@ -215,7 +218,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     kind = torch.device(args.device).type
     args.batch_size = args.batch_size or BATCH_SIZE.get(kind, 1)
-    args.warmup = WARMUP.get(kind, 1) if args.warmup is None else args.warmup
+    args.warmup_calls = (WARMUP_CALLS.get(kind, 1) if args.warmup_calls is None
+                         else args.warmup_calls)
     args.repeats = args.repeats or REPEATS.get(kind, 2)
     args.seconds = args.seconds or SECONDS.get(kind, 8.0)
     return args

@@ -281,7 +281,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
            help="seed of the first split (split r uses seed + r)")
     score = parser.add_argument_group("scoring")
     option(score, "score", "--videos", nargs="+", metavar="INPUT",
-           help="video files or folders to score")
+           help="video files or folders (searched recursively) to score")
     option(score, "score", "--resume", action="store_true",
            help="keep the scores of an interrupted run (<out>.partial) and score the rest; "
                 "the videos that failed there are not tried again")

@@ -1,8 +1,8 @@
 """Stage 1: sample K frames per video, resize them, store them as PNGs.
 
-    python extract_frame.py videos/ --out frames/ --workers 4
-    python extract_frame.py --dataset konvid --labels KoNViD_1k_mos.csv --video-root KoNViD/ --out frames/
-    python extract_frame.py --dataset csv --labels ratings.csv --video-root clips/ --out frames/
+    python extract_frame.py --videos videos/ --out frames/ --workers 4
+    python extract_frame.py --dataset konvid --labels KoNViD_1k_mos.csv --root KoNViD/ --out frames/
+    python extract_frame.py --dataset csv --labels ratings.csv --root clips/ --out frames/
 
 Each video becomes `<out>/<video_id>/<frame index>.png` (5-digit, 0-based index in the
 decoded stream) plus `frames.json`, which lists the K file names in temporal order (a video
@@ -33,9 +33,9 @@ from typing import Sequence
 from tqdm import tqdm
 
 from dagr import paper
-from dagr.cli import Interrupted, run_script, script_parser
+from dagr.cli import Interrupted, deprecated_alias, run_script, script_parser
 from dagr.datasets import QUALITY_SETS, quality_help, read_table
-from dagr.failures import Failure, write_failures
+from dagr.failures import DUPLICATE_ID, Failure, write_failures
 from dagr.files import remove_leftovers, writable_folder
 from dagr.frames import FRAME_LIST, SampleJob, sample_and_store
 from dagr.labels import PROBLEMS, LabelColumns, add_label_arguments, label_columns
@@ -52,7 +52,6 @@ HEIGHT, WIDTH = paper.FRAME_SIZE     # stored size
 WORKERS = None           # decoding processes; None: the cores, at most one per video
 OUT = "frames"
 FAILURES = "failures.csv"
-DUPLICATE_ID = "duplicate-id"  # failure kind besides video_io's and frames': two videos, one id
 # -----------------------------------------------------------------------------
 
 
@@ -137,7 +136,9 @@ def videos_from_labels(dataset: str, labels: str, video_root: str,
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = script_parser(__doc__)
-    parser.add_argument("inputs", nargs="*", help="video files or folders (searched recursively)")
+    videos = parser.add_argument("--videos", nargs="+", metavar="INPUT",
+                                 help="video files or folders (searched recursively)")
+    deprecated_alias(parser, "inputs", videos)
     parser.add_argument("--out", default=OUT, help=f"output folder (default: {OUT})")
     parser.add_argument("--num-frames", type=int, default=NUM_FRAMES,
                         help=f"frames kept per video (default: {NUM_FRAMES})")
@@ -151,24 +152,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="read the videos from a label file; " + quality_help())
     parser.add_argument("--labels", help="the dataset's label file")
     add_label_arguments(parser)
-    parser.add_argument("--video-root", help="folder holding the dataset's videos")
+    deprecated_alias(parser, "--video-root", parser.add_argument(
+        "--root", help="the dataset's folder in its publisher's layout (its videos)"))
     add_shard_argument(parser)
     args = parser.parse_args(argv)
-    if bool(args.inputs) == bool(args.dataset):
-        parser.error("give video files/folders, or --dataset with --labels and --video-root")
-    if args.dataset and not (args.labels and args.video_root):
-        parser.error("--dataset needs --labels and --video-root")
+    if bool(args.videos) == bool(args.dataset):
+        parser.error("give --videos INPUT ..., or --dataset with --labels and --root")
+    if args.dataset and not (args.labels and args.root):
+        parser.error("--dataset needs --labels and --root")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        videos, left_out = (videos_from_labels(args.dataset, args.labels, args.video_root,
+        videos, left_out = (videos_from_labels(args.dataset, args.labels, args.root,
                                                label_columns(args))
-                            if args.dataset else (find_videos(args.inputs), []))
+                            if args.dataset else (find_videos(args.videos), []))
         if not videos:  # find_videos raises for inputs that hold none
-            raise FileNotFoundError(f"{args.labels}: no row's video is under {args.video_root}")
+            raise FileNotFoundError(f"{args.labels}: no row's video is under {args.root}")
         writable_folder(args.out)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

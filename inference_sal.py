@@ -1,8 +1,9 @@
 """Stage 3: saliency maps for the frames that stage 1 stored, and overlays to look at them
 (docs/pipeline.md, "Stage 3").
 
-    python inference_sal.py --checkpoint runs/sal/best.pt --frames frames/ --out saliency/ --overlay
-    python inference_sal.py --checkpoint runs/sal/best.pt --video clip.mp4 --all-frames \\
+    python inference_sal.py --checkpoint runs/saliency/best.pt --frames frames/ --out saliency/ \\
+        --overlay
+    python inference_sal.py --checkpoint runs/saliency/best.pt --videos clip.mp4 --all-frames \\
         --out renders/
 
 Frames mode: the K stored frames of every video that extract_frame.py finished under --frames
@@ -22,7 +23,7 @@ the frame's mean, from 0 to 8 times it, the same for every frame and video.
 `--register-attention` draws, the same way, where each register of an attention-register
 network looks over each frame, to `<out>_registers/<video_id>/<frame>_register<k>.png`.
 
-Video mode (`--video INPUT ... --all-frames`): every decodable frame gets a map, from
+Video mode (`--videos INPUT ... --all-frames`): every decodable frame gets a map, from
 consecutive windows of --window frames (the last window is aligned to the video's end, and a
 video shorter than a window repeats its last frame); the overlays are written as
 `<out>/<video_id>.mp4` (H.264, yuv420p) at the source's frame rate. Overlays, PNG and video,
@@ -58,7 +59,7 @@ from tqdm import tqdm
 
 from dagr import paper
 from dagr.model_file import ModelFile, Source
-from dagr.cli import Interrupted, run_script, script_parser
+from dagr.cli import Interrupted, deprecated_alias, run_script, script_parser
 from dagr.device import add_device_argument, pick_device
 from dagr.failures import Failure, write_failures
 from dagr.files import atomic_path, remove_leftovers, writable_folder
@@ -331,10 +332,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="an exported model file (evaluate_vqa.py --export) in place of "
                              "--checkpoint: its saliency network")
     parser.add_argument("--frames", help="extract_frame.py's output folder (frames mode)")
-    parser.add_argument("--video", nargs="+", metavar="INPUT",
-                        help="video files or folders to render (video mode, with --all-frames)")
+    deprecated_alias(parser, "--video", parser.add_argument(
+        "--videos", nargs="+", metavar="INPUT",
+        help="video files or folders (searched recursively) to render (video mode, with "
+             "--all-frames)"))
     parser.add_argument("--all-frames", action="store_true",
-                        help="map every frame of --video and write H.264 overlay MP4s")
+                        help="map every frame of --videos and write H.264 overlay MP4s")
     parser.add_argument("--out", default=OUT, help=f"output folder (default: {OUT})")
     parser.add_argument("--overlay", action="store_true",
                         help=f"also write heat-map overlays to <out>{OVERLAY_SUFFIX}/, drawn at "
@@ -364,10 +367,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add_device_argument(parser)
     add_shard_argument(parser)
     args = parser.parse_args(argv)
-    if bool(args.frames) == bool(args.video):
-        parser.error("give either --frames DIR or --video INPUT ... --all-frames")
-    if bool(args.video) != args.all_frames:
-        parser.error("--video and --all-frames go together (video mode maps every frame)")
+    if bool(args.frames) == bool(args.videos):
+        parser.error("give either --frames DIR or --videos INPUT ... --all-frames")
+    if bool(args.videos) != args.all_frames:
+        parser.error("--videos and --all-frames go together (video mode maps every frame)")
     if args.shard and not args.frames:
         parser.error("--shard is for frames mode (--frames)")
     if args.register_attention and not args.frames:
@@ -410,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                              with_registers=args.register_attention,
                                              overlay_scale=args.overlay_scale)
         else:
-            failures, skipped = render_videos(network, args.video, args.out, size, args.window,
+            failures, skipped = render_videos(network, args.videos, args.out, size, args.window,
                                               args.batch_size, args.workers,
                                               timeout=args.video_timeout,
                                               overlay_scale=args.overlay_scale)

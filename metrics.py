@@ -20,6 +20,11 @@ map, G the continuous ground truth and F the binary fixation map of one frame:
   negatives = P at the other-frame fixation pixels; 100 draws, each of min(#fixations,
   #negatives) negatives without replacement; ROC area as for AUC-Judd, mean over the draws.
 
+Every metric is listed once, in `QUALITY_METRICS` and `SALIENCY_METRICS` (a `Metric` each: its
+key in the dicts above, its title, how training curves group it); training logs, printed
+lines, results and ablation tables and figures all iterate over these lists, so a new metric
+is its function here and one entry in its list.
+
 Degenerate frames. A metric is left out of the frame mean only for reasons of the ground truth,
 never of the prediction, so that a model cannot raise its score by predicting blank frames:
 
@@ -31,6 +36,8 @@ never of the prediction, so that a model cannot raise its score by predicting bl
 """
 
 import warnings
+from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
 import scipy.optimize
@@ -42,6 +49,63 @@ KLD_EPS = 2.2204e-16
 SAUC_DRAWS = 100
 SAUC_THRESHOLDS = np.linspace(0.0, 1.0, 11)  # ascending; the ROC walks them from 1.0 down to 0.0
 OTHER_FRAMES = 10  # DHF1K: negatives for s-AUC are the fixations of 10 random other frames
+
+
+# ----------------------------------------------------------------------------- the metrics, listed once
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric as logs, tables and figures name it. `name`: its key in the dict of
+    `vqa_metrics` or `saliency_metrics` (and `val_<name>` in training logs); `title`: its name
+    in tables and figures. Training curves draw the metrics of one `panel` (one scale) in one
+    plot titled `validation <panel>` (default: the title). `headline`: in training logs and
+    summary tables (False: only in the full results table). `averaged`: a mean over datasets
+    means something (not for a metric in each dataset's own units)."""
+    name: str
+    title: str
+    panel: str = ""
+    headline: bool = True
+    lower_is_better: bool = False
+    averaged: bool = True
+
+    @property
+    def curves_panel(self) -> str:
+        return self.panel or self.title
+
+
+CORRELATIONS = "correlations and score"  # the quality correlations share a panel with the score
+UNIT_SCALE = "CC, SIM, AUC-J, s-AUC"     # saliency metrics in [0, 1] (CC in [-1, 1]) share one
+# mutable lists: what reads them iterates over them when it runs, so a test can extend them
+QUALITY_METRICS: list[Metric] = [
+    Metric("plcc", "PLCC", CORRELATIONS),
+    Metric("srcc", "SRCC", CORRELATIONS),
+    Metric("krcc", "KRCC", CORRELATIONS),
+    Metric("rmse", "RMSE", "RMSE (MOS units)", lower_is_better=True, averaged=False),
+    Metric("plcc_logistic", "PLCC (logistic)", CORRELATIONS, headline=False),
+]
+SALIENCY_METRICS: list[Metric] = [
+    Metric("cc", "CC", UNIT_SCALE),
+    Metric("nss", "NSS"),
+    Metric("sim", "SIM", UNIT_SCALE),
+    Metric("kld", "KLD", lower_is_better=True),
+    Metric("auc_j", "AUC-J", UNIT_SCALE),
+    Metric("s_auc", "s-AUC", UNIT_SCALE),
+]
+# quality training keeps the epoch of the best validation (SRCC + PLCC) / 2 (dagr/evaluation.py)
+QUALITY_SCORE = Metric("score", "score", CORRELATIONS)
+
+
+def headline(metrics: Iterable[Metric]) -> list[Metric]:
+    """The metrics that training logs and summary tables show."""
+    return [metric for metric in metrics if metric.headline]
+
+
+def names(metrics: Iterable[Metric]) -> list[str]:
+    return [metric.name for metric in metrics]
+
+
+def titles(metrics: Iterable[Metric]) -> list[str]:
+    return [metric.title for metric in metrics]
 
 
 # ----------------------------------------------------------------------------- input handling

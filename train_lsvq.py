@@ -36,8 +36,7 @@ from dagr.checkpoints import checkpoint_network, load_checkpoint, unwrap
 from dagr.cli import run_script, script_parser
 from dagr.datasets import QUALITY_SETS, quality_help, read_table
 from dagr.device import pick_device
-from dagr.distributed import (Distributed, batches_per_epoch, distributed_job, gather_objects,
-                              wrap_for_training)
+from dagr.distributed import Distributed, distributed_job, gather_objects, wrap_for_training
 from dagr.evaluation import (clip_loader, evaluate_best, gather_predictions, predict,
                              quality_validation, saliency_folder)
 from dagr.files import writable_folder
@@ -48,9 +47,10 @@ from dagr.provenance import TRAINED_ON, trained_on
 from dagr.seeding import seed_everything
 from dagr.splits import SPLITS, random_split, read_splits, split_table, write_splits
 from dagr.training import (Objective, TrainingRun, add_run_arguments, check_run_arguments, fit,
-                           settings_of, warmup_cosine)
+                           make_optimizer, settings_of, training_schedule)
 from dagr.workers import available_cores
 from dataloader import MosScale
+from metrics import QUALITY_METRICS, QUALITY_SCORE, Metric, headline
 from VQA import BACKBONES, VARIANTS, QualityNet, build_quality_model
 
 # ----------------------------------------------------------------------------- config
@@ -69,7 +69,7 @@ SIZE = paper.FRAME_SIZE   # frame height, width
 EPOCHS = 20
 BATCH_SIZE = 8
 LR = 1e-4
-WEIGHT_DECAY = 0.05
+WEIGHT_DECAY = 0.05       # on weight matrices and kernels only, not on biases and norms
 WARMUP = 1.0              # epochs of linear warm-up before the cosine decay
 PLCC_WEIGHT = 1.0         # weight of 1 - PLCC of the batch
 RANK_WEIGHT = 0.3         # weight of the pairwise ranking hinge
@@ -82,11 +82,13 @@ SEED = 0
 # -----------------------------------------------------------------------------
 
 KIND = "quality"
-LOGGED = ("plcc", "srcc", "krcc", "rmse", "score")
-CURVES = [("training loss", ["train_loss"]),
-          ("validation correlations and score", ["val_plcc", "val_srcc", "val_krcc", "val_score"]),
-          ("validation RMSE (MOS units)", ["val_rmse"])]
 CURVES_TITLE = "quality training; best epoch: highest validation score = (SRCC + PLCC) / 2"
+
+
+def logged_metrics() -> list[Metric]:
+    """What the log, the epoch's line and the curves show: the headline quality metrics of
+    metrics.py and the score that picks the best epoch."""
+    return [*headline(QUALITY_METRICS), QUALITY_SCORE]
 
 
 def load_table(config: argparse.Namespace) -> pd.DataFrame:
@@ -166,18 +168,16 @@ def _train(config: argparse.Namespace, dist: Distributed, device: torch.device) 
     train_loader, val_loader = loader("train", shuffle=True), loader("val")
     config.precision = resolve_precision(config.precision, device)
     model = wrap_for_training(training_model(model, config, device), dist, device, config.sync_bn)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
-                                  weight_decay=config.weight_decay)
-    steps = batches_per_epoch(train_loader, dist)
+    optimizer = make_optimizer(model, config.lr, config.weight_decay)
     best = fit(TrainingRun(
         out=out, model=model, model_kwargs=unwrap(model).config, optimizer=optimizer,
-        scheduler=warmup_cosine(optimizer, int(round(config.warmup * steps)),
-                                config.epochs * steps),
+        scheduler=training_schedule(optimizer, config.warmup, config.epochs, train_loader, dist,
+                                    config.grad_accum),
         loader=train_loader,
         objective=Objective(clip_scores, functools.partial(clip_loss, config=config)),
         validate=lambda plain: quality_validation(gather_predictions(
             predict(plain, val_loader, device, dist.is_main, config.precision), dist)),
-        best_metric="score", logged=LOGGED, curves=CURVES, curves_title=CURVES_TITLE,
+        best_metric=QUALITY_SCORE.name, logged=logged_metrics(), curves_title=CURVES_TITLE,
         settings=settings_of(config),
         payload={"kind": KIND, "mos_scale": {"low": scale.low, "high": scale.high},
                  "frame_size": list(config.size),
@@ -229,15 +229,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--init", default=INIT,
                         help="fine-tune from this quality checkpoint: its architecture and "
                              "weights (the backbone options are then not used)")
-    parser.add_argument("--size", type=int, nargs=2, default=SIZE, metavar=("H", "W"),
-                        help="frame height and width of the network input")
-    parser.add_argument("--epochs", type=int, default=EPOCHS, help="training epochs")
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
-                        help="clips per batch (per process under torchrun)")
-    parser.add_argument("--lr", type=float, default=LR, help="peak learning rate (AdamW)")
-    parser.add_argument("--weight-decay", type=float, default=WEIGHT_DECAY,
-                        help="AdamW weight decay")
-    parser.add_argument("--warmup", type=float, default=WARMUP, help="epochs of warm-up")
     parser.add_argument("--plcc-weight", type=float, default=PLCC_WEIGHT,
                         help="weight of the 1 - PLCC loss term")
     parser.add_argument("--rank-weight", type=float, default=RANK_WEIGHT,
@@ -246,9 +237,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="share of the training videos held out for validation (model choice)")
     parser.add_argument("--test-fraction", type=float, default=TEST_FRACTION,
                         help="share of the videos tested (not LSVQ, which has its own test set)")
-    parser.add_argument("--seed", type=int, default=SEED,
-                        help="seed of the split, the initialisation and the data order")
-    add_run_arguments(parser, GRAD_ACCUM, CLIP_GRAD, WORKERS)
+    add_run_arguments(parser, size=SIZE, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR,
+                      weight_decay=WEIGHT_DECAY, warmup=WARMUP, seed=SEED, grad_accum=GRAD_ACCUM, clip_grad=CLIP_GRAD,
+                      workers=WORKERS)
     config = parser.parse_args(argv)
     check_run_arguments(parser, config)
     config.size = tuple(config.size)

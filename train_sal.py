@@ -1,10 +1,10 @@
 """Stage 2: train and validate the saliency network on DHF1K or DIEM.
 
-    python train_sal.py --dataset dhf1k --root DHF1K/ --out runs/sal --epochs 20
-    python train_sal.py --dataset dhf1k --root DHF1K/ --out runs/sal --epochs 20 --resume
-    python train_sal.py --evaluate runs/sal/best.pt --dataset dhf1k --root DHF1K/ --split val
+    python train_sal.py --dataset dhf1k --root DHF1K/ --out runs/saliency --epochs 20
+    python train_sal.py --dataset dhf1k --root DHF1K/ --out runs/saliency --epochs 20 --resume
+    python train_sal.py --evaluate runs/saliency/best.pt --dataset dhf1k --root DHF1K/ --split val
     torchrun --standalone --nproc-per-node 4 train_sal.py --dataset dhf1k --root DHF1K/ \\
-        --out runs/sal --sync-bn
+        --out runs/saliency --sync-bn
 
 Each step sees clips of --clip-len consecutive annotated frames with their maps; the loss is
 l_kl * KL(G || P) - l_cc * CC(P, G) - l_nss * NSS(P, F) per frame (dagr/losses.py). Every epoch
@@ -21,7 +21,6 @@ if __name__ == "__main__":  # first: a Ctrl-C while the modules below load ends 
 
 import argparse
 import functools
-import math
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -34,12 +33,11 @@ from torch.utils.data import DataLoader
 from dagr import paper
 from dagr.ablation import Variant, collect, finished, run_folder, run_name, variants, write_results
 from dagr.checkpoints import checkpoint_network
-from dagr.cli import run_script, script_parser
+from dagr.cli import deprecated_alias, run_script, script_parser
 from dagr.datasets import SALIENCY_SETS, saliency_help, saliency_videos
 from dagr.device import pick_device
-from dagr.distributed import (Distributed, ShardSampler, batches_per_epoch, distributed_job,
-                              wrap_for_training)
-from dagr.evaluation import SALIENCY_METRICS, evaluate, evaluation_clips, format_table, validate
+from dagr.distributed import Distributed, ShardSampler, distributed_job, wrap_for_training
+from dagr.evaluation import evaluate, evaluation_clips, format_table, validate
 from dagr.files import writable_folder
 from dagr.labels import PROBLEMS
 from dagr.losses import saliency_loss
@@ -49,9 +47,10 @@ from dagr.registers import (CATEGORY_TABLE, far_context_effect, register_states,
                             video_categories, write_state_figure)
 from dagr.seeding import seed_everything
 from dagr.training import (BEST, Objective, TrainingRun, add_run_arguments, check_run_arguments,
-                           fit, settings_of, warmup_cosine)
+                           fit, make_optimizer, settings_of, training_schedule)
 from dagr.workers import available_cores, quiet_worker
 from dataloader import SaliencyClipDataset
+from metrics import SALIENCY_METRICS, headline
 import sal_withreg
 from sal_withreg import REGISTER_MODES, REGISTER_WRITES, build_saliency_model
 
@@ -64,7 +63,7 @@ REGISTER_MODE = "attention"
 REGISTER_WRITE = "film"   # how attention registers write back: film or token (docs/registers.md)
 READ_LEVELS = sal_withreg.READ_LEVELS    # where attention registers read the features
 WRITE_LEVELS = sal_withreg.WRITE_LEVELS  # where they write back (film): every decoder level
-CHANNELS = paper.UNET_WIDTH  # U-Net base width
+SALIENCY_WIDTH = paper.UNET_WIDTH  # U-Net base width
 SIZE = paper.FRAME_SIZE    # frame height, width
 EPOCHS = 20
 CLIP_LEN = paper.FRAMES_PER_VIDEO  # frames per clip
@@ -73,7 +72,7 @@ VAL_CLIPS = 2             # validation clips per video, spread evenly over it
 BATCH_SIZE = 4            # clips per step (per process under torchrun)
 LR = 1e-4
 WEIGHT_DECAY = 0.01       # on weight matrices and kernels only, not on biases and norms
-WARMUP = 100              # optimizer steps of linear warm-up before the cosine decay
+WARMUP = 1 / 6            # epochs of warm-up: 100 of the 600 optimizer steps of a DHF1K epoch
 GRAD_ACCUM = 1            # batches per optimizer step
 CLIP_GRAD = 1.0           # maximum gradient norm; 0 turns clipping off
 L_KL, L_CC, L_NSS = 1.0, 1.0, 0.0
@@ -86,15 +85,12 @@ FAR_CONTEXT_VIDEOS = 100  # --ablation on the global-context check: clips of its
 
 KIND = "saliency"
 STATE_FIGURE = "registers.png"  # --ablation: the attention network's register states
-CURVES = [("training loss", ["train_loss"]),
-          ("validation CC, SIM, AUC-J, s-AUC", ["val_cc", "val_sim", "val_auc_j", "val_s_auc"]),
-          ("validation NSS", ["val_nss"]), ("validation KLD", ["val_kld"])]
 CURVES_TITLE = "saliency training; best epoch: highest validation CC"
 
 
 def model_arguments(config: Any) -> dict[str, Any]:
     """Constructor arguments of the saliency network (stored in checkpoints)."""
-    return {"channels": config.channels, "registers": config.registers,
+    return {"channels": config.saliency_width, "registers": config.registers,
             "register_mode": config.register_mode, "read_levels": list(config.read_levels),
             "register_write": config.register_write, "write_levels": list(config.write_levels)}
 
@@ -106,14 +102,6 @@ def training_model(config: Any, device: torch.device) -> nn.Module:
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last_3d)
     return compile_model(model, config.compile)
-
-
-def make_optimizer(model: nn.Module, config: Any) -> torch.optim.AdamW:
-    """AdamW with weight decay on kernels and weight matrices only (nanoGPT's split)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr)
 
 
 def clip_logits(model: nn.Module, batch: dict, device: torch.device) -> torch.Tensor:
@@ -143,21 +131,22 @@ def _train(config: Any, dist: Distributed, device: torch.device) -> Path:
     seed_everything(config.seed)
     config.precision = resolve_precision(config.precision, device)
     model = wrap_for_training(training_model(config, device), dist, device, config.sync_bn)
-    optimizer = make_optimizer(model, config)
+    optimizer = make_optimizer(model, config.lr, config.weight_decay)
     train_data = SaliencyClipDataset(train_videos, config.clip_len, size, config.clips_per_video,
                                      starts="random", seed=config.seed)
     loader = DataLoader(train_data, config.batch_size,
                         sampler=ShardSampler(len(train_data), dist, shuffle=True, seed=config.seed),
                         num_workers=config.workers, pin_memory=device.type == "cuda",
                         worker_init_fn=quiet_worker)
-    steps = config.epochs * math.ceil(batches_per_epoch(loader, dist) / config.grad_accum)
     return fit(TrainingRun(
         out=out, model=model, model_kwargs=model_arguments(config), optimizer=optimizer,
-        scheduler=warmup_cosine(optimizer, config.warmup, steps), loader=loader,
+        scheduler=training_schedule(optimizer, config.warmup, config.epochs, loader, dist,
+                                    config.grad_accum),
+        loader=loader,
         objective=Objective(clip_logits, functools.partial(clip_loss, config=config)),
         validate=lambda plain: validate(plain, val_data, device, dist, config.batch_size,
                                         config.workers, dist.is_main, config.precision),
-        best_metric="cc", logged=SALIENCY_METRICS, curves=CURVES, curves_title=CURVES_TITLE,
+        best_metric="cc", logged=headline(SALIENCY_METRICS), curves_title=CURVES_TITLE,
         settings=settings_of(config),
         payload={"kind": KIND, TRAINED_ON: trained_on(config.dataset, len(train_videos),
                                                       config.root)},
@@ -182,7 +171,7 @@ def ablation(config: Any) -> Path:
             print(f"\n{variant.name}, seed {seed} -> {folder}")
             train(argparse.Namespace(**{**vars(config), **variant.options, "seed": seed,
                                         "out": str(folder), "resume": True, "ablation": None}))
-    about = (f"Register ablation on {config.dataset} ({Path(config.root).name}): width {config.channels}, "
+    about = (f"Register ablation on {config.dataset} ({Path(config.root).name}): width {config.saliency_width}, "
              f"{config.size[0]}x{config.size[1]}, {config.epochs} epochs, clips of "
              f"{config.clip_len} frames, lr {config.lr:g}, seeds {' '.join(map(str, config.seeds))}; "
              "validation metrics of each run's best epoch (highest CC)")
@@ -236,7 +225,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = script_parser(__doc__)
     parser.add_argument("--dataset", choices=sorted(SALIENCY_SETS), default=DATASET,
                         help=saliency_help())
-    parser.add_argument("--root", default=ROOT, help="dataset folder in its official layout")
+    parser.add_argument("--root", default=ROOT, help="the dataset's folder in its publisher's layout")
     parser.add_argument("--out", default=OUT, help="folder for checkpoints and the log")
     parser.add_argument("--registers", type=int, default=REGISTERS,
                         help="register tokens (0: the baseline)")
@@ -250,27 +239,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="levels the registers read: bottleneck, enc0-enc3, dec0-dec3")
     parser.add_argument("--write-levels", nargs="+", default=WRITE_LEVELS, metavar="LEVEL",
                         help="levels the registers write back to with --register-write film")
-    parser.add_argument("--channels", type=int, default=CHANNELS, help="U-Net base width")
-    parser.add_argument("--size", type=int, nargs=2, default=SIZE, metavar=("H", "W"),
-                        help="frame height and width of the network input")
-    parser.add_argument("--epochs", type=int, default=EPOCHS, help="training epochs")
+    deprecated_alias(parser, "--channels", parser.add_argument(
+        "--saliency-width", type=int, default=SALIENCY_WIDTH, help="U-Net base width"))
     parser.add_argument("--clip-len", type=int, default=CLIP_LEN, help="frames per training clip")
     parser.add_argument("--clips-per-video", type=int, default=CLIPS_PER_VIDEO,
                         help="training clips per video and epoch")
     parser.add_argument("--val-clips", type=int, default=VAL_CLIPS,
                         help="validation clips per video, evenly spread")
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
-                        help="clips per batch (per process under torchrun)")
-    parser.add_argument("--lr", type=float, default=LR, help="peak learning rate (AdamW)")
-    parser.add_argument("--weight-decay", type=float, default=WEIGHT_DECAY,
-                        help="AdamW weight decay (kernels and weight matrices only)")
-    parser.add_argument("--warmup", type=int, default=WARMUP, help="warm-up optimizer steps")
     parser.add_argument("--l-kl", type=float, default=L_KL, help="weight of KL(G || P)")
     parser.add_argument("--l-cc", type=float, default=L_CC, help="weight of CC(P, G)")
     parser.add_argument("--l-nss", type=float, default=L_NSS, help="weight of NSS(P, fixations)")
-    parser.add_argument("--seed", type=int, default=SEED,
-                        help="seed of the initialisation, the clip starts and the data order")
-    add_run_arguments(parser, GRAD_ACCUM, CLIP_GRAD, WORKERS)
+    add_run_arguments(parser, size=SIZE, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR,
+                      weight_decay=WEIGHT_DECAY, warmup=WARMUP, seed=SEED, grad_accum=GRAD_ACCUM, clip_grad=CLIP_GRAD,
+                      workers=WORKERS)
     parser.add_argument("--ablation", nargs="*", metavar="VARIANT",
                         choices=list(variants(REGISTERS)),
                         help="train each VARIANT (default: all of "

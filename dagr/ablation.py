@@ -21,15 +21,14 @@ import pandas as pd
 
 from dagr import figures
 from dagr.checkpoints import load_checkpoint
-from dagr.evaluation import SALIENCY_METRICS, markdown_table
+from dagr.evaluation import markdown_table
 from dagr.files import atomic_path
+from dagr.registers import FAR_CONTEXT_MEASURES
 from dagr.training import BEST, LAST, LOG
+from metrics import SALIENCY_METRICS, Metric, names
 
 TABLE, FIGURE = "ablation", "ablation.png"
-METRIC_TITLES = {"cc": "CC", "nss": "NSS", "sim": "SIM", "kld": "KLD", "auc_j": "AUC-J",
-                 "s_auc": "s-AUC", "far_change": "Far change", "odd_first": "Odd first"}
 RUN_COLUMNS = ("variant", "seed", "best_epoch", "minutes")  # every other column is a metric
-LOWER_IS_BETTER = {"kld"}
 
 
 @dataclass(frozen=True)
@@ -91,11 +90,18 @@ def collect(out: Path, chosen: Sequence[Variant], seeds: Sequence[int], epochs: 
             best = load_checkpoint(folder / BEST)
             log = pd.read_csv(folder / LOG)
             rows.append({"variant": variant.name, "seed": seed,
-                         **{m: float(best["metrics"][m]) for m in SALIENCY_METRICS},
+                         **{m: float(best["metrics"][m]) for m in names(SALIENCY_METRICS)},
                          "best_epoch": int(best["epoch"]),
                          "minutes": float(log["seconds"].sum()) / 60})
-    return pd.DataFrame(rows, columns=["variant", "seed", *SALIENCY_METRICS, "best_epoch",
-                                       "minutes"])
+    return pd.DataFrame(rows, columns=["variant", "seed", *names(SALIENCY_METRICS),
+                                       "best_epoch", "minutes"])
+
+
+def measure(column: str) -> Metric:
+    """The Metric of a column of the runs: a saliency metric of metrics.py or a far-context
+    measure of dagr/registers.py (any other column as itself, higher is better)."""
+    known = {metric.name: metric for metric in (*SALIENCY_METRICS, *FAR_CONTEXT_MEASURES)}
+    return known.get(column, Metric(column, column))
 
 
 def metric_columns(runs: pd.DataFrame) -> list[str]:
@@ -123,7 +129,7 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
     from the baseline when there is one."""
     shown = pd.DataFrame({"Saliency network": table["variant"], "Seeds": table["seeds"]})
     for metric in (column[:-len("_mean")] for column in table if column.endswith("_mean")):
-        shown[METRIC_TITLES.get(metric, metric)] = [
+        shown[measure(metric).title] = [
             _mean_std(m, s) for m, s in zip(table[f"{metric}_mean"], table[f"{metric}_std"])]
     if (table["variant"] == "baseline").any():
         base = float(table.loc[table["variant"] == "baseline", "cc_mean"].iloc[0])
@@ -170,8 +176,8 @@ def write_figure(runs: pd.DataFrame, path: Path, title: str) -> Path:
             axis.bar(x, values.mean(), yerr=spread, capsize=3, alpha=0.6, label=name)
             axis.plot(np.full(len(values), x), values, "k.", markersize=4)
         axis.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
-        better = "lower" if metric in LOWER_IS_BETTER else "higher"
-        axis.set_title(f"{METRIC_TITLES.get(metric, metric)} ({better} is better)", fontsize=9)
+        better = "lower" if measure(metric).lower_is_better else "higher"
+        axis.set_title(f"{measure(metric).title} ({better} is better)", fontsize=9)
         axis.grid(axis="y", alpha=0.3)
     # about 14 characters of 9-point text per inch of figure
     figure.suptitle(textwrap.fill(title, int(14 * figure.get_figwidth())), fontsize=9)

@@ -1,6 +1,6 @@
 """What every script shares on the command line: its parser (the docstring as the description,
-every default shown, a pointer to the docs) and its entry, which turns Ctrl-C into one line
-and exit status 130.
+every default shown, a pointer to the docs), old option names kept for one release
+(`deprecated_alias`), and its entry, which turns Ctrl-C into one line and exit status 130.
 
 Imports no project module.
 """
@@ -45,6 +45,40 @@ def script_parser(description: str | None) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(description=description, formatter_class=HelpFormatter,
                                    epilog=README_NOTE)
 
+
+# ----------------------------------------------------------------------------- renamed options
+
+class DeprecatedAlias(argparse.Action):
+    """An old name of an option, kept working for one release: it stores what it is given as
+    the new option would (into `target`) and prints one line on stderr naming the new one."""
+
+    def __init__(self, option_strings: list[str], dest: str, target: str, new: str,
+                 **kwargs: Any):
+        super().__init__(option_strings, dest, **kwargs)
+        self.target, self.new = target, new
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        old = option_string or f"positional {self.metavar}"
+        print(f"note: {old} is deprecated; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.target, values)
+
+
+def deprecated_alias(parser: argparse.ArgumentParser | argparse._ArgumentGroup, old: str,
+                     new: argparse.Action) -> argparse.Action:
+    """Keep `old` (an option string such as `--channels`, or a positional's name) working as
+    `new` (the action `add_argument` returned for the new name), hidden from --help and the
+    usage line. A positional alias takes any number of values and notes only when given."""
+    flag = new.option_strings[0]
+    if old.startswith("-"):
+        return parser.add_argument(old, action=DeprecatedAlias, target=new.dest, new=flag,
+                                   nargs=new.nargs, type=new.type, choices=new.choices,
+                                   metavar=new.metavar, default=argparse.SUPPRESS,
+                                   help=argparse.SUPPRESS)
+    # SUPPRESS as the default: argparse calls the action only when values were given
+    return parser.add_argument(old, action=DeprecatedAlias, target=new.dest, new=flag,
+                               nargs="*", type=new.type, metavar=new.metavar or old.upper(),
+                               default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 # ----------------------------------------------------------------------------- Ctrl-C and workers

@@ -38,14 +38,17 @@ from dagr.workers import quiet_worker
 from dagr.frames import stored_example
 from dataloader import (MosScale, SaliencyClipDataset, SaliencyVideo, VQAClipDataset,
                         to_clip_tensor)
-from metrics import _nanmean, logistic_map, saliency_metrics, vqa_metrics
+from metrics import (QUALITY_METRICS, QUALITY_SCORE, SALIENCY_METRICS, _nanmean, logistic_map,
+                     names, saliency_metrics, titles, vqa_metrics)
 from VQA import QualityNet
 
-SALIENCY_METRICS = ("cc", "nss", "sim", "kld", "auc_j", "s_auc")
-QUALITY_METRICS = ("plcc", "srcc", "krcc", "rmse", "score")
-RESULT_COLUMNS = ["Dataset", "PLCC", "SRCC", "KRCC", "RMSE", "PLCC (logistic)", "n"]
-METRIC_OF_COLUMN = {"PLCC": "plcc", "SRCC": "srcc", "KRCC": "krcc", "RMSE": "rmse",
-                    "PLCC (logistic)": "plcc_logistic", "n": "n"}
+
+def result_columns() -> list[str]:
+    """The columns of the paper's table: the set, every quality metric of metrics.py, n."""
+    return ["Dataset", *titles(QUALITY_METRICS), "n"]
+
+
+RESULT_COLUMNS = result_columns()
 
 
 # ----------------------------------------------------------------------------- saliency
@@ -92,7 +95,7 @@ def validate(model: torch.nn.Module, data: SaliencyClipDataset, device: torch.de
         pred, gt, fixations = (torch.cat(parts) for parts in zip(*(c[1:] for c in clips_of_video)))
         scores.append(saliency_metrics(pred, gt, fixations))
     scores = [s for part in gather_objects(scores, dist) for s in part]
-    return {name: _nanmean([s[name] for s in scores]) for name in SALIENCY_METRICS}
+    return {name: _nanmean([s[name] for s in scores]) for name in names(SALIENCY_METRICS)}
 
 
 def evaluate(checkpoint: str | Path, dataset: str, root: str | Path, split: str = "val",
@@ -117,9 +120,10 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str | Path, split: str 
 
 def format_table(metrics: dict[str, float]) -> str:
     """A one-row Markdown table of the saliency metrics."""
-    header = "| " + " | ".join(SALIENCY_METRICS) + " |"
-    rule = "|" + "---|" * len(SALIENCY_METRICS)
-    row = "| " + " | ".join(f"{metrics[m]:.4f}" for m in SALIENCY_METRICS) + " |"
+    shown = names(SALIENCY_METRICS)
+    header = "| " + " | ".join(shown) + " |"
+    rule = "|" + "---|" * len(shown)
+    row = "| " + " | ".join(f"{metrics[m]:.4f}" for m in shown) + " |"
     return "\n".join([header, rule, row])
 
 
@@ -236,25 +240,27 @@ def score_predictions(predictions: pd.DataFrame) -> tuple[pd.DataFrame, dict[str
 
 
 def quality_validation(predictions: pd.DataFrame) -> dict[str, float]:
-    """vqa_metrics of validation predictions and `score`, the mean of their SRCC and PLCC,
-    which picks the best epoch (nan when undefined)."""
+    """vqa_metrics of validation predictions and metrics.QUALITY_SCORE, the mean of their
+    SRCC and PLCC, which picks the best epoch (nan when undefined)."""
     _, metrics = score_predictions(predictions)
-    return {**metrics, "score": (metrics["srcc"] + metrics["plcc"]) / 2}
+    return {**metrics, QUALITY_SCORE.name: (metrics["srcc"] + metrics["plcc"]) / 2}
 
 
 def results_table(metrics: dict[str, dict[str, float]], average: bool = True) -> pd.DataFrame:
-    """The paper's table, one row per set: Dataset | PLCC | SRCC | KRCC | RMSE |
-    PLCC (logistic) | n; with `average` and several sets, an `Average` row of the
-    correlations (RMSE is in each dataset's own units, so it is not averaged; an undefined
-    correlation makes its average undefined)."""
-    rows = [{"Dataset": name, **{col: m[key] for col, key in METRIC_OF_COLUMN.items()}}
+    """The paper's table, one row per set: Dataset, each quality metric of metrics.py (PLCC,
+    SRCC, KRCC, RMSE, PLCC (logistic)), n; with `average` and several sets, an `Average` row
+    of the metrics that average (not RMSE, which is in each dataset's own units; an undefined
+    value makes its average undefined)."""
+    rows = [{"Dataset": name, **{q.title: m[q.name] for q in QUALITY_METRICS}, "n": m["n"]}
             for name, m in metrics.items()]
-    table = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    table = pd.DataFrame(rows, columns=result_columns())
     if average and len(rows) > 1:
-        correlations = ["PLCC", "SRCC", "KRCC", "PLCC (logistic)"]
+        averaged = titles(q for q in QUALITY_METRICS if q.averaged)
         # skipna=False: an average that silently left out an undefined set would mislead
-        table.loc[len(table)] = {"Dataset": "Average", **table[correlations].mean(skipna=False).to_dict(),
-                                 "RMSE": float("nan"), "n": int(table["n"].sum())}
+        table.loc[len(table)] = {"Dataset": "Average", **table[averaged].mean(skipna=False).to_dict(),
+                                 **dict.fromkeys(titles(q for q in QUALITY_METRICS
+                                                        if not q.averaged), float("nan")),
+                                 "n": int(table["n"].sum())}
     return table
 
 

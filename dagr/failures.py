@@ -1,6 +1,7 @@
-"""Why an input failed: one `Failure` per file (a short kind and one line naming the file),
-the failures CSV every per-video stage writes (and reads back on a rerun), and the first line
-of an exception's message.
+"""Why an input failed: the failure kinds, listed once (`KINDS`; docs/robustness.md's table),
+one `Failure` per file (a kind and one line naming the file), the failures CSV every
+per-video stage writes (and reads back on a rerun), and the first line of an exception's
+message.
 
 Imports no project module but dagr.files.
 """
@@ -12,6 +13,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dagr.files import NAMES_ENCODING, atomic_path
+
+# ----------------------------------------------------------------------------- the kinds, listed once
+MISSING = "missing"                      # no such file
+EMPTY = "empty-file"                     # zero bytes
+NOT_MEDIA = "not-media"                  # FFmpeg recognises no container in it
+NO_VIDEO = "no-video-stream"             # a media file without video (audio only, say)
+UNSUPPORTED_CODEC = "unsupported-codec"  # a video stream no available decoder reads
+DAMAGED = "damaged"                      # cut short or damaged: too few frames decode
+CRASHED = "crashed"                      # the worker process handling it died
+TIMED_OUT = "timed-out"                  # its worker made no progress for --video-timeout s
+DUPLICATE_ID = "duplicate-id"            # extract_frame.py: two inputs with one video id
+WRITE_FAILED = "write-failed"            # its frames, maps or overlays could not be written
+UNREADABLE_FRAMES = "unreadable-frames"  # its stored frames or maps cannot be read
+ERROR = "error"                          # any other error (the message says which)
+KINDS = (MISSING, EMPTY, NOT_MEDIA, NO_VIDEO, UNSUPPORTED_CODEC, DAMAGED, CRASHED, TIMED_OUT,
+         DUPLICATE_ID, WRITE_FAILED, UNREADABLE_FRAMES, ERROR)  # docs/robustness.md's table
+WORKER_KINDS = (CRASHED, TIMED_OUT)  # the video took its worker down: a rerun decodes it in one
 
 
 @dataclass(frozen=True)
@@ -28,7 +46,7 @@ class Failure:
 def write_failures(path: str | os.PathLike, failures: dict[str, Failure | str],
                    id_column: str) -> None:
     """Write `id_column,kind,problem` rows (sorted by id) atomically; a plain string counts
-    as kind `error`. When nothing failed, write no file and remove one that an earlier run
+    as kind ERROR. When nothing failed, write no file and remove one that an earlier run
     left."""
     path = Path(path)
     if not failures:
@@ -38,7 +56,7 @@ def write_failures(path: str | os.PathLike, failures: dict[str, Failure | str],
         writer = csv.writer(handle)
         writer.writerow([id_column, "kind", "problem"])
         for key, failure in sorted(failures.items()):
-            failure = failure if isinstance(failure, Failure) else Failure("error", str(failure))
+            failure = failure if isinstance(failure, Failure) else Failure(ERROR, str(failure))
             writer.writerow([key, failure.kind, failure.problem])
 
 

@@ -17,14 +17,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dagr.failures import Failure
+from dagr.failures import UNREADABLE_FRAMES, WRITE_FAILED, Failure
 from dagr.files import atomic_path
 from dagr.images import load_map_levels, load_rgb, read_image, rgb_at, write_png
 from dagr.video_io import SampledVideo, VideoError, sample_video
 
 FRAME_LIST = "frames.json"  # extract_frame.py's per-video list of its frame files, in order
-WRITE_FAILED = "write-failed"            # failure kinds: the frames could not be stored,
-UNREADABLE_FRAMES = "unreadable-frames"  # or stored frames or maps cannot be read
 
 
 def frame_name(index: int) -> str:

@@ -64,7 +64,7 @@ class CheckSize:
     frame_size: tuple[int, int]  # H, W of the generated clips and the networks' input
     radius: int                  # object radius in the generated scenes
     saliency_videos: tuple[int, int, int]  # training videos, validation videos, frames each
-    channels: int                # saliency U-Net width
+    saliency_width: int          # saliency U-Net base width
     epochs: int                  # of each training run
     clip_len: int                # saliency training clip length
     clips_per_video: int         # saliency training clips per video and epoch
@@ -77,7 +77,7 @@ class CheckSize:
 SIZES = {
     "cpu": CheckSize((32, 56), 5, (4, 2, 8), 4, 2, 4, 1, 24, "resnet18", 2,
                      ("--saliency-width", "2", "--registers", "2", "--backbone", "resnet18",
-                      "--size", "32", "56", "--batch-size", "2", "--warmup", "0",
+                      "--size", "32", "56", "--batch-size", "2", "--warmup-calls", "0",
                       "--repeats", "1", "--workers", "0", "--generated-size", "48", "64",
                       "--generated-frames", "16", "--video-repeats", "1")),
     "cuda": CheckSize((112, 196), 14, (8, 4, 16), 16, 2, 8, 2, 48, "resnet18", 4,
@@ -112,10 +112,10 @@ class Check:
         size = self.size
         return ["--dataset", "dhf1k", "--root", str(self.saliency_set),
                 "--out", str(self.work / out), "--registers", "2",
-                "--channels", str(size.channels), "--size", *map(str, size.frame_size),
+                "--saliency-width", str(size.saliency_width), "--size", *map(str, size.frame_size),
                 "--epochs", str(size.epochs), "--clip-len", str(size.clip_len),
                 "--clips-per-video", str(size.clips_per_video), "--val-clips", "2",
-                "--batch-size", str(size.batch_size), "--lr", "3e-3", "--warmup", "2",
+                "--batch-size", str(size.batch_size), "--lr", "3e-3", "--warmup", "1",
                 "--workers", "0", "--device", str(self.device), "--precision", "bf16", *options]
 
     def quality_argv(self, out: str, *options: str) -> list[str]:
@@ -166,7 +166,8 @@ def path_train_sal(check: Check, compiled: bool) -> str:
 
 
 def path_resume(check: Check) -> str:
-    """A compiled run of one epoch, resumed to the full run's epochs: the same weights."""
+    """A compiled run of one epoch, resumed to the full run's epochs: the same weights (the
+    warm-up spans the first epoch, whose learning rates then do not depend on the epochs)."""
     epochs = check.size.epochs
     check.run("train_sal", check.saliency_argv("sal_resumed", "--compile", "--epochs", "1"))
     check.run("train_sal", check.saliency_argv("sal_resumed", "--compile", "--epochs",
@@ -276,7 +277,7 @@ def prepare_data(check: Check) -> None:
                                 size.frame_size, radius=size.radius)
     check.run("extract_frame", ["--dataset", "konvid",
                                 "--labels", str(check.quality_set / demo_data.QUALITY_LABELS),
-                                "--video-root", str(check.quality_set / demo_data.QUALITY_VIDEOS),
+                                "--root", str(check.quality_set / demo_data.QUALITY_VIDEOS),
                                 "--out", str(check.frames), "--num-frames", str(QUALITY_FRAMES),
                                 "--size", *map(str, size.frame_size), "--workers", "0"])
 

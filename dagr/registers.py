@@ -28,11 +28,14 @@ from dagr import global_context as gc
 from dagr.checkpoints import unwrap
 from dagr.precision import weights_autocast
 from dataloader import SaliencyClipDataset, to_clip_tensor
+from metrics import Metric
 
 CATEGORY_TABLE = "global_context.csv"  # dagr/global_context.py's per-video table
 CATEGORY_COLUMN = "salient_colour"
 FAR_WINDOW = gc.SEPARATION - gc.UNET_REACH  # kept around the odd disk: the baseline's reach
 FAR_SEED = 1  # fresh clips: the check's sets are drawn with gc.SEED
+FAR_CHANGE, ODD_FIRST = FAR_CONTEXT_MEASURES = (Metric("far_change", "Far change"),
+                                                Metric("odd_first", "Odd first"))
 
 
 @torch.inference_mode()
@@ -147,4 +150,4 @@ def far_context_effect(model: nn.Module, size: Sequence[int], frames: int, devic
         centre_logits = [_centre_logits(maps, scene.paths) for maps, scene in zip(logits, pair)]
         firsts += [values.argmax() == scene.target for values, scene in zip(centre_logits, pair)]
         drops.append(centre_logits[0][layout.target] - centre_logits[1][layout.target])
-    return {"far_change": float(np.mean(drops)), "odd_first": float(np.mean(firsts))}
+    return {FAR_CHANGE.name: float(np.mean(drops)), ODD_FIRST.name: float(np.mean(firsts))}

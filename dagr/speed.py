@@ -156,7 +156,7 @@ def model_rows(args: argparse.Namespace, device: torch.device, plain: Models,
                  "quality": quality_alone}
         for part, step in steps.items():
             reset_peak_memory(device)
-            seconds = seconds_per_call(step, device, args.warmup, args.repeats, args.seconds)
+            seconds = seconds_per_call(step, device, args.warmup_calls, args.repeats, args.seconds)
             progress(f"model only: {part}, {precision}{' compiled' if compiled else ''}: "
                      f"{batch / seconds:.3g} clips/s")
             names = ("saliency", "quality") if part == "scoring model" else (part,)

@@ -53,15 +53,13 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from tqdm import tqdm
 
-from dagr.failures import Failure, read_failures
+from dagr.failures import CRASHED, TIMED_OUT, Failure, read_failures
+from dagr.failures import WORKER_KINDS as KINDS  # the name scoring.py reads
 from dagr.files import atomic_path
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-CRASHED = "crashed"      # failure kinds of an item that took its worker down
-TIMED_OUT = "timed-out"
-KINDS = (CRASHED, TIMED_OUT)
 VIDEO_TIMEOUT = 120      # seconds without progress (a frame decoded, read or written) = a hang
 AHEAD = 2                # results a worker may have ready beyond the caller's (memory bound)
 START_TIMEOUT = 300.0    # seconds a worker may take to import and set up before it counts broken

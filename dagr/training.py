@@ -27,10 +27,13 @@ from tqdm import tqdm
 from dagr import figures
 from dagr.checkpoints import (resume_checkpoint, restore_training, save_epoch_checkpoints,
                               slim_checkpoints, training_payload, unwrap)
+from dagr.cli import deprecated_alias
 from dagr.device import add_device_argument
-from dagr.distributed import Distributed, gather_objects, join_context, sync_optimizer
+from dagr.distributed import (Distributed, batches_per_epoch, gather_objects, join_context,
+                              sync_optimizer)
 from dagr.files import atomic_path
 from dagr.precision import add_precision_arguments, bf16_backward_guard, precision_autocast
+from metrics import Metric
 
 BEST, LAST, LOG = "best.pt", "last.pt", "log.csv"
 
@@ -48,7 +51,8 @@ class Objective:
 class TrainingRun:
     """Everything `fit` needs. `model` is the network as trained (on its device, possibly
     compiled and DDP-wrapped); `validate(plain model)` returns the validation metrics, of
-    which `best_metric` (higher is better) picks `best.pt` and `logged` go into the log.
+    which `best_metric` (higher is better) picks `best.pt` and `logged` (metrics.py's) go
+    into the log, the epoch's line and the curves.
     `payload` is what the checkpoints hold besides the training state (the network's kind,
     its MOS scale, what it was trained on, ...); `about` is printed when training starts."""
     out: Path
@@ -60,8 +64,7 @@ class TrainingRun:
     objective: Objective
     validate: Callable[[nn.Module], dict[str, float]]
     best_metric: str
-    logged: Sequence[str]
-    curves: Sequence[figures.Panel]
+    logged: Sequence[Metric]
     curves_title: str
     settings: dict[str, Any]
     payload: dict[str, Any]
@@ -115,9 +118,19 @@ def fit(run: TrainingRun) -> Path:
     return run.out / BEST
 
 
-def log_fields(logged: Sequence[str]) -> list[str]:
+def log_fields(logged: Sequence[Metric]) -> list[str]:
     """The columns of log.csv for the validation metrics `logged`."""
-    return ["epoch", "train_loss", "lr", *(f"val_{m}" for m in logged), "seconds", "best"]
+    return ["epoch", "train_loss", "lr", *(f"val_{m.name}" for m in logged), "seconds", "best"]
+
+
+def training_curves(logged: Sequence[Metric]) -> list[figures.Panel]:
+    """The panels of curves.png: the training loss, then the `logged` metrics, those that
+    share a panel (a scale) together, the panels in the order of their first metric."""
+    panels: dict[str, list[str]] = {}
+    for metric in logged:
+        panels.setdefault(metric.curves_panel, []).append(f"val_{metric.name}")
+    return [("training loss", ["train_loss"]),
+            *((f"validation {title}", columns) for title, columns in panels.items())]
 
 
 def _save_epoch(run: TrainingRun, epoch: int, loss: float, metrics: dict[str, float],
@@ -130,12 +143,12 @@ def _save_epoch(run: TrainingRun, epoch: int, loss: float, metrics: dict[str, fl
     # the log first: a crash before the checkpoints are saved resumes from the previous
     # last, which drops this epoch's row and redoes the epoch
     log.append({"epoch": epoch, "train_loss": loss, "lr": run.optimizer.param_groups[0]["lr"],
-                **{f"val_{m}": metrics[m] for m in run.logged}, "seconds": seconds,
+                **{f"val_{m.name}": metrics[m.name] for m in run.logged}, "seconds": seconds,
                 "best": int(improved)})
     save_epoch_checkpoints(run.out / BEST, run.out / LAST, payload, improved)
-    figures.write_curves(run.out / LOG, run.curves, run.curves_title)
+    figures.write_curves(run.out / LOG, training_curves(run.logged), run.curves_title)
     tqdm.write(f"epoch {epoch}/{run.epochs}: loss {loss:.4f}, val "
-               + ", ".join(f"{m} {metrics[m]:.4f}" for m in run.logged)
+               + ", ".join(f"{m.name} {metrics[m.name]:.4f}" for m in run.logged)
                + (" (best)" if improved else ""))
 
 
@@ -168,13 +181,30 @@ def train_epoch(run: TrainingRun, desc: str) -> float:
     return sum(s for s, _ in sums) / max(sum(c for _, c in sums), 1)
 
 
-def add_run_arguments(parser: argparse.ArgumentParser, grad_accum: int, clip_grad: float,
-                      workers: int) -> None:
-    """The options of the training loop, the same in both trainers (defaults: the trainer's
-    constants)."""
+def add_run_arguments(parser: argparse.ArgumentParser, *, size: Sequence[int], epochs: int,
+                      batch_size: int, lr: float, weight_decay: float, warmup: float, seed: int,
+                      grad_accum: int, clip_grad: float, workers: int) -> None:
+    """The options both trainers share, declared once so that each has the same name, meaning
+    and help in both (docs/design.md, "Command lines"); the defaults are the trainer's
+    constants of the same names."""
+    parser.add_argument("--size", type=int, nargs=2, default=size, metavar=("H", "W"),
+                        help="frame height and width of the network input")
+    parser.add_argument("--epochs", type=int, default=epochs, help="training epochs")
+    parser.add_argument("--batch-size", type=int, default=batch_size,
+                        help="clips per batch (per process under torchrun)")
+    parser.add_argument("--lr", type=float, default=lr, help="peak learning rate (AdamW)")
+    parser.add_argument("--weight-decay", type=float, default=weight_decay,
+                        help="AdamW weight decay, on weight matrices and kernels only (not on "
+                             "biases and norms)")
+    parser.add_argument("--warmup", type=float, default=warmup,
+                        help="epochs of linear learning-rate warm-up before the cosine decay (a "
+                             "fraction is fine: it is rounded to whole optimizer steps)")
+    parser.add_argument("--seed", type=int, default=seed,
+                        help="seed of every random draw: the initialisation, the data order, "
+                             "the split or the clip starts")
     parser.add_argument("--grad-accum", type=int, default=grad_accum, help="batches per step")
-    parser.add_argument("--clip-grad", "--grad-clip", type=float, default=clip_grad,
-                        help="maximum gradient norm (0: no clipping)")
+    deprecated_alias(parser, "--grad-clip", parser.add_argument(
+        "--clip-grad", type=float, default=clip_grad, help="maximum gradient norm (0: no clipping)"))
     parser.add_argument("--workers", type=int, default=workers, help="data-loading processes")
     parser.add_argument("--sync-bn", action="store_true",
                         help="under torchrun on GPUs: BatchNorm statistics over all ranks' batches")
@@ -199,6 +229,26 @@ def settings_of(config: Any) -> dict[str, Any]:
         return str(value) if isinstance(value, Path) else list(value) \
             if isinstance(value, tuple) else value
     return {key: plain(value) for key, value in vars(config).items()}
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """Both trainers' AdamW: weight decay on the weight matrices and kernels (2 or more
+    dimensions), none on biases and normalisation scales, whose decay only pulls the
+    features' scale and offset towards zero (nanoGPT's split)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def training_schedule(optimizer: torch.optim.Optimizer, warmup: float, epochs: int,
+                      loader: DataLoader, dist: Distributed, grad_accum: int
+                      ) -> torch.optim.lr_scheduler.LambdaLR:
+    """Both trainers' learning-rate schedule: `warmup_cosine` over `epochs`, the warm-up given
+    in epochs (--warmup) and rounded to whole optimizer steps. An epoch is as many steps as
+    `train_epoch` takes: one per `grad_accum` batches of the longest shard, rounded up."""
+    steps = math.ceil(batches_per_epoch(loader, dist) / grad_accum)
+    return warmup_cosine(optimizer, round(warmup * steps), epochs * steps)
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int,

@@ -150,7 +150,7 @@ def training_rows(args: argparse.Namespace, device: torch.device,
         for part, step in steps.items():
             reset_peak_memory(device)
             # a compiled step compiles in its first call, which must not be timed
-            seconds = seconds_per_call(step, device, max(args.warmup, int(compiled)),
+            seconds = seconds_per_call(step, device, max(args.warmup_calls, int(compiled)),
                                        args.repeats, args.seconds)
             progress(f"training: {part}, {precision}{' compiled' if compiled else ''}: "
                      f"{args.batch_size / seconds:.3g} clips/s")

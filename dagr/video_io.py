@@ -6,9 +6,10 @@ frames that actually decode (a container's frame count can be wrong), `read_fram
 chosen frames of a video, `VideoReader` every frame in order. Frames come out in display
 orientation (rotation metadata applied, as OpenCV does by default), RGB unless asked for BGR.
 
-A file that cannot be used raises `VideoError`, whose `kind` says why (one of `KINDS`) and
-whose message names the file. Decoding is sequential from the first frame: exact where
-seeking is not, and only the kept frames are converted to RGB and resized.
+A file that cannot be used raises `VideoError`, whose `kind` says why (a decoding kind of
+dagr/failures.py: MISSING ... DAMAGED) and whose message names the file. Decoding is sequential
+from the first frame: exact where seeking is not, and only the kept frames are converted to
+RGB and resized.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ import cv2
 import numpy as np
 
 from dagr import paper
-from dagr.failures import Failure
+from dagr.failures import (DAMAGED, EMPTY, ERROR, MISSING, NO_VIDEO, NOT_MEDIA,
+                           UNSUPPORTED_CODEC, Failure)
 from dagr.worker_side import progress
 
 # ----------------------------------------------------------------------------- config
@@ -33,19 +35,12 @@ VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".m
                     ".m2ts", ".mts", ".flv", ".3gp", ".wmv", ".ogv", ".y4m")
 # -----------------------------------------------------------------------------
 
-MISSING = "missing"                    # no such file
-EMPTY = "empty-file"                   # zero bytes
-NOT_MEDIA = "not-media"                # FFmpeg recognises no container in it
-NO_VIDEO = "no-video-stream"           # a media file without video (e.g. audio only)
-UNSUPPORTED_CODEC = "unsupported-codec"  # a video stream that no available decoder reads
-DAMAGED = "damaged"                    # cut short or damaged: too few frames decode
-KINDS = (MISSING, EMPTY, NOT_MEDIA, NO_VIDEO, UNSUPPORTED_CODEC, DAMAGED)
 SHOW = 5  # how many frame numbers a message lists
 
 
 class VideoError(OSError):
-    """A video that cannot be used. `kind` is one of KINDS; the message is
-    `<path>: <what is wrong>`. An OSError, so that the scripts that stop cleanly on a bad
+    """A video that cannot be used. `kind` is a decoding kind of dagr/failures.py; the message
+    is `<path>: <what is wrong>`. An OSError, so that the scripts that stop cleanly on a bad
     file (`except OSError`) also stop cleanly on a bad video."""
 
     def __init__(self, path: str | Path, kind: str, detail: str):
@@ -293,11 +288,11 @@ def sample_video(path: str | Path, k: int = paper.FRAMES_PER_VIDEO,
 def try_sample_video(path: str | Path, k: int = paper.FRAMES_PER_VIDEO,
                      size: tuple[int, int] | None = None) -> SampledVideo | Failure:
     """`sample_video`, with a video that cannot be used given back as a Failure (its kind is
-    one of KINDS; `error` for another OSError): what a decoding worker does."""
+    one of failures.KINDS; ERROR for another OSError): what a decoding worker does."""
     try:
         return sample_video(path, k, size)
     except (VideoError, OSError, cv2.error) as err:
-        return Failure(getattr(err, "kind", "error"), str(err))
+        return Failure(getattr(err, "kind", ERROR), str(err))
 
 
 def read_frames_at(path: str | Path, numbers: Sequence[int], size: tuple[int, int] | None

@@ -21,7 +21,7 @@ def tiny_config(root: Path, out: Path, *options: str) -> argparse.Namespace:
     """train_sal options for a seconds-long CPU run (width 4, 6-frame clips); `options` are
     further command-line options that override these."""
     return train_sal.parse_args([
-        "--root", str(root), "--out", str(out), "--channels", "4",
+        "--root", str(root), "--out", str(out), "--saliency-width", "4",
         "--size", *map(str, TINY_SIZE), "--epochs", "2", "--clip-len", "6",
         "--clips-per-video", "1", "--val-clips", "2", "--batch-size", "2", "--lr", "3e-3",
-        "--warmup", "1", "--registers", "2", "--workers", "0", "--device", "cpu", *options])
+        "--warmup", "0.5", "--registers", "2", "--workers", "0", "--device", "cpu", *options])

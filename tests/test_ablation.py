@@ -25,9 +25,9 @@ def check_set(tmp_path_factory):
 
 
 def argv(root, out, *options):
-    return ["--root", str(root), "--out", str(out), "--channels", "2", "--size", "24", "384",
+    return ["--root", str(root), "--out", str(out), "--saliency-width", "2", "--size", "24", "384",
             "--clip-len", "1", "--clips-per-video", "1", "--val-clips", "1", "--batch-size", "2",
-            "--lr", "3e-3", "--warmup", "1", "--workers", "0", "--device", "cpu", *options]
+            "--lr", "3e-3", "--warmup", "0.5", "--workers", "0", "--device", "cpu", *options]
 
 
 @pytest.mark.slow
@@ -47,7 +47,7 @@ def test_every_variant_trains_and_the_table_summarises_the_seeds(check_set, tmp_
     assert len(runs) == 8 and np.isfinite(runs[["cc", "nss", "kld"]]).all().all()
     for name in names:  # the same data and settings, only the registers differ
         settings = load_checkpoint(tmp_path / name / "seed_1" / "best.pt")["settings"]
-        assert settings["seed"] == 1 and settings["epochs"] == 1 and settings["channels"] == 2
+        assert settings["seed"] == 1 and settings["epochs"] == 1 and settings["saliency_width"] == 2
         losses = pd.read_csv(tmp_path / name / "seed_1" / "log.csv")["train_loss"]
         assert np.isfinite(losses).all()
     kwargs = load_checkpoint(tmp_path / "attention_token_write" / "seed_0" / "best.pt")["model_kwargs"]

@@ -65,7 +65,7 @@ def good_video(tmp_path) -> Path:
 
 
 def extract(inputs: list[Path], out: Path) -> int:
-    return extract_frame.main([*map(str, inputs), "--out", str(out), "--workers", "1",
+    return extract_frame.main(["--videos", *map(str, inputs), "--out", str(out), "--workers", "1",
                                "--size", *SIZE_ARGS])
 
 
@@ -77,7 +77,7 @@ def score(models: tuple[Path, Path], inputs: list[Path], out: Path) -> int:
 
 
 def render(models: tuple[Path, Path], inputs: list[Path], out: Path) -> int:
-    return inference_sal.main(["--checkpoint", str(models[0]), "--video", *map(str, inputs),
+    return inference_sal.main(["--checkpoint", str(models[0]), "--videos", *map(str, inputs),
                                "--all-frames", "--out", str(out), *CPU])
 
 
@@ -215,7 +215,7 @@ def test_label_file_with_a_missing_column(tmp_path, quality_set, models, good_vi
     assert expected in capsys.readouterr().err
     assert evaluate(models, labels, frames, maps, tmp_path / "eval") == 2
     assert expected in capsys.readouterr().err
-    assert extract_frame.main(["--dataset", "konvid", "--labels", str(labels), "--video-root",
+    assert extract_frame.main(["--dataset", "konvid", "--labels", str(labels), "--root",
                                str(good_video.parent), "--out", str(tmp_path / "frames")]) == 2
     assert expected in capsys.readouterr().err
     assert not (tmp_path / "run" / "last.pt").exists()

@@ -26,7 +26,7 @@ from VQA import QualityNet
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = ["--device", "cpu", "--saliency-width", "2", "--registers", "2", "--backbone", "resnet18",
-        "--size", "32", "56", "--batch-size", "2", "--warmup", "0", "--repeats", "1",
+        "--size", "32", "56", "--batch-size", "2", "--warmup-calls", "0", "--repeats", "1",
         "--workers", "0", "--generated-size", "48", "64", "--generated-frames", "20",
         "--video-repeats", "3", "--precisions", "fp32", "bf16"]
 

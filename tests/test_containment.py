@@ -80,7 +80,7 @@ def corpus(tmp_path_factory) -> dict[str, Path]:
     for name in GOOD + [f"bad_{fault}" for fault in EXPECTED]:
         write_video(videos / f"{name}.avi", 12, size=(40, 56))
     frames = base / "frames"
-    assert ef.main([str(videos), "--out", str(frames), "--size", *SIZE, "--workers", "0"]) == 0
+    assert ef.main(["--videos", str(videos), "--out", str(frames), "--size", *SIZE, "--workers", "0"]) == 0
     quality, sal = scoring_checkpoints(base, TINY_SIZE)
     labels, set_frames, _ = stored_quality_set(base / "set", n_videos=9)
     return {"videos": videos, "frames": frames, "quality": quality, "sal": sal,
@@ -99,7 +99,7 @@ def test_extraction_contains_each_fault(corpus, tmp_path):
     shutil.copytree(corpus["videos"], videos)
     write_video(videos / "bad_write.avi", 12, size=(40, 56))  # dies half-way through its PNGs
     out = tmp_path / "frames"
-    done = run("extract_frame.py", str(videos), "--out", str(out), "--size", *SIZE,
+    done = run("extract_frame.py", "--videos", str(videos), "--out", str(out), "--size", *SIZE,
                "--workers", "2", "--video-timeout", str(LIMIT),
                faults={"open": faults_on(BAD_FILES), "write": {"bad_write": "segv"}})
     bad = {**{BAD_IDS[f]: f for f in EXPECTED}, "bad_write": "segv"}
@@ -154,7 +154,7 @@ def test_labelled_set_evaluation_contains_each_fault(corpus, tmp_path):
 @pytest.mark.slow
 def test_overlay_videos_contain_each_fault(corpus, tmp_path):
     out = tmp_path / "renders"
-    done = run("inference_sal.py", "--checkpoint", str(corpus["sal"]), "--video",
+    done = run("inference_sal.py", "--checkpoint", str(corpus["sal"]), "--videos",
                str(corpus["videos"]), "--all-frames", "--out", str(out), "--device", "cpu",
                "--video-timeout", str(LIMIT), faults={"open": faults_on(BAD_FILES)})
     assert_contained(done, tmp_path / "renders_failures.csv", "video_id",
@@ -172,7 +172,7 @@ def test_a_crash_in_the_main_process_ends_that_run_and_the_rerun_contains_it(
     stays in the journal, and the rerun decodes in a worker process, where the crash is
     contained (and then the same for a video recorded as crashed)."""
     out = tmp_path / ("frames" if script == "extract_frame.py" else "scores.csv")
-    options = ([str(corpus["videos"]), "--out", str(out), "--size", *SIZE]
+    options = (["--videos", str(corpus["videos"]), "--out", str(out), "--size", *SIZE]
                if script == "extract_frame.py" else
                ["--checkpoint", str(corpus["quality"]), "--videos", str(corpus["videos"]),
                 "--out", str(out), "--device", "cpu", "--resume"])
@@ -237,7 +237,7 @@ def test_resumed_scoring_does_not_retry_a_crashed_video_unless_asked(corpus, tmp
 # ----------------------------------------------------------------------------- Ctrl-C
 
 CTRL_C_STAGES = {
-    "extract": lambda c, out: ["extract_frame.py", str(c["videos"]), "--out", str(out),
+    "extract": lambda c, out: ["extract_frame.py", "--videos", str(c["videos"]), "--out", str(out),
                                "--size", *SIZE, "--workers", "2"],
     "score": lambda c, out: ["evaluate_vqa.py", "--checkpoint", str(c["quality"]), "--videos",
                              str(c["videos"]), "--out", str(out / "s.csv"), "--device", "cpu",
@@ -249,7 +249,7 @@ CTRL_C_STAGES = {
                             "konvid", "--labels", str(c["labels"]), "--frames",
                             str(c["set_frames"]), "--out", str(out), "--device", "cpu",
                             "--workers", "2"],
-    "render": lambda c, out: ["inference_sal.py", "--checkpoint", str(c["sal"]), "--video",
+    "render": lambda c, out: ["inference_sal.py", "--checkpoint", str(c["sal"]), "--videos",
                               str(c["videos"]), "--all-frames", "--out", str(out), "--device",
                               "cpu"],
 }

@@ -36,10 +36,10 @@ LSVQ_STEPS_PER_EPOCH = 2  # 5 training videos, 4 per batch
 
 
 def sal_argv(root: Path, out: Path) -> list[str]:
-    return ["--root", str(root), "--out", str(out), "--channels", "4",
+    return ["--root", str(root), "--out", str(out), "--saliency-width", "4",
             "--size", *map(str, TINY_SIZE), "--epochs", str(EPOCHS), "--clip-len", "6",
             "--clips-per-video", "2", "--val-clips", "1", "--batch-size", "2", "--lr", "3e-3",
-            "--warmup", "1", "--registers", "2", "--workers", "0", "--device", "cpu"]
+            "--warmup", "0.34", "--registers", "2", "--workers", "0", "--device", "cpu"]
 
 
 def lsvq_argv(quality: tuple[Path, Path, Path], out: Path) -> list[str]:

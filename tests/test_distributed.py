@@ -43,14 +43,14 @@ DRIVER = Path(__file__).with_name("trainer_driver.py")
 RANKS = 2
 EPOCHS = 3
 # gradient clipping off: it would hide a wrongly scaled gradient (the clipped norm is the same)
-SAL_OPTIONS = ["--channels", "4", "--size", *map(str, TINY_SIZE), "--epochs", str(EPOCHS),
+SAL_OPTIONS = ["--saliency-width", "4", "--size", *map(str, TINY_SIZE), "--epochs", str(EPOCHS),
                "--clip-len", "6", "--clips-per-video", "1", "--val-clips", "1", "--lr", "3e-3",
-               "--warmup", "1", "--registers", "2", "--workers", "0", "--device", "cpu",
+               "--warmup", "0.5", "--registers", "2", "--workers", "0", "--device", "cpu",
                "--clip-grad", "0"]
 LSVQ_OPTIONS = ["--dataset", "konvid", "--backbone", "resnet18", "--no-pretrained",
                 "--size", *map(str, SIZE), "--workers", "0", "--device", "cpu", "--lr", "1e-3",
                 "--warmup", "0", "--test-fraction", "0.34", "--epochs", str(EPOCHS),
-                "--grad-clip", "0", "--plcc-weight", "0", "--rank-weight", "0"]
+                "--clip-grad", "0", "--plcc-weight", "0", "--rank-weight", "0"]
 # 12 videos: 5 for training, 3 for validation, 4 for testing
 # How near "the same as one process" comes in floating point: the first step starts from the
 # same weights, so its gradient differs only by the order of summation. Later steps start from

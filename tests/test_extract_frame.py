@@ -79,7 +79,7 @@ def test_bad_files_are_reported_and_the_rest_done(tmp_path, make_video, capsys):
     (videos / "text.mp4").write_text("this is not a video\n" * 50)
     (videos / "noise.avi").write_bytes(np.random.default_rng(0).integers(0, 256, 4000, np.uint8).tobytes())
     out = tmp_path / "frames"
-    code = ef.main([str(videos), "--out", str(out), "--workers", "2", "--size", "16", "20"])
+    code = ef.main(["--videos", str(videos), "--out", str(out), "--workers", "2", "--size", "16", "20"])
     assert code == 1
     assert (out / "good" / ef.FRAME_LIST).is_file()
     rows = (out / ef.FAILURES).read_text().splitlines()
@@ -114,7 +114,7 @@ def test_cli_dataset_mode_reads_label_file(tmp_path, make_video, capsys):
     labels = tmp_path / "KoNViD_1k_mos.csv"
     labels.write_text("flickr_id,mos\n111,3.2\n222,4.1\n333,2.0\n")
     out = tmp_path / "frames"
-    code = ef.main(["--dataset", "konvid", "--labels", str(labels), "--video-root",
+    code = ef.main(["--dataset", "konvid", "--labels", str(labels), "--root",
                     str(tmp_path / "konvid"), "--out", str(out), "--workers", "1"])
     assert sorted(p.name for p in out.iterdir()) == ["111", "222"]
     # the row without a video is left out, reported at the end, and the status says so

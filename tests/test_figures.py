@@ -13,10 +13,10 @@ import pytest
 
 from dagr import figures
 import train_lsvq
-import train_sal
-from dagr.evaluation import SALIENCY_METRICS
-from dagr.training import log_fields
-from metrics import logistic_map, vqa_metrics
+from dagr.training import log_fields, training_curves
+from metrics import SALIENCY_METRICS, logistic_map, vqa_metrics
+
+QUALITY_CURVES = training_curves(train_lsvq.logged_metrics())
 from pictures import png_image
 
 
@@ -48,10 +48,10 @@ def test_best_epoch_is_the_last_epoch_the_trainer_marked():
 
 def test_curves_hold_the_logs_values_and_mark_the_best_epoch(tmp_path):
     log = quality_log()
-    figure = figures.curves_figure({"run": log}, train_lsvq.CURVES, "title")
+    figure = figures.curves_figure({"run": log}, QUALITY_CURVES, "title")
     axes = [axis for axis in figure.axes if axis.get_visible()]
-    assert [axis.get_title() for axis in axes] == [title for title, _ in train_lsvq.CURVES]
-    for axis, (_, columns) in zip(axes, train_lsvq.CURVES):
+    assert [axis.get_title() for axis in axes] == [title for title, _ in QUALITY_CURVES]
+    for axis, (_, columns) in zip(axes, QUALITY_CURVES):
         lines = lines_of(axis)
         assert set(lines) == {figures._short(c) for c in columns} | {"best epoch 3"}
         for column in columns:
@@ -65,7 +65,7 @@ def test_curves_hold_the_logs_values_and_mark_the_best_epoch(tmp_path):
     path = tmp_path / "run" / "log.csv"
     path.parent.mkdir()
     log.to_csv(path, index=False)
-    written = figures.write_curves(path, train_lsvq.CURVES)
+    written = figures.write_curves(path, QUALITY_CURVES)
     assert written == tmp_path / "run" / figures.CURVES
     width, height = figures.PANEL_SIZE
     png_image(written, (round((height + 0.3) * figures.DPI), round(3 * width * figures.DPI)))
@@ -89,10 +89,10 @@ def test_curves_of_several_runs_mark_each_runs_best_epoch():
 
 
 def test_the_trainers_panels_name_columns_of_their_logs():
-    for trainer, logged in ((train_sal, SALIENCY_METRICS), (train_lsvq, train_lsvq.LOGGED)):
+    for logged in (SALIENCY_METRICS, train_lsvq.logged_metrics()):
         fields = log_fields(logged)
-        for _, columns in trainer.CURVES:
-            assert set(columns) <= set(fields), trainer.__name__
+        for _, columns in training_curves(logged):
+            assert set(columns) <= set(fields)
         assert "best" in fields
 
 

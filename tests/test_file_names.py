@@ -45,7 +45,7 @@ def test_odd_names_are_sampled_mapped_and_scored_and_read_back(odd_videos, tmp_p
     ids = {os.fsdecode(name) for name in NAMES} | {"plain"}
     broken = os.fsdecode(BROKEN)
     frames, maps = tmp_path / "frames", tmp_path / "maps"
-    done = run("extract_frame.py", str(odd_videos), "--out", str(frames), "--size", *SIZE,
+    done = run("extract_frame.py", "--videos", str(odd_videos), "--out", str(frames), "--size", *SIZE,
                "--workers", "2")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert {p.parent.name for p in frames.glob("*/frames.json")} == ids

@@ -145,7 +145,7 @@ def test_all_frames_renders_an_overlay_video_of_every_decodable_frame(setup, tmp
     videos = [write_video(tmp_path / "in" / f"{name}.avi", n, size=(36, 52))
               for name, n in (("long", 13), ("short", 5))]
     out = tmp_path / "renders"
-    assert run(checkpoint, "--video", str(tmp_path / "in"), "--all-frames", "--out", str(out)) == 0
+    assert run(checkpoint, "--videos", str(tmp_path / "in"), "--all-frames", "--out", str(out)) == 0
     height, width = overlay_size(36, 52)  # upscaled to be readable
     even_width = width // 2 * 2  # 4:2:0 chroma
     for source in videos:
@@ -168,7 +168,7 @@ def test_renders_av1_and_rotated_videos_in_display_orientation(setup, tmp_path) 
     encode_video(tmp_path / "in" / "av1.mkv", "libsvtav1", 5, size=(32, 48))
     encode_video(tmp_path / "in" / "turned.mp4", "libx264", 4, size=(32, 48), rotation=90)
     out = tmp_path / "renders"
-    assert run(checkpoint, "--video", str(tmp_path / "in"), "--all-frames", "--out", str(out)) == 0
+    assert run(checkpoint, "--videos", str(tmp_path / "in"), "--all-frames", "--out", str(out)) == 0
     for name, frames, (height, width) in (("av1", 5, (32, 48)), ("turned", 4, (48, 32))):
         with VideoReader(out / f"{name}.mp4") as video:
             rendered = list(video.arrays())

@@ -59,7 +59,7 @@ def test_ctrl_c_while_extracting_keeps_finished_videos_only(tmp_path):
         write_video(tmp_path / "videos" / f"m{i:02d}.avi", 60, size=(96, 128))
     out = tmp_path / "frames"
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "extract_frame.py"), str(tmp_path / "videos"), "--out",
+        [sys.executable, str(ROOT / "extract_frame.py"), "--videos", str(tmp_path / "videos"), "--out",
          str(out), "--workers", "2", "--size", "32", "48"], text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -156,7 +156,7 @@ def test_extract_frame_reads_a_csv_set(tmp_path, make_video, capsys):
     labels = tmp_path / "l.csv"
     labels.write_text("video_name,MOS\na.avi,3\nsub/b,4\nnone,1\n")
     out = tmp_path / "frames"
-    code = ef.main(["--dataset", "csv", "--labels", str(labels), "--video-root",
+    code = ef.main(["--dataset", "csv", "--labels", str(labels), "--root",
                     str(tmp_path / "clips"), "--out", str(out), "--workers", "1",
                     "--size", "16", "16"])
     assert code == 1 and "none" in capsys.readouterr().err  # the missing one, left out

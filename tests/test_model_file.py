@@ -151,7 +151,7 @@ def test_a_crafted_pickle_is_refused_at_every_entry_point(tmp_path, models, qual
             "train_sal --evaluate": (lambda: train_sal.main(
                 ["--evaluate", str(crafted), "--root", str(root), *CPU]), crafted),
             "train_sal --resume": (lambda: train_sal.main(
-                ["--root", str(root), "--out", str(resume), "--channels", "4", "--registers", "0",
+                ["--root", str(root), "--out", str(resume), "--saliency-width", "4", "--registers", "0",
                  "--size", *map(str, SIZE), "--clip-len", "4", "--resume", *CPU]),
                 resume / "last.pt"),
             "train_lsvq --resume": (lambda: train_lsvq.main(
@@ -346,7 +346,7 @@ def test_resuming_from_a_checkpoint_of_other_options_or_no_training_state(tmp_pa
     for name, payload in payloads.items():
         out = tmp_path / name.replace(" ", "_")
         save_checkpoint(out / "last.pt", payload)
-        assert train_sal.main(["--root", str(root), "--out", str(out), "--channels", "4",
+        assert train_sal.main(["--root", str(root), "--out", str(out), "--saliency-width", "4",
                                "--registers", "0", "--size", *map(str, SIZE), "--clip-len", "4",
                                "--resume", *CPU]) == 2, name
         assert expected[name] in one_error_line(capsys, out / "last.pt"), name

@@ -172,7 +172,7 @@ def test_bf16_quality_training_learns_like_fp32(tmp_path):
             scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0),
             loader=loader, objective=Objective(train_lsvq.clip_scores, functools.partial(
                 train_lsvq.clip_loss, config=config)),
-            validate=dict, best_metric="score", logged=(), curves=(), curves_title="",
+            validate=dict, best_metric="score", logged=(), curves_title="",
             settings={}, payload={}, epochs=6, device=torch.device("cpu"),
             precision=precision, clip_grad=config.clip_grad)
         losses[precision] = [train_epoch(run, "epoch") for _ in range(6)]

@@ -56,13 +56,13 @@ def corpus(tmp_path_factory) -> dict[str, Path]:
         write_video(videos / f"v{i}.avi", frames, size=(40, 56))
     (videos / "broken.avi").write_text("not a video")  # sorted first: shard 0 of 2 has it
     frames = base / "frames"
-    assert ef.main([str(videos), "--out", str(frames), "--size", *SIZE, "--workers", "0"]) == 1
+    assert ef.main(["--videos", str(videos), "--out", str(frames), "--size", *SIZE, "--workers", "0"]) == 1
     quality, sal = scoring_checkpoints(base, TINY_SIZE)
     return {"videos": videos, "frames": frames, "sal": sal, "quality": quality}
 
 
 def extract_argv(corpus, out: Path, *options: str) -> list[str]:
-    return [str(corpus["videos"]), "--out", str(out), "--size", *SIZE, "--workers", "0", *options]
+    return ["--videos", str(corpus["videos"]), "--out", str(out), "--size", *SIZE, "--workers", "0", *options]
 
 
 def sal_argv(corpus, out: Path, *options: str) -> list[str]:
@@ -239,7 +239,7 @@ def test_nothing_to_do_is_an_error_naming_the_path(corpus, tmp_path, capsys):
     assert inference_sal.main(["--checkpoint", str(corpus["sal"]), "--frames", str(empty),
                                "--out", str(tmp_path / "maps"), "--device", "cpu"]) == 2
     assert f"error: {empty}: no video's frames stored there" in capsys.readouterr().err
-    assert ef.main([str(empty), "--out", str(tmp_path / "frames")]) == 2
+    assert ef.main(["--videos", str(empty), "--out", str(tmp_path / "frames")]) == 2
     assert f"error: {empty}: no video file found" in capsys.readouterr().err
     assert ev.main(["--checkpoint", str(corpus["quality"]), "--videos", str(empty), "--out",
                     str(tmp_path / "s.csv"), "--device", "cpu"]) == 2
@@ -247,7 +247,7 @@ def test_nothing_to_do_is_an_error_naming_the_path(corpus, tmp_path, capsys):
     assert not (tmp_path / "s.csv").exists()
     labels = tmp_path / "KoNViD_1k_mos.csv"
     labels.write_text("flickr_id,mos\n1,3.0\n2,4.0\n")
-    assert ef.main(["--dataset", "konvid", "--labels", str(labels), "--video-root", str(empty),
+    assert ef.main(["--dataset", "konvid", "--labels", str(labels), "--root", str(empty),
                     "--out", str(tmp_path / "frames")]) == 2
     assert f"error: {labels}: no row's video is under {empty}" in capsys.readouterr().err
     assert ev.main(["--checkpoint", str(corpus["quality"]), "--dataset", "konvid", "--labels",

@@ -40,7 +40,7 @@ def test_a_few_steps_lower_the_loss(quality_set):
         out=None, model=model, model_kwargs={}, optimizer=optimizer,
         scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0), loader=loader,
         objective=Objective(tl.clip_scores, functools.partial(tl.clip_loss, config=config)),
-        validate=dict, best_metric="score", logged=(), curves=(), curves_title="", settings={},
+        validate=dict, best_metric="score", logged=(), curves_title="", settings={},
         payload={}, epochs=6, device=torch.device("cpu"), precision="fp32",
         clip_grad=config.clip_grad)
     losses = [train_epoch(run, "epoch") for _ in range(6)]
@@ -103,7 +103,11 @@ def test_training_run_files_scale_and_validation_only_choice(quality_set, tmp_pa
     assert best["epoch"] == best["best_epoch"]
     assert best["metrics"]["srcc"] == pytest.approx(log["val_srcc"][best["best_epoch"] - 1],
                                                     abs=1e-5)
-    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 3
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert last["epoch"] == 3
+    # weight decay on weight matrices and kernels, not on biases and norms (as train_sal's)
+    groups = last["optimizer_state"]["param_groups"]
+    assert [g["weight_decay"] for g in groups] == [tl.WEIGHT_DECAY, 0.0]
     # curves.png: redrawn after every epoch from the whole log, the best epoch that of best.pt
     assert [log["epoch"].tolist() for log, _ in drawn] == [[1], [1, 2], [1, 2, 3]]
     assert_curves_of(drawn[-1], log, best["best_epoch"])

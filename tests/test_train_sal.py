@@ -14,7 +14,7 @@ from dagr import demo_data
 from dagr import figures
 import train_sal
 from dagr.datasets import read_saliency_set
-from dagr.evaluation import SALIENCY_METRICS
+from metrics import SALIENCY_METRICS, names
 from fakes import tiny_config, tiny_dhf1k
 from pictures import assert_curves_of, png_image, spy_on_curves
 from dagr.checkpoints import load_checkpoint, save_checkpoint
@@ -44,7 +44,7 @@ def test_training_writes_best_and_last_checkpoints_and_a_log(trained) -> None:
     rows = read_log(out / "log.csv")
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert list(rows[0]) == ["epoch", "train_loss", "lr",
-                             *(f"val_{m}" for m in SALIENCY_METRICS), "seconds", "best"]
+                             *(f"val_{m}" for m in names(SALIENCY_METRICS)), "seconds", "best"]
     assert all(math.isfinite(float(r[k])) for r in rows for k in ("train_loss", "val_cc", "val_auc_j"))
     last, best = load_checkpoint(out / "last.pt"), load_checkpoint(out / "best.pt")
     assert last["kind"] == best["kind"] == "saliency" and last["epoch"] == 2
@@ -52,6 +52,8 @@ def test_training_writes_best_and_last_checkpoints_and_a_log(trained) -> None:
                                     "read_levels": ["bottleneck"], "register_write": "film",
                                     "write_levels": ["dec3", "dec2", "dec1", "dec0"]}
     assert last["settings"]["size"] == [32, 48] and last["settings"]["clip_len"] == 6
+    groups = last["optimizer_state"]["param_groups"]  # decay on weights, not biases and norms
+    assert [g["weight_decay"] for g in groups] == [train_sal.WEIGHT_DECAY, 0.0]
     best_row = max(rows, key=lambda r: float(r["val_cc"]))
     assert best["epoch"] == int(best_row["epoch"])
     assert best["metrics"]["cc"] == pytest.approx(float(best_row["val_cc"]), rel=1e-5)
