@@ -62,7 +62,7 @@ import inference_sal
 import train_lsvq
 import train_sal
 from dagr import demo_data, global_context
-from dagr.cli import run_script, script_parser
+from dagr.cli import deprecated_alias, run_script, script_parser
 from dagr.demo_plan import (ALPHA, CHECK_SIZE, CHECK_VARIANTS, DEMO_MODEL, QUALITY_LAYOUT,
                             QUALITY_RUNS, SALIENCY_LAYOUT, SALIENCY_NAMES, SALIENCY_RUNS, SIZES,
                             STAGE_FOLDERS, DemoSize, Layout)
@@ -79,6 +79,7 @@ WORKERS = 2               # frame-extraction processes
 
 MARKER = "demo_settings.json"   # marks a folder as a demo run's, so that a re-run may clear it
 OPTION_TYPES = {"int": int, "float": float, "str": str}  # DemoSize fields that are options
+RENAMED = {"saliency_width": "--saliency-channels", "check_width": "--check-channels"}  # old names
 
 
 # ----------------------------------------------------------------------------- progress
@@ -114,7 +115,7 @@ def run_stage(script: ModuleType, argv: Sequence[object]) -> None:
 def extract_argv(layout: Layout, size: DemoSize, workers: int) -> list:
     """extract_frame.py: every frame of the quality clips."""
     return ["--dataset", QUALITY_LAYOUT, "--labels", layout.labels,
-            "--video-root", layout.quality_set / demo_data.QUALITY_VIDEOS, "--out", layout.frames,
+            "--root", layout.quality_set / demo_data.QUALITY_VIDEOS, "--out", layout.frames,
             "--num-frames", size.clip_frames, "--size", *size.frame_size, "--workers", workers]
 
 
@@ -129,7 +130,7 @@ def saliency_argv(layout: Layout, size: DemoSize, name: str, seed: int, device: 
     """train_sal.py on the saliency set, with SALIENCY_RUNS[name] registers."""
     return ["--dataset", SALIENCY_LAYOUT, "--root", layout.saliency_set,
             "--out", layout.saliency_run(name), "--registers", SALIENCY_RUNS[name],
-            "--register-mode", size.register_mode, "--channels", size.saliency_channels,
+            "--register-mode", size.register_mode, "--saliency-width", size.saliency_width,
             "--size", *size.frame_size, "--epochs", size.saliency_epochs,
             "--clip-len", size.clip_frames, "--clips-per-video", size.saliency_clips,
             "--val-clips", size.saliency_val_clips, "--batch-size", size.saliency_batch,
@@ -173,7 +174,7 @@ def ablation_argv(layout: Layout, size: DemoSize, seed: int, device: str) -> lis
     registers, one seed each."""
     return ["--ablation", *CHECK_VARIANTS, "--seeds", seed, "--dataset", SALIENCY_LAYOUT,
             "--root", layout.check_set, "--out", layout.registers,
-            "--channels", size.check_channels, "--size", *CHECK_SIZE,
+            "--saliency-width", size.check_width, "--size", *CHECK_SIZE,
             "--epochs", size.check_epochs, "--clip-len", size.check_clip_len,
             "--clips-per-video", size.check_clips, "--val-clips", size.check_val_clips,
             "--batch-size", size.check_batch, "--lr", size.check_lr,
@@ -286,9 +287,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help=f"small: the demo; tiny: the smallest end-to-end run (default: {SIZE})")
     for setting in fields(DemoSize):
         if setting.type in OPTION_TYPES:
-            parser.add_argument(f"--{setting.name.replace('_', '-')}",
-                                type=OPTION_TYPES[setting.type], metavar=setting.type.upper(),
-                                help=f"{setting.metadata['help']} (default: the --size preset's)")
+            option = parser.add_argument(
+                f"--{setting.name.replace('_', '-')}", type=OPTION_TYPES[setting.type],
+                metavar=setting.type.upper(),
+                help=f"{setting.metadata['help']} (default: the --size preset's)")
+            if setting.name in RENAMED:
+                deprecated_alias(parser, RENAMED[setting.name], option)
     parser.add_argument("--seed", type=int, default=SEED, help="seed of the data and the training")
     parser.add_argument("--data-only", action="store_true",
                         help="write the demo's synthetic datasets into <out>/data and stop")

@@ -44,14 +44,14 @@ class DemoSize:
     saliency_train: int = about("saliency set: training videos")
     saliency_val: int = about("saliency set: validation videos")
     saliency_frames: int = about("frames per saliency video")
-    saliency_channels: int = about("saliency U-Net base width")
+    saliency_width: int = about("saliency U-Net base width")
     saliency_epochs: int = about("saliency training epochs")
     saliency_clips: int = about("saliency training clips per video and epoch")
     quality_clips: int = about("quality set: clips (of --clip-frames frames)")
     quality_epochs: int = about("quality training epochs")
     check_train: int = about("global-context check: training videos")
     check_val: int = about("global-context check: validation videos")
-    check_channels: int = about("global-context check: U-Net base width")
+    check_width: int = about("global-context check: U-Net base width")
     check_epochs: int = about("global-context check: training epochs")
     check_clips: int = about("global-context check: training clips (frames) per video and epoch")
     # the paper: 8 frames per quality clip; the saliency network trains on clips this long too
@@ -60,7 +60,8 @@ class DemoSize:
     saliency_val_clips: int = about("saliency validation clips per video", 2)
     saliency_batch: int = about("saliency training clips per batch", 4)
     saliency_lr: float = about("saliency peak learning rate", 3e-3)
-    saliency_warmup: int = about("saliency warm-up optimizer steps", 10)
+    # warm-ups in epochs, as --warmup counts them: 10/12 is the small preset's 10 of 12 steps per epoch
+    saliency_warmup: float = about("saliency warm-up epochs", 10 / 12)
     backbone: str = about("quality network backbone, trained from scratch (nothing to download)",
                           "resnet18")
     quality_batch: int = about("quality training clips per batch", 8)
@@ -72,7 +73,7 @@ class DemoSize:
     check_val_clips: int = about("global-context check: validation clips per video", 2)
     check_batch: int = about("global-context check: clips per batch", 4)
     check_lr: float = about("global-context check: peak learning rate", 1e-3)
-    check_warmup: int = about("global-context check: warm-up optimizer steps", 20)
+    check_warmup: float = about("global-context check: warm-up epochs (20 of 120 steps)", 1 / 6)
     loader_workers: int = about("data-loading processes of the trainers, the maps and the "
                                 "evaluation (0: in the main process)", 0)
     overlay_frames: int = about("frames per clip in overlays.png (one clip per distorted region)", 4)
@@ -81,13 +82,13 @@ class DemoSize:
 
 SIZES = {
     "tiny": DemoSize(frame_size=(32, 56), radius=5, saliency_train=4, saliency_val=2,
-                     saliency_frames=8, saliency_channels=4, saliency_epochs=2, saliency_clips=1,
+                     saliency_frames=8, saliency_width=4, saliency_epochs=2, saliency_clips=1,
                      quality_clips=24, quality_epochs=2, check_train=4, check_val=2,
-                     check_channels=2, check_epochs=1, check_clips=1),
+                     check_width=2, check_epochs=1, check_clips=1),
     "small": DemoSize(frame_size=(48, 84), radius=9, saliency_train=24, saliency_val=6,
-                      saliency_frames=16, saliency_channels=8, saliency_epochs=6, saliency_clips=2,
+                      saliency_frames=16, saliency_width=8, saliency_epochs=6, saliency_clips=2,
                       quality_clips=600, quality_epochs=4, check_train=240, check_val=60,
-                      check_channels=8, check_epochs=5, check_clips=2),
+                      check_width=8, check_epochs=5, check_clips=2),
 }
 
 

@@ -22,16 +22,15 @@ from dagr.datasets import read_saliency_set
 from dagr.demo_data import QUALITY_DETAILS
 from dagr.demo_plan import (CHECK_SIZE, DEMO_MODEL, QUALITY_RUNS, REGISTERS, SALIENCY_LAYOUT,
                             SALIENCY_NAMES, SALIENCY_RUNS, DemoSize, Layout)
-from dagr.evaluation import (METRIC_OF_COLUMN, QUALITY_METRICS, RESULT_COLUMNS,
-                             evaluation_clips, write_results)
+from dagr.evaluation import RESULT_COLUMNS, evaluation_clips, write_results
 from dagr.images import read_image
 from dagr.losses import probability_maps
 from dagr.registers import CATEGORY_TABLE, attention_maps, video_categories
 from dagr.training import BEST, LOG
 from dataloader import FRAME_LIST
+from metrics import QUALITY_METRICS, headline, titles
 
-METRIC_COLUMNS = [column for column, metric in METRIC_OF_COLUMN.items()
-                  if metric in QUALITY_METRICS]  # PLCC, SRCC, KRCC, RMSE
+METRIC_COLUMNS = titles(headline(QUALITY_METRICS))  # PLCC, SRCC, KRCC, RMSE
 
 
 def write_report(layout: Layout, size: DemoSize, seed: int, overlays: Path) -> dict[str, Path]:
