@@ -55,7 +55,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-import evaluate_vqa
 import extract_frame
 import inference_sal
 import train_lsvq
@@ -69,6 +68,7 @@ from dagr.device import add_device_argument
 from dagr.evaluation import (RESULT_COLUMNS, evaluate, evaluation_clips, format_table,
                              write_results)
 from dagr.images import read_image
+from dagr.labelled_sets import LabelledSet, evaluate_sets
 from dagr.losses import probability_maps
 from dagr.registers import CATEGORY_TABLE, attention_maps, video_categories
 from dagr.training import BEST, LOG
@@ -331,10 +331,10 @@ def drop_ablation_checkpoints(layout: Layout) -> None:
 def evaluate_quality(layout: Layout, name: str, device: str) -> dict:
     """evaluate_vqa.py on the test split: the results-table row of run `name`."""
     maps, _ = QUALITY_RUNS[name]
-    labelled = evaluate_vqa.LabelledSet("konvid", layout.test_labels, layout.frames,
-                                        layout.maps(maps) if maps else None)
-    table = evaluate_vqa.evaluate_sets(layout.quality_run(name) / BEST, [labelled],
-                                       layout.evaluation(name), workers=0, device=device)
+    labelled = LabelledSet("konvid", layout.test_labels, layout.frames,
+                           layout.maps(maps) if maps else None)
+    table = evaluate_sets(layout.quality_run(name) / BEST, [labelled], layout.evaluation(name),
+                          workers=0, device=device)
     return table.iloc[0].to_dict()
 
 
