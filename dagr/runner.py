@@ -139,10 +139,10 @@ class StageRun:
         outcomes = produce(todo, workers)
         try:
             with tqdm(total=len(todo), unit="video", desc=self.stage.label,
-                      disable=not self.options.progress, leave=False) as bar:
+                      disable=not self.options.progress) as bar:
                 for outcome in outcomes:
                     self._record(outcome)
-                    bar.update()
+                    _advance(bar)
         except KeyboardInterrupt:
             outcomes.close()
             workers.stop()
@@ -258,6 +258,16 @@ class StageRun:
             print(f"left out: {problem}", file=sys.stderr)
         return exit_status(shard, bool(self.failures or left_out), self.merged,
                            self.stage.out.failures)
+
+
+def _advance(bar: tqdm) -> None:
+    """One item more on `bar`. The last one is counted without a display: closing the bar
+    prints its final line, and a display now would print that line twice (in a log, where
+    each refresh is a line of its own)."""
+    if bar.n + 1 >= bar.total:
+        bar.n += 1
+    else:
+        bar.update()
 
 
 def row_failure(row: dict[str, str]) -> Failure | None:

@@ -166,7 +166,7 @@ def test_file_named_as_a_video_that_is_none(tmp_path, good_video, models, capsys
                         tmp_path / "scores.csv", code_scores, err_scores, kind=kind)
     assert render(models, [good_video, bad], tmp_path / "renders") == 1
     assert f"{bad}: {problem}" in capsys.readouterr().err
-    assert [p.name for p in (tmp_path / "renders").iterdir()] == ["good.mp4"]
+    assert sorted(p.name for p in (tmp_path / "renders").iterdir()) == ["failures.csv", "good.mp4"]
 
 
 def test_zero_byte_label_file_and_checkpoint(tmp_path, quality_set, models, capsys) -> None:
