@@ -25,7 +25,7 @@ video shorter than a window repeats its last frame); the overlays are written as
 `<out>/<video_id>.mp4` (H.264, yuv420p) at the source's frame rate. Overlays, PNG and video,
 carry a colour bar (`colour_bar`) on their right. Videos already rendered are skipped.
 
-Videos that fail are listed at the end and in `<out>_failures.csv` (video_id, kind, problem),
+Videos that fail are listed at the end and in `<out>/failures.csv` (video_id, kind, problem),
 and the exit status is 1. Stored frames are read, and videos rendered, by supervised worker
 processes (dagr/supervised.py): a video that crashes its process (`crashed`, with the signal)
 or makes no progress for --video-timeout seconds (`timed-out`) fails alone. Video mode renders
