@@ -30,8 +30,6 @@ import sys
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from tqdm import tqdm
-
 from dagr import paper
 from dagr.cli import run_script, script_parser
 from dagr.datasets import QUALITY_SETS, quality_help, read_table
@@ -104,13 +102,12 @@ def _duplicate(job: SampleJob) -> Failure | None:
 
 
 def _sample(jobs: list[SampleJob], workers: Workers) -> Iterator[Outcome]:
-    """Each job's outcome as the workers finish them; a note is printed above the bar."""
+    """Each job's outcome as the workers finish them."""
     for job, outcome in workers.map(sample_and_store, jobs, name=_job_name,
                                     setup=one_opencv_thread):
         status, message = ("failed", outcome) if isinstance(outcome, Failure) else outcome
-        if status == "note":
-            tqdm.write(f"note: {message}", file=sys.stderr)
-        yield Outcome(job.video_id, message if status == "failed" else None)
+        yield Outcome(job.video_id, message if status == "failed" else None,
+                      note=message if status == "note" else "")
 
 
 def _job_id(job: SampleJob) -> str:

@@ -15,8 +15,12 @@ its output goes (a `Stage`); `StageRun` does the rest, the same way for all of t
   files, merged across shards; the end summary and the exit status.
 
 A stage hands `StageRun.run` a `produce(todo, workers)` function: it gets the items to do and
-`Workers` (`workers.map(...)` or `workers.supervision`), and yields one `Outcome` per item as
-each is finished in this process (written, scored, predicted).
+`Workers` (`workers.map(...)`, or `workers.supervision` for a pool of its own, closed with
+the generator), and yields one `Outcome` per item as each is finished in this process
+(written, scored, predicted).
+
+Imports no script; dagr.cli, dagr.failures, dagr.files, dagr.outputs, dagr.sharding,
+dagr.supervised and dagr.workers only.
 """
 from __future__ import annotations
 
@@ -33,8 +37,7 @@ from dagr.files import remove_leftovers
 from dagr.outputs import Output
 from dagr.sharding import (CsvOutput, PartialRows, Shard, exit_status, journal,
                            partial_path, write_outputs)
-from dagr.supervised import (KINDS, VIDEO_TIMEOUT, Supervision, WorkerPool, crashed_before,
-                             supervised_map)
+from dagr.supervised import KINDS, VIDEO_TIMEOUT, Supervision, crashed_before, supervised_map
 from dagr.workers import default_workers
 
 
@@ -76,10 +79,12 @@ class RunOptions:
 
 @dataclass(frozen=True)
 class Outcome:
-    """One item finished: its key, its Failure (None: done), and a file output's row."""
+    """One item finished: its key, its Failure (None: done), a file output's row, and a note
+    worth saying about it (printed above the progress bar)."""
     key: str
     failure: Failure | None = None
     row: dict[str, str] | None = None
+    note: str = ""
 
 
 class Workers:
@@ -98,10 +103,6 @@ class Workers:
                                 setup_args)
         self._maps.append(mapped)
         return mapped
-
-    def pool(self, function: Callable, setup: Callable[..., None] | None = None) -> WorkerPool:
-        """A dagr.supervised.WorkerPool under this run's supervision (a context manager)."""
-        return WorkerPool(function, self.supervision, setup)
 
     def stop(self) -> None:
         for mapped in self._maps:
@@ -133,7 +134,8 @@ class StageRun:
 
     # -- the work
     def run(self, items: Sequence, produce: Produce) -> None:
-        """`produce` on the share of `items` that is not finished, each Outcome recorded."""
+        """`produce` on the share of `items` that is not finished, each Outcome recorded (a
+        file output: one `run` per StageRun, as its partial file is opened once)."""
         todo = self._todo(self.options.shard.take(list(items)))
         workers = Workers(self._supervision(todo))
         outcomes = produce(todo, workers)
@@ -144,10 +146,10 @@ class StageRun:
                     self._record(outcome)
                     _advance(bar)
         except KeyboardInterrupt:
+            raise Interrupted(self._kept(len(todo))) from None
+        finally:  # the workers stopped (killed, when work is left), what they were writing removed
             outcomes.close()
             workers.stop()
-            raise Interrupted(self._kept(len(todo))) from None
-        finally:  # what a stopped or killed worker was writing
             if self._partial is not None:
                 self._partial.close()
             if self.stage.leftovers is not None:
@@ -196,6 +198,8 @@ class StageRun:
                                      if self.stage.key(i) in crashed))
 
     def _record(self, outcome: Outcome, again: bool = False) -> None:
+        if outcome.note:
+            tqdm.write(f"note: {outcome.note}", file=sys.stderr)
         if outcome.failure is not None:
             self.failures[outcome.key] = outcome.failure
         if outcome.row is not None:
