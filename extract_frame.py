@@ -28,30 +28,26 @@ if __name__ == "__main__":  # first: a Ctrl-C while the modules below load ends 
 import argparse
 import sys
 from pathlib import Path
-from typing import Sequence
-
-from tqdm import tqdm
+from typing import Iterator, Sequence
 
 from dagr import paper
-from dagr.cli import Interrupted, deprecated_alias, run_script, script_parser
+from dagr.cli import deprecated_alias, run_script, script_parser
 from dagr.datasets import QUALITY_SETS, quality_help, read_table
-from dagr.failures import DUPLICATE_ID, Failure, write_failures
-from dagr.files import remove_leftovers, writable_folder
+from dagr.failures import DUPLICATE_ID, Failure
 from dagr.frames import FRAME_LIST, SampleJob, sample_and_store
-from dagr.labels import PROBLEMS, LabelColumns, add_label_arguments, label_columns
-from dagr.sharding import (CsvOutput, Shard, add_shard_argument, current_shard, exit_status,
-                           is_merged, journal, write_outputs)
-from dagr.supervised import (VIDEO_TIMEOUT, Supervision, WorkerError, add_timeout_argument,
-                             crashed_before, supervised_map)
+from dagr.labels import LabelColumns, add_label_arguments, label_columns, reported_problems
+from dagr.outputs import FAILURES, folder_output  # FAILURES: its name in --out, for callers
+from dagr.runner import Outcome, RunOptions, Stage, StageRun, Workers
+from dagr.sharding import Shard, add_shard_argument, current_shard
+from dagr.supervised import VIDEO_TIMEOUT, add_timeout_argument
 from dagr.video_io import find_videos
-from dagr.workers import MAIN_PROCESS_NOTE, default_workers, one_opencv_thread
+from dagr.workers import MAIN_PROCESS_NOTE, one_opencv_thread
 
 # ----------------------------------------------------------------------------- config
 NUM_FRAMES = paper.FRAMES_PER_VIDEO  # K: frames kept per video
 HEIGHT, WIDTH = paper.FRAME_SIZE     # stored size
 WORKERS = None           # decoding processes; None: the cores, at most one per video
 OUT = "frames"
-FAILURES = "failures.csv"
 # -----------------------------------------------------------------------------
 
 
@@ -68,55 +64,53 @@ def extract(videos: Sequence[tuple[str, Path]], out: str | Path, k: int = NUM_FR
     counts as hung). Returns {video_id: Failure} for the share's videos that failed;
     `<out>/failures.csv` lists those of all shards once the last one is done (removed when
     all succeed)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    failures, jobs = {}, []
-    for video_id, path, duplicate in shard.take(_mark_duplicates(videos)):
-        if duplicate:
-            failures[video_id] = Failure(DUPLICATE_ID, f"{path}: another video already has "
-                                         f"the id {video_id!r}; skipped")
-        elif not is_done(out / video_id):
-            jobs.append(SampleJob(video_id, Path(path), out / video_id, k, tuple(size)))
-    crashed = crashed_before(out / FAILURES, "video_id")  # in the run that wrote the list
-    how = Supervision(default_workers(len(jobs)) if workers is None else workers, timeout,
-                      journal(out, shard),
-                      frozenset(str(job.path) for job in jobs if job.video_id in crashed))
-    finished = 0
-    try:
-        for job, (status, message) in _run_all(jobs, how, progress):
-            finished += 1
-            if status == "failed":
-                failures[job.video_id] = message
-            elif status == "note":
-                tqdm.write(f"note: {message}", file=sys.stderr)
-    except KeyboardInterrupt:
-        remove_leftovers(job.folder for job in jobs)  # of the videos stopped workers were writing
-        raise Interrupted(f"{finished} of {len(jobs)} videos sampled into {out} and kept; run "
-                          "the same command again to do the rest") from None
-    remove_leftovers(job.folder for job in jobs)  # of the videos whose workers died writing
-    write_outputs([CsvOutput(out / FAILURES, lambda path: write_failures(path, failures, "video_id"),
-                             "video_id")], shard)
-    return failures
+    options = RunOptions(workers, timeout, shard, progress=progress)
+    return sample_videos(videos, out, k, size, options).failures
 
 
-def _mark_duplicates(videos: Sequence[tuple[str, Path]]) -> list[tuple[str, Path, bool]]:
-    """(video_id, path, whether an earlier video has the same id) for each of `videos`."""
+def sample_videos(videos: Sequence[tuple[str, Path]], out: str | Path, k: int,
+                  size: tuple[int, int], options: RunOptions) -> StageRun:
+    """The stage, as the runner runs it: a SampleJob per video in, a folder per video out
+    (its failures CSV written); returns the run, for its summary."""
+    stage = Stage("extract frames", "sampled", folder_output(out), key=_job_id, name=_job_name,
+                  check=_duplicate, done=lambda job: is_done(job.folder),
+                  leftovers=lambda job: job.folder)
+    run = StageRun(stage, options)
+    run.run(sample_jobs(videos, Path(out), k, size), _sample)
+    run.write()
+    return run
+
+
+def sample_jobs(videos: Sequence[tuple[str, Path]], out: Path, k: int,
+                size: tuple[int, int]) -> list[SampleJob]:
+    """One SampleJob per video; a video whose id an earlier one has is marked a duplicate."""
     seen: set[str] = set()
-    marked = []
+    jobs = []
     for video_id, path in videos:
-        marked.append((video_id, path, video_id in seen))
+        jobs.append(SampleJob(video_id, Path(path), out / video_id, k, tuple(size),
+                              duplicate=video_id in seen))
         seen.add(video_id)
-    return marked
+    return jobs
 
 
-def _run_all(jobs: list[SampleJob], how: Supervision, progress: bool):
-    """(job, (status, message)) for each job, as the workers finish them; a video that took
-    its worker down comes back as ("failed", its Failure)."""
-    with tqdm(total=len(jobs), unit="video", desc="extract frames", disable=not progress) as bar:
-        for job, outcome in supervised_map(sample_and_store, jobs, how, name=_job_name,
-                                           setup=one_opencv_thread):
-            bar.update()
-            yield job, ("failed", outcome) if isinstance(outcome, Failure) else outcome
+def _duplicate(job: SampleJob) -> Failure | None:
+    if not job.duplicate:
+        return None
+    return Failure(DUPLICATE_ID, f"{job.path}: another video already has the id "
+                                 f"{job.video_id!r}; skipped")
+
+
+def _sample(jobs: list[SampleJob], workers: Workers) -> Iterator[Outcome]:
+    """Each job's outcome as the workers finish them."""
+    for job, outcome in workers.map(sample_and_store, jobs, name=_job_name,
+                                    setup=one_opencv_thread):
+        status, message = ("failed", outcome) if isinstance(outcome, Failure) else outcome
+        yield Outcome(job.video_id, message if status == "failed" else None,
+                      note=message if status == "note" else "")
+
+
+def _job_id(job: SampleJob) -> str:
+    return job.video_id
 
 
 def _job_name(job: SampleJob) -> str:
@@ -129,9 +123,9 @@ def videos_from_labels(dataset: str, labels: str, video_root: str,
     """(video_id, path) for the rows of a label file (official, csv or labels-txt) whose
     video exists, and the problems reported while reading it (rows left out: missing video,
     bad MOS)."""
-    reported = len(PROBLEMS)
-    table = read_table(dataset, labels, video_root, columns)
-    return list(zip(table["video_id"], map(Path, table["path"]))), PROBLEMS[reported:]
+    with reported_problems() as problems:
+        table = read_table(dataset, labels, video_root, columns)
+    return list(zip(table["video_id"], map(Path, table["path"]))), problems
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -171,30 +165,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                             if args.dataset else (find_videos(args.videos), []))
         if not videos:  # find_videos raises for inputs that hold none
             raise FileNotFoundError(f"{args.labels}: no row's video is under {args.root}")
-        writable_folder(args.out)
-    except (OSError, ValueError) as err:
+        run = sample_videos(videos, args.out, args.num_frames, tuple(args.size),
+                            RunOptions(args.workers, args.video_timeout, current_shard(args.shard)))
+    except (OSError, ValueError) as err:  # WorkerError: no decoding process could start
         print(f"error: {err}", file=sys.stderr)
         return 2
-    shard = current_shard(args.shard)
-    try:
-        failures = extract(videos, args.out, args.num_frames, tuple(args.size), args.workers,
-                           shard=shard, timeout=args.video_timeout)
-    except WorkerError as err:  # no decoding process could start: nothing can be done
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    share = len(shard.take(videos))
-    done = share - len(failures)
-    print(f"{done} of {share} videos sampled into {args.out}"
-          + ("" if shard.single else f" (shard {shard.index} of {shard.count})"))
-    if failures:
-        print(f"{len(failures)} failed (listed in {Path(args.out) / FAILURES}):", file=sys.stderr)
-        for message in failures.values():
-            print(f"  {message}", file=sys.stderr)
-    for problem in left_out:
-        print(f"left out: {problem}", file=sys.stderr)
-    failures_csv = Path(args.out) / FAILURES
-    return exit_status(shard, bool(failures or left_out), is_merged(failures_csv, shard),
-                       failures_csv)
+    return run.summary(left_out)
 
 
 if __name__ == "__main__":

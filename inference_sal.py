@@ -29,7 +29,7 @@ video shorter than a window repeats its last frame); the overlays are written as
 `<out>/<video_id>.mp4` (H.264, yuv420p) at the source's frame rate. Overlays, PNG and video,
 carry a colour bar (`colour_bar`) on their right. Videos already rendered are skipped.
 
-Videos that fail are listed at the end and in `<out>_failures.csv` (video_id, kind, problem),
+Videos that fail are listed at the end and in `<out>/failures.csv` (video_id, kind, problem),
 and the exit status is 1. Stored frames are read, and videos rendered, by supervised worker
 processes (dagr/supervised.py): a video that crashes its process (`crashed`, with the signal)
 or makes no progress for --video-timeout seconds (`timed-out`) fails alone. Video mode renders
@@ -47,6 +47,7 @@ if __name__ == "__main__":  # first: a Ctrl-C while the modules below load ends 
 
 import argparse
 import sys
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -55,14 +56,13 @@ import cv2
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from dagr import paper
 from dagr.model_file import ModelFile, Source
-from dagr.cli import Interrupted, deprecated_alias, run_script, script_parser
+from dagr.cli import deprecated_alias, run_script, script_parser
 from dagr.device import add_device_argument, pick_device
-from dagr.failures import Failure, write_failures
-from dagr.files import atomic_path, remove_leftovers, writable_folder
+from dagr.failures import Failure
+from dagr.files import atomic_path
 from dagr.frames import UNREADABLE_FRAMES, WRITE_FAILED, frame_files, stored_clip
 from dagr.images import read_image, write_png
 from dagr.inference import SaliencyRecipe, predict_logits, stored_maps
@@ -70,17 +70,16 @@ from dagr.overlays import (FIXED_SCALE_MAX, SCALES, Render, load_network, overla
                            shown_maps)
 from dagr.precision import add_precision_arguments
 from dagr.registers import attention_maps, has_attention_registers
-from dagr.sharding import (CsvOutput, Shard, add_shard_argument, current_shard, exit_status,
-                           is_merged, journal, shard_device, write_outputs)
-from dagr.supervised import (VIDEO_TIMEOUT, Supervision, add_timeout_argument, crashed_before,
-                             supervised_map)
+from dagr.outputs import folder_output
+from dagr.runner import Outcome, RunOptions, Stage, StageRun, Workers
+from dagr.sharding import Shard, add_shard_argument, current_shard, shard_device
+from dagr.supervised import VIDEO_TIMEOUT, add_timeout_argument
 from dagr.video_io import find_videos
-from dagr.workers import MAIN_PROCESS_NOTE, default_workers, one_opencv_thread
+from dagr.workers import MAIN_PROCESS_NOTE, one_opencv_thread
 from dataloader import stored_videos, to_clip_tensor
 
 # ----------------------------------------------------------------------------- config
 CHECKPOINT = "runs/saliency/best.pt"
-FRAMES = "frames"          # extract_frame.py's output
 OUT = "saliency"
 BATCH_SIZE = 8             # clips per forward pass
 WORKERS = None             # frame-loading processes (frames mode: the machine's cores) or
@@ -90,7 +89,6 @@ FOLD_BN = True             # fold BatchNorm into the convolutions (faster, same 
 OVERLAY_SUFFIX = "_overlays"
 OVERLAY_SCALE = "frame"    # overlay colours: "frame" (min to max of each frame) or "fixed"
 REGISTERS_SUFFIX = "_registers"  # --register-attention writes to <out>_registers
-FAILURES_SUFFIX = "_failures.csv"
 # -----------------------------------------------------------------------------
 
 
@@ -169,23 +167,46 @@ def _save_register_attention(item: dict, looks: np.ndarray, frames_dir: Path,
                 write_png(tmp / register_file(name, register), overlay(frame, image))
 
 
-def stored_share(frames_dir: Path, shard: Shard) -> list[str]:
-    """`shard`'s share of the videos stored under `frames_dir`. Raises FileNotFoundError
-    (naming the folder) when it is missing or holds no stored video: nothing to do there is a
-    mistake in the command."""
+def stored_ids(frames_dir: Path) -> list[str]:
+    """The videos stored under `frames_dir`. Raises FileNotFoundError (naming the folder) when
+    it is missing or holds no stored video: nothing to do there is a mistake in the command."""
     if not frames_dir.is_dir():
         raise FileNotFoundError(f"{frames_dir}: no such folder (give extract_frame.py's --out)")
     videos = stored_videos(frames_dir)
     if not videos:
         raise FileNotFoundError(f"{frames_dir}: no video's frames stored there (give "
                                 "extract_frame.py's --out)")
-    return shard.take(videos)
+    return videos
 
 
-def failures_file(out: str | Path) -> Path:
-    """The failures list beside the maps (or renders) folder: `<out>_failures.csv`."""
-    out = Path(out)
-    return out.with_name(out.name + FAILURES_SUFFIX)
+@dataclass(frozen=True)
+class MapTargets:
+    """Where frames mode reads and writes: the stored frames, the maps, and the overlays and
+    register attention when asked (None: not written)."""
+    frames: Path
+    maps: Path
+    overlays: Path | None = None
+    registers: Path | None = None
+    overlay_scale: str = OVERLAY_SCALE  # the overlays' colour scale (dagr.overlays.SCALES)
+
+    def frame_names(self, video_id: str) -> list[str] | Failure:
+        """A stored video's frame file names, or why they cannot be read."""
+        try:
+            return frame_files(self.frames / video_id)
+        except (OSError, ValueError) as err:
+            return Failure(UNREADABLE_FRAMES, f"{self.frames / video_id}: unreadable frame list "
+                                              f"({err})")
+
+    def done(self, video_id: str) -> bool:
+        """Whether every map (and overlay, and register drawing) of the video is there."""
+        names = self.frame_names(video_id)
+        folders = [t / video_id for t in (self.maps, self.overlays) if t is not None]
+        return (_is_done(folders, names) and (self.registers is None
+                                              or (self.registers / video_id).is_dir()))
+
+    def problem(self, video_id: str) -> Failure | None:
+        names = self.frame_names(video_id)
+        return names if isinstance(names, Failure) else None
 
 
 def infer_frames(model: nn.Module, frames_dir: str | Path, out: str | Path,
@@ -193,48 +214,28 @@ def infer_frames(model: nn.Module, frames_dir: str | Path, out: str | Path,
                  workers: int | None = WORKERS, with_overlays: bool = False,
                  progress: bool = True, shard: Shard = Shard(),
                  timeout: float = VIDEO_TIMEOUT, with_registers: bool = False,
-                 overlay_scale: str = OVERLAY_SCALE) -> tuple[dict[str, Failure], int]:
+                 overlay_scale: str = OVERLAY_SCALE) -> StageRun:
     """Maps (and overlays on the colour scale `overlay_scale`, and with `with_registers` each
     register's attention over each frame) for every stored video under `frames_dir`
     (`shard`'s share of them) not yet done in `out`, the frames read by supervised worker
-    processes. The network sees frames resized to `size` (H, W). Returns ({video_id: Failure} for the videos that failed, number of
-    videos skipped as done)."""
-    frames_dir, out = Path(frames_dir), Path(out)
-    overlays = overlay_folder(out) if with_overlays else None
-    registers = register_folder(out) if with_registers else None
-    targets = [out] + ([overlays] if overlays is not None else [])
-    failures: dict[str, Failure] = {}
-    todo, skipped = [], 0
-    for video_id in stored_share(frames_dir, shard):
-        try:
-            names = frame_files(frames_dir / video_id)
-        except (OSError, ValueError) as err:
-            failures[video_id] = Failure(UNREADABLE_FRAMES, f"{frames_dir / video_id}: unreadable "
-                                         f"frame list ({err})")
-            continue
-        if (_is_done([t / video_id for t in targets], names)
-                and (registers is None or (registers / video_id).is_dir())):
-            skipped += 1
-        else:
-            todo.append(video_id)
-    crashed = crashed_before(failures_file(out), "video_id")
-    how = Supervision(default_workers(len(todo)) if workers is None else workers, timeout,
-                      journal(out, shard),
-                      frozenset(str(frames_dir / v) for v in todo if v in crashed))
-    loaded = supervised_map(partial(stored_clip, frames_dir=frames_dir, size=tuple(size)), todo,
-                            how, name=lambda video_id: str(frames_dir / video_id),
-                            setup=one_opencv_thread)
-    written = 0
-    try:
-        for batch in tqdm(_batches(loaded, batch_size), total=-(-len(todo) // batch_size),
-                          desc="saliency", unit="batch", disable=not progress):
-            written += _map_batch(model, batch, frames_dir, out, overlays, device, failures,
-                                  registers, overlay_scale)
-    except KeyboardInterrupt:
-        loaded.close()
-        raise Interrupted(f"maps of {written} of {len(todo)} videos written to {out} and kept; "
-                          "run the same command again to do the rest") from None
-    return failures, skipped
+    processes. The network sees frames resized to `size` (H, W). Returns the run (its failures
+    by video id, the videos skipped as done), its failures CSV not yet written."""
+    targets = MapTargets(Path(frames_dir), Path(out),
+                         overlay_folder(out) if with_overlays else None,
+                         register_folder(out) if with_registers else None, overlay_scale)
+    stage = Stage("saliency", "mapped", folder_output(out), key=str,
+                  name=lambda video_id: str(targets.frames / video_id), check=targets.problem,
+                  done=targets.done)
+    run = StageRun(stage, RunOptions(workers, timeout, shard, progress=progress))
+
+    def maps(todo: list[str], supervised: Workers) -> Iterator[Outcome]:
+        loaded = supervised.map(partial(stored_clip, frames_dir=targets.frames, size=tuple(size)),
+                                todo, name=stage.name, setup=one_opencv_thread)
+        for batch in _batches(loaded, batch_size):
+            yield from _map_batch(model, batch, targets, device)
+
+    run.run(stored_ids(targets.frames), maps)
+    return run
 
 
 def _batches(loaded: Iterator[tuple[str, dict | Failure]], size: int) -> Iterator[list[dict]]:
@@ -250,15 +251,13 @@ def _batches(loaded: Iterator[tuple[str, dict | Failure]], size: int) -> Iterato
         yield batch
 
 
-def _map_batch(model: nn.Module, batch: list[dict], frames_dir: Path, out: Path,
-               overlays: Path | None, device: torch.device | str,
-               failures: dict[str, Failure], registers: Path | None = None,
-               overlay_scale: str = OVERLAY_SCALE) -> int:
-    """Maps (and overlays, and register attention into `registers`) of one batch of
-    `stored_clip`'s items; returns how many were written, recording the others in
-    `failures`."""
-    written = 0
-    failures.update({item["video_id"]: item["error"] for item in batch if "error" in item})
+def _map_batch(model: nn.Module, batch: list[dict], targets: MapTargets,
+               device: torch.device | str) -> Iterator[Outcome]:
+    """Maps (and overlays, and register attention) of one batch of `stored_clip`'s items,
+    each written as it is ready; one Outcome per item."""
+    for item in batch:
+        if "error" in item:
+            yield Outcome(item["video_id"], item["error"])
     groups: dict[tuple, list[dict]] = {}  # one forward pass per clip length and frame size
     for item in batch:
         if "error" not in item:
@@ -267,19 +266,21 @@ def _map_batch(model: nn.Module, batch: list[dict], frames_dir: Path, out: Path,
         clips = torch.stack([to_clip_tensor(i["frames"]) for i in items])
         logits = predict_logits(model, clips, device, frame_size)
         maps = stored_maps(logits).cpu()
-        shown = None if overlays is None else shown_maps(logits, overlay_scale).numpy()
-        looks = None if registers is None else attention_maps(
+        shown = (None if targets.overlays is None
+                 else shown_maps(logits, targets.overlay_scale).numpy())
+        looks = None if targets.registers is None else attention_maps(
             model, clips.to(device).permute(0, 2, 1, 3, 4), frame_size).cpu().numpy()
         for index, (item, video_maps) in enumerate(zip(items, maps.numpy())):
             try:
-                _save_maps(item, video_maps, frames_dir, out, overlays,
-                           None if shown is None else shown[index], overlay_scale)
+                _save_maps(item, video_maps, targets.frames, targets.maps, targets.overlays,
+                           None if shown is None else shown[index], targets.overlay_scale)
                 if looks is not None:
-                    _save_register_attention(item, looks[index], frames_dir, registers)
-                written += 1
+                    _save_register_attention(item, looks[index], targets.frames,
+                                             targets.registers)
             except (OSError, cv2.error) as err:
-                failures[item["video_id"]] = Failure(WRITE_FAILED, str(err))
-    return written
+                yield Outcome(item["video_id"], Failure(WRITE_FAILED, str(err)))
+            else:
+                yield Outcome(item["video_id"])
 
 
 # ----------------------------------------------------------------------------- video mode
@@ -288,39 +289,28 @@ def render_videos(network: SaliencyRecipe, inputs: Sequence[str | Path], out: st
                   size: Sequence[int], window: int = WINDOW, batch_size: int = BATCH_SIZE,
                   workers: int | None = WORKERS, progress: bool = True,
                   timeout: float = VIDEO_TIMEOUT, overlay_scale: str = OVERLAY_SCALE
-                  ) -> tuple[dict[str, Failure], int]:
+                  ) -> StageRun:
     """`render_video` for every video found in `inputs` (files or folders) that has no
     `<out>/<video_id>.mp4` yet, on the colour scale `overlay_scale`, in supervised worker
-    processes (default: one, none for a single video). Returns ({video_id: Failure}, number
-    skipped as done)."""
-    out, failures, jobs = Path(out), {}, {}
-    videos = find_videos(inputs)
-    for video_id, path in videos:
-        target = out / f"{video_id}.mp4"
-        if not target.is_file():
-            jobs[video_id] = Render(Path(path), target, network, tuple(size), window, batch_size,
-                                    overlay_scale)
-    crashed = crashed_before(failures_file(out), "video_id")
-    how = Supervision((1 if len(jobs) > 1 else 0) if workers is None else workers, timeout,
-                      journal(out, Shard()),
-                      frozenset(str(job.path) for video_id, job in jobs.items() if video_id in crashed))
-    ids = {job: video_id for video_id, job in jobs.items()}
-    rendered = supervised_map(render, list(jobs.values()), how, name=lambda job: str(job.path),
-                              setup=load_network, setup_args=(network,))
-    finished = 0
-    try:
-        for job, outcome in tqdm(rendered, total=len(jobs), desc="render", unit="video",
-                                 disable=not progress):
-            finished += 1
-            if isinstance(outcome, Failure):
-                failures[ids[job]] = outcome
-    except KeyboardInterrupt:
-        rendered.close()
-        raise Interrupted(f"{finished} of {len(jobs)} videos rendered into {out} and kept; run "
-                          "the same command again to do the rest") from None
-    finally:  # what a killed or stopped process was writing
-        remove_leftovers(job.target for job in jobs.values())
-    return failures, len(videos) - len(jobs)
+    processes (default: one, none for a single video). Returns the run (failures by video id,
+    videos skipped as done), its failures CSV not yet written."""
+    out = Path(out)
+    jobs = [(video_id, Render(Path(path), out / f"{video_id}.mp4", network, tuple(size), window,
+                              batch_size, overlay_scale))
+            for video_id, path in find_videos(inputs)]
+    stage = Stage("render", "rendered", folder_output(out), key=lambda job: job[0],
+                  name=lambda job: str(job[1].path), done=lambda job: job[1].target.is_file(),
+                  leftovers=lambda job: job[1].target)
+    run = StageRun(stage, RunOptions(workers, timeout, progress=progress, most_workers=1))
+
+    def rendered(todo: list[tuple[str, Render]], supervised: Workers) -> Iterator[Outcome]:
+        ids = {job: video_id for video_id, job in todo}
+        for job, outcome in supervised.map(render, list(ids), name=lambda job: str(job.path),
+                                           setup=load_network, setup_args=(network,)):
+            yield Outcome(ids[job], outcome if isinstance(outcome, Failure) else None)
+
+    run.run(jobs, rendered)
+    return run
 
 
 # ----------------------------------------------------------------------------- command line
@@ -401,40 +391,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.frames and not Path(args.frames).is_dir():  # before --out is made
             raise FileNotFoundError(f"{args.frames}: no such folder (give extract_frame.py's --out)")
-        writable_folder(args.out)
         if args.overlay:
-            writable_folder(overlay_folder(args.out))
+            folder_output(overlay_folder(args.out))
         if args.register_attention:
-            writable_folder(register_folder(args.out))
+            folder_output(register_folder(args.out))
         if args.frames:
-            failures, skipped = infer_frames(model, args.frames, args.out, device, size,
-                                             args.batch_size, args.workers, args.overlay,
-                                             shard=shard, timeout=args.video_timeout,
-                                             with_registers=args.register_attention,
-                                             overlay_scale=args.overlay_scale)
+            run = infer_frames(model, args.frames, args.out, device, size, args.batch_size,
+                               args.workers, args.overlay, shard=shard,
+                               timeout=args.video_timeout, with_registers=args.register_attention,
+                               overlay_scale=args.overlay_scale)
         else:
-            failures, skipped = render_videos(network, args.videos, args.out, size, args.window,
-                                              args.batch_size, args.workers,
-                                              timeout=args.video_timeout,
-                                              overlay_scale=args.overlay_scale)
+            run = render_videos(network, args.videos, args.out, size, args.window,
+                                args.batch_size, args.workers, timeout=args.video_timeout,
+                                overlay_scale=args.overlay_scale)
+        run.write()
     except OSError as err:  # a missing input, or an output folder that cannot be written
         print(f"error: {err}", file=sys.stderr)
         return 2
-    listing = failures_file(args.out)
-    write_outputs([CsvOutput(listing, lambda path: write_failures(path, failures, "video_id"),
-                             "video_id")], shard)
-    print(f"saliency written to {args.out} ({skipped} video(s) already done, skipped)")
     for wanted, folder, what in ((args.overlay, overlay_folder(args.out), "overlays"),
                                  (args.register_attention, register_folder(args.out),
                                   "register attention"),
                                  (args.all_frames, Path(args.out), "overlay videos")):
         if wanted:
             print(f"{what} written to {folder}/")
-    if failures:
-        print(f"{len(failures)} video(s) failed (listed in {listing}):", file=sys.stderr)
-        for _, failure in sorted(failures.items()):
-            print(f"  {failure}", file=sys.stderr)
-    return exit_status(shard, bool(failures), is_merged(listing, shard), listing)
+    return run.summary()
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from dagr.distributed import Distributed, distributed_job, gather_objects, wrap_
 from dagr.evaluation import (clip_loader, evaluate_best, gather_predictions, predict,
                              quality_validation, saliency_folder)
 from dagr.files import writable_folder
-from dagr.labels import PROBLEMS, add_label_arguments, label_columns
+from dagr.labels import add_label_arguments, label_columns, reported_problems
 from dagr.losses import quality_loss
 from dagr.precision import compile_model, resolve_precision
 from dagr.provenance import TRAINED_ON, trained_on
@@ -250,14 +250,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Exit status 0: trained and tested on every video; 1: done, but some rows or videos were
     left out (the warnings say which); 2: an error stopped the run."""
     config = parse_args(argv)
-    problems = len(PROBLEMS)
     try:
-        best = train(config)
+        with reported_problems() as problems:
+            best = train(config)
     except (OSError, ValueError) as err:  # LabelFileError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"best checkpoint: {best}")
-    return 1 if len(PROBLEMS) > problems else 0
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from dagr.device import pick_device
 from dagr.distributed import Distributed, ShardSampler, distributed_job, wrap_for_training
 from dagr.evaluation import evaluate, evaluation_clips, format_table, validate
 from dagr.files import writable_folder
-from dagr.labels import PROBLEMS
+from dagr.labels import reported_problems
 from dagr.losses import saliency_loss
 from dagr.precision import compile_model, resolve_precision
 from dagr.provenance import TRAINED_ON, trained_on
@@ -278,22 +278,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Exit status 0: done with every video; 1: done, but some videos were left out (the
     warnings say which); 2: an error stopped the run."""
     config = parse_args(argv)
-    problems = len(PROBLEMS)
     try:
-        if config.evaluate:
-            metrics = evaluate(config.evaluate, config.dataset, config.root, config.split,
-                               config.device, config.batch_size, config.workers,
-                               precision=config.precision)
-            print(f"{config.evaluate} on {config.dataset} {config.split}:")
-            print(format_table(metrics))
-        elif config.ablation is not None:
-            print((ablation(config)).read_text())
-        else:
-            print(f"best checkpoint: {train(config)}")
+        with reported_problems() as problems:
+            if config.evaluate:
+                metrics = evaluate(config.evaluate, config.dataset, config.root, config.split,
+                                   config.device, config.batch_size, config.workers,
+                                   precision=config.precision)
+                print(f"{config.evaluate} on {config.dataset} {config.split}:")
+                print(format_table(metrics))
+            elif config.ablation is not None:
+                print((ablation(config)).read_text())
+            else:
+                print(f"best checkpoint: {train(config)}")
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return 1 if len(PROBLEMS) > problems else 0
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

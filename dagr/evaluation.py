@@ -33,7 +33,7 @@ from dagr.failures import Failure
 from dagr.files import atomic_path
 from dagr.losses import probability_maps
 from dagr.precision import precision_autocast, resolve_precision
-from dagr.supervised import Supervision, supervised_map
+from dagr.runner import Workers
 from dagr.workers import quiet_worker
 from dagr.frames import stored_example
 from dataloader import (MosScale, SaliencyClipDataset, SaliencyVideo, VQAClipDataset,
@@ -191,20 +191,20 @@ def predict_batches(model: torch.nn.Module, batches: Iterable[dict], scale: MosS
     return pd.DataFrame(rows, columns=["video_id", "mos", "prediction"])
 
 
-def stored_batches(data: VQAClipDataset, batch_size: int, how: Supervision,
-                   failures: dict[str, Failure]) -> Iterator[dict]:
+def stored_batches(data: VQAClipDataset, batch_size: int, workers: Workers
+                   ) -> Iterator[dict | tuple[str, Failure]]:
     """Batches of `data`'s videos as its DataLoader gives them (`frames`, `saliency`, `mos`,
-    `video_id`), in order, their stored frames and maps read by supervised worker processes;
-    a video that cannot be read, or that takes its worker down, goes to `failures` (by
-    video id) and is left out."""
+    `video_id`), in order, their stored frames and maps read by the run's supervised worker
+    processes; a video that cannot be read, or that takes its worker down, comes as
+    (video_id, Failure) instead and is left out of the batches."""
     rows = list(zip(data.table["video_id"], data.table["mos"].astype(float)))
     load = partial(stored_example, frames=data.frames_dir, saliency=data.saliency_dir,
                    size=data.size)
     batch: list[dict] = []
-    for (video_id, _), example in supervised_map(load, rows, how, ordered=True,
-                                                 name=lambda row: str(data.frames_dir / row[0])):
+    for (video_id, _), example in workers.map(load, rows, ordered=True,
+                                              name=lambda row: str(data.frames_dir / row[0])):
         if isinstance(example, Failure):
-            failures[video_id] = example
+            yield video_id, example
             continue
         batch.append(example)
         if len(batch) == batch_size:

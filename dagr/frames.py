@@ -52,12 +52,14 @@ def write_frames(sampled: SampledVideo, folder: Path) -> None:
 
 @dataclass(frozen=True)
 class SampleJob:
-    """One video to sample into its frames folder: K frames of `size` (H, W)."""
+    """One video to sample into its frames folder: K frames of `size` (H, W); `duplicate`:
+    an earlier video has its id (it is not sampled)."""
     video_id: str
     path: Path
     folder: Path
     k: int
     size: tuple[int, int]
+    duplicate: bool = False
 
 
 def sample_and_store(job: SampleJob) -> tuple[str, str | Failure]:

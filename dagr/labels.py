@@ -4,8 +4,9 @@ any labelled set.
 Every reader (dataloader.py's official ones and the plain ones here) returns one table with the
 columns `video_id, path, mos, split` through `finish_table`, which drops and reports rows with
 a missing or non-numeric score, repeated ids and (given a video folder) missing videos: a row
-is never replaced by another sample. Problems go to stderr and into PROBLEMS, so that a script
-can end with a status that says some inputs were left out.
+is never replaced by another sample. Problems go to stderr, and to every `reported_problems()`
+block around the reading, so that a script can end with a status that says some inputs were
+left out.
 
 The plain formats:
 - `--dataset csv --labels FILE`: a CSV, TSV or XLSX table with a video column (a file name or
@@ -22,10 +23,11 @@ MOS (needed to compare with, fine-tune or evaluate a MOS-trained checkpoint).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -41,7 +43,7 @@ SPLIT_COLUMNS = ("split", "Split", "set")
 
 COLUMNS = ["video_id", "path", "mos", "split"]
 SHOW = 5  # how many names a report lists
-PROBLEMS: list[str] = []  # every data problem this process reported, in order
+_COLLECTORS: list[list[str]] = []  # the lists of the open reported_problems() blocks
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val",
                "test": "test"}
 Columns = Sequence[str | tuple[str, ...]]  # a tuple lists alternative names of one column
@@ -60,9 +62,23 @@ class MissingColumns(LabelFileError):
 
 
 def report(message: str) -> None:
-    """Data problems go to stderr so that they stand apart from results."""
-    PROBLEMS.append(message)
+    """Data problems go to stderr so that they stand apart from results, and to the lists of
+    the open `reported_problems()` blocks."""
+    for problems in _COLLECTORS:
+        problems.append(message)
     print(f"warning: {message}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def reported_problems() -> Iterator[list[str]]:
+    """The data problems that `report` says while the block runs, in order: what a script's
+    exit status is decided from (the readers report deep inside datasets and trainers)."""
+    problems: list[str] = []
+    _COLLECTORS.append(problems)
+    try:
+        yield problems
+    finally:
+        _COLLECTORS[:] = [other for other in _COLLECTORS if other is not problems]
 
 
 def shown_names(items: Sequence[str]) -> str:

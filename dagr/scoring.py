@@ -7,6 +7,9 @@ for those K only, and the quality network, batched (design.md, section 9, "scori
 """
 from __future__ import annotations
 
+import contextlib
+import csv
+import json
 import sys
 from dataclasses import dataclass, field
 from functools import partial
@@ -19,18 +22,18 @@ from tqdm import tqdm
 
 from dagr import paper
 from dagr.model_file import ModelFile, Source, load_saliency
-from dagr.cli import Interrupted
-from dagr import supervised
-from dagr.failures import Failure, write_failures
+from dagr.failures import Failure
 from dagr.files import NAMES_ENCODING, atomic_path
 from dagr.evaluation import trained_quality
 from dagr.inference import inference_quality, predict_maps, prepare_inference
 from dagr.precision import compile_model, precision_autocast, resolve_precision, weights_precision
 from dagr.provenance import TRAINED_ON, scores_meta, training_note, write_scores_meta
-from dagr.sharding import CsvOutput, PartialRows, Shard, journal, partial_path, write_outputs
+from dagr.outputs import Output, scores_output
+from dagr.runner import Outcome, RunOptions, Stage, StageRun, Workers, row_failure
+from dagr.sharding import CsvOutput, Shard
 from dagr.supervised import VIDEO_TIMEOUT, Supervision, WorkerPool
 from dagr.video_io import try_sample_video
-from dagr.workers import default_workers, one_opencv_thread
+from dagr.workers import one_opencv_thread
 from dataloader import MosScale
 from VQA import QualityNet
 
@@ -43,11 +46,11 @@ def unreadable(path: Path, failure: Failure) -> dict:
             "decoded": 0}
 
 
-def decoding_pool(size: tuple[int, int], how: Supervision,
+def decoding_pool(size: tuple[int, int], supervision: Supervision,
                   k: int = paper.FRAMES_PER_VIDEO) -> WorkerPool:
     """Supervised processes that sample K frames of size (H, W) per video (`decoded_videos`);
     one pool serves several passes over videos. They import video_io only, not torch."""
-    return WorkerPool(partial(try_sample_video, k=k, size=tuple(size)), how,
+    return WorkerPool(partial(try_sample_video, k=k, size=tuple(size)), supervision,
                       setup=one_opencv_thread)
 
 
@@ -129,14 +132,14 @@ class Scorer:
     batch_size: int = 16
     meta: dict = field(default_factory=dict)
 
-    def rows(self, paths: Sequence[Path], how: Supervision, progress: bool = False
+    def rows(self, paths: Sequence[Path], supervision: Supervision, progress: bool = False
              ) -> Iterator[dict[str, str]]:
         """One row per video of `paths`, as they are scored (unreadable ones first within
-        a batch), decoded as `how` says: `video` (the path as given), `score` (MOS units as
+        a batch), decoded under `supervision`: `video` (the path as given), `score` (MOS units as
         text at full precision; "" when the video cannot be read), `kind` and `problem` (why
         not; "" otherwise). Close the iterator when stopping early: that stops the decoding
         processes."""
-        with decoding_pool(self.size, how, self.frames) as pool:
+        with decoding_pool(self.size, supervision, self.frames) as pool:
             items = score_items(self.quality, self.saliency, decoded_videos(pool, paths),
                                 self.batch_size, self.device)
             for item in tqdm(items, total=len(paths), desc="score", unit="video",
@@ -178,67 +181,67 @@ def load_scorer(quality: Source, saliency: Source | None, device: torch.device,
 
 # ----------------------------------------------------------------------------- scores file
 
-def failures_file(out: str | Path) -> Path:
-    """The failures list beside a scores file: `scores.csv` -> `scores_failures.csv`."""
-    out = Path(out)
-    return out.with_name(f"{out.stem}_failures.csv")
-
-
-def score_to_csv(scorer: Scorer, paths: Sequence[str], out: str | Path, workers: int | None,
-                 shard: Shard = Shard(), resume: bool = False, progress: bool = True,
-                 timeout: float = VIDEO_TIMEOUT, retry_failed: bool = False
-                 ) -> tuple[pd.DataFrame, dict[str, Failure]]:
-    """Score `shard`'s share of `paths` (sorted video files): writes `out` (video,score) with
-    its sidecar provenance.scores_meta_file(out) (scale, training data, model) and,
-    when some fail, `failures_file(out)` (video,kind,problem), or for a shard its parts of
-    them, merged by the last shard to finish. Each row is appended to a partial file as it
-    comes; with `resume` the videos already there are not scored again, those that failed
-    included (a video that crashed or hung its decoder would do it again) unless
-    `retry_failed`; those that crashed or hung are then decoded in a worker process even with
-    `workers` 0. `timeout`: seconds without progress before a video counts as hung. Returns
-    the share's scores and {video: Failure}."""
-    out = Path(out)
-    mine = shard.take(list(paths))
-    partial = PartialRows(partial_path(out, shard), PARTIAL_FIELDS)
-    kept, retried = partial.start(resume, redo=lambda row: retry_failed and bool(row["problem"]))
-    results = {row["video"]: row for row in kept}
-    failed_before = sum(bool(row["problem"]) for row in results.values())
-    if failed_before:
-        print(f"note: {failed_before} video(s) that failed in the earlier run are not tried "
-              "again (--retry-failed tries them)", file=sys.stderr)
-    todo = [Path(p) for p in mine if p not in results]
-    how = Supervision(default_workers(len(todo)) if workers is None else workers, timeout,
-                      journal(out, shard),
-                      frozenset(r["video"] for r in retried if r["kind"] in supervised.KINDS))
-    rows = scorer.rows(todo, how, progress)
-    try:
-        for row in rows:
-            results[row["video"]] = row
-            partial.append(row)
-    except KeyboardInterrupt:
-        rows.close()
-        partial.close()
-        raise Interrupted(f"{len(results)} of {len(mine)} videos scored, kept in {partial.path}; "
-                          "run again with --resume to continue") from None
-    partial.close()
-    scores, failures = _scores_and_failures([results[p] for p in mine])
-    if write_outputs([CsvOutput(out, lambda path: write_scores(scores, path), "video",
-                                list(paths)),
-                      CsvOutput(failures_file(out),
-                                lambda path: write_failures(path, failures, "video"), "video")],
-                     shard):
-        write_scores_meta(out, scorer.meta)  # beside the final scores file, not a shard's part
-    partial.remove()
-    return scores, failures
-
-
-def _scores_and_failures(rows: Iterable[dict[str, str]]
-                         ) -> tuple[pd.DataFrame, dict[str, Failure]]:
-    """Scored rows -> scores (video, score) and {video: Failure}."""
-    rows = list(rows)
-    scores = pd.DataFrame([(r["video"], float(r["score"])) for r in rows if not r["problem"]],
+def score_to_csv(scorer: Scorer, paths: Sequence[str], out: str | Path | Output,
+                 workers: int | None = None, shard: Shard = Shard(), resume: bool = False,
+                 progress: bool = True, timeout: float = VIDEO_TIMEOUT,
+                 retry_failed: bool = False) -> StageRun:
+    """Score `shard`'s share of `paths` (sorted video files) into the scores file `out`
+    (dagr.outputs.scores_output: checked before any work; .csv, .json or .jsonl) and, when
+    some fail, its failures CSV (video,kind,problem), or for a shard its parts of them,
+    merged by the last shard to finish. Each row is appended to a partial file as it comes;
+    with `resume` the videos already there are not scored again, those that failed included
+    (a video that crashed or hung its decoder would do it again) unless `retry_failed`; those
+    that crashed or hung are then decoded in a worker process even with `workers` 0.
+    `timeout`: seconds without progress before a video counts as hung. The final file gets its
+    sidecar, provenance.scores_meta_file(out) (scale, training data, model). Returns the run:
+    its `rows` by video and `failures`."""
+    out = out if isinstance(out, Output) else scores_output(out, shard, resume)
+    stage = Stage("score", "scored", out, key=str, name=str, key_column="video",
+                  fields=PARTIAL_FIELDS)
+    run = StageRun(stage, RunOptions(workers, timeout, shard, resume, retry_failed, progress))
+    run.run(list(paths), partial(_scored, scorer))
+    scores = pd.DataFrame([(video, float(row["score"])) for video in shard.take(list(paths))
+                           if not (row := run.rows[video])["problem"]],
                           columns=["video", "score"])
-    return scores, {r["video"]: Failure(r["kind"], r["problem"]) for r in rows if r["problem"]}
+    table = merged_table(out.path)
+    run.write([CsvOutput(table, lambda path: write_scores(scores, path), "video", list(paths))],
+              finish=lambda: finalise_scores(table, out.path, scorer.meta))
+    return run
+
+
+def _scored(scorer: Scorer, todo: list[str], workers: Workers) -> Iterator[Outcome]:
+    """The runner's Outcome of each video as it is scored, with its row."""
+    with contextlib.closing(scorer.rows([Path(p) for p in todo], workers.supervision)) as rows:
+        for row in rows:
+            yield Outcome(row["video"], row_failure(row), row)
+
+
+def merged_table(out: Path) -> Path:
+    """Where the scores are merged as CSV before `finalise_scores`: `out` itself for a CSV
+    file, else a hidden CSV beside it (`.scores.json.csv`)."""
+    return out if out.suffix.lower() == ".csv" else out.with_name(f".{out.name}.csv")
+
+
+def finalise_scores(table: Path, out: Path, meta: dict) -> None:
+    """The one place a finished scores file is made final, once every shard's scores are in
+    the CSV `table` (`merged_table(out)`): `out` in the format of its suffix (.json: a list
+    of {"video", "score"} objects; .jsonl: one per line), the CSV removed, and the sidecar
+    `meta` (provenance.scores_meta) beside it."""
+    if table != out:
+        _convert_scores(table, out)
+    write_scores_meta(out, meta)
+
+
+def _convert_scores(table: Path, out: Path) -> None:
+    """The merged CSV `table` -> `out` as JSON or JSON lines; the CSV removed."""
+    with open(table, newline="", **NAMES_ENCODING) as handle:
+        scores = [{"video": row["video"], "score": float(row["score"])}
+                  for row in csv.DictReader(handle)]
+    lines = ([json.dumps(score) for score in scores] if out.suffix.lower() == ".jsonl"
+             else [json.dumps(scores, indent=1)])
+    with atomic_path(out) as tmp:
+        tmp.write_text("".join(line + "\n" for line in lines), **NAMES_ENCODING)
+    table.unlink()
 
 
 def write_scores(scores: pd.DataFrame, path: str | Path) -> None:

@@ -1,14 +1,14 @@
 """Per-video work in supervised worker processes, so that no single video can stop or hang a
 corpus run: every per-video stage (frame extraction, saliency maps, scoring, labelled-set
-evaluation, overlay videos) hands its videos to `supervised_map` (or a `WorkerPool`, whose
-processes serve one map after another).
+evaluation, overlay videos) runs through dagr/runner.py, which hands its videos to
+`supervised_map` (or a `WorkerPool`, whose processes serve one map after another).
 
-`supervised_map(function, items, how)` yields `(item, outcome)` for every item: what
+`supervised_map(function, items, supervision)` yields `(item, outcome)` for every item: what
 `function(item)` returned, or a `Failure` when the item took its worker process down:
 
 - CRASHED: the worker died while handling it (SIGSEGV or SIGABRT in a native decoder, the
   kernel's OOM kill, an exit); the message names the signal or the exit status;
-- TIMED_OUT: the item made no progress for `how.timeout` seconds (a decoder in an endless
+- TIMED_OUT: the item made no progress for `supervision.timeout` seconds (a decoder in an endless
   loop); its worker is killed. Progress is each frame decoded, read or written (`progress()`,
   which video_io and images call), so the limit does not grow with a video's length.
 
@@ -21,7 +21,7 @@ or abort on the way out) and says so in one line (dagr.cli.run_script). On Linux
 also kills them when the main process dies, however it dies. A worker imports what the work
 needs (the main script only when the work refers to it), not the main process's modules.
 
-`how.workers` 0 calls `function` in this process. Nothing survives a native crash there; with
+`supervision.workers` 0 calls `function` in this process. Nothing survives a native crash there; with
 a `Journal`, the name of the item in hand is written down before it starts and removed when
 it ends, so a run that finds a name left behind (its predecessor died on that item) and any
 run given `suspects` (items that crashed or timed out before) handles its items in one worker
@@ -390,9 +390,10 @@ class WorkerPool:
     (module-level functions; a script's own functions work, as with multiprocessing's
     spawn)."""
 
-    def __init__(self, function: Callable[[T], R], how: Supervision,
+    def __init__(self, function: Callable[[T], R], supervision: Supervision,
                  setup: Callable[..., None] | None = None, setup_args: tuple = ()):
-        self.function, self.how, self.setup, self.setup_args = function, how, setup, setup_args
+        self.function, self.supervision = function, supervision
+        self.setup, self.setup_args = setup, setup_args
         self._supervisor: _Supervisor | None = None
         self._set_up_here = False
 
@@ -419,28 +420,28 @@ class WorkerPool:
         finally:
             if not finished:
                 self.close(kill=True)
-        if self.how.journal is not None:
-            self.how.journal.leave()  # what an earlier run left there is handled now
+        if self.supervision.journal is not None:
+            self.supervision.journal.leave()  # what an earlier run left there is handled now
 
     def _in_workers(self, names: list[str]) -> bool:
         """Whether items go to worker processes: when asked, and when this process must not
         handle them (the journal names one that an earlier run died on, or a suspect)."""
-        if self.how.workers > 0 or self._supervisor is not None:
+        if self.supervision.workers > 0 or self._supervisor is not None:
             return True
-        journal = self.how.journal
+        journal = self.supervision.journal
         left = journal.left_behind() if journal is not None else None
         if left in names:
             tqdm.write(f"note: an earlier run stopped while handling {left} in its main "
                        "process (a native crash?); this run handles each video in a worker "
                        "process", file=sys.stderr)  # a progress bar may be on the screen
-        return left in names or bool(self.how.suspects & set(names))
+        return left in names or bool(self.supervision.suspects & set(names))
 
     def _here(self, items: list[T], names: list[str]) -> Iterator[tuple[T, R]]:
         """The items in this process, each one's name in the journal while it is in hand."""
         if self.setup is not None and not self._set_up_here:
             self.setup(*self.setup_args)
             self._set_up_here = True
-        journal = self.how.journal
+        journal = self.supervision.journal
         for item, item_name in zip(items, names):
             if journal is not None:
                 journal.enter(item_name)
@@ -453,8 +454,8 @@ class WorkerPool:
 
     def _started(self) -> _Supervisor:
         if self._supervisor is None:
-            self._supervisor = _Supervisor(self.function, max(self.how.workers, 1),
-                                           self.how.timeout, self.setup, self.setup_args)
+            self._supervisor = _Supervisor(self.function, max(self.supervision.workers, 1),
+                                           self.supervision.timeout, self.setup, self.setup_args)
             self._supervisor.start()
         return self._supervisor
 
@@ -471,13 +472,13 @@ class WorkerPool:
         self.close(kill=kind is not None)
 
 
-def supervised_map(function: Callable[[T], R], items: Sequence[T], how: Supervision,
+def supervised_map(function: Callable[[T], R], items: Sequence[T], supervision: Supervision,
                    name: Callable[[T], str] = str, ordered: bool = False,
                    setup: Callable[..., None] | None = None, setup_args: tuple = ()
                    ) -> Iterator[tuple[T, R | Failure]]:
-    """One `WorkerPool(function, how, setup, setup_args).map(items, name, ordered)`, its
-    workers ended when it ends."""
-    with WorkerPool(function, how, setup, setup_args) as pool:
+    """One `WorkerPool(function, supervision, setup, setup_args).map(items, name, ordered)`,
+    its workers ended when it ends."""
+    with WorkerPool(function, supervision, setup, setup_args) as pool:
         yield from pool.map(items, name, ordered)
 
 

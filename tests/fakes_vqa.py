@@ -108,4 +108,7 @@ def score_videos(quality: Path, inputs: list[Path], out: Path, saliency: Path | 
     failures)."""
     scorer = load_scorer(quality, saliency, torch.device("cpu"))
     paths = [str(path) for _, path in find_videos(inputs)]
-    return score_to_csv(scorer, paths, out, workers, progress=False)
+    run = score_to_csv(scorer, paths, out, workers, progress=False)
+    scored = [run.rows[path] for path in paths if not run.rows[path]["problem"]]
+    return (pd.DataFrame({"video": [row["video"] for row in scored],
+                          "score": [float(row["score"]) for row in scored]}), run.failures)

@@ -26,6 +26,7 @@ from dagr.datasets import read_table
 from fakes import tiny_dhf1k
 from fakes_vqa import SIZE, stored_quality_set, train_argv
 from dagr.checkpoints import save_checkpoint
+from dagr.outputs import failures_file
 from sal_withreg import build_saliency_model
 from VQA import build_quality_model
 
@@ -121,7 +122,7 @@ def check_video_failure(video: Path, problem: str, good: Path, code: int, err: s
     assert not (out / video.stem).exists()
     assert f"{video.stem},{kind}," in (out / extract_frame.FAILURES).read_text()
     assert pd.read_csv(scores)["video"].tolist() == [str(good), *map(str, also_scored)]
-    failed = pd.read_csv(evaluate_vqa.failures_file(scores))
+    failed = pd.read_csv(failures_file(scores, folder=False))
     assert failed["video"].tolist() == [str(video)] and failed["kind"].tolist() == [kind]
 
 
@@ -165,7 +166,7 @@ def test_file_named_as_a_video_that_is_none(tmp_path, good_video, models, capsys
                         tmp_path / "scores.csv", code_scores, err_scores, kind=kind)
     assert render(models, [good_video, bad], tmp_path / "renders") == 1
     assert f"{bad}: {problem}" in capsys.readouterr().err
-    assert [p.name for p in (tmp_path / "renders").iterdir()] == ["good.mp4"]
+    assert sorted(p.name for p in (tmp_path / "renders").iterdir()) == ["failures.csv", "good.mp4"]
 
 
 def test_zero_byte_label_file_and_checkpoint(tmp_path, quality_set, models, capsys) -> None:

@@ -132,9 +132,9 @@ def test_saliency_maps_contain_each_fault(corpus, tmp_path):
                str(corpus["frames"]), "--out", str(out), "--device", "cpu", "--batch-size", "2",
                "--workers", "2", "--video-timeout", str(LIMIT),
                faults={"read": faults_on(BAD_IDS)})
-    assert_contained(done, tmp_path / "maps_failures.csv", "video_id",
+    assert_contained(done, out / "failures.csv", "video_id",
                      {BAD_IDS[f]: f for f in EXPECTED})
-    assert sorted(p.name for p in out.iterdir()) == GOOD
+    assert sorted(p.name for p in out.iterdir()) == ["failures.csv", *GOOD]
     assert all(len(list((out / g).glob("*.png"))) == 8 for g in GOOD)
 
 
@@ -157,9 +157,9 @@ def test_overlay_videos_contain_each_fault(corpus, tmp_path):
     done = run("inference_sal.py", "--checkpoint", str(corpus["sal"]), "--videos",
                str(corpus["videos"]), "--all-frames", "--out", str(out), "--device", "cpu",
                "--video-timeout", str(LIMIT), faults={"open": faults_on(BAD_FILES)})
-    assert_contained(done, tmp_path / "renders_failures.csv", "video_id",
+    assert_contained(done, out / "failures.csv", "video_id",
                      {BAD_IDS[f]: f for f in EXPECTED})
-    assert sorted(p.name for p in out.iterdir()) == [f"{g}.mp4" for g in GOOD]
+    assert sorted(p.name for p in out.iterdir()) == ["failures.csv"] + [f"{g}.mp4" for g in GOOD]
 
 
 # ----------------------------------------------------------------------------- in this process

@@ -10,6 +10,7 @@ import torch
 
 from dagr import demo_data as dq
 import evaluate_vqa as ev
+from dagr import finetune, labelled_sets
 from dagr import figures
 import train_lsvq as tl
 from dataloader import MosScale
@@ -103,7 +104,7 @@ def test_constant_predictions_are_reported_undefined(trained, tmp_path):
         model.head[-1].weight.zero_()  # the output is the bias alone
     save_checkpoint(tmp_path / "constant.pt", {**payload, "model_state": model.state_dict()})
     with pytest.warns(RuntimeWarning, match="constant"):
-        table = ev.evaluate_sets(tmp_path / "constant.pt",
+        table = labelled_sets.evaluate_sets(tmp_path / "constant.pt",
                                  [ev.LabelledSet("konvid", labels, frames, maps)],
                                  tmp_path / "eval", workers=0, device="cpu")
     assert np.isnan(table.loc[0, ["PLCC", "SRCC", "KRCC", "PLCC (logistic)"]].astype(float)).all()
@@ -148,8 +149,13 @@ def test_scoring_videos_with_in_process_saliency_lists_broken_files(trained, tmp
     assert score == pytest.approx(expected, rel=1e-4)
 
     (folder / "broken.mp4").unlink()
-    assert ev.main(["--checkpoint", str(best), "--saliency-checkpoint", str(sal), "--videos",
-                    str(folder), "--out", str(out), "--device", "cpu", "--workers", "0"]) == 0
+    again = ["--checkpoint", str(best), "--saliency-checkpoint", str(sal), "--videos",
+             str(folder), "--out", str(out), "--device", "cpu", "--workers", "0"]
+    capsys.readouterr()
+    assert ev.main(again) == 2  # an earlier run's scores are never overwritten
+    assert f"error: {out}: already exists" in capsys.readouterr().err
+    out.unlink()
+    assert ev.main(again) == 0
     assert not (tmp_path / "scores_failures.csv").exists()
     assert np.allclose(pd.read_csv(out)["score"], scores["score"], rtol=1e-5)
 
@@ -205,12 +211,12 @@ def test_finetune_start_and_command_line_checks(trained, tmp_path):
     labels, frames, maps, best = trained
     item = ev.LabelledSet("konvid", labels, frames, maps)
     # each split's train_lsvq.py: the set, the options after --, then the start, which wins
-    scratch = tl.parse_args([*ev.set_options(item), "--no-pretrained", "--backbone", "resnet50",
-                             *ev.starting_point(best, True)])
+    scratch = tl.parse_args([*finetune.set_options(item), "--no-pretrained", "--backbone", "resnet50",
+                             *finetune.starting_point(best, True)])
     assert scratch.init is None and scratch.weights is None and scratch.backbone == "resnet18"
-    assert tl.parse_args([*ev.set_options(item), *ev.starting_point(best, False)]).init == str(best)
+    assert tl.parse_args([*finetune.set_options(item), *finetune.starting_point(best, False)]).init == str(best)
     with pytest.raises(ValueError, match="--checkpoint"):
-        ev.starting_point(None, False)
+        finetune.starting_point(None, False)
 
     args = ev.parse_args(["--checkpoint", "c.pt", "--dataset", "konvid", "--labels", "l", "--frames",
                           "f", "--finetune-splits", "--", "--epochs", "3"])

@@ -6,9 +6,9 @@ import pytest
 import evaluate_vqa as ev
 import extract_frame as ef
 import train_lsvq as tl
-from dagr import labels as ls
+from dagr import finetune, labels as ls
 from dagr.datasets import read_table
-from dagr.labels import PROBLEMS, LabelFileError
+from dagr.labels import LabelFileError, reported_problems
 from dagr.splits import read_splits, write_splits
 from fakes_vqa import TINY, stored_quality_set
 
@@ -25,12 +25,12 @@ def test_csv_finds_usual_columns_and_videos_with_or_without_extension(tmp_path, 
     labels = tmp_path / "ratings.csv"
     labels.write_text("name,MOS,other\na.mp4,3.5,x\nsub/b,4,y\nc,nan,z\nmissing.mp4,2,w\n"
                       "a,1.0,again\n")
-    reported = len(PROBLEMS)
-    table = read_table("csv", labels, root)
+    with reported_problems() as reported:
+        table = read_table("csv", labels, root)
     assert table["video_id"].tolist() == ["a", "sub/b"]
     assert table["mos"].tolist() == [3.5, 4.0] and set(table["split"]) == {"all"}
     assert table["path"].tolist() == [str(root / "a.mp4"), str(root / "sub/b.mkv")]
-    problems = " | ".join(PROBLEMS[reported:])
+    problems = " | ".join(reported)
     assert f"{labels}: 1 row(s) with a missing or non-numeric MOS left out (c)" in problems
     assert "1 repeated video id(s), first row kept (a)" in problems
     assert "1 of 3 video(s) not found" in problems and "missing" in problems
@@ -84,11 +84,11 @@ def test_labels_txt_lines_and_their_errors(tmp_path):
     root = videos(tmp_path / "v", "3337642103.mp4", "b/2.mkv")
     text = tmp_path / "labels.txt"
     text.write_text("3337642103.mp4, 8.0, 30.0, 3.55\n\nb/2.mkv, 10, 25, 4.1\nc.mp4, 1, 1, x\n")
-    reported = len(PROBLEMS)
-    table = read_table("labels-txt", text, root)
+    with reported_problems() as reported:
+        table = read_table("labels-txt", text, root)
     assert table["video_id"].tolist() == ["3337642103", "b/2"]
     assert table["mos"].tolist() == [3.55, 4.1]
-    assert "non-numeric MOS left out (c)" in " ".join(PROBLEMS[reported:])
+    assert "non-numeric MOS left out (c)" in " ".join(reported)
     text.write_text("a.mp4, 1, 2, 3\na.mp4; 3.2\n")
     with pytest.raises(LabelFileError, match=f"{text}: line 2 is not 'path, duration, fps, score'"):
         read_table("labels-txt", text)
@@ -169,7 +169,7 @@ def test_finetuning_protocol_passes_the_columns_and_refuses_a_splits_file(tmp_pa
         ev.finetune_splits(None, item, tmp_path, 1, True, 0, ["--splits", str(tmp_path / "s.csv")])
     item = ev.LabelledSet("csv", tmp_path / "l.csv", tmp_path / "frames",
                           columns=ls.LabelColumns(video="clip", mos="dmos", dmos=True))
-    options = ev.set_options(item)  # what each split's train_lsvq.py reads it with
+    options = finetune.set_options(item)  # what each split's train_lsvq.py reads it with
     config = tl.parse_args([*options, "--random-split"])
     assert (config.video_column, config.mos_column, config.dmos) == ("clip", "dmos", True)
     assert config.dataset == "csv" and config.labels == str(tmp_path / "l.csv")

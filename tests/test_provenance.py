@@ -60,7 +60,7 @@ def test_quality_trainer_records_the_data_and_slims_its_checkpoints(tmp_path, ca
     assert load_checkpoint(best)[TRAINED_ON]["synthetic"] is True
     assert (tmp_path / "synthetic" / "last.pt").exists()  # kept without --slim-checkpoints
     capsys.readouterr()
-    score_videos(best, [videos], tmp_path / "s.csv", sal)
+    score_videos(best, [videos], tmp_path / "s2.csv", sal)
     err = capsys.readouterr().err
     assert err.count("note:") == 1 and "synthetic demo data" in err
     assert json.loads((tmp_path / "s.meta.json").read_text())["trained_on"] == \
