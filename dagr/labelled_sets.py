@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from dagr import figures
-from dagr.checkpoints import Source
+from dagr.model_file import Source
 from dagr.datasets import read_table, set_title
 from dagr.device import pick_device
 from dagr.evaluation import (predict_batches, results_table, saliency_folder, score_predictions,

@@ -75,7 +75,7 @@ def test_scores_paths_by_suffix_and_folder(tmp_path):
 
 def test_a_folder_output_that_is_a_file_is_refused(corpus, tmp_path, capsys):
     (tmp_path / "frames").write_text("a file")
-    assert ef.main([str(corpus["videos"]), "--out", str(tmp_path / "frames")]) == 2
+    assert ef.main(["--videos", str(corpus["videos"]), "--out", str(tmp_path / "frames")]) == 2
     assert capsys.readouterr().err.strip() == (f"error: {tmp_path / 'frames'}: is a file; --out "
                                                "names a folder here")
 
@@ -90,7 +90,8 @@ def test_scoring_into_an_existing_folder_writes_scores_csv_there(corpus, referen
     assert score(corpus, tmp_path / "results") == 0
     assert csv_scores(tmp_path / "results" / "scores.csv") == reference
     assert f"3 of 3 videos scored into {tmp_path / 'results' / 'scores.csv'}" in capsys.readouterr().out
-    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["scores.csv"]
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["scores.csv",
+                                                                     "scores.meta.json"]
 
 
 def test_a_trailing_slash_makes_a_folder(corpus, reference, tmp_path):
@@ -108,7 +109,7 @@ def test_json_and_jsonl_scores_follow_the_suffix(corpus, reference, tmp_path, su
                else [json.loads(line) for line in text.splitlines()])
     assert {o["video"]: o["score"] for o in objects} == reference
     assert [o["video"] for o in objects] == sorted(reference)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # no CSV left beside it
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name, "scores.meta.json"]  # no CSV
 
 
 def test_sharded_json_scores_are_those_of_one_process(corpus, reference, tmp_path):
@@ -118,7 +119,7 @@ def test_sharded_json_scores_are_those_of_one_process(corpus, reference, tmp_pat
     assert score(corpus, out, "--shard", "0/2") == 0
     assert {json.loads(line)["video"]: json.loads(line)["score"]
             for line in out.read_text().splitlines()} == reference
-    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name, "scores.meta.json"]
 
 
 def test_an_unknown_suffix_is_refused_before_any_work(corpus, tmp_path, capsys):
