@@ -100,11 +100,11 @@ def score_job(args: argparse.Namespace) -> int:
     """Scoring: video files -> a scores file (and its failures CSV)."""
     shard = current_shard(args.shard)
     out = scores_output(args.out, shard, args.resume)  # before the model loads
+    paths = [str(path) for _, path in find_videos(args.videos)]
     device = shard_device(pick_device(args.device))
     source = model_source(args)
     scorer = load_scorer(source, source if args.model else args.saliency_checkpoint, device,
                          args.precision, args.compile, args.batch_size)
-    paths = [str(path) for _, path in find_videos(args.videos)]
     run = score_to_csv(scorer, paths, out, args.workers, shard, args.resume,
                        timeout=args.video_timeout, retry_failed=args.retry_failed)
     return run.summary()

@@ -81,6 +81,12 @@ class Model:
     def __init__(self, scorer: Scorer):
         self.scorer = scorer
 
+    def __repr__(self) -> str:
+        low, high = self.mos_range
+        files = ", ".join(str(path) for path in self.scorer.meta.get("model", {}).values())
+        return (f"<DAGR-VQA model ({files}): scores on the training MOS scale {low:g} to "
+                f"{high:g}; trained on {self.scorer.meta.get('trained_on', 'unknown data')}>")
+
     @property
     def mos_range(self) -> tuple[float, float]:
         """(lowest, highest) MOS of the training data: the scale the scores are on."""
@@ -95,6 +101,9 @@ class Model:
         does not exist (among others that do), or that crashes its decoding process or makes
         no progress for `timeout` seconds, is in `failures`, not an exception. Raises
         FileNotFoundError when none of `videos` exists or they hold no video file."""
+        videos = [videos] if isinstance(videos, (str, os.PathLike)) else list(videos)
+        if not videos:
+            raise ValueError("score(videos=[]): give a video file, a folder or a list of them")
         paths = [path for _, path in find_videos(videos)]
         workers = default_workers(len(paths)) if workers is None else workers
         values, failures = {}, {}

@@ -81,6 +81,22 @@ def remove_leftovers(paths: Iterable[str | os.PathLike]) -> None:
 
 
 
+def creatable_folder(path: str | os.PathLike) -> Path:
+    """Check, creating nothing, that files can be written in the folder `path`: in it if it
+    exists, else in its nearest existing ancestor, where it would be created. A run refused
+    later (a bad model file) then leaves no empty folder behind. Raises OSError naming it."""
+    path = Path(path)
+    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is a file")
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise OSError(f"{path}: output folder cannot be written ({err.strerror or err})") from err
+    return path
+
+
 def writable_folder(path: str | os.PathLike) -> Path:
     """Create the output folder `path` if needed and check that files can be written there,
     so that a run fails at its start rather than at its first save. Raises OSError naming it."""

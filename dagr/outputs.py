@@ -13,7 +13,10 @@ object per line), by the suffix; a path that ends in `/` or is an existing folde
 `<folder>/scores.csv`.
 
 The failures CSV of an output (`failures_file`): `<out>/failures.csv` inside a folder output,
-`<stem>_failures.csv` beside a file output (`scores.csv` -> `scores_failures.csv`).
+`<stem>_failures.csv` beside a file output (`scores.csv` -> `scores_failures.csv`); a scores
+file's sidecar (`sidecar_file`, dagr/provenance.py writes it): `<stem>.meta.json`. Two scores
+files of one stem in one folder would share both, so an earlier run's sidecar or failures CSV
+refuses a new scores file as its scores would.
 
 Imports no project module but dagr.files and dagr.sharding.
 """
@@ -23,13 +26,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from dagr.files import writable_folder
+from dagr.files import creatable_folder, writable_folder
 from dagr.sharding import Shard, partial_path
 
 FAILURES = "failures.csv"          # inside a folder output
 FAILURES_SUFFIX = "_failures.csv"  # beside a file output, after its stem
 SCORES = "scores.csv"              # the scores file of a folder given to scoring
 SCORE_FORMATS = (".csv", ".json", ".jsonl")
+SIDECAR_SUFFIX = ".meta.json"      # beside a scores file, after its stem
 
 
 @dataclass(frozen=True)
@@ -42,12 +46,22 @@ class Output:
     def failures(self) -> Path:
         return failures_file(self.path, self.folder)
 
+    def create(self) -> None:
+        """Make the folder the output goes in (checked, not made, before the work starts)."""
+        (self.path if self.folder else self.path.parent).mkdir(parents=True, exist_ok=True)
+
 
 def failures_file(out: str | os.PathLike, folder: bool) -> Path:
     """The failures CSV of the output `out`: `<out>/failures.csv` for a folder, `<stem>_failures.csv`
     beside a file (`scores.json` -> `scores_failures.csv`)."""
     out = Path(out)
     return out / FAILURES if folder else out.with_name(out.stem + FAILURES_SUFFIX)
+
+
+def sidecar_file(scores_file: str | os.PathLike) -> Path:
+    """The sidecar of a scores file: `scores.csv` -> `scores.meta.json` (suffix replaced)."""
+    path = Path(scores_file)
+    return path.with_name(path.stem + SIDECAR_SUFFIX)
 
 
 def folder_output(path: str | os.PathLike) -> Output:
@@ -72,16 +86,18 @@ def scores_path(text: str | os.PathLike) -> Path:
 
 
 def scores_output(text: str | os.PathLike, shard: Shard = Shard(), resume: bool = False) -> Output:
-    """The scores file of --out `text` (`scores_path`), its folder created and checked; an
-    earlier run's result there is resumed (--resume and its partial file) or refused with
-    OSError naming it, before any work."""
+    """The scores file of --out `text` (`scores_path`), its folder checked (and made when the
+    run starts: `Output.create`); an earlier run's result there (the scores, or the failures
+    CSV or sidecar they share with another scores file of the same stem) is resumed (--resume
+    and its partial file) or refused with OSError naming it, before any work."""
     path = scores_path(text)
-    writable_folder(path.parent)
+    creatable_folder(path.parent)
     partial = partial_path(path, shard)
     if partial.is_file() and not resume:
         raise OSError(f"{partial}: the scores of an interrupted run are kept there; --resume "
                       "continues it (remove it to start again)")
-    if path.exists() and not partial.is_file():
-        raise OSError(f"{path}: already exists (an earlier run's scores); give another --out "
-                      "or remove it")
+    earlier = [p for p in (path, failures_file(path, False), sidecar_file(path)) if p.exists()]
+    if earlier and not partial.is_file():
+        raise OSError(f"{earlier[0]}: already exists (an earlier run's result); give another "
+                      "--out or remove it")
     return Output(path, False)

@@ -7,7 +7,7 @@ A dataset folder holding SYNTHETIC_MARKER (demo_data.py leaves one in each set i
 synthetic. The record stored in a checkpoint is plain types only (a string, an int, a bool),
 so that it loads with `torch.load(..., weights_only=True)`.
 
-Imports only dagr/files.py of the project.
+Imports only dagr/files.py and dagr/outputs.py (the sidecar's name) of the project.
 """
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from dagr.files import atomic_path
+from dagr.outputs import sidecar_file
 
 SYNTHETIC_MARKER = "SYNTHETIC_DATA.txt"  # in a dataset folder: its videos are generated
 MIN_TRUSTED_VIDEOS = 300  # fewer training videos than this: scores are a rough guide at best
 TRAINED_ON = "trained_on"  # the checkpoint key of the record
-META_SUFFIX = ".meta.json"  # scores.csv -> scores.meta.json
 META_FORMAT = "dagr-vqa-scores"  # the sidecar's "format", with META_VERSION
 META_VERSION = 1
 
@@ -89,15 +89,9 @@ def scores_meta(mos_range: tuple[float, float], record: dict[str, Any] | None,
             "model": {name: str(Path(path).resolve()) for name, path in model.items()}}
 
 
-def scores_meta_file(scores_file: str | os.PathLike) -> Path:
-    """The sidecar of a scores file: `scores.csv` -> `scores.meta.json` (suffix replaced)."""
-    path = Path(scores_file)
-    return path.with_name(path.stem + META_SUFFIX)
-
-
 def write_scores_meta(scores_file: str | os.PathLike, meta: dict[str, Any]) -> Path:
     """Write `meta` (`scores_meta`'s) as JSON beside `scores_file`, atomically; returns its path."""
-    path = scores_meta_file(scores_file)
+    path = sidecar_file(scores_file)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return path

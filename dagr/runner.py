@@ -127,6 +127,7 @@ class StageRun:
     merged: bool = False
 
     def __post_init__(self) -> None:
+        self.stage.out.create()
         self._partial = (None if self.stage.out.folder else
                          PartialRows(partial_path(self.stage.out.path, self.options.shard),
                                      self.stage.fields))

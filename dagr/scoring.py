@@ -193,7 +193,7 @@ def score_to_csv(scorer: Scorer, paths: Sequence[str], out: str | Path | Output,
     (a video that crashed or hung its decoder would do it again) unless `retry_failed`; those
     that crashed or hung are then decoded in a worker process even with `workers` 0.
     `timeout`: seconds without progress before a video counts as hung. The final file gets its
-    sidecar, provenance.scores_meta_file(out) (scale, training data, model). Returns the run:
+    sidecar, dagr.outputs.sidecar_file(out) (scale, training data, model). Returns the run:
     its `rows` by video and `failures`."""
     out = out if isinstance(out, Output) else scores_output(out, shard, resume)
     stage = Stage("score", "scored", out, key=str, name=str, key_column="video",

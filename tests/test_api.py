@@ -123,6 +123,15 @@ def test_a_missing_video_among_others_is_a_failure_and_alone_an_exception(models
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="empty: no video file found"):
         model.score(tmp_path / "empty")
+    with pytest.raises(ValueError, match=r"score\(videos=\[\]\): give a video file"):
+        model.score([])
+
+
+def test_a_model_says_what_it_is(models):
+    text = repr(load_model(models["file"], device="cpu"))
+    assert text.startswith(f"<DAGR-VQA model ({models['file']}): scores on the training MOS "
+                           "scale ")
+    assert "; trained on " in text
 
 
 def test_a_device_that_is_not_here_is_a_python_exception_in_the_api_s_words(models,

@@ -135,7 +135,7 @@ def test_an_earlier_result_is_refused_or_resumed_up_front(corpus, reference, tmp
     out.write_text("video,score\n")
     assert score(corpus, out) == 2
     assert capsys.readouterr().err.strip() == (f"error: {out}: already exists (an earlier run's "
-                                               "scores); give another --out or remove it")
+                                               "result); give another --out or remove it")
     assert out.read_text() == "video,score\n"
     out.unlink()
     partial = tmp_path / "scores.csv.partial"
@@ -184,3 +184,22 @@ def test_scores_output_checks_the_partial_file_of_its_shard(tmp_path):
     with pytest.raises(OSError, match="scores.shard-1-of-2.csv.partial: the scores of an "):
         scores_output(tmp_path / "scores.csv", shard)
     assert scores_output(tmp_path / "scores.csv", shard, resume=True).path == tmp_path / "scores.csv"
+
+
+@pytest.mark.parametrize("earlier", ["s_failures.csv", "s.meta.json"])
+def test_a_scores_file_that_would_share_an_earlier_run_s_sidecar_or_failures_is_refused(
+        tmp_path, earlier):
+    (tmp_path / earlier).write_text("an earlier run's, of s.json")
+    with pytest.raises(OSError, match=f"{earlier}: already exists"):
+        scores_output(tmp_path / "s.csv")
+
+
+def test_a_refused_scores_run_leaves_no_folder_behind(corpus, tmp_path, capsys):
+    not_a_model = tmp_path / "model.safetensors"
+    not_a_model.write_bytes(b"not a model")
+    assert ev.main(["--model", str(not_a_model), "--videos", str(corpus["videos"]),
+                    "--out", str(tmp_path / "new" / "deeper") + "/"]) == 2
+    assert "model.safetensors" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(OSError, match="output folder cannot be written"):
+        scores_output(tmp_path / "model.safetensors" / "scores.csv")  # under a file
