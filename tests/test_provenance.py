@@ -63,7 +63,7 @@ def test_quality_trainer_records_the_data_and_slims_its_checkpoints(tmp_path, ca
     score_videos(best, [videos], tmp_path / "s2.csv", sal)
     err = capsys.readouterr().err
     assert err.count("note:") == 1 and "synthetic demo data" in err
-    assert json.loads((tmp_path / "s.meta.json").read_text())["trained_on"] == \
+    assert json.loads((tmp_path / "s2.meta.json").read_text())["trained_on"] == \
         "synthetic demo data (5 generated clips in the konvid layout)"
 
 
