@@ -13,7 +13,7 @@ command-line options, as a user would run them:
 2. train_sal.py trains the saliency network twice, with registers and without (the UNet3D
    baseline), each validated on the saliency set's validation videos (its best checkpoint
    keeps the metrics);
-3. inference_sal.py writes both networks' maps for the quality clips, and overlays;
+3. inference_sal.py writes both networks' maps for the quality clips;
 4. train_lsvq.py trains the quality network three times on the same split and seed: saliency
    weighting a = 0.5 with the register network's maps (the demo model), a = 0.5 with the
    baseline's maps, and a = 0 (saliency off);
@@ -139,9 +139,9 @@ def saliency_argv(layout: Layout, size: DemoSize, name: str, seed: int, device: 
 
 
 def maps_argv(layout: Layout, size: DemoSize, name: str, device: str) -> list:
-    """inference_sal.py: saliency run `name`'s maps and overlays of the stored frames."""
+    """inference_sal.py: saliency run `name`'s maps of the stored frames."""
     return ["--checkpoint", layout.saliency_run(name) / BEST, "--frames", layout.frames,
-            "--out", layout.maps(name), "--overlay", "--workers", size.loader_workers,
+            "--out", layout.maps(name), "--workers", size.loader_workers,
             "--device", device]
 
 
@@ -263,8 +263,7 @@ def run_demo(out: str | Path, preset: DemoSize = SIZES[SIZE], seed: int = SEED, 
                       "(train_sal.py --ablation)"):
         run_stage(train_sal, ablation_argv(layout, preset, seed, device))
     with stages.stage("tables and figures (dagr/demo_report.py)"):
-        files = write_report(layout, preset, seed,
-                             inference_sal.overlay_folder(layout.maps("registers")))
+        files = write_report(layout, preset, seed)
     return files | {"register states": layout.registers / train_sal.STATE_FIGURE}
 
 

@@ -25,6 +25,7 @@ from dagr.demo_plan import (CHECK_SIZE, DEMO_MODEL, QUALITY_RUNS, REGISTERS, SAL
 from dagr.evaluation import RESULT_COLUMNS, evaluation_clips, write_results
 from dagr.images import read_image
 from dagr.losses import probability_maps
+from dagr.overlays import overlay
 from dagr.registers import CATEGORY_TABLE, attention_maps, video_categories
 from dagr.training import BEST, LOG
 from dataloader import FRAME_LIST
@@ -33,9 +34,8 @@ from metrics import QUALITY_METRICS, headline, titles
 METRIC_COLUMNS = titles(headline(QUALITY_METRICS))  # PLCC, SRCC, KRCC, RMSE
 
 
-def write_report(layout: Layout, size: DemoSize, seed: int, overlays: Path) -> dict[str, Path]:
-    """Both tables and the four figures of a finished run into `layout.out`; `overlays` is
-    the folder of inference_sal.py's overlays of the register network's maps. Returns the
+def write_report(layout: Layout, size: DemoSize, seed: int) -> dict[str, Path]:
+    """Both tables and the four figures of a finished run into `layout.out`. Returns the
     files to look at, by name."""
     quality = quality_rows(layout)
     files = {"results": write_results(results_table(quality[DEMO_MODEL]), layout.out),
@@ -45,7 +45,7 @@ def write_report(layout: Layout, size: DemoSize, seed: int, overlays: Path) -> d
              "overlays": layout.out / "overlays.png", "scatter": layout.out / "scatter.png",
              "training curves": layout.out / "training_curves.png",
              "register attention": layout.out / "register_attention.png"}
-    plot_overlays(layout, overlays, size.overlay_frames, files["overlays"])
+    plot_overlays(layout, size.overlay_frames, files["overlays"])
     plot_scatter(layout, files["scatter"])
     plot_curves(layout, files["training curves"])
     plot_register_attention(layout, seed, size.attention_clips, files["register attention"])
@@ -129,16 +129,21 @@ def plot_curves(layout: Layout, path: Path) -> None:
     figures.save_png(figure, path)
 
 
-def plot_overlays(layout: Layout, overlays: Path, frames: int, path: Path) -> None:
-    """The overlays in the folder `overlays` of one test clip per distorted region, `frames`
-    frames each, labelled with the clip's distortion, MOS and prediction."""
+def plot_overlays(layout: Layout, frames: int, path: Path) -> None:
+    """The register network's maps over one test clip per distorted region, `frames` frames
+    each, drawn as `inference_sal.py --overlay` draws them (dagr.overlays.overlay), labelled
+    with the clip's distortion, MOS and prediction. Drawn here for these clips only: overlays
+    of every clip, each at least 224 pixels high, would triple the demo's size."""
     picked = scored_test_clips(layout, DEMO_MODEL).groupby("region", sort=False).head(1)
     figure = figures.new_figure(2.6 * frames, 1.9 * len(picked) + 0.4)
     axes = np.atleast_2d(figure.subplots(len(picked), frames))
     for row, clip in zip(axes, picked.itertuples()):
         names = json.loads((layout.frames / clip.video_id / FRAME_LIST).read_text())["frames"]
         for axis, index in zip(row, np.linspace(0, len(names) - 1, frames).round().astype(int)):
-            image = read_image(overlays / clip.video_id / names[index])
+            frame = read_image(layout.frames / clip.video_id / names[index])
+            saliency = read_image(layout.maps("registers") / clip.video_id / names[index],
+                                  cv2.IMREAD_GRAYSCALE)
+            image = overlay(frame, saliency)
             axis.imshow(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), interpolation="nearest")
             axis.set_xticks([])
             axis.set_yticks([])

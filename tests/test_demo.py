@@ -13,7 +13,7 @@ import demo
 from dagr import demo_data
 from dagr.datasets import read_saliency_set, read_table
 
-from pictures import overlay_size, png_image
+from pictures import png_image
 from dagr.provenance import TRAINED_ON
 from dagr.checkpoints import RESUME_STATE, load_checkpoint
 from dagr.evaluation import RESULT_COLUMNS
@@ -81,19 +81,15 @@ def test_the_figures_are_images(tiny_run):
 
 
 @pytest.mark.slow
-def test_every_clip_gets_maps_and_overlays_named_like_its_frames(tiny_run):
+def test_every_clip_gets_maps_named_like_its_frames_and_no_bulk_overlays(tiny_run):
     _, out = tiny_run
     videos = sorted(p.name for p in (out / "frames").iterdir() if p.is_dir())
     assert len(videos) == demo.SIZES["tiny"].quality_clips
-    for name in ("registers", "baseline"):
-        for folder in (out / "maps" / name, out / "maps" / f"{name}_overlays"):
-            assert sorted(p.name for p in folder.iterdir()) == videos
     frames = sorted(p.name for p in (out / "frames" / videos[0]).glob("*.png"))
-    overlay = out / "maps" / "registers_overlays" / videos[0]
-    assert sorted(p.name for p in overlay.glob("*.png")) == frames
-    image = cv2.imread(str(overlay / frames[0]))
-    height, width = demo.SIZES["tiny"].frame_size
-    assert image.shape[:2] == overlay_size(height, width)
+    for name in ("registers", "baseline"):
+        assert sorted(p.name for p in (out / "maps" / name).iterdir()) == videos
+        assert sorted(p.name for p in (out / "maps" / name / videos[0]).glob("*.png")) == frames
+        assert not (out / "maps" / f"{name}_overlays").exists()  # overlays.png draws its own
 
 
 @pytest.mark.slow
