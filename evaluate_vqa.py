@@ -89,8 +89,10 @@ def labelled_sets_job(args: argparse.Namespace) -> int:
 
 def finetune_job(args: argparse.Namespace) -> int:
     """The fine-tuning protocol: one labelled set -> R trained splits, median and std."""
+    out = folder_output(args.out)
+    out.create()
     with reported_problems() as left_out:
-        finetune_splits(args.checkpoint, labelled_sets(args)[0], folder_output(args.out).path,
+        finetune_splits(args.checkpoint, labelled_sets(args)[0], out.path,
                         args.finetune_splits, args.from_scratch, args.seed, args.train_options,
                         args.device)
     return 1 if left_out else 0

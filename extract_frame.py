@@ -36,7 +36,7 @@ from dagr.datasets import QUALITY_SETS, quality_help, read_table
 from dagr.failures import DUPLICATE_ID, Failure
 from dagr.frames import FRAME_LIST, SampleJob, sample_and_store
 from dagr.labels import LabelColumns, add_label_arguments, label_columns, reported_problems
-from dagr.outputs import FAILURES, folder_output  # FAILURES: its name in --out, for callers
+from dagr.outputs import folder_output
 from dagr.runner import Outcome, RunOptions, Stage, StageRun, Workers
 from dagr.sharding import Shard, add_shard_argument, current_shard
 from dagr.supervised import VIDEO_TIMEOUT, add_timeout_argument

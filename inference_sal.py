@@ -365,11 +365,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--shard is for frames mode (--frames)")
     if args.register_attention and not args.frames:
         parser.error("--register-attention is for frames mode (--frames)")
+    if args.overlay and not args.frames:
+        parser.error("--overlay is for frames mode (--frames); video mode writes overlay videos")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    try:  # every output checked before the network loads
+        for wanted, folder in ((True, args.out), (args.overlay, overlay_folder(args.out)),
+                               (args.register_attention, register_folder(args.out))):
+            if wanted:
+                folder_output(folder)
+    except OSError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     device = shard_device(pick_device(args.device))
     network = SaliencyRecipe(ModelFile(args.model) if args.model else args.checkpoint, str(device),
                              args.fold_bn, args.precision, args.compile)
@@ -389,12 +399,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     shard = current_shard(args.shard) if args.frames else Shard()
     try:
-        if args.frames and not Path(args.frames).is_dir():  # before --out is made
+        if args.frames and not Path(args.frames).is_dir():
             raise FileNotFoundError(f"{args.frames}: no such folder (give extract_frame.py's --out)")
-        if args.overlay:
-            folder_output(overlay_folder(args.out))
-        if args.register_attention:
-            folder_output(register_folder(args.out))
         if args.frames:
             run = infer_frames(model, args.frames, args.out, device, size, args.batch_size,
                                args.workers, args.overlay, shard=shard,

@@ -52,7 +52,7 @@ class Scores(Mapping):
         return low, high
 
     def __getitem__(self, video: str | os.PathLike) -> float:
-        return self._scores[str(video)]
+        return self._scores[str(Path(video))]  # "./a.mp4" and "a.mp4" are one video
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._scores)

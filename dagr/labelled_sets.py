@@ -140,7 +140,10 @@ def _predicted_set(run: StageRun, predictor: Predictor, item: LabelledSet, rows:
         data = VQAClipDataset(mine, item.frames, saliency, predictor.scale, predictor.size)
         yield from predictor.outcomes(data, workers, predicted)
 
-    run.run(list(rows["video_id"]), predict)
+    # named as stored_batches' workers name them: a video that crashed or hung its worker
+    # before is then read by a worker process again, even with --workers 0
+    run.run(list(rows["video_id"]), predict,
+            name=lambda video_id: str(Path(item.frames) / video_id))
     frame = (pd.concat(predicted, ignore_index=True) if predicted else
              pd.DataFrame(columns=["video_id", "mos", "prediction"]))
     return CsvOutput(path, lambda target: _write_raw(frame, target), "video_id",

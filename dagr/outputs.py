@@ -26,7 +26,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from dagr.files import creatable_folder, writable_folder
+from dagr.files import creatable_folder
 from dagr.sharding import Shard, partial_path
 
 FAILURES = "failures.csv"          # inside a folder output
@@ -65,12 +65,13 @@ def sidecar_file(scores_file: str | os.PathLike) -> Path:
 
 
 def folder_output(path: str | os.PathLike) -> Output:
-    """The output folder `path`, created if needed; OSError naming it when it is a file or
-    cannot be written. Its finished work is kept: the stages skip it (resumed)."""
+    """The output folder `path`, checked (made when the run starts: `Output.create`); OSError
+    naming it when it is a file or cannot be written. Its finished work is kept: the stages
+    skip it (resumed)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OSError(f"{path}: is a file; --out names a folder here")
-    return Output(writable_folder(path), True)
+    return Output(creatable_folder(path), True)
 
 
 def scores_path(text: str | os.PathLike) -> Path:

@@ -134,11 +134,14 @@ class StageRun:
         self._retried: list[dict[str, str]] = []  # kept rows of failures tried again
 
     # -- the work
-    def run(self, items: Sequence, produce: Produce) -> None:
+    def run(self, items: Sequence, produce: Produce,
+            name: Callable[[Any], str] | None = None) -> None:
         """`produce` on the share of `items` that is not finished, each Outcome recorded (a
-        file output: one `run` per StageRun, as its partial file is opened once)."""
+        file output: one `run` per StageRun, as its partial file is opened once). `name`:
+        how `produce`'s worker maps name these items, where that is not the stage's `name`
+        (a labelled set's videos by their frames folder)."""
         todo = self._todo(self.options.shard.take(list(items)))
-        workers = Workers(self._supervision(todo))
+        workers = Workers(self._supervision(todo, name or self.stage.name))
         outcomes = produce(todo, workers)
         try:
             with tqdm(total=len(todo), unit="video", desc=self.stage.label,
@@ -185,9 +188,10 @@ class StageRun:
             print(f"note: {failed} video(s) that failed in the earlier run are not tried "
                   "again (--retry-failed tries them)", file=sys.stderr)
 
-    def _supervision(self, todo: list) -> Supervision:
-        """Workers as asked, the journal beside the output, and as suspects the items that
-        crashed or hung before: listed so in the failures CSV, or in the rows tried again."""
+    def _supervision(self, todo: list, name: Callable[[Any], str]) -> Supervision:
+        """Workers as asked, the journal beside the output, and as suspects (by `name`, as the
+        worker maps name them) the items that crashed or hung before: listed so in the
+        failures CSV, or in the rows tried again."""
         crashed = crashed_before(self.stage.out.failures, self.stage.key_column)
         crashed |= {row[self.stage.key_column] for row in self._retried if row["kind"] in KINDS}
         count = self.options.workers
@@ -195,8 +199,7 @@ class StageRun:
             count = min(default_workers(len(todo)), self.options.most_workers or len(todo))
         return Supervision(count, self.options.timeout,
                            journal(self.stage.out.path, self.options.shard),
-                           frozenset(self.stage.name(i) for i in todo
-                                     if self.stage.key(i) in crashed))
+                           frozenset(name(i) for i in todo if self.stage.key(i) in crashed))
 
     def _record(self, outcome: Outcome, again: bool = False) -> None:
         if outcome.note:
@@ -262,7 +265,7 @@ class StageRun:
         for problem in left_out:
             print(f"left out: {problem}", file=sys.stderr)
         return exit_status(shard, bool(self.failures or left_out), self.merged,
-                           self.stage.out.failures)
+                           self.stage.out.failures, bool(left_out))
 
 
 def _advance(bar: tqdm) -> None:

@@ -195,6 +195,7 @@ def score_to_csv(scorer: Scorer, paths: Sequence[str], out: str | Path | Output,
     `timeout`: seconds without progress before a video counts as hung. The final file gets its
     sidecar, dagr.outputs.sidecar_file(out) (scale, training data, model). Returns the run:
     its `rows` by video and `failures`."""
+    paths = [str(Path(path)) for path in paths]  # as the rows name them
     out = out if isinstance(out, Output) else scores_output(out, shard, resume)
     stage = Stage("score", "scored", out, key=str, name=str, key_column="video",
                   fields=PARTIAL_FIELDS)

@@ -190,23 +190,18 @@ def merge_csv(parts: Sequence[Path], out: Path, key: str,
         writer.writerows(rows)
 
 
-def is_merged(anchor: Path, shard: Shard) -> bool:
-    """Whether the job whose first CSV file is `anchor` has merged `shard`'s part (its done
-    marker gone); true at once for a single process."""
-    return shard.single or not _marker(anchor, shard).exists()
-
-
 def exit_status(shard: Shard, failed_here: bool, merged: bool = False,
-                failures: Path | None = None) -> int:
-    """1 when videos failed (or label rows were left out), else 0. Under torchrun a rank that
-    exits non-zero makes torchrun stop the other ranks at once, so there a rank says 1 only
-    once the job's files are `merged`, from the merged failures list `failures` when the stage
-    has one; a rank that has not merged says 0 (its failures are printed all the same)."""
+                failures: Path | None = None, left_out: bool = False) -> int:
+    """1 when videos failed or label rows were left out (`left_out`: the same in every rank,
+    which all read the labels), else 0. Under torchrun a rank that exits non-zero makes
+    torchrun stop the other ranks at once, so there a rank says 1 only once the job's files
+    are `merged`, from the merged failures list `failures` when the stage has one; a rank
+    that has not merged says 0 (its failures are printed all the same)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return int(failed_here)
     if not merged:
         return 0
-    return int(failures.is_file() if failures is not None else failed_here)
+    return int(left_out or (failures.is_file() if failures is not None else failed_here))
 
 
 # ----------------------------------------------------------------------------- partial results

@@ -104,6 +104,7 @@ def test_one_path_a_folder_or_a_list_all_score_the_same_videos(models, videos):
     model = load_model(models["file"], device="cpu")
     one = model.score(str(videos[0]), workers=0)
     assert list(one) == [str(videos[0])] and one.failures == {}
+    assert one[str(videos[0].parent) + "//." + "/" + videos[0].name] == one[videos[0]]
     assert list(model.score(videos[0], workers=0)) == [str(videos[0])]  # a PathLike
     folder = model.score(videos[0].parent, workers=0)  # recursing as --videos does
     assert sorted(folder) == sorted(str(v) for v in videos)

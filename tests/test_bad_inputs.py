@@ -26,7 +26,7 @@ from dagr.datasets import read_table
 from fakes import tiny_dhf1k
 from fakes_vqa import SIZE, stored_quality_set, train_argv
 from dagr.checkpoints import save_checkpoint
-from dagr.outputs import failures_file
+from dagr.outputs import FAILURES, failures_file
 from sal_withreg import build_saliency_model
 from VQA import build_quality_model
 
@@ -120,7 +120,7 @@ def check_video_failure(video: Path, problem: str, good: Path, code: int, err: s
         assert str(video) in text and problem in text
     assert (out / good.stem / extract_frame.FRAME_LIST).is_file()
     assert not (out / video.stem).exists()
-    assert f"{video.stem},{kind}," in (out / extract_frame.FAILURES).read_text()
+    assert f"{video.stem},{kind}," in (out / FAILURES).read_text()
     assert pd.read_csv(scores)["video"].tolist() == [str(good), *map(str, also_scored)]
     failed = pd.read_csv(failures_file(scores, folder=False))
     assert failed["video"].tolist() == [str(video)] and failed["kind"].tolist() == [kind]

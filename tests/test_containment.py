@@ -28,6 +28,7 @@ from conftest import write_video
 from fakes import TINY_SIZE
 from fakes_vqa import scoring_checkpoints, stored_quality_set
 from processes import run, stage, workers_left
+from dagr.outputs import FAILURES
 from dagr.cli import EXIT_INTERRUPTED
 from dagr.failures import read_failures
 from dagr.files import PANDAS_READ_NAMES
@@ -103,11 +104,11 @@ def test_extraction_contains_each_fault(corpus, tmp_path):
                "--workers", "2", "--video-timeout", str(LIMIT),
                faults={"open": faults_on(BAD_FILES), "write": {"bad_write": "segv"}})
     bad = {**{BAD_IDS[f]: f for f in EXPECTED}, "bad_write": "segv"}
-    assert_contained(done, out / ef.FAILURES, "video_id", bad)
+    assert_contained(done, out / FAILURES, "video_id", bad)
     assert done.stdout.startswith(f"2 of {2 + len(bad)} videos sampled")
     assert sorted(p.parent.name for p in out.glob("*/frames.json")) == GOOD
     assert no_half_written(out) and sorted(p.name for p in out.iterdir()) == [
-        ef.FAILURES, *GOOD]
+        FAILURES, *GOOD]
 
 
 @pytest.mark.slow
@@ -183,7 +184,7 @@ def test_a_crash_in_the_main_process_ends_that_run_and_the_rerun_contains_it(
     bad = str(corpus["videos"] / BAD_FILES["segv"])
     assert f"note: an earlier run stopped while handling {bad} in its main process" in second.stderr
     assert second.returncode == 1 and "Traceback" not in second.stderr
-    listing = (out / ef.FAILURES if script == "extract_frame.py"
+    listing = (out / FAILURES if script == "extract_frame.py"
                else tmp_path / "scores_failures.csv")
     failures = read_failures(listing, "video_id" if script == "extract_frame.py" else "video")
     assert [f.kind for f in failures.values()] == ["crashed"] and len(failures) == 1

@@ -7,6 +7,7 @@ import pytest
 
 import extract_frame as ef
 from dagr import frames
+from dagr.outputs import FAILURES
 from dagr import video_io as vio
 from conftest import frame_level_index
 
@@ -37,7 +38,7 @@ def test_extract_writes_named_frames_and_list(tmp_path, make_video):
     assert image.shape == (24, 32, 3)
     assert frame_level_index(image) == vio.sample_indices(16, 8)[3]
     assert (out / "batch" / "v2" / ef.FRAME_LIST).is_file()
-    assert not (out / ef.FAILURES).exists()
+    assert not (out / FAILURES).exists()
 
 
 def test_rerun_skips_finished_videos(tmp_path, make_video, monkeypatch):
@@ -82,10 +83,10 @@ def test_bad_files_are_reported_and_the_rest_done(tmp_path, make_video, capsys):
     code = ef.main(["--videos", str(videos), "--out", str(out), "--workers", "2", "--size", "16", "20"])
     assert code == 1
     assert (out / "good" / ef.FRAME_LIST).is_file()
-    rows = (out / ef.FAILURES).read_text().splitlines()
+    rows = (out / FAILURES).read_text().splitlines()
     assert rows[0] == "video_id,kind,problem"
     assert {r.split(",")[0] for r in rows[1:]} == {"empty", "text", "noise"}
-    assert "empty.mp4" in (out / ef.FAILURES).read_text()
+    assert "empty.mp4" in (out / FAILURES).read_text()
     assert {r.split(",")[1] for r in rows[1:]} == {"empty-file", "not-media"}
     err = capsys.readouterr().err
     assert "3 failed" in err and "text.mp4" in err

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-import extract_frame as ef
 from conftest import write_video
 from fakes import TINY_SIZE
 from fakes_vqa import scoring_checkpoints
+from dagr.outputs import FAILURES
 from dagr.files import NAMES_ENCODING
 from processes import run
 
@@ -49,7 +49,7 @@ def test_odd_names_are_sampled_mapped_and_scored_and_read_back(odd_videos, tmp_p
                "--workers", "2")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert {p.parent.name for p in frames.glob("*/frames.json")} == ids
-    listed = rows(frames / ef.FAILURES)
+    listed = rows(frames / FAILURES)
     assert [row["video_id"] for row in listed] == [broken] and listed[0]["kind"] == "not-media"
     assert os.fsencode(listed[0]["video_id"]) == BROKEN  # the bytes of the name, back
     assert "broken\\udcff.avi: not a media file" in done.stderr  # escaped, as Python does

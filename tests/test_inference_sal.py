@@ -162,7 +162,7 @@ def test_all_frames_renders_an_overlay_video_of_every_decodable_frame(setup, tmp
 
 
 def test_renders_av1_and_rotated_videos_in_display_orientation(setup, tmp_path) -> None:
-    """--video decodes through video_io: an AV1 file renders, and a 90-degree rotated MP4
+    """--videos decodes through video_io: an AV1 file renders, and a 90-degree rotated MP4
     renders upright (as tall as the source is wide)."""
     checkpoint, _ = setup
     encode_video(tmp_path / "in" / "av1.mkv", "libsvtav1", 5, size=(32, 48))
@@ -254,3 +254,20 @@ def test_register_attention_draws_each_register_over_each_frame(setup, tmp_path,
     assert run(baseline, "--frames", str(frames), "--out", str(tmp_path / "b"),
                "--register-attention") == 2
     assert "no attention registers" in capsys.readouterr().err
+
+
+def test_every_output_is_checked_before_the_network_loads(tmp_path, capsys):
+    (tmp_path / "maps_overlays").write_text("a file where the overlays would go")
+    code = inference_sal.main(["--checkpoint", str(tmp_path / "absent.pt"), "--frames",
+                               str(tmp_path), "--out", str(tmp_path / "maps"), "--overlay",
+                               "--device", "cpu"])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == (f"error: {tmp_path / 'maps_overlays'}: is a "
+                                               "file; --out names a folder here")
+    assert not (tmp_path / "maps").exists()
+
+
+def test_overlay_is_for_frames_mode(tmp_path):
+    with pytest.raises(SystemExit) as stopped:
+        inference_sal.parse_args(["--videos", str(tmp_path), "--all-frames", "--overlay"])
+    assert stopped.value.code == 2

@@ -14,6 +14,7 @@ from dagr.cli import Interrupted
 from dagr.failures import Failure, read_failures
 from dagr.outputs import folder_output, scores_output
 from dagr.runner import Outcome, Produce, RunOptions, Stage, StageRun, Workers
+from dagr.sharding import Shard, exit_status
 
 ITEMS = ["a", "b", "c", "d"]
 
@@ -111,3 +112,28 @@ def test_a_file_stage_keeps_rows_and_resumes_them(tmp_path, retry, tried):
     assert seen == tried and sorted(run.rows) == ITEMS and list(run.failures) == ["b"]
     assert run.write() and not partial.exists()
     assert read_failures(tmp_path / "s_failures.csv", "video")["b"].kind == "broken"
+
+
+def test_items_that_crashed_before_are_suspects_by_the_name_their_worker_map_gives(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "failures.csv").write_text("video_id,kind,problem\nb,crashed,b: crashed\n"
+                                      "c,broken,c: broken\n")
+    seen: list[frozenset[str]] = []
+
+    def produce(todo: list[str], workers: Workers) -> Iterator[Outcome]:
+        seen.append(workers.supervision.suspects)
+        yield from (Outcome(item) for item in todo)
+
+    run = StageRun(folder_stage(out), RunOptions(workers=0))
+    run.run(["a", "b", "c"], produce)  # the stage's own names
+    run.run(["a", "b", "c"], produce, name=lambda item: f"frames/{item}")
+    assert seen == [frozenset({"b"}), frozenset({"frames/b"})]
+
+
+def test_under_torchrun_rows_left_out_make_the_merging_rank_exit_1(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    none = tmp_path / "failures.csv"  # no video failed anywhere
+    assert exit_status(Shard(0, 2), True, merged=True, failures=none, left_out=True) == 1
+    assert exit_status(Shard(0, 2), False, merged=True, failures=none) == 0
+    assert exit_status(Shard(0, 2), True, merged=False, failures=none, left_out=True) == 0
