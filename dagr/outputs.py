@@ -15,8 +15,8 @@ object per line), by the suffix; a path that ends in `/` or is an existing folde
 The failures CSV of an output (`failures_file`): `<out>/failures.csv` inside a folder output,
 `<stem>_failures.csv` beside a file output (`scores.csv` -> `scores_failures.csv`); a scores
 file's sidecar (`sidecar_file`, dagr/provenance.py writes it): `<stem>.meta.json`. Two scores
-files of one stem in one folder would share both, so an earlier run's sidecar or failures CSV
-refuses a new scores file as its scores would.
+files of one stem in one folder would share both, so a scores file of that stem in another
+format there refuses a new one.
 
 Imports no project module but dagr.files and dagr.sharding.
 """
@@ -88,17 +88,21 @@ def scores_path(text: str | os.PathLike) -> Path:
 
 def scores_output(text: str | os.PathLike, shard: Shard = Shard(), resume: bool = False) -> Output:
     """The scores file of --out `text` (`scores_path`), its folder checked (and made when the
-    run starts: `Output.create`); an earlier run's result there (the scores, or the failures
-    CSV or sidecar they share with another scores file of the same stem) is resumed (--resume
-    and its partial file) or refused with OSError naming it, before any work."""
+    run starts: `Output.create`); an earlier run's result there is resumed (--resume and its
+    partial file) or refused with OSError naming it, before any work, and so is a scores file
+    of the same stem in another format (the two would share their failures CSV and sidecar)."""
     path = scores_path(text)
     creatable_folder(path.parent)
     partial = partial_path(path, shard)
     if partial.is_file() and not resume:
         raise OSError(f"{partial}: the scores of an interrupted run are kept there; --resume "
                       "continues it (remove it to start again)")
-    earlier = [p for p in (path, failures_file(path, False), sidecar_file(path)) if p.exists()]
-    if earlier and not partial.is_file():
-        raise OSError(f"{earlier[0]}: already exists (an earlier run's result); give another "
-                      "--out or remove it")
+    if path.exists() and not partial.is_file():
+        raise OSError(f"{path}: already exists (an earlier run's result); give another --out "
+                      "or remove it")
+    for other in (path.with_suffix(suffix) for suffix in SCORE_FORMATS):
+        if other != path and other.exists():
+            raise OSError(f"{other}: already exists, and {path.name} would share its failures "
+                          f"CSV and sidecar ({sidecar_file(path).name}); give another --out or "
+                          "remove it")
     return Output(path, False)

@@ -186,12 +186,15 @@ def test_scores_output_checks_the_partial_file_of_its_shard(tmp_path):
     assert scores_output(tmp_path / "scores.csv", shard, resume=True).path == tmp_path / "scores.csv"
 
 
-@pytest.mark.parametrize("earlier", ["s_failures.csv", "s.meta.json"])
-def test_a_scores_file_that_would_share_an_earlier_run_s_sidecar_or_failures_is_refused(
-        tmp_path, earlier):
-    (tmp_path / earlier).write_text("an earlier run's, of s.json")
-    with pytest.raises(OSError, match=f"{earlier}: already exists"):
+@pytest.mark.parametrize("earlier", ["s.json", "s.jsonl"])
+def test_a_scores_file_of_the_same_stem_in_another_format_is_refused(tmp_path, earlier):
+    (tmp_path / earlier).write_text("[]")
+    (tmp_path / "s.meta.json").write_text("{}")  # that run's sidecar, which s.csv would replace
+    with pytest.raises(OSError, match=f"{earlier}: already exists, and s.csv would share its "
+                                      r"failures CSV and sidecar \(s.meta.json\)"):
         scores_output(tmp_path / "s.csv")
+    (tmp_path / earlier).unlink()  # the sidecar of a removed scores file is replaced
+    assert scores_output(tmp_path / "s.csv").path == tmp_path / "s.csv"
 
 
 def test_a_refused_scores_run_leaves_no_folder_behind(corpus, tmp_path, capsys):
