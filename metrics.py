@@ -91,8 +91,13 @@ SALIENCY_METRICS: list[Metric] = [
     Metric("auc_j", "AUC-J", UNIT_SCALE),
     Metric("s_auc", "s-AUC", UNIT_SCALE),
 ]
-# quality training keeps the epoch of the best validation (SRCC + PLCC) / 2 (dagr/evaluation.py)
+# quality training keeps the epoch of the best validation `quality_score`
 QUALITY_SCORE = Metric("score", "score", CORRELATIONS)
+
+
+def quality_score(metrics: dict[str, float]) -> float:
+    """QUALITY_SCORE of `vqa_metrics`' values: (SRCC + PLCC) / 2 (nan when either is)."""
+    return (metrics["srcc"] + metrics["plcc"]) / 2
 
 
 def headline(metrics: Iterable[Metric]) -> list[Metric]:

@@ -39,7 +39,7 @@ from dagr.frames import stored_example
 from dataloader import (MosScale, SaliencyClipDataset, SaliencyVideo, VQAClipDataset,
                         to_clip_tensor)
 from metrics import (QUALITY_METRICS, QUALITY_SCORE, SALIENCY_METRICS, _nanmean, logistic_map,
-                     names, saliency_metrics, titles, vqa_metrics)
+                     names, quality_score, saliency_metrics, titles, vqa_metrics)
 from VQA import QualityNet
 
 
@@ -240,10 +240,10 @@ def score_predictions(predictions: pd.DataFrame) -> tuple[pd.DataFrame, dict[str
 
 
 def quality_validation(predictions: pd.DataFrame) -> dict[str, float]:
-    """vqa_metrics of validation predictions and metrics.QUALITY_SCORE, the mean of their
-    SRCC and PLCC, which picks the best epoch (nan when undefined)."""
+    """vqa_metrics of validation predictions and metrics.QUALITY_SCORE (`quality_score`),
+    which picks the best epoch (nan when undefined)."""
     _, metrics = score_predictions(predictions)
-    return {**metrics, QUALITY_SCORE.name: (metrics["srcc"] + metrics["plcc"]) / 2}
+    return {**metrics, QUALITY_SCORE.name: quality_score(metrics)}
 
 
 def results_table(metrics: dict[str, dict[str, float]], average: bool = True) -> pd.DataFrame:

@@ -93,18 +93,21 @@ def creatable_folder(path: str | os.PathLike) -> Path:
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as err:
-        raise OSError(f"{path}: output folder cannot be written ({err.strerror or err})") from err
+        raise _cannot_write(path, err) from err
     return path
 
 
 def writable_folder(path: str | os.PathLike) -> Path:
-    """Create the output folder `path` if needed and check that files can be written there,
-    so that a run fails at its start rather than at its first save. Raises OSError naming it."""
-    path = Path(path)
+    """Create the output folder `path` if needed, once `creatable_folder` has checked that
+    files can be written there, so that a run fails at its start rather than at its first
+    save. Raises OSError naming it."""
+    path = creatable_folder(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
     except OSError as err:
-        raise OSError(f"{path}: output folder cannot be written ({err.strerror or err})") from err
+        raise _cannot_write(path, err) from err
     return path
+
+
+def _cannot_write(path: Path, err: OSError) -> OSError:
+    return OSError(f"{path}: output folder cannot be written ({err.strerror or err})")
