@@ -17,7 +17,7 @@ another sample.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -31,7 +31,8 @@ from torch.utils.data import Dataset
 from dagr.labels import (LabelFileError, finish_table, read_csv_file, report, require_columns,
                          shown_names)
 from dagr.frames import FRAME_LIST, frame_files
-from dagr.images import load_map_levels, load_rgb, read_image
+from dagr.gaze import density_map, fixation_map
+from dagr.images import load_map_levels, load_rgb, read_image, rgb_at
 from dagr.paper import FRAME_SIZE
 from dagr.video_io import read_frames_at
 
@@ -39,6 +40,7 @@ from dagr.video_io import read_frames_at
 LSVQ_COLUMNS = ["name", "mos"]
 KONVID_COLUMNS = ["flickr_id", ("mos", "MOS")]
 YOUTUBE_UGC_COLUMNS = ["vid", "MOS full"]
+FIXATION_VARIABLES = ("eyeMap", "fixLocs")  # the binary map in DIEM's and CAT2000's .mat files
 
 
 # ----------------------------------------------------------------------------- quality sets
@@ -125,8 +127,13 @@ def read_youtube_ugc(labels: str | Path, video_root: str | Path | None = None) -
 
 @dataclass
 class SaliencyVideo:
-    """One annotated video. Frame i of the clip is `frames[i]` (an image file) or frame
-    `frame_numbers[i]` (0-based) of `video`; `maps[i]` and `fixations[i]` are its annotation."""
+    """One annotated video, or a still image (a video of one frame). Frame i of the clip is
+    `frames[i]` (an image file) or frame `frame_numbers[i]` (0-based) of `video`. Its
+    annotation: `maps[i]`, a density map file, and `fixations[i]`, a fixation map file; or,
+    from a set that publishes fixation points, `points[i]` ((N, 2) x, y in the frame's pixels),
+    from which dagr/gaze.py makes the fixation map and, when `maps` is empty, the density map.
+    A set that ships maps only leaves `fixations` empty and `points` None: its fixation
+    metrics (NSS, AUC-J, s-AUC) are then nan."""
     video_id: str
     split: str
     maps: list[Path]
@@ -134,9 +141,10 @@ class SaliencyVideo:
     frame_numbers: list[int]
     frames: list[Path] | None = None
     video: Path | None = None
+    points: list[np.ndarray] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
-        return len(self.maps)
+        return len(self.frame_numbers)
 
 
 def _numbered(folder: Path, pattern: str) -> dict[int, Path]:
@@ -233,16 +241,18 @@ def load_map(path: Path, size: tuple[int, int]) -> np.ndarray:
 
 
 def load_fixations(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """(H, W) float32 binary fixation map at `size`, from a PNG/JPG or a DIEM `.mat`.
+    """(H, W) float32 binary fixation map at `size`, from a PNG/JPG or a `.mat` (DIEM's,
+    CAT2000's).
 
     Points are moved to the new grid one by one: interpolating a sparse binary map would
     erase most of them.
     """
     if path.suffix.lower() == ".mat":
         mat = scipy.io.loadmat(path)
-        if "eyeMap" not in mat:
-            raise OSError(f"{path}: no variable 'eyeMap'")
-        points = np.asarray(mat["eyeMap"]) > 0
+        name = next((n for n in FIXATION_VARIABLES if n in mat), None)
+        if name is None:
+            raise OSError(f"{path}: no variable {' or '.join(map(repr, FIXATION_VARIABLES))}")
+        points = np.asarray(mat[name]) > 0
     else:
         points = _load_gray(path) > 127
     rows, cols = np.nonzero(points)
@@ -353,18 +363,20 @@ class SaliencyClipDataset(Dataset):
 
     Training (`clips_per_video` random starts per video and epoch, drawn from `seed` and the
     epoch set with `set_epoch`) or evaluation (`starts="even"`: clips spread evenly over the
-    video, the same every time). Item: `frames` (3, T, H, W) float in [0, 1], `maps`
+    video, the same every time). `flip`: each training clip is mirrored left to right with
+    probability 1/2 (drawn like the start). Item: `frames` (3, T, H, W) float in [0, 1], `maps`
     (1, T, H, W) float in [0, 1], `fixations` (1, T, H, W) binary float, `video_id`, `start`.
     """
 
     def __init__(self, videos: Sequence[SaliencyVideo], clip_len: int = 8,
                  size: tuple[int, int] = FRAME_SIZE, clips_per_video: int = 1,
-                 starts: str = "random", seed: int = 0):
+                 starts: str = "random", seed: int = 0, flip: bool = False):
         if starts not in ("random", "even"):
             raise ValueError("starts must be 'random' or 'even'")
         self.videos = [v for v in videos if len(v) >= 1]
         self.clip_len, self.size = clip_len, tuple(size)
         self.clips_per_video, self.starts, self.seed = clips_per_video, starts, seed
+        self.flip = flip
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -387,15 +399,42 @@ class SaliencyClipDataset(Dataset):
         start = self.clip_start(index)
         # a video shorter than the clip repeats its last frame
         picks = [min(start + i, len(video) - 1) for i in range(self.clip_len)]
-        if video.frames is not None:
-            frames = np.stack([load_rgb(video.frames[i], self.size) for i in picks])
-        else:
-            numbers = [video.frame_numbers[i] for i in picks]
-            unique = sorted(set(numbers))
-            decoded = read_frames_at(video.video, unique, self.size)
-            frames = decoded[[unique.index(n) for n in numbers]]
-        maps = np.stack([load_map(video.maps[i], self.size) for i in picks])
-        fixations = np.stack([load_fixations(video.fixations[i], self.size) for i in picks])
+        frames, shapes = self._frames(video, picks)
+        notes = [frame_annotation(video, i, shape, self.size) for i, shape in zip(picks, shapes)]
+        maps, fixations = (np.stack(parts) for parts in zip(*notes))
+        if self.flip and np.random.default_rng((self.seed, self.epoch, index, 1)).random() < 0.5:
+            frames, maps, fixations = (np.ascontiguousarray(a[:, :, ::-1])
+                                       for a in (frames, maps, fixations))
         return {"frames": to_clip_tensor(frames).permute(1, 0, 2, 3),
                 "maps": torch.from_numpy(maps)[None], "fixations": torch.from_numpy(fixations)[None],
                 "video_id": video.video_id, "start": start}
+
+    def _frames(self, video: SaliencyVideo, picks: list[int]
+                ) -> tuple[np.ndarray, list[tuple[int, int] | None]]:
+        """(T, H, W, 3) uint8 RGB frames `picks` of `video` at the dataset's size, and each
+        frame's size before resizing (None for frames decoded from a video file)."""
+        if video.frames is None:
+            numbers = [video.frame_numbers[i] for i in picks]
+            unique = sorted(set(numbers))
+            decoded = read_frames_at(video.video, unique, self.size)
+            return decoded[[unique.index(n) for n in numbers]], [None] * len(picks)
+        images = {i: read_image(video.frames[i]) for i in sorted(set(picks))}
+        resized = {i: rgb_at(image, self.size) for i, image in images.items()}
+        return (np.stack([resized[i] for i in picks]),
+                [images[i].shape[:2] for i in picks])
+
+
+def frame_annotation(video: SaliencyVideo, index: int, image_size: tuple[int, int] | None,
+                     size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(density map, fixation map) of frame `index` of `video`, each (H, W) float32 at `size`;
+    `image_size` is the frame's own (height, width), which points are given in."""
+    points = video.points[index] if video.points is not None else None
+    if video.maps:
+        density = load_map(video.maps[index], size)
+    else:
+        density = density_map(points, image_size, size)
+    if points is not None:
+        return density, fixation_map(points, image_size, size)
+    if video.fixations:
+        return density, load_fixations(video.fixations[index], size)
+    return density, np.zeros(size, np.float32)

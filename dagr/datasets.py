@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 
 import dataloader
+from dagr import gaze_sets
 from dagr.labels import (Columns, LabelColumns, LabelFileError, MissingColumns, missing_columns,
                          read_csv_labels, read_labels_txt)
 from dataloader import SaliencyVideo
@@ -38,13 +40,19 @@ class QualitySet:
 
 @dataclass(frozen=True)
 class SaliencySet:
-    """An eye-tracking dataset. `reader(root)` returns its annotated videos, each with its
-    split; `validation` is the split a training run validates on."""
+    """An eye-tracking dataset. `reader(root)` returns its annotated videos (or still images:
+    `still`), each with its split; `validation` is the split a training run validates on. A set
+    without an official split reads as split `all` and is dealt into FOLDS folds."""
     name: str
     title: str
     reader: Callable[[Path], list[SaliencyVideo]]
     layout: str
     validation: str = "val"
+    still: bool = False
+
+
+FOLDS = 5      # a set without an official split: fold k validates, the other folds train
+FOLD_SEED = 0  # the folds and --train-limit's choice are the same for every training seed
 
 
 QUALITY_SETS = {entry.name: entry for entry in (
@@ -69,6 +77,11 @@ SALIENCY_SETS = {entry.name: entry for entry in (
     SaliencySet("diem", "DIEM", dataloader.read_diem,
                 "STAViS layout: video_frames/DIEM/, annotations/DIEM/, fold_lists/; trains on "
                 "the train fold, validates on the test fold", validation="test"),
+    SaliencySet("sun500", "SUN500", gaze_sets.read_sun500,
+                "stimuli/001.jpg + tidy/fixations.mat (raw fixations); 5 folds", still=True),
+    SaliencySet("fixation-table", "Fixation table", gaze_sets.read_fixation_table,
+                "a CSV of image, x, y (optional observer, duration, split), as --root or "
+                "<root>/fixations.csv; images relative to it", still=True),
 )}
 
 SPLIT_TITLES = {"test_1080p": "-1080p"}  # a test split's suffix in results tables
@@ -143,13 +156,36 @@ def read_saliency_set(dataset: str, root: str | Path) -> list[SaliencyVideo]:
     return SALIENCY_SETS[dataset].reader(Path(root))
 
 
-def saliency_videos(dataset: str, root: str | Path, split: str) -> list[SaliencyVideo]:
+def saliency_videos(dataset: str, root: str | Path, split: str, fold: int = 0,
+                    limit: int = 0) -> list[SaliencyVideo]:
     """The annotated videos of `split` ('train', 'val' or 'test'; 'val' is the set's
-    validation split, which for DIEM is its test fold). ValueError when there are none."""
-    videos = read_saliency_set(dataset, root)
+    validation split, which for DIEM is its test fold). A set without an official split
+    validates on fold `fold` of FOLDS and trains on the others. `limit` > 0 keeps that many
+    training videos, a seeded choice in which a smaller limit's videos are also a larger one's.
+    ValueError when there are none."""
+    videos = with_folds(read_saliency_set(dataset, root), fold)
     entry = SALIENCY_SETS[dataset]
     name = entry.validation if split == "val" else split
     videos = [video for video in videos if video.split == name]
     if not videos:
         raise ValueError(f"{root}: no annotated {dataset} videos in split {name!r}")
+    return seeded_order(videos)[:limit] if limit > 0 and split == "train" else videos
+
+
+def seeded_order(videos: list[SaliencyVideo]) -> list[SaliencyVideo]:
+    """`videos` sorted by id, then shuffled with FOLD_SEED: the same order on every run."""
+    ordered = sorted(videos, key=lambda video: video.video_id)
+    return [ordered[i] for i in np.random.default_rng(FOLD_SEED).permutation(len(ordered))]
+
+
+def with_folds(videos: list[SaliencyVideo], fold: int) -> list[SaliencyVideo]:
+    """`videos` with every unsplit one (split `all`) in `val` when it is dealt into fold
+    `fold` of FOLDS, else in `train`."""
+    if not 0 <= fold < FOLDS:
+        raise ValueError(f"fold {fold} does not exist: choose 0 to {FOLDS - 1}")
+    unsplit = seeded_order([video for video in videos if video.split == gaze_sets.UNSPLIT])
+    folds = {video.video_id: i % FOLDS for i, video in enumerate(unsplit)}
+    for video in videos:
+        if video.video_id in folds:
+            video.split = "val" if folds[video.video_id] == fold else "train"
     return videos
