@@ -1,8 +1,11 @@
-"""Stage 2: train and validate the saliency network on DHF1K or DIEM.
+"""Stage 2: train and validate the saliency network on DHF1K or DIEM, or on an eye-tracking
+set of still images (SALICON, MIT1003, CAT2000, SUN500, a fixation table).
 
     python train_sal.py --dataset dhf1k --root DHF1K/ --out runs/saliency --epochs 20
     python train_sal.py --dataset dhf1k --root DHF1K/ --out runs/saliency --epochs 20 --resume
     python train_sal.py --evaluate runs/saliency/best.pt --dataset dhf1k --root DHF1K/ --split val
+    python train_sal.py --dataset salicon --root SALICON/ --out runs/salicon --size 240 320
+    python train_sal.py --dataset dhf1k --root DHF1K/ --out runs/saliency --init runs/salicon/best.pt
     torchrun --standalone --nproc-per-node 4 train_sal.py --dataset dhf1k --root DHF1K/ \\
         --out runs/saliency --sync-bn
 
@@ -34,7 +37,7 @@ from dagr import paper
 from dagr.ablation import Variant, collect, finished, run_folder, run_name, variants, write_results
 from dagr.checkpoints import checkpoint_network
 from dagr.cli import deprecated_alias, run_script, script_parser
-from dagr.datasets import SALIENCY_SETS, saliency_help, saliency_videos
+from dagr.datasets import FOLDS, SALIENCY_SETS, saliency_help, saliency_videos
 from dagr.device import pick_device
 from dagr.distributed import Distributed, ShardSampler, distributed_job, wrap_for_training
 from dagr.evaluation import evaluate, evaluation_clips, format_table, validate
@@ -69,6 +72,11 @@ EPOCHS = 20
 CLIP_LEN = paper.FRAMES_PER_VIDEO  # frames per clip
 CLIPS_PER_VIDEO = 4       # training clips per video and epoch
 VAL_CLIPS = 2             # validation clips per video, spread evenly over it
+STILL = {"clip_len": 1, "clips_per_video": 1, "val_clips": 1}  # their defaults on image sets
+FLIP = False              # mirror each training clip left to right with probability 1/2
+FOLD = 0                  # a set without an official split validates on this of its 5 folds
+TRAIN_LIMIT = 0           # train on this many training videos or images (0: all)
+INIT = None               # start from this checkpoint's network (e.g. one trained on images)
 BATCH_SIZE = 4            # clips per step (per process under torchrun)
 LR = 1e-4
 WEIGHT_DECAY = 0.01       # on weight matrices and kernels only, not on biases and norms
@@ -95,10 +103,19 @@ def model_arguments(config: Any) -> dict[str, Any]:
             "register_write": config.register_write, "write_levels": list(config.write_levels)}
 
 
-def training_model(config: Any, device: torch.device) -> nn.Module:
-    """The fresh network on `device`, channels_last_3d on CUDA (the layout cuDNN's fast 3D
-    kernels want), torch.compile'd with --compile (checkpoints hold the plain network)."""
-    model = build_saliency_model(**model_arguments(config)).to(device)
+def start_network(config: Any) -> tuple[nn.Module, dict[str, Any]]:
+    """(network, its constructor arguments): --init's trained network, else a fresh one
+    built from the options."""
+    if config.init:
+        model, payload = checkpoint_network(config.init, KIND)
+        return model, payload["model_kwargs"]
+    return build_saliency_model(**model_arguments(config)), model_arguments(config)
+
+
+def training_model(model: nn.Module, config: Any, device: torch.device) -> nn.Module:
+    """`model` on `device`, channels_last_3d on CUDA (the layout cuDNN's fast 3D kernels
+    want), torch.compile'd with --compile (checkpoints hold the plain network)."""
+    model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last_3d)
     return compile_model(model, config.compile)
@@ -125,21 +142,24 @@ def _train(config: Any, dist: Distributed, device: torch.device) -> Path:
     out, size = Path(config.out), tuple(config.size)
     if dist.is_main:
         writable_folder(out)
-    train_videos = saliency_videos(config.dataset, config.root, "train")
-    val_data = evaluation_clips(saliency_videos(config.dataset, config.root, "val"),
+    train_videos = saliency_videos(config.dataset, config.root, "train", config.fold,
+                                   config.train_limit)
+    val_data = evaluation_clips(saliency_videos(config.dataset, config.root, "val", config.fold),
                                 config.clip_len, size, config.val_clips)
     seed_everything(config.seed)
     config.precision = resolve_precision(config.precision, device)
-    model = wrap_for_training(training_model(config, device), dist, device, config.sync_bn)
+    network, network_kwargs = start_network(config)
+    model = wrap_for_training(training_model(network, config, device), dist, device,
+                              config.sync_bn)
     optimizer = make_optimizer(model, config.lr, config.weight_decay)
     train_data = SaliencyClipDataset(train_videos, config.clip_len, size, config.clips_per_video,
-                                     starts="random", seed=config.seed)
+                                     starts="random", seed=config.seed, flip=config.flip)
     loader = DataLoader(train_data, config.batch_size,
                         sampler=ShardSampler(len(train_data), dist, shuffle=True, seed=config.seed),
                         num_workers=config.workers, pin_memory=device.type == "cuda",
                         worker_init_fn=quiet_worker)
     return fit(TrainingRun(
-        out=out, model=model, model_kwargs=model_arguments(config), optimizer=optimizer,
+        out=out, model=model, model_kwargs=network_kwargs, optimizer=optimizer,
         scheduler=training_schedule(optimizer, config.warmup, config.epochs, loader, dist,
                                     config.grad_accum),
         loader=loader,
@@ -210,7 +230,8 @@ def state_figure(config: Any, checkpoint: Path, path: Path) -> Path:
     two principal components), coloured by the video's category when the dataset's folder has
     a category table (dagr/global_context.py writes one)."""
     model = checkpoint_network(checkpoint, KIND)[0]
-    data = evaluation_clips(saliency_videos(config.dataset, config.root, "val"), config.clip_len,
+    data = evaluation_clips(saliency_videos(config.dataset, config.root, "val", config.fold),
+                            config.clip_len,
                             config.size, config.val_clips)
     ids, states = register_states(model, data, pick_device(config.device), config.batch_size)
     table = Path(config.root) / CATEGORY_TABLE
@@ -241,11 +262,29 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="levels the registers write back to with --register-write film")
     deprecated_alias(parser, "--channels", parser.add_argument(
         "--saliency-width", type=int, default=SALIENCY_WIDTH, help="U-Net base width"))
-    parser.add_argument("--clip-len", type=int, default=CLIP_LEN, help="frames per training clip")
-    parser.add_argument("--clips-per-video", type=int, default=CLIPS_PER_VIDEO,
-                        help="training clips per video and epoch")
-    parser.add_argument("--val-clips", type=int, default=VAL_CLIPS,
-                        help="validation clips per video, evenly spread")
+    parser.add_argument("--clip-len", type=int,
+                        help=f"frames per training clip (default {CLIP_LEN}; on image sets "
+                             f"{STILL['clip_len']}: a longer clip repeats the image)")
+    parser.add_argument("--clips-per-video", type=int,
+                        help=f"training clips per video and epoch (default {CLIPS_PER_VIDEO}; "
+                             f"on image sets {STILL['clips_per_video']})")
+    parser.add_argument("--val-clips", type=int,
+                        help=f"validation clips per video, evenly spread (default {VAL_CLIPS}; "
+                             f"on image sets {STILL['val_clips']})")
+    parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=FLIP,
+                        help="mirror each training clip left to right with probability 1/2")
+    parser.add_argument("--fold", type=int, default=FOLD, choices=range(FOLDS),
+                        metavar=f"0-{FOLDS - 1}",
+                        help=f"on a set without an official split (sun500, fixation-table, "
+                             f"...): validate on this of its {FOLDS} seeded folds, train on the "
+                             "others")
+    parser.add_argument("--train-limit", type=int, default=TRAIN_LIMIT, metavar="N",
+                        help="train on N of the training videos or images, a seeded choice "
+                             "that grows by adding (for learning curves); 0: all")
+    parser.add_argument("--init", default=INIT, metavar="CHECKPOINT",
+                        help="start from this saliency checkpoint's network, architecture and "
+                             "weights (the register options are then not used): image "
+                             "pretraining before video (docs/gaze.md)")
     parser.add_argument("--l-kl", type=float, default=L_KL, help="weight of KL(G || P)")
     parser.add_argument("--l-cc", type=float, default=L_CC, help="weight of CC(P, G)")
     parser.add_argument("--l-nss", type=float, default=L_NSS, help="weight of NSS(P, fixations)")
@@ -269,6 +308,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="split scored by --evaluate")
     args = parser.parse_args(argv)
     check_run_arguments(parser, args)
+    still = SALIENCY_SETS[args.dataset].still
+    for name, video_default in (("clip_len", CLIP_LEN), ("clips_per_video", CLIPS_PER_VIDEO),
+                                ("val_clips", VAL_CLIPS)):
+        if getattr(args, name) is None:
+            setattr(args, name, STILL[name] if still else video_default)
     if args.ablation == []:  # --ablation alone: every variant
         args.ablation = list(variants(args.registers or REGISTERS))
     return args

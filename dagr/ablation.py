@@ -25,10 +25,14 @@ from dagr.evaluation import markdown_table
 from dagr.files import atomic_path
 from dagr.registers import FAR_CONTEXT_MEASURES
 from dagr.training import BEST, LAST, LOG
-from metrics import SALIENCY_METRICS, Metric, names
+from metrics import SALIENCY_METRICS, UNIT_SCALE, Metric, names
 
 TABLE, FIGURE = "ablation", "ablation.png"
-RUN_COLUMNS = ("variant", "seed", "best_epoch", "minutes")  # every other column is a metric
+CURVE = "learning_curve"  # --learning-curve's table (.md, .csv) and figure (.png)
+RUN_COLUMNS = ("variant", "seed", "best_epoch", "minutes", "training")  # the rest are metrics
+LAST_EPOCHS = 3
+# the trend beside the best epoch's luck: designs are compared on it (docs/registers.md)
+CC_LAST = Metric("cc_last", f"CC, last {LAST_EPOCHS} epochs", UNIT_SCALE)
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,11 @@ def run_folder(out: Path, variant: Variant, seed: int) -> Path:
     return out / variant.folder / f"seed_{seed}"
 
 
+def curve_folder(out: Path, limit: int) -> Path:
+    """Where --learning-curve trains its runs on `limit` training videos or images."""
+    return out / f"train_{limit}"
+
+
 def run_name(checkpoint: Path) -> str:
     """The name of the run that wrote `checkpoint` (`<variant>/seed_<s>`, its folder under the
     ablation's), which figure titles show in place of a path of the machine it ran on."""
@@ -79,8 +88,9 @@ def finished(folder: Path, epochs: int) -> bool:
 def collect(out: Path, chosen: Sequence[Variant], seeds: Sequence[int], epochs: int
             ) -> pd.DataFrame:
     """One row per run that has trained all `epochs` (a stopped one is left out): variant,
-    seed, the validation metrics of its best epoch, that epoch, and the run's minutes (the sum
-    of its log's epoch times)."""
+    seed, the validation metrics of its best epoch, the mean validation CC of its last
+    LAST_EPOCHS epochs, that best epoch, the run's minutes (the sum of its log's epoch times)
+    and how many videos or images it trained on."""
     rows = []
     for variant in chosen:
         for seed in seeds:
@@ -91,16 +101,19 @@ def collect(out: Path, chosen: Sequence[Variant], seeds: Sequence[int], epochs: 
             log = pd.read_csv(folder / LOG)
             rows.append({"variant": variant.name, "seed": seed,
                          **{m: float(best["metrics"][m]) for m in names(SALIENCY_METRICS)},
+                         CC_LAST.name: float(log["val_cc"].tail(LAST_EPOCHS).mean()),
                          "best_epoch": int(best["epoch"]),
-                         "minutes": float(log["seconds"].sum()) / 60})
+                         "minutes": float(log["seconds"].sum()) / 60,
+                         "training": int(best.get("trained_on", {}).get("videos", 0))})
     return pd.DataFrame(rows, columns=["variant", "seed", *names(SALIENCY_METRICS),
-                                       "best_epoch", "minutes"])
+                                       CC_LAST.name, "best_epoch", "minutes", "training"])
 
 
 def measure(column: str) -> Metric:
     """The Metric of a column of the runs: a saliency metric of metrics.py or a far-context
     measure of dagr/registers.py (any other column as itself, higher is better)."""
-    known = {metric.name: metric for metric in (*SALIENCY_METRICS, *FAR_CONTEXT_MEASURES)}
+    known = {metric.name: metric
+             for metric in (*SALIENCY_METRICS, CC_LAST, *FAR_CONTEXT_MEASURES)}
     return known.get(column, Metric(column, column))
 
 
@@ -139,6 +152,8 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _mean_std(mean: float, std: float) -> str:
+    if math.isnan(mean):  # a measure that does not apply, such as the centre prior's epochs
+        return "–"
     return f"{mean:.3f}" if math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
 
 

@@ -89,13 +89,25 @@ def validate(model: torch.nn.Module, data: SaliencyClipDataset, device: torch.de
     loader = DataLoader(Subset(data, clips), batch_size, num_workers=workers,
                         worker_init_fn=quiet_worker)
     model.eval()
+    predictions = _clip_predictions(model, loader, device, progress, precision)
+    if all(len(video) == 1 for video in data.videos):
+        return _image_scores(predictions, dist)
     scores = []
-    for _, clips_of_video in groupby(_clip_predictions(model, loader, device, progress, precision),
-                                     key=lambda item: item[0]):
+    for _, clips_of_video in groupby(predictions, key=lambda item: item[0]):
         pred, gt, fixations = (torch.cat(parts) for parts in zip(*(c[1:] for c in clips_of_video)))
         scores.append(saliency_metrics(pred, gt, fixations))
     scores = [s for part in gather_objects(scores, dist) for s in part]
     return {name: _nanmean([s[name] for s in scores]) for name in names(SALIENCY_METRICS)}
+
+
+def _image_scores(predictions: Iterator[ClipPrediction], dist: Distributed) -> dict[str, float]:
+    """The saliency metrics over still images, one clip each: per image, averaged over the
+    images; s-AUC's negatives are the fixations of other images, as the image benchmarks
+    draw them (a video's come from its other frames). Every process gathers all images."""
+    first_frames = [(pred[:1], gt[:1], fixations[:1]) for _, pred, gt, fixations in predictions]
+    gathered = [item for part in gather_objects(first_frames, dist) for item in part]
+    pred, gt, fixations = (torch.cat(parts) for parts in zip(*gathered))
+    return saliency_metrics(pred, gt, fixations)
 
 
 def evaluate(checkpoint: str | Path, dataset: str, root: str | Path, split: str = "val",
@@ -112,7 +124,8 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str | Path, split: str 
     settings = payload.get("settings") or {}
     if not {"clip_len", "size", "val_clips", "batch_size"} <= settings.keys():
         raise ValueError(f"{checkpoint}: not a train_sal.py checkpoint (no training settings)")
-    data = evaluation_clips(saliency_videos(dataset, root, split), settings["clip_len"],
+    data = evaluation_clips(saliency_videos(dataset, root, split, settings.get("fold", 0)),
+                            settings["clip_len"],
                             settings["size"], settings["val_clips"])
     return validate(model, data, device, batch_size=batch_size or settings["batch_size"],
                     workers=workers, progress=progress, precision=precision)
