@@ -77,6 +77,15 @@ SALIENCY_SETS = {entry.name: entry for entry in (
     SaliencySet("diem", "DIEM", dataloader.read_diem,
                 "STAViS layout: video_frames/DIEM/, annotations/DIEM/, fold_lists/; trains on "
                 "the train fold, validates on the test fold", validation="test"),
+    SaliencySet("salicon", "SALICON", gaze_sets.read_salicon,
+                "images/{train,val}/COCO_*.jpg + fixations/fixations_{train,val}2014.json "
+                "(COCO-style fixations); official train/val split", still=True),
+    SaliencySet("mit1003", "MIT1003", gaze_sets.read_mit1003,
+                "ALLSTIMULI/<name>.jpeg + ALLFIXATIONMAPS/<name>_fixMap.jpg, _fixPts.jpg "
+                "(or in ALLFIXATIONS/); 5 folds", still=True),
+    SaliencySet("cat2000", "CAT2000", gaze_sets.read_cat2000,
+                "trainSet/Stimuli/<category>/<name>.jpg + FIXATIONMAPS/<category>/<name>.jpg "
+                "+ FIXATIONLOCS/<category>/<name>.mat; 5 folds", still=True),
     SaliencySet("sun500", "SUN500", gaze_sets.read_sun500,
                 "stimuli/001.jpg + tidy/fixations.mat (raw fixations); 5 folds", still=True),
     SaliencySet("fixation-table", "Fixation table", gaze_sets.read_fixation_table,

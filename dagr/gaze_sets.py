@@ -9,19 +9,25 @@ Bad files and missing images are reported in one line each (dagr.labels.report) 
 """
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import scipy.io
+from scipy.io.matlab import MatReadError
 
 from dagr.labels import LabelFileError, read_csv_file, report, require_columns, shown_names
-from dataloader import SaliencyVideo
+from dataloader import FIXATION_VARIABLES, SaliencyVideo
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 UNSPLIT = "all"  # the split of a set that publishes none (dagr/datasets.py folds it)
 TABLE = "fixations.csv"  # a fixation table's name inside the folder given as --root
 TABLE_COLUMNS = ["image", "x", "y"]  # also optional: observer, duration, split
+# what scipy.io raises on a file that is not a MATLAB file it can read (an empty one: MatReadError)
+MAT_ERRORS = (ValueError, TypeError, OSError, IndexError, NotImplementedError, MatReadError)
+SALICON_FILES = {"train": "fixations_train2014.json", "val": "fixations_val2014.json"}
 
 
 def still(image_id: str, image: Path, split: str, *, points: np.ndarray | None = None,
@@ -39,13 +45,22 @@ def load_mat(path: Path) -> dict:
         raise FileNotFoundError(f"{path}: not found")
     try:
         return scipy.io.loadmat(path)
-    except (ValueError, TypeError, OSError, IndexError, NotImplementedError) as err:
+    except MAT_ERRORS as err:
         raise LabelFileError(f"{path}: not a readable MATLAB file ({err})") from err
 
 
 def _left_out(where: Path, what: str, names: list[str]) -> None:
     if names:
         report(f"{where}: {len(names)} {what} left out ({shown_names(names)})")
+
+
+def _image_files(folder: Path) -> dict[str, Path]:
+    """{stem: path} of the image files directly in `folder`, sorted by name (subfolders are
+    not searched); FileNotFoundError naming the folder when it is not there."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: folder not found")
+    return {path.stem: path for path in sorted(folder.iterdir())
+            if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS}
 
 
 # ----------------------------------------------------------------------------- SUN500
@@ -106,3 +121,158 @@ def read_fixation_table(root: str | Path) -> list[SaliencyVideo]:
                          points=rows[["x", "y"]].to_numpy(dtype=np.float64)))
     _left_out(path, "image(s) not found", missing)
     return out
+
+
+# ----------------------------------------------------------------------------- SALICON
+
+def read_salicon(root: str | Path) -> list[SaliencyVideo]:
+    """SALICON: `images/{train,val}/COCO_train2014_000000000009.jpg` ... and the COCO-style
+    `fixations/fixations_{train,val}2014.json` (or both directly under `root`). Returns the
+    images of both files, split `train` and `val` (the official split), each with the
+    fixations of all its workers as points."""
+    root = Path(root)
+    return [video for split, name in SALICON_FILES.items()
+            for video in _salicon_split(_salicon_file(root, name), root / "images" / split, split)]
+
+
+def _salicon_file(root: Path, name: str) -> Path:
+    """`root`/fixations/`name`, else `root`/`name`; FileNotFoundError when neither is there."""
+    for path in (root / "fixations" / name, root / name):
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"{root / 'fixations' / name}: not found (nor {root / name})")
+
+
+def _salicon_split(path: Path, folder: Path, split: str) -> list[SaliencyVideo]:
+    """The images of one SALICON fixations file found in `folder`, each with its points.
+    Malformed entries, annotations of unknown images, and images that are missing or that no
+    worker annotated are reported and left out."""
+    images, annotations = _coco_lists(path)
+    names = {entry["id"]: entry["file_name"] for entry in images if _coco_image(entry)}
+    bad = [f"images[{i}]" for i, entry in enumerate(images) if not _coco_image(entry)]
+    points, unknown = {}, []
+    for i, annotation in enumerate(annotations):
+        found = _salicon_points(annotation)
+        if found is None:
+            bad.append(f"annotations[{i}]")
+        elif found[0] not in names:
+            unknown.append(str(found[0]))
+        else:
+            points.setdefault(found[0], []).append(found[1])
+    out, missing = [], []
+    for image_id, name in sorted(names.items(), key=lambda item: item[1]):
+        if not (folder / name).is_file() or image_id not in points:
+            missing.append(name)
+            continue
+        out.append(still(Path(name).stem, folder / name, split,
+                         points=np.concatenate(points[image_id])))
+    _left_out(path, "malformed entry(ies)", bad)
+    _left_out(path, "annotation(s) of unknown image ids", unknown)
+    _left_out(folder, "image(s) missing or never annotated", missing)
+    return out
+
+
+def _coco_lists(path: Path) -> tuple[list, list]:
+    """The `images` and `annotations` lists of a COCO-style JSON file; LabelFileError naming
+    it when it is not JSON or lacks them."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError included
+        raise LabelFileError(f"{path}: not a readable JSON file ({err})") from err
+    if not (isinstance(data, dict)
+            and all(isinstance(data.get(key), list) for key in ("images", "annotations"))):
+        raise LabelFileError(f"{path}: needs the COCO lists 'images' and 'annotations'")
+    return data["images"], data["annotations"]
+
+
+def _coco_image(entry: object) -> bool:
+    """Whether `entry` of a COCO `images` list has a usable `id` and `file_name`."""
+    return (isinstance(entry, dict) and isinstance(entry.get("id"), (int, str))
+            and isinstance(entry.get("file_name"), str))
+
+
+def _salicon_points(annotation: object) -> tuple[int | str, np.ndarray] | None:
+    """(image id, (N, 2) 0-based x, y) of one worker's SALICON annotation, whose `fixations`
+    are 1-based [row, col] pixels (the SALICON API's buildFixMap); None when malformed."""
+    try:
+        image_id = annotation["image_id"]
+        fixations = np.asarray(annotation["fixations"], dtype=np.float64)
+    except (TypeError, KeyError, IndexError, ValueError):
+        return None
+    if fixations.size == 0:  # a worker without fixations on this image
+        fixations = fixations.reshape(0, 2)
+    if (not isinstance(image_id, (int, str)) or fixations.ndim != 2 or fixations.shape[1] != 2
+            or not np.isfinite(fixations).all()):
+        return None
+    return image_id, fixations[:, ::-1] - 1
+
+
+# ----------------------------------------------------------------------------- MIT1003
+
+def read_mit1003(root: str | Path) -> list[SaliencyVideo]:
+    """MIT1003 (Judd et al.): `ALLSTIMULI/<name>.jpeg`, its density map
+    `ALLFIXATIONMAPS/<name>_fixMap.jpg` and its fixation points as a binary map
+    `<name>_fixPts.jpg`, in `ALLFIXATIONS/` when that folder is there, else beside the maps.
+    Returns every image with its maps, split `all` (no official split). A copy without any
+    `_fixPts` file gives density maps only: one note says so, and NSS, AUC-J and s-AUC are nan.
+    Images without their maps are reported and left out."""
+    root = Path(root)
+    stimuli = _image_files(root / "ALLSTIMULI")
+    maps = root / "ALLFIXATIONMAPS"
+    if not maps.is_dir():
+        raise FileNotFoundError(f"{maps}: folder not found")
+    points = root / "ALLFIXATIONS" if (root / "ALLFIXATIONS").is_dir() else maps
+    with_points = any(points.glob("*_fixPts.jpg"))
+    if not with_points:  # a copy as published, not a data problem: the exit status stays 0
+        print(f"note: {root}: MIT1003 without fixation points (no *_fixPts files): NSS, AUC-J "
+              "and s-AUC are left out", file=sys.stderr)
+    out, unusable = [], []
+    for name, image in stimuli.items():
+        density, fixations = maps / f"{name}_fixMap.jpg", points / f"{name}_fixPts.jpg"
+        if not density.is_file() or (with_points and not fixations.is_file()):
+            unusable.append(image.name)
+            continue
+        out.append(still(name, image, UNSPLIT, density=density,
+                         fixations=fixations if with_points else None))
+    _left_out(root, "image(s) without a _fixMap density map"
+              + (" or _fixPts points" if with_points else ""), unusable)
+    return out
+
+
+# ----------------------------------------------------------------------------- CAT2000
+
+def read_cat2000(root: str | Path) -> list[SaliencyVideo]:
+    """CAT2000's training set (`root` is the `trainSet` folder or its parent):
+    `Stimuli/<category>/<name>.jpg`, its density map `FIXATIONMAPS/<category>/<name>.jpg` and
+    its fixations `FIXATIONLOCS/<category>/<name>.mat` (variable `fixLocs`, a binary map of
+    the image's size). Returns every image with both as `<category>/<name>`, split `all` (no
+    official split); images without them, or with an unreadable .mat, are reported and left
+    out."""
+    root = Path(root)
+    base = root / "trainSet" if (root / "trainSet").is_dir() else root
+    stimuli = base / "Stimuli"
+    if not stimuli.is_dir():
+        raise FileNotFoundError(f"{stimuli}: folder not found (CAT2000's trainSet layout)")
+    out, unusable = [], []
+    for category in sorted(path.name for path in stimuli.iterdir() if path.is_dir()):
+        # only the files of a category: the Output folders some copies add there are not images
+        for name, image in _image_files(stimuli / category).items():
+            density = base / "FIXATIONMAPS" / category / f"{name}.jpg"
+            locations = base / "FIXATIONLOCS" / category / f"{name}.mat"
+            if not density.is_file() or not _fixation_mat(locations):
+                unusable.append(f"{category}/{name}")
+                continue
+            out.append(still(f"{category}/{name}", image, UNSPLIT, density=density,
+                             fixations=locations))
+    _left_out(base, "image(s) without a FIXATIONMAPS map or a readable FIXATIONLOCS .mat",
+              unusable)
+    return out
+
+
+def _fixation_mat(path: Path) -> bool:
+    """Whether `path` is a MATLAB file with a fixation map that dataloader.load_fixations
+    reads; only the file's header is read, so that checking 2000 files stays quick."""
+    try:
+        return any(name in FIXATION_VARIABLES for name, _, _ in scipy.io.whosmat(path))
+    except MAT_ERRORS:
+        return False
