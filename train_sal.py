@@ -25,16 +25,19 @@ if __name__ == "__main__":  # first: a Ctrl-C while the modules below load ends 
 import argparse
 import functools
 import sys
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from dagr import paper
-from dagr.ablation import Variant, collect, finished, run_folder, run_name, variants, write_results
+from dagr.ablation import (LAST_EPOCHS, Variant, collect, curve_folder, finished, run_folder, run_name,
+                           variants, write_curve, write_results)
 from dagr.checkpoints import checkpoint_network
 from dagr.cli import deprecated_alias, run_script, script_parser
 from dagr.datasets import FOLDS, SALIENCY_SETS, saliency_help, saliency_videos
@@ -43,9 +46,11 @@ from dagr.distributed import Distributed, ShardSampler, distributed_job, wrap_fo
 from dagr.evaluation import evaluate, evaluation_clips, format_table, validate
 from dagr.files import writable_folder
 from dagr.labels import reported_problems
-from dagr.losses import saliency_loss
+from dagr.figures import write_prediction_grid
+from dagr.losses import probability_maps, saliency_loss
 from dagr.precision import compile_model, resolve_precision
 from dagr.provenance import TRAINED_ON, trained_on
+from dagr.reference_maps import CentrePrior, SpectralResidual, fit_centre_prior
 from dagr.registers import (CATEGORY_TABLE, far_context_effect, register_states,
                             video_categories, write_state_figure)
 from dagr.seeding import seed_everything
@@ -88,11 +93,14 @@ WORKERS = min(4, available_cores())  # data-loading processes (no more than the 
 SEED = 0
 SPLIT = "val"             # split that --evaluate scores: val, train or test
 SEEDS = (0, 1, 2)         # --ablation: seeds of each variant
+LEARNING_CURVE = None     # --ablation: also train on these numbers of training videos
 FAR_CONTEXT_VIDEOS = 100  # --ablation on the global-context check: clips of its far-context test
 # -----------------------------------------------------------------------------
 
 KIND = "saliency"
 STATE_FIGURE = "registers.png"  # --ablation: the attention network's register states
+PREDICTION_FIGURE = "predictions.png"  # --ablation: validation frames and every model's map
+PREDICTION_ROWS = 4
 CURVES_TITLE = "saliency training; best epoch: highest validation CC"
 
 
@@ -180,21 +188,18 @@ def ablation(config: Any) -> Path:
     """--ablation: each chosen variant (dagr/ablation.py) trained with each of --seeds, as
     runs of `train` in <out>/<variant>/seed_<s>/ that differ from `config` only in their
     register options and seed; finished runs are kept, a stopped one resumes. Then the table
-    (mean ± std over the seeds) and the figure. Returns the table's markdown file."""
+    (mean ± std over the seeds, beside the centre prior and spectral residual) and the figure;
+    with --learning-curve, the same runs on fewer training videos and their table. Returns the
+    table's markdown file."""
     out, chosen = Path(config.out), [variants(config.registers or paper.REGISTERS)[name] for name in config.ablation]
-    for variant in chosen:
-        for seed in config.seeds:
-            folder = run_folder(out, variant, seed)
-            if finished(folder, config.epochs):
-                print(f"{variant.name}, seed {seed}: finished earlier, kept ({folder})")
-                continue
-            print(f"\n{variant.name}, seed {seed} -> {folder}")
-            train(argparse.Namespace(**{**vars(config), **variant.options, "seed": seed,
-                                        "out": str(folder), "resume": True, "ablation": None}))
+    train_variants(config, out, chosen, limit=0)
     about = (f"Register ablation on {config.dataset} ({Path(config.root).name}): width {config.saliency_width}, "
              f"{config.size[0]}x{config.size[1]}, {config.epochs} epochs, clips of "
              f"{config.clip_len} frames, lr {config.lr:g}, seeds {' '.join(map(str, config.seeds))}; "
-             "validation metrics of each run's best epoch (highest CC)")
+             "validation metrics of each run's best epoch (highest CC) and the mean CC of its "
+             f"last {LAST_EPOCHS} epochs; beside them the centre prior (one centred Gaussian "
+             "fitted on the training maps) and spectral residual (a classical model), scored "
+             "on the same clips (docs/gaze.md)")
     runs = collect(out, chosen, config.seeds, config.epochs)
     if config.far_context_videos > 0 and (Path(config.root) / CATEGORY_TABLE).is_file():
         runs = with_far_context(runs, out, chosen, config)
@@ -203,12 +208,102 @@ def ablation(config: Any) -> Path:
                   "counterparts whose highest disk is the odd one (a network that prefers a "
                   "colour: 1/2), on "
                   f"{config.far_context_videos} fresh clips (docs/registers.md)")
-    table = write_results(runs, out, about)
+    models = reference_models(config)
+    references = reference_runs(config, models)
+    table = write_results(pd.concat([references, runs], ignore_index=True), out, about)
+    networks = {variant.name: checkpoint_network(run_folder(out, variant, config.seeds[0]) / BEST,
+                                                 KIND)[0] for variant in chosen}
+    prediction_figure(config, {**models, **networks}, out / PREDICTION_FIGURE)
+    if config.learning_curve:
+        learning_curve(config, out, chosen, references)
     attention = [v for v in chosen if v.options.get("register_write") == "film"][:1]
     if attention:
         state_figure(config, run_folder(out, attention[0], config.seeds[0]) / BEST,
                      out / STATE_FIGURE)
     return table
+
+
+def train_variants(config: Any, out: Path, chosen: Sequence[Variant], limit: int) -> None:
+    """Train each of `chosen` with each of --seeds into `out`, on `limit` training videos
+    (0: all); finished runs are kept."""
+    for variant in chosen:
+        for seed in config.seeds:
+            folder = run_folder(out, variant, seed)
+            if finished(folder, config.epochs):
+                print(f"{variant.name}, seed {seed}: finished earlier, kept ({folder})")
+                continue
+            print(f"\n{variant.name}, seed {seed} -> {folder}")
+            train(argparse.Namespace(**{**vars(config), **variant.options, "seed": seed,
+                                        "out": str(folder), "resume": True, "ablation": None,
+                                        "train_limit": limit}))
+
+
+def reference_models(config: Any) -> dict[str, nn.Module]:
+    """What the networks must beat: the centre prior fitted on the training videos, and
+    spectral residual (dagr/reference_maps.py)."""
+    training = evaluation_clips(saliency_videos(config.dataset, config.root, "train", config.fold),
+                                config.clip_len, config.size, 1)
+    return {"centre prior": CentrePrior(tuple(config.size), *fit_centre_prior(training)),
+            "spectral residual": SpectralResidual()}
+
+
+def reference_runs(config: Any, models: dict[str, nn.Module]) -> pd.DataFrame:
+    """Rows of the ablation's table for the reference `models`, scored on the networks'
+    validation clips: their metrics, minutes, and the number of training videos."""
+    device = pick_device(config.device)
+    val_data = validation_clips(config)
+    training = len(saliency_videos(config.dataset, config.root, "train", config.fold))
+    rows = []
+    for name, model in models.items():
+        start = time.perf_counter()
+        metrics = validate(model.to(device), val_data, device, batch_size=config.batch_size,
+                           progress=False)
+        rows.append({"variant": name, **metrics, "training": training,
+                     "minutes": (time.perf_counter() - start) / 60})
+    return pd.DataFrame(rows)
+
+
+def validation_clips(config: Any) -> SaliencyClipDataset:
+    return evaluation_clips(saliency_videos(config.dataset, config.root, "val", config.fold),
+                            config.clip_len, config.size, config.val_clips)
+
+
+def prediction_figure(config: Any, models: dict[str, nn.Module], path: Path) -> Path:
+    """predictions.png: the first frame of the first PREDICTION_ROWS validation videos (in
+    the set's order, not chosen by score), the human map, and each model's map."""
+    data = validation_clips(config)
+    items = [data[video * data.clips_per_video]
+             for video in range(min(PREDICTION_ROWS, len(data.videos)))]
+    frames = torch.stack([item["frames"] for item in items])  # (N, 3, T, H, W)
+    device = pick_device(config.device)
+    with torch.inference_mode():
+        predictions = {name: [m.numpy() for m in
+                              probability_maps(model.to(device).eval()(frames.to(device)))[:, 0].cpu()]
+                       for name, model in models.items()}
+    return write_prediction_grid(
+        [(item["frames"][:, 0].permute(1, 2, 0).numpy() * 255).astype(np.uint8) for item in items],
+        [item["maps"][0, 0].numpy() for item in items], predictions,
+        [item["video_id"] for item in items], path,
+        f"{config.dataset}: validation frames, the human maps and each model's "
+        f"(networks: seed {config.seeds[0]}, best epoch)")
+
+
+def learning_curve(config: Any, out: Path, chosen: Sequence[Variant],
+                   references: pd.DataFrame) -> Path:
+    """--learning-curve: the chosen variants and seeds trained on each number of training
+    videos (the full set's runs are the ablation's own), then learning_curve.md / .csv / .png
+    in `out`. Returns the markdown file."""
+    available = len(saliency_videos(config.dataset, config.root, "train", config.fold))
+    parts = []
+    for limit in sorted(set(config.learning_curve)):
+        folder = out if limit >= available else curve_folder(out, limit)
+        train_variants(config, folder, chosen, 0 if limit >= available else limit)
+        parts.append(collect(folder, chosen, config.seeds, config.epochs))
+    about = (f"Learning curve on {config.dataset} ({Path(config.root).name}): the ablation's "
+             f"settings with {', '.join(map(str, sorted(set(config.learning_curve))))} training "
+             f"videos or images of {available}, seeds {' '.join(map(str, config.seeds))}; "
+             "validation metrics of each run's best epoch")
+    return write_curve(pd.concat(parts, ignore_index=True), references, out, about)
 
 
 def with_far_context(runs: pd.DataFrame, out: Path, chosen: Sequence[Variant], config: Any
@@ -299,6 +394,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "ablation.png; run it again to resume (docs/registers.md)")
     parser.add_argument("--seeds", type=int, nargs="+", default=SEEDS,
                         help="--ablation: the seeds of every variant")
+    parser.add_argument("--learning-curve", type=int, nargs="+", metavar="N",
+                        default=LEARNING_CURVE,
+                        help="--ablation: also train every variant and seed on N training "
+                             "videos or images (a nested seeded choice) for each N, into "
+                             "<out>/train_N/, and write learning_curve.md and .png")
     parser.add_argument("--far-context-videos", type=int, default=FAR_CONTEXT_VIDEOS,
                         help="--ablation on the global-context check: fresh clips of its "
                              "far-context test (docs/registers.md); 0 skips it")

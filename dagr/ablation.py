@@ -197,3 +197,53 @@ def write_figure(runs: pd.DataFrame, path: Path, title: str) -> Path:
     # about 14 characters of 9-point text per inch of figure
     figure.suptitle(textwrap.fill(title, int(14 * figure.get_figwidth())), fontsize=9)
     return figures.save_png(figure, path)
+
+
+CURVE_METRICS = ("cc", "nss", CC_LAST.name)  # the learning curve's columns
+
+
+def write_curve(runs: pd.DataFrame, references: pd.DataFrame, out: Path, about: str) -> Path:
+    """learning_curve.md (`about`, then per variant and number of training videos each
+    metric's mean ± std over the seeds), learning_curve.csv (every run) and learning_curve.png
+    (the means against the number of training videos, every seed a dot, the references as
+    lines). Returns the markdown file."""
+    rows = []
+    for (name, training), group in runs.groupby(["variant", "training"], sort=False):
+        row = {"Saliency network": name, "Training videos": int(training), "Seeds": len(group)}
+        for metric in CURVE_METRICS:
+            spread = float(group[metric].std(ddof=1)) if len(group) > 1 else math.nan
+            row[measure(metric).title] = _mean_std(float(group[metric].mean()), spread)
+        rows.append(row)
+    for reference in references.itertuples():
+        rows.append({"Saliency network": reference.variant,
+                     "Training videos": int(reference.training), "Seeds": 1,
+                     **{measure(m).title: _mean_std(float(getattr(reference, m, math.nan)), math.nan)
+                        for m in CURVE_METRICS}})
+    markdown = f"{about}\n\n{markdown_table(pd.DataFrame(rows))}"
+    for name, text in ((f"{CURVE}.md", markdown), (f"{CURVE}.csv", runs.to_csv(index=False))):
+        with atomic_path(out / name) as tmp:
+            tmp.write_text(text)
+    write_curve_figure(runs, references, out / f"{CURVE}.png", about)
+    return out / f"{CURVE}.md"
+
+
+def write_curve_figure(runs: pd.DataFrame, references: pd.DataFrame, path: Path,
+                       title: str) -> Path:
+    """CC and NSS against the number of training videos: a line of means per variant, a dot
+    per run, a dashed line per reference."""
+    figure = figures.new_figure(9, 3.6)
+    for axis, metric in zip(figure.subplots(1, 2), ("cc", "nss")):
+        for name, group in runs.groupby("variant", sort=False):
+            means = group.groupby("training")[metric].mean()
+            line, = axis.plot(means.index, means.to_numpy(), "o-", label=name)
+            axis.plot(group["training"], group[metric], ".", color=line.get_color(), alpha=0.5)
+        for reference in references.itertuples():
+            axis.axhline(getattr(reference, metric), linestyle="--", color="gray")
+            axis.annotate(reference.variant, (0.01, getattr(reference, metric)), fontsize=7,
+                          xycoords=("axes fraction", "data"), va="bottom")
+        axis.set_xlabel("training videos or images")
+        axis.set_title(f"validation {measure(metric).title}", fontsize=9)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.suptitle(textwrap.fill(title, int(14 * figure.get_figwidth())), fontsize=9)
+    return figures.save_png(figure, path)

@@ -7,6 +7,8 @@ temporary name (`dagr.files.atomic_path`): a reader never sees half an image.
 - `write_curves`: a trainer's `log.csv` -> `curves.png` beside it (train_lsvq.py, train_sal.py).
 - `write_scatter`: one labelled set's predictions -> `scatter_<set>.png` (evaluate_vqa.py).
 - `write_split_metrics`: the fine-tuning protocol's per-split table -> `splits.png`.
+- `write_prediction_grid`: frames, their human maps and each model's map side by side
+  (train_sal.py --ablation's `predictions.png`).
 The `draw_*` functions draw into given Axes, so that demo.py can put several runs in one figure.
 """
 from __future__ import annotations
@@ -212,4 +214,30 @@ def write_split_metrics(table: pd.DataFrame, path: str | Path,
     """`draw_split_metrics` of the per-split rows into `path`."""
     figure = new_figure(max(4.5, 0.45 * len(table) + 2.5), 4.0)
     draw_split_metrics(figure.subplots(), table, columns)
+    return save_png(figure, path)
+
+
+def write_prediction_grid(frames: Sequence[np.ndarray], humans: Sequence[np.ndarray],
+                          predictions: Mapping[str, Sequence[np.ndarray]], row_titles: Sequence[str],
+                          path: str | Path, title: str) -> Path:
+    """One row per frame: the frame (H, W, 3) uint8, the human density map (H, W), then each
+    model's map (H, W), every map drawn on its own scale (its maximum white)."""
+    columns = ["frame", "human", *predictions]
+    height, width = frames[0].shape[:2]
+    panel = 2.0
+    figure = new_figure(panel * len(columns), panel * height / width * len(frames) + 0.6)
+    axes = np.asarray(figure.subplots(len(frames), len(columns), squeeze=False))
+    for row, (frame, human, name) in enumerate(zip(frames, humans, row_titles)):
+        shown = [frame, human, *(maps[row] for maps in predictions.values())]
+        for column, (axis, image) in enumerate(zip(axes[row], shown)):
+            if image.ndim == 2:
+                axis.imshow(image, cmap="gray", vmin=0, vmax=max(float(image.max()), 1e-12))
+            else:
+                axis.imshow(image)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row == 0:
+                axis.set_title(columns[column], fontsize=8)
+        axes[row, 0].set_ylabel(name, fontsize=7)
+    figure.suptitle(title, fontsize=9)
     return save_png(figure, path)

@@ -18,7 +18,8 @@ import pandas as pd
 import scipy.io
 from scipy.io.matlab import MatReadError
 
-from dagr.labels import LabelFileError, read_csv_file, report, require_columns, shown_names
+from dagr.labels import (SPLIT_NAMES, LabelFileError, read_csv_file, report, require_columns,
+                         shown_names)
 from dataloader import FIXATION_VARIABLES, SaliencyVideo
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -116,7 +117,10 @@ def read_fixation_table(root: str | Path) -> list[SaliencyVideo]:
         if not image.is_file():
             missing.append(name)
             continue
-        split = str(rows["split"].iloc[0]).strip().lower() if "split" in rows else UNSPLIT
+        split = UNSPLIT
+        if "split" in rows:
+            given = str(rows["split"].iloc[0]).strip().lower()
+            split = SPLIT_NAMES.get(given, given)
         out.append(still(Path(name).with_suffix("").as_posix(), image, split,
                          points=rows[["x", "y"]].to_numpy(dtype=np.float64)))
     _left_out(path, "image(s) not found", missing)

@@ -43,8 +43,10 @@ def test_every_variant_trains_and_the_table_summarises_the_seeds(check_set, tmp_
     names = ["baseline", "input", "attention", "attention_token_write"]
     assert train_sal.main(argv(check_set, tmp_path, "--epochs", "1", "--ablation", *names,
                                "--seeds", "0", "1")) == 0
-    runs = pd.read_csv(tmp_path / "ablation.csv")
-    assert len(runs) == 8 and np.isfinite(runs[["cc", "nss", "kld"]]).all().all()
+    table = pd.read_csv(tmp_path / "ablation.csv")
+    assert table["variant"].tolist()[:2] == ["centre prior", "spectral residual"]
+    runs = table[table["seed"].notna()]  # the networks' runs, after the two references
+    assert len(runs) == 8 and np.isfinite(table[["cc", "nss", "kld"]]).all().all()
     for name in names:  # the same data and settings, only the registers differ
         settings = load_checkpoint(tmp_path / name / "seed_1" / "best.pt")["settings"]
         assert settings["seed"] == 1 and settings["epochs"] == 1 and settings["saliency_width"] == 2
@@ -54,11 +56,13 @@ def test_every_variant_trains_and_the_table_summarises_the_seeds(check_set, tmp_
     assert kwargs["register_write"] == "token" and kwargs["registers"] == train_sal.REGISTERS
     summary = json.loads((tmp_path / "ablation.json").read_text())
     baseline = runs[runs["variant"] == "baseline"]["cc"]
-    assert summary[0]["variant"] == "baseline"
-    assert summary[0]["cc_mean"] == pytest.approx(baseline.mean())
-    assert summary[0]["cc_std"] == pytest.approx(baseline.std(ddof=1))
+    assert summary[2]["variant"] == "baseline"
+    assert summary[2]["cc_mean"] == pytest.approx(baseline.mean())
+    assert summary[2]["cc_std"] == pytest.approx(baseline.std(ddof=1))
+    assert summary[0]["cc_std"] is None and summary[0]["cc_last_mean"] is None
     markdown = (tmp_path / "ablation.md").read_text()
-    assert "| Saliency network | Seeds | CC | NSS | SIM | KLD | AUC-J | s-AUC |" in markdown
+    assert ("| Saliency network | Seeds | CC | NSS | SIM | KLD | AUC-J | s-AUC | CC, last 3 "
+            "epochs |") in markdown
     assert f"{baseline.mean():.3f} ± {baseline.std(ddof=1):.3f}" in markdown
     # the far-context test: the baseline's saliency at the odd disk ignores the far disks
     assert (runs.loc[runs["variant"] == "baseline", "far_change"] == 0).all()

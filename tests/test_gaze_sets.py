@@ -12,7 +12,7 @@ import scipy.io
 
 import dataloader as dl
 import metrics
-from dagr.datasets import SALIENCY_SETS, read_saliency_set
+from dagr.datasets import FOLDS, SALIENCY_SETS, read_saliency_set, saliency_videos
 from dagr.gaze_sets import UNSPLIT
 from dagr.images import write_png
 from dagr.labels import LabelFileError, reported_problems
@@ -216,3 +216,96 @@ def test_cat2000_without_stimuli_names_the_folder(tmp_path):
     (tmp_path / "trainSet" / "FIXATIONMAPS").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match=r"trainSet[/\\]Stimuli: folder not found"):
         read_saliency_set("cat2000", tmp_path)
+
+
+# ----------------------------------------------------------------------------- SUN500
+
+def sun500(root: Path, cells: np.ndarray, images: int) -> Path:
+    """A SUN500 copy: `images` stimuli and the cell array `cells` as tidy/fixations.mat."""
+    for number in range(1, images + 1):
+        picture(root / "stimuli" / f"{number:03d}.jpg")
+    (root / "tidy").mkdir(parents=True)
+    scipy.io.savemat(root / "tidy" / "fixations.mat", {"fixations": cells})
+    return root
+
+
+def observers(*points: list[tuple[float, float]]) -> np.ndarray:
+    """A cell row: one (n, 4) array of x, y, onset, duration per observer; [] is a missing one."""
+    row = np.empty(len(points), dtype=object)
+    for i, observer in enumerate(points):
+        row[i] = np.array([[x, y, 0.1, 0.2] for x, y in observer]).reshape(-1, 4)
+    return row
+
+
+def test_sun500_joins_the_observers_points_and_leaves_out_images_without_gaze(tmp_path, capsys):
+    cells = np.stack([observers([(4.0, 2.0)], [(10.5, 7.2), (4.2, 2.9)]),
+                      observers([], []),
+                      observers([(1.0, 1.0)], [])])
+    root = sun500(tmp_path / "sun500", cells, images=2)  # the third has no stimulus file
+    with reported_problems() as problems:
+        videos = read_saliency_set("sun500", root)
+    assert [v.video_id for v in videos] == ["001"] and videos[0].split == UNSPLIT
+    np.testing.assert_allclose(videos[0].points[0], [[4, 2], [10.5, 7.2], [4.2, 2.9]])
+    assert problems == [f"{root}: 2 image(s) without a stimulus file or readable fixations "
+                        "left out (002.jpg, 003.jpg)"]
+    density, fixations = annotation(videos[0])
+    assert fixations.sum() == 2 and fixations[2, 4] == fixations[7, 10] == 1
+    assert np.unravel_index(density.argmax(), SIZE) == (2, 4)  # two of the three points
+
+
+@pytest.mark.parametrize("contents", [b"not a mat file", None])
+def test_sun500_unusable_fixation_file_names_it(tmp_path, contents):
+    root = tmp_path / "sun500"
+    (root / "tidy").mkdir(parents=True)
+    if contents is None:  # a readable file whose variable is not a cell array
+        scipy.io.savemat(root / "tidy" / "fixations.mat", {"fixations": np.zeros((2, 2))})
+    else:
+        (root / "tidy" / "fixations.mat").write_bytes(contents)
+    with pytest.raises(LabelFileError, match="fixations.mat"):
+        read_saliency_set("sun500", root)
+
+
+# ----------------------------------------------------------------------------- fixation table
+
+def test_fixation_table_reads_points_splits_and_reports_bad_rows(tmp_path):
+    picture(tmp_path / "set" / "img" / "a.png")
+    picture(tmp_path / "set" / "b.jpg")
+    (tmp_path / "set" / "fixations.csv").write_text(
+        "image,x,y,observer,split\n"
+        "img/a.png,5,3,1,train\nimg/a.png,6.5,3,2,train\nb.jpg,1,1,1,Val\n"
+        "b.jpg,oops,1,2,val\nmissing.png,1,1,1,train\n")
+    with reported_problems() as problems:
+        videos = read_saliency_set("fixation-table", tmp_path / "set")
+    assert {v.video_id: v.split for v in videos} == {"img/a": "train", "b": "val"}
+    np.testing.assert_allclose(videos[1].points[0], [[5, 3], [6.5, 3]])
+    table = tmp_path / "set" / "fixations.csv"
+    assert problems == [f"{table}: 1 row(s) without a numeric x and y or an image left out "
+                        "(rows 5)", f"{table}: 1 image(s) not found left out (missing.png)"]
+    # the CSV itself as --root, and a table without a split column
+    table.write_text("image,x,y\nb.jpg,1,1\n")
+    assert [v.split for v in read_saliency_set("fixation-table", table)] == [UNSPLIT]
+
+
+def test_fixation_table_without_its_columns_names_them(tmp_path):
+    (tmp_path / "fixations.csv").write_text("picture,x\na.png,1\n")
+    with pytest.raises(LabelFileError, match=r"fixations\.csv.*image"):
+        read_saliency_set("fixation-table", tmp_path)
+
+
+# ----------------------------------------------------------------------------- folds
+
+def test_unsplit_sets_are_dealt_into_folds_and_limits_nest(tmp_path):
+    cells = np.stack([observers([(1.0, 1.0)]) for _ in range(12)])
+    root = sun500(tmp_path / "sun500", cells, images=12)
+    held_out = [{v.video_id for v in saliency_videos("sun500", root, "val", fold)}
+                for fold in range(FOLDS)]
+    assert sorted(map(len, held_out)) == [2, 2, 2, 3, 3]
+    assert set().union(*held_out) == {f"{n:03d}" for n in range(1, 13)}  # each image once
+    assert sum(map(len, held_out)) == 12
+    train = {v.video_id for v in saliency_videos("sun500", root, "train", 1)}
+    assert train == set().union(*held_out) - held_out[1]
+    small, larger = ([v.video_id for v in saliency_videos("sun500", root, "train", 1, limit=n)]
+                     for n in (3, 6))
+    assert len(small) == 3 and larger[:3] == small and set(larger) <= train
+    with pytest.raises(ValueError, match="fold 5 does not exist"):
+        saliency_videos("sun500", root, "val", FOLDS)
