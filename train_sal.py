@@ -186,41 +186,65 @@ def _train(config: Any, dist: Distributed, device: torch.device) -> Path:
 
 def ablation(config: Any) -> Path:
     """--ablation: each chosen variant (dagr/ablation.py) trained with each of --seeds, as
-    runs of `train` in <out>/<variant>/seed_<s>/ that differ from `config` only in their
-    register options and seed; finished runs are kept, a stopped one resumes. Then the table
-    (mean ± std over the seeds, beside the centre prior and spectral residual) and the figure;
-    with --learning-curve, the same runs on fewer training videos and their table. Returns the
-    table's markdown file."""
+    runs of `train` in <out>/<variant>/seed_<s>/ (<out>/fold_<k>/... with --cross-validate)
+    that differ from `config` only in their register options, seed and fold; finished runs
+    are kept, a stopped one resumes. Then the table (mean ± std over the runs, beside the
+    centre prior and spectral residual) and the figures; with --learning-curve, the same runs
+    on fewer training videos (first fold) and their table. Returns the table's markdown file."""
     out, chosen = Path(config.out), [variants(config.registers or paper.REGISTERS)[name] for name in config.ablation]
-    train_variants(config, out, chosen, limit=0)
+    folds = range(FOLDS) if config.cross_validate else [config.fold]
+    results = [fold_results(fold_config(config, fold), fold_folder(config, fold), chosen)
+               for fold in folds]
     about = (f"Register ablation on {config.dataset} ({Path(config.root).name}): width {config.saliency_width}, "
              f"{config.size[0]}x{config.size[1]}, {config.epochs} epochs, clips of "
-             f"{config.clip_len} frames, lr {config.lr:g}, seeds {' '.join(map(str, config.seeds))}; "
+             f"{config.clip_len} frames, lr {config.lr:g}, seeds {' '.join(map(str, config.seeds))}"
+             f"{f', {FOLDS}-fold cross-validation' if config.cross_validate else ''}; "
              "validation metrics of each run's best epoch (highest CC) and the mean CC of its "
              f"last {LAST_EPOCHS} epochs; beside them the centre prior (one centred Gaussian "
              "fitted on the training maps) and spectral residual (a classical model), scored "
              "on the same clips (docs/gaze.md)")
-    runs = collect(out, chosen, config.seeds, config.epochs)
-    if config.far_context_videos > 0 and (Path(config.root) / CATEGORY_TABLE).is_file():
-        runs = with_far_context(runs, out, chosen, config)
+    if "far_change" in results[0][0]:
         about += ("; far change: mean drop of the logit at the odd disk when only the disks "
                   "beyond the baseline's reach change, odd first: share of clips and their "
                   "counterparts whose highest disk is the odd one (a network that prefers a "
                   "colour: 1/2), on "
                   f"{config.far_context_videos} fresh clips (docs/registers.md)")
-    models = reference_models(config)
-    references = reference_runs(config, models)
-    table = write_results(pd.concat([references, runs], ignore_index=True), out, about)
-    networks = {variant.name: checkpoint_network(run_folder(out, variant, config.seeds[0]) / BEST,
+    table = write_results(pd.concat([runs for runs, _ in results], ignore_index=True), out, about)
+    first, first_out, models = fold_config(config, folds[0]), fold_folder(config, folds[0]), results[0][1]
+    networks = {variant.name: checkpoint_network(run_folder(first_out, variant, config.seeds[0]) / BEST,
                                                  KIND)[0] for variant in chosen}
-    prediction_figure(config, {**models, **networks}, out / PREDICTION_FIGURE)
+    prediction_figure(first, {**models, **networks}, out / PREDICTION_FIGURE)
     if config.learning_curve:
-        learning_curve(config, out, chosen, references)
+        references = results[0][0][results[0][0]["seed"].isna()]
+        learning_curve(first, first_out, chosen, references, out)
     attention = [v for v in chosen if v.options.get("register_write") == "film"][:1]
     if attention:
-        state_figure(config, run_folder(out, attention[0], config.seeds[0]) / BEST,
+        state_figure(first, run_folder(first_out, attention[0], config.seeds[0]) / BEST,
                      out / STATE_FIGURE)
     return table
+
+
+def fold_config(config: Any, fold: int) -> argparse.Namespace:
+    return argparse.Namespace(**{**vars(config), "fold": fold})
+
+
+def fold_folder(config: Any, fold: int) -> Path:
+    """Where the ablation's runs validated on `fold` train: --out, or its fold_<k>/ with
+    --cross-validate."""
+    return Path(config.out) / f"fold_{fold}" if config.cross_validate else Path(config.out)
+
+
+def fold_results(config: Any, out: Path, chosen: Sequence[Variant]
+                 ) -> tuple[pd.DataFrame, dict[str, nn.Module]]:
+    """(rows: the references, then every finished run of `chosen` in `out`, each with its
+    fold; the reference models) after training what is not finished, on --fold's split."""
+    train_variants(config, out, chosen, limit=0)
+    runs = collect(out, chosen, config.seeds, config.epochs)
+    if config.far_context_videos > 0 and (Path(config.root) / CATEGORY_TABLE).is_file():
+        runs = with_far_context(runs, out, chosen, config)
+    models = reference_models(config)
+    rows = pd.concat([reference_runs(config, models), runs], ignore_index=True)
+    return rows.assign(fold=config.fold), models
 
 
 def train_variants(config: Any, out: Path, chosen: Sequence[Variant], limit: int) -> None:
@@ -288,21 +312,22 @@ def prediction_figure(config: Any, models: dict[str, nn.Module], path: Path) -> 
         f"(networks: seed {config.seeds[0]}, best epoch)")
 
 
-def learning_curve(config: Any, out: Path, chosen: Sequence[Variant],
-                   references: pd.DataFrame) -> Path:
+def learning_curve(config: Any, runs_out: Path, chosen: Sequence[Variant],
+                   references: pd.DataFrame, out: Path) -> Path:
     """--learning-curve: the chosen variants and seeds trained on each number of training
-    videos (the full set's runs are the ablation's own), then learning_curve.md / .csv / .png
-    in `out`. Returns the markdown file."""
+    videos into `runs_out` (the full set's runs are the ablation's own), then
+    learning_curve.md / .csv / .png in `out`. Returns the markdown file."""
     available = len(saliency_videos(config.dataset, config.root, "train", config.fold))
     parts = []
     for limit in sorted(set(config.learning_curve)):
-        folder = out if limit >= available else curve_folder(out, limit)
+        folder = runs_out if limit >= available else curve_folder(runs_out, limit)
         train_variants(config, folder, chosen, 0 if limit >= available else limit)
         parts.append(collect(folder, chosen, config.seeds, config.epochs))
-    about = (f"Learning curve on {config.dataset} ({Path(config.root).name}): the ablation's "
-             f"settings with {', '.join(map(str, sorted(set(config.learning_curve))))} training "
-             f"videos or images of {available}, seeds {' '.join(map(str, config.seeds))}; "
-             "validation metrics of each run's best epoch")
+    about = (f"Learning curve on {config.dataset} ({Path(config.root).name}), validated on fold "
+             f"{config.fold}: the ablation's settings with "
+             f"{', '.join(map(str, sorted(set(config.learning_curve))))} training videos or "
+             f"images of {available}, seeds {' '.join(map(str, config.seeds))}; validation "
+             "metrics of each run's best epoch")
     return write_curve(pd.concat(parts, ignore_index=True), references, out, about)
 
 
@@ -394,6 +419,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "ablation.png; run it again to resume (docs/registers.md)")
     parser.add_argument("--seeds", type=int, nargs="+", default=SEEDS,
                         help="--ablation: the seeds of every variant")
+    parser.add_argument("--cross-validate", action="store_true",
+                        help=f"--ablation on a set without an official split: train and "
+                             f"validate on each of its {FOLDS} folds in turn, into "
+                             "<out>/fold_K/; the table pools every fold and seed")
     parser.add_argument("--learning-curve", type=int, nargs="+", metavar="N",
                         default=LEARNING_CURVE,
                         help="--ablation: also train every variant and seed on N training "

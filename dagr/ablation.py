@@ -29,7 +29,8 @@ from metrics import SALIENCY_METRICS, UNIT_SCALE, Metric, names
 
 TABLE, FIGURE = "ablation", "ablation.png"
 CURVE = "learning_curve"  # --learning-curve's table (.md, .csv) and figure (.png)
-RUN_COLUMNS = ("variant", "seed", "best_epoch", "minutes", "training")  # the rest are metrics
+RUN_COLUMNS = ("variant", "seed", "fold", "best_epoch", "minutes", "training")  # the rest: metrics
+PRIOR = "centre prior"  # the reference row the networks' gains are measured from
 LAST_EPOCHS = 3
 # the trend beside the best epoch's luck: designs are compared on it (docs/registers.md)
 CC_LAST = Metric("cc_last", f"CC, last {LAST_EPOCHS} epochs", UNIT_SCALE)
@@ -128,7 +129,8 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
     deviation over the seeds (ddof 1; nan for one seed), then minutes per run."""
     rows = []
     for name, group in runs.groupby("variant", sort=False):
-        row: dict[str, Any] = {"variant": name, "seeds": len(group)}
+        row: dict[str, Any] = {"variant": name, "seeds": len(group),
+                               "folds": group["fold"].nunique() if "fold" in group else 1}
         for metric in metric_columns(runs):
             row[f"{metric}_mean"] = float(group[metric].mean())
             row[f"{metric}_std"] = float(group[metric].std(ddof=1)) if len(group) > 1 else math.nan
@@ -138,15 +140,23 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def display_table(table: pd.DataFrame) -> pd.DataFrame:
-    """`summary` as people read it: each metric as `mean ± std`, with the change in CC
-    from the baseline when there is one."""
-    shown = pd.DataFrame({"Saliency network": table["variant"], "Seeds": table["seeds"]})
+    """`summary` as people read it: each metric as `mean ± std`, with the change in CC from
+    the baseline and in CC and NSS from the centre prior when the table has them."""
+    shown = pd.DataFrame({"Saliency network": table["variant"]})
+    if (table["folds"] > 1).any():
+        shown["Folds × seeds"] = [f"{folds} × {runs // folds}"
+                                  for folds, runs in zip(table["folds"], table["seeds"])]
+    else:
+        shown["Seeds"] = table["seeds"]
     for metric in (column[:-len("_mean")] for column in table if column.endswith("_mean")):
         shown[measure(metric).title] = [
             _mean_std(m, s) for m, s in zip(table[f"{metric}_mean"], table[f"{metric}_std"])]
-    if (table["variant"] == "baseline").any():
-        base = float(table.loc[table["variant"] == "baseline", "cc_mean"].iloc[0])
-        shown["CC - baseline"] = [f"{m - base:+.3f}" for m in table["cc_mean"]]
+    for reference, metrics in (("baseline", ("cc",)), (PRIOR, ("cc", "nss"))):
+        if (table["variant"] == reference).any():
+            for metric in metrics:
+                base = float(table.loc[table["variant"] == reference, f"{metric}_mean"].iloc[0])
+                shown[f"{measure(metric).title} - {reference}"] = [
+                    f"{m - base:+.3f}" for m in table[f"{metric}_mean"]]
     shown["Minutes per run"] = [f"{m:.1f}" for m in table["minutes_per_run"]]
     return shown
 

@@ -131,3 +131,26 @@ def test_the_ablation_puts_the_references_beside_the_networks_and_draws_a_learni
     assert "| baseline | 4 | 2 |" in text and "| centre prior | 8 | 1 |" in text
     png_image(tmp_path / "ab" / "learning_curve.png")
     png_image(tmp_path / "ab" / "predictions.png")
+
+
+@pytest.mark.slow
+def test_cross_validation_trains_every_fold_and_pools_them(tmp_path):
+    root = gaze_table(tmp_path / "photos")
+    argv = ["--dataset", "fixation-table", "--root", str(root), "--out", str(tmp_path / "cv"),
+            "--saliency-width", "2", "--size", *map(str, TINY_SIZE), "--epochs", "1",
+            "--batch-size", "2", "--workers", "0", "--device", "cpu", "--ablation", "baseline",
+            "--seeds", "0", "--cross-validate"]
+    assert train_sal.main(argv) == 0
+    runs = pd.read_csv(tmp_path / "cv" / "ablation.csv")
+    assert sorted(runs["fold"].unique()) == [0, 1, 2, 3, 4]
+    assert runs.groupby("variant").size().to_dict() == {
+        "baseline": 5, "centre prior": 5, "spectral residual": 5}
+    for fold in range(5):
+        settings = load_checkpoint(tmp_path / "cv" / f"fold_{fold}" / "baseline" / "seed_0"
+                                   / "best.pt")["settings"]
+        assert settings["fold"] == fold
+    markdown = (tmp_path / "cv" / "ablation.md").read_text()
+    assert "| Saliency network | Folds × seeds |" in markdown and "| baseline | 5 × 1 |" in markdown
+    prior, baseline = (runs.loc[runs["variant"] == name, "cc"].mean()
+                       for name in ("centre prior", "baseline"))
+    assert f"| {baseline - prior:+.3f} |" in markdown  # the column CC - centre prior
