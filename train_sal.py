@@ -148,12 +148,12 @@ def train(config: Any) -> Path:
 
 def _train(config: Any, dist: Distributed, device: torch.device) -> Path:
     out, size = Path(config.out), tuple(config.size)
-    if dist.is_main:
-        writable_folder(out)
     train_videos = saliency_videos(config.dataset, config.root, "train", config.fold,
                                    config.train_limit)
     val_data = evaluation_clips(saliency_videos(config.dataset, config.root, "val", config.fold),
                                 config.clip_len, size, config.val_clips)
+    if dist.is_main:  # after the data is read: a run refused for its data leaves no folder
+        writable_folder(out)
     seed_everything(config.seed)
     config.precision = resolve_precision(config.precision, device)
     network, network_kwargs = start_network(config)
@@ -315,18 +315,18 @@ def prediction_figure(config: Any, models: dict[str, nn.Module], path: Path) -> 
 def learning_curve(config: Any, runs_out: Path, chosen: Sequence[Variant],
                    references: pd.DataFrame, out: Path) -> Path:
     """--learning-curve: the chosen variants and seeds trained on each number of training
-    videos into `runs_out` (the full set's runs are the ablation's own), then
+    videos into `runs_out`, and on all of them (the ablation's own runs), then
     learning_curve.md / .csv / .png in `out`. Returns the markdown file."""
     available = len(saliency_videos(config.dataset, config.root, "train", config.fold))
     parts = []
-    for limit in sorted(set(config.learning_curve)):
+    limits = sorted({min(limit, available) for limit in (*config.learning_curve, available)})
+    for limit in limits:  # the last is the full set: the ablation's own runs
         folder = runs_out if limit >= available else curve_folder(runs_out, limit)
         train_variants(config, folder, chosen, 0 if limit >= available else limit)
         parts.append(collect(folder, chosen, config.seeds, config.epochs))
     about = (f"Learning curve on {config.dataset} ({Path(config.root).name}), validated on fold "
              f"{config.fold}: the ablation's settings with "
-             f"{', '.join(map(str, sorted(set(config.learning_curve))))} training videos or "
-             f"images of {available}, seeds {' '.join(map(str, config.seeds))}; validation "
+             f"{', '.join(map(str, limits))} training videos or images of {available}, seeds {' '.join(map(str, config.seeds))}; validation "
              "metrics of each run's best epoch")
     return write_curve(pd.concat(parts, ignore_index=True), references, out, about)
 

@@ -215,8 +215,8 @@ CURVE_METRICS = ("cc", "nss", CC_LAST.name)  # the learning curve's columns
 def write_curve(runs: pd.DataFrame, references: pd.DataFrame, out: Path, about: str) -> Path:
     """learning_curve.md (`about`, then per variant and number of training videos each
     metric's mean ± std over the seeds), learning_curve.csv (every run) and learning_curve.png
-    (the means against the number of training videos, every seed a dot, the references as
-    lines). Returns the markdown file."""
+    (the means against the number of training videos, every seed a dot, the centre prior as a
+    line). Returns the markdown file."""
     rows = []
     for (name, training), group in runs.groupby(["variant", "training"], sort=False):
         row = {"Saliency network": name, "Training videos": int(training), "Seeds": len(group)}
@@ -239,18 +239,22 @@ def write_curve(runs: pd.DataFrame, references: pd.DataFrame, out: Path, about: 
 
 def write_curve_figure(runs: pd.DataFrame, references: pd.DataFrame, path: Path,
                        title: str) -> Path:
-    """CC and NSS against the number of training videos: a line of means per variant, a dot
-    per run, a dashed line per reference."""
+    """CC and NSS against the number of training videos (log scale): a line of means per
+    variant, a dot per run, the centre prior as a dashed line (the table lists the others)."""
     figure = figures.new_figure(9, 3.6)
     for axis, metric in zip(figure.subplots(1, 2), ("cc", "nss")):
         for name, group in runs.groupby("variant", sort=False):
             means = group.groupby("training")[metric].mean()
             line, = axis.plot(means.index, means.to_numpy(), "o-", label=name)
             axis.plot(group["training"], group[metric], ".", color=line.get_color(), alpha=0.5)
-        for reference in references.itertuples():
+        for reference in references[references["variant"] == PRIOR].itertuples():
             axis.axhline(getattr(reference, metric), linestyle="--", color="gray")
             axis.annotate(reference.variant, (0.01, getattr(reference, metric)), fontsize=7,
                           xycoords=("axes fraction", "data"), va="bottom")
+        axis.set_xscale("log")
+        sizes = sorted(runs["training"].unique())
+        axis.set_xticks(sizes, [str(size) for size in sizes])
+        axis.minorticks_off()
         axis.set_xlabel("training videos or images")
         axis.set_title(f"validation {measure(metric).title}", fontsize=9)
         axis.grid(alpha=0.3)

@@ -309,3 +309,13 @@ def test_unsplit_sets_are_dealt_into_folds_and_limits_nest(tmp_path):
     assert len(small) == 3 and larger[:3] == small and set(larger) <= train
     with pytest.raises(ValueError, match="fold 5 does not exist"):
         saliency_videos("sun500", root, "val", FOLDS)
+
+
+def test_sun500_real_files_if_available():
+    root = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sun500"
+    if not (root / "tidy" / "fixations.mat").is_file():
+        pytest.skip("../shared/data/sun500 not present")
+    videos = read_saliency_set("sun500", root)
+    assert len(videos) == 500 and videos[0].video_id == "001"
+    assert sum(len(v.points[0]) for v in videos) == 43894  # every observer's fixations
+    assert [len(saliency_videos("sun500", root, "val", fold)) for fold in range(FOLDS)] == [100] * 5

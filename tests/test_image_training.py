@@ -113,7 +113,7 @@ def test_the_ablation_puts_the_references_beside_the_networks_and_draws_a_learni
     argv = ["--dataset", "fixation-table", "--root", str(root), "--out", str(tmp_path / "ab"),
             "--saliency-width", "2", "--size", *map(str, TINY_SIZE), "--epochs", "1",
             "--batch-size", "2", "--workers", "0", "--device", "cpu", "--ablation", "baseline",
-            "--seeds", "0", "1", "--learning-curve", "4", "8"]
+            "--seeds", "0", "1", "--learning-curve", "4"]
     assert train_sal.main(argv) == 0
     runs = pd.read_csv(tmp_path / "ab" / "ablation.csv")
     assert runs["variant"].tolist() == ["centre prior", "spectral residual", "baseline", "baseline"]
@@ -154,3 +154,15 @@ def test_cross_validation_trains_every_fold_and_pools_them(tmp_path):
     prior, baseline = (runs.loc[runs["variant"] == name, "cc"].mean()
                        for name in ("centre prior", "baseline"))
     assert f"| {baseline - prior:+.3f} |" in markdown  # the column CC - centre prior
+
+
+def test_an_unreadable_set_stops_in_one_line_and_leaves_no_run_folder(tmp_path, capsys):
+    (tmp_path / "sun500" / "tidy").mkdir(parents=True)
+    (tmp_path / "sun500" / "tidy" / "fixations.mat").write_bytes(b"MATLAB 5.0 truncated")
+    out = tmp_path / "run"
+    assert train_sal.main(["--dataset", "sun500", "--root", str(tmp_path / "sun500"),
+                           "--out", str(out), "--workers", "0", "--device", "cpu"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith(
+        f"error: {tmp_path / 'sun500' / 'tidy' / 'fixations.mat'}: not a readable MATLAB file")
+    assert not out.exists()
