@@ -41,6 +41,9 @@ LSVQ_COLUMNS = ["name", "mos"]
 KONVID_COLUMNS = ["flickr_id", ("mos", "MOS")]
 YOUTUBE_UGC_COLUMNS = ["vid", "MOS full"]
 FIXATION_VARIABLES = ("eyeMap", "fixLocs")  # the binary map in DIEM's and CAT2000's .mat files
+# what scipy.io.loadmat raises for a file that is not a readable MATLAB file
+MAT_ERRORS = (ValueError, TypeError, OSError, IndexError, NotImplementedError,
+              scipy.io.matlab.MatReadError)
 
 
 # ----------------------------------------------------------------------------- quality sets
@@ -79,7 +82,7 @@ def read_livevqc(labels: str | Path, video_root: str | Path | None = None) -> pd
         raise FileNotFoundError(f"{labels}: label file not found")
     try:
         mat = scipy.io.loadmat(labels)
-    except (ValueError, TypeError, OSError, IndexError) as err:  # scipy's kinds for a non-.mat
+    except MAT_ERRORS as err:
         raise LabelFileError(f"{labels}: not a readable MATLAB file ({err})") from err
     fields = [k for k in mat if not k.startswith("__")]
     if "video_list" not in mat or "mos" not in mat:
@@ -142,6 +145,7 @@ class SaliencyVideo:
     frames: list[Path] | None = None
     video: Path | None = None
     points: list[np.ndarray] | None = field(default=None, repr=False)
+    fold: int | None = None  # of a set without an official split (dagr/datasets.py)
 
     def __len__(self) -> int:
         return len(self.frame_numbers)
@@ -248,7 +252,10 @@ def load_fixations(path: Path, size: tuple[int, int]) -> np.ndarray:
     erase most of them.
     """
     if path.suffix.lower() == ".mat":
-        mat = scipy.io.loadmat(path)
+        try:
+            mat = scipy.io.loadmat(path)
+        except MAT_ERRORS as err:
+            raise OSError(f"{path}: not a readable MATLAB file ({err})") from err
         name = next((n for n in FIXATION_VARIABLES if n in mat), None)
         if name is None:
             raise OSError(f"{path}: no variable {' or '.join(map(repr, FIXATION_VARIABLES))}")
@@ -429,6 +436,9 @@ def frame_annotation(video: SaliencyVideo, index: int, image_size: tuple[int, in
     """(density map, fixation map) of frame `index` of `video`, each (H, W) float32 at `size`;
     `image_size` is the frame's own (height, width), which points are given in."""
     points = video.points[index] if video.points is not None else None
+    if points is not None and image_size is None:
+        raise ValueError(f"{video.video_id}: fixation points need frames from image files, "
+                         "whose size they are given in")
     if video.maps:
         density = load_map(video.maps[index], size)
     else:

@@ -25,7 +25,6 @@ if __name__ == "__main__":  # first: a Ctrl-C while the modules below load ends 
 import argparse
 import functools
 import sys
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -116,7 +115,13 @@ def start_network(config: Any) -> tuple[nn.Module, dict[str, Any]]:
     built from the options."""
     if config.init:
         model, payload = checkpoint_network(config.init, KIND)
-        return model, payload["model_kwargs"]
+        kwargs = payload["model_kwargs"]
+        # the run's settings then say which network it trained, not the unused options
+        config.saliency_width = kwargs["channels"]
+        for name in ("registers", "register_mode", "read_levels", "register_write",
+                     "write_levels"):
+            setattr(config, name, kwargs.get(name, getattr(config, name)))
+        return model, kwargs
     return build_saliency_model(**model_arguments(config)), model_arguments(config)
 
 
@@ -193,6 +198,8 @@ def ablation(config: Any) -> Path:
     on fewer training videos (first fold) and their table. Returns the table's markdown file."""
     out, chosen = Path(config.out), [variants(config.registers or paper.REGISTERS)[name] for name in config.ablation]
     folds = range(FOLDS) if config.cross_validate else [config.fold]
+    if config.cross_validate:  # refused before any training when the set has its own split
+        saliency_videos(config.dataset, config.root, "val", FOLDS - 1)
     results = [fold_results(fold_config(config, fold), fold_folder(config, fold), chosen)
                for fold in folds]
     about = (f"Register ablation on {config.dataset} ({Path(config.root).name}): width {config.saliency_width}, "
@@ -273,17 +280,16 @@ def reference_models(config: Any) -> dict[str, nn.Module]:
 
 def reference_runs(config: Any, models: dict[str, nn.Module]) -> pd.DataFrame:
     """Rows of the ablation's table for the reference `models`, scored on the networks'
-    validation clips: their metrics, minutes, and the number of training videos."""
+    validation clips: their metrics and the number of training videos (they train nothing:
+    no minutes)."""
     device = pick_device(config.device)
     val_data = validation_clips(config)
     training = len(saliency_videos(config.dataset, config.root, "train", config.fold))
     rows = []
     for name, model in models.items():
-        start = time.perf_counter()
         metrics = validate(model.to(device), val_data, device, batch_size=config.batch_size,
                            progress=False)
-        rows.append({"variant": name, **metrics, "training": training,
-                     "minutes": (time.perf_counter() - start) / 60})
+        rows.append({"variant": name, **metrics, "training": training})
     return pd.DataFrame(rows)
 
 
@@ -397,7 +403,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         metavar=f"0-{FOLDS - 1}",
                         help=f"on a set without an official split (sun500, fixation-table, "
                              f"...): validate on this of its {FOLDS} seeded folds, train on the "
-                             "others")
+                             "others (--evaluate uses the checkpoint's own)")
     parser.add_argument("--train-limit", type=int, default=TRAIN_LIMIT, metavar="N",
                         help="train on N of the training videos or images, a seeded choice "
                              "that grows by adding (for learning curves); 0: all")
@@ -427,7 +433,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         default=LEARNING_CURVE,
                         help="--ablation: also train every variant and seed on N training "
                              "videos or images (a nested seeded choice) for each N, into "
-                             "<out>/train_N/, and write learning_curve.md and .png")
+                             "<out>/train_N/ (with --cross-validate: the first fold's, "
+                             "<out>/fold_0/train_N/), and write learning_curve.md and .png")
     parser.add_argument("--far-context-videos", type=int, default=FAR_CONTEXT_VIDEOS,
                         help="--ablation on the global-context check: fresh clips of its "
                              "far-context test (docs/registers.md); 0 skips it")
@@ -437,6 +444,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="split scored by --evaluate")
     args = parser.parse_args(argv)
     check_run_arguments(parser, args)
+    check_saliency_arguments(parser, args)
     still = SALIENCY_SETS[args.dataset].still
     for name, video_default in (("clip_len", CLIP_LEN), ("clips_per_video", CLIPS_PER_VIDEO),
                                 ("val_clips", VAL_CLIPS)):
@@ -445,6 +453,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.ablation == []:  # --ablation alone: every variant
         args.ablation = list(variants(args.registers or REGISTERS))
     return args
+
+
+def check_saliency_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse, in one line, the options that would be ignored or mean nothing together."""
+    if args.ablation is None:
+        for given, name in ((args.cross_validate, "--cross-validate"),
+                            (args.learning_curve, "--learning-curve")):
+            if given:
+                parser.error(f"{name} goes with --ablation")
+    elif args.init or args.train_limit:
+        parser.error("--ablation trains its variants from scratch on every training video: "
+                     "leave out --init and --train-limit (--learning-curve trains on fewer)")
+    if args.train_limit < 0 or any(n < 1 for n in args.learning_curve or ()):
+        parser.error("--train-limit and --learning-curve count training videos: give 1 or "
+                     "more (--train-limit 0: all)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,6 +23,7 @@ from dagr import figures
 from dagr.checkpoints import load_checkpoint
 from dagr.evaluation import markdown_table
 from dagr.files import atomic_path
+from dagr.provenance import TRAINED_ON
 from dagr.registers import FAR_CONTEXT_MEASURES
 from dagr.training import BEST, LAST, LOG
 from metrics import SALIENCY_METRICS, UNIT_SCALE, Metric, names
@@ -105,7 +106,7 @@ def collect(out: Path, chosen: Sequence[Variant], seeds: Sequence[int], epochs: 
                          CC_LAST.name: float(log["val_cc"].tail(LAST_EPOCHS).mean()),
                          "best_epoch": int(best["epoch"]),
                          "minutes": float(log["seconds"].sum()) / 60,
-                         "training": int(best.get("trained_on", {}).get("videos", 0))})
+                         "training": int(best.get(TRAINED_ON, {}).get("videos", 0))})
     return pd.DataFrame(rows, columns=["variant", "seed", *names(SALIENCY_METRICS),
                                        CC_LAST.name, "best_epoch", "minutes", "training"])
 
@@ -129,7 +130,8 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
     deviation over the seeds (ddof 1; nan for one seed), then minutes per run."""
     rows = []
     for name, group in runs.groupby("variant", sort=False):
-        row: dict[str, Any] = {"variant": name, "seeds": len(group),
+        row: dict[str, Any] = {"variant": name, "runs": len(group),
+                               "seeds": max(1, group["seed"].nunique()),
                                "folds": group["fold"].nunique() if "fold" in group else 1}
         for metric in metric_columns(runs):
             row[f"{metric}_mean"] = float(group[metric].mean())
@@ -144,8 +146,8 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
     the baseline and in CC and NSS from the centre prior when the table has them."""
     shown = pd.DataFrame({"Saliency network": table["variant"]})
     if (table["folds"] > 1).any():
-        shown["Folds × seeds"] = [f"{folds} × {runs // folds}"
-                                  for folds, runs in zip(table["folds"], table["seeds"])]
+        shown["Folds × seeds"] = [f"{folds} × {seeds}"
+                                  for folds, seeds in zip(table["folds"], table["seeds"])]
     else:
         shown["Seeds"] = table["seeds"]
     for metric in (column[:-len("_mean")] for column in table if column.endswith("_mean")):
@@ -157,7 +159,8 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
                 base = float(table.loc[table["variant"] == reference, f"{metric}_mean"].iloc[0])
                 shown[f"{measure(metric).title} - {reference}"] = [
                     f"{m - base:+.3f}" for m in table[f"{metric}_mean"]]
-    shown["Minutes per run"] = [f"{m:.1f}" for m in table["minutes_per_run"]]
+    shown["Minutes per run"] = ["–" if math.isnan(m) else f"{m:.1f}"
+                                for m in table["minutes_per_run"]]
     return shown
 
 
@@ -219,14 +222,15 @@ def write_curve(runs: pd.DataFrame, references: pd.DataFrame, out: Path, about: 
     line). Returns the markdown file."""
     rows = []
     for (name, training), group in runs.groupby(["variant", "training"], sort=False):
-        row = {"Saliency network": name, "Training videos": int(training), "Seeds": len(group)}
+        row = {"Saliency network": name, "Training videos or images": int(training),
+               "Seeds": len(group)}
         for metric in CURVE_METRICS:
             spread = float(group[metric].std(ddof=1)) if len(group) > 1 else math.nan
             row[measure(metric).title] = _mean_std(float(group[metric].mean()), spread)
         rows.append(row)
     for reference in references.itertuples():
         rows.append({"Saliency network": reference.variant,
-                     "Training videos": int(reference.training), "Seeds": 1,
+                     "Training videos or images": int(reference.training), "Seeds": 1,
                      **{measure(m).title: _mean_std(float(getattr(reference, m, math.nan)), math.nan)
                         for m in CURVE_METRICS}})
     markdown = f"{about}\n\n{markdown_table(pd.DataFrame(rows))}"

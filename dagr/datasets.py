@@ -9,7 +9,7 @@ script takes its `--dataset` choices and their help text from these tables.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -171,14 +171,23 @@ def saliency_videos(dataset: str, root: str | Path, split: str, fold: int = 0,
     validation split, which for DIEM is its test fold). A set without an official split
     validates on fold `fold` of FOLDS and trains on the others. `limit` > 0 keeps that many
     training videos, a seeded choice in which a smaller limit's videos are also a larger one's.
-    ValueError when there are none."""
+    ValueError when there are none, or for a fold other than 0 of a set with its own split."""
     videos = with_folds(read_saliency_set(dataset, root), fold)
+    if fold != 0 and not folded(videos):
+        raise ValueError(f"{dataset} has an official split: --fold and --cross-validate are for "
+                         "sets without one")
     entry = SALIENCY_SETS[dataset]
     name = entry.validation if split == "val" else split
     videos = [video for video in videos if video.split == name]
     if not videos:
         raise ValueError(f"{root}: no annotated {dataset} videos in split {name!r}")
     return seeded_order(videos)[:limit] if limit > 0 and split == "train" else videos
+
+
+def folded(videos: list[SaliencyVideo]) -> bool:
+    """Whether `videos` (as `with_folds` returns them) were dealt into folds: their set has
+    no official split."""
+    return any(video.fold is not None for video in videos)
 
 
 def seeded_order(videos: list[SaliencyVideo]) -> list[SaliencyVideo]:
@@ -188,13 +197,13 @@ def seeded_order(videos: list[SaliencyVideo]) -> list[SaliencyVideo]:
 
 
 def with_folds(videos: list[SaliencyVideo], fold: int) -> list[SaliencyVideo]:
-    """`videos` with every unsplit one (split `all`) in `val` when it is dealt into fold
-    `fold` of FOLDS, else in `train`."""
+    """`videos`, each unsplit one (split `all`) replaced by a copy with its `fold` of FOLDS
+    and split `val` when that is `fold`, else `train`."""
     if not 0 <= fold < FOLDS:
         raise ValueError(f"fold {fold} does not exist: choose 0 to {FOLDS - 1}")
     unsplit = seeded_order([video for video in videos if video.split == gaze_sets.UNSPLIT])
     folds = {video.video_id: i % FOLDS for i, video in enumerate(unsplit)}
-    for video in videos:
-        if video.video_id in folds:
-            video.split = "val" if folds[video.video_id] == fold else "train"
-    return videos
+    return [replace(video, fold=folds[video.video_id],
+                    split="val" if folds[video.video_id] == fold else "train")
+            if video.video_id in folds and video.split == gaze_sets.UNSPLIT else video
+            for video in videos]

@@ -101,12 +101,17 @@ def validate(model: torch.nn.Module, data: SaliencyClipDataset, device: torch.de
 
 
 def _image_scores(predictions: Iterator[ClipPrediction], dist: Distributed) -> dict[str, float]:
-    """The saliency metrics over still images, one clip each: per image, averaged over the
-    images; s-AUC's negatives are the fixations of other images, as the image benchmarks
-    draw them (a video's come from its other frames). Every process gathers all images."""
-    first_frames = [(pred[:1], gt[:1], fixations[:1]) for _, pred, gt, fixations in predictions]
-    gathered = [item for part in gather_objects(first_frames, dist) for item in part]
-    pred, gt, fixations = (torch.cat(parts) for parts in zip(*gathered))
+    """The saliency metrics over still images: per image (its first clip; more clips of one
+    image are the same image), averaged over the images; s-AUC's negatives are the fixations
+    of other images, as the image benchmarks draw them (a video's come from its other frames).
+    Every process gathers all images and scores them in id order, so that the draw of the
+    negatives does not depend on how many processes there are."""
+    images: dict[str, tuple[torch.Tensor, ...]] = {}
+    for video_id, pred, gt, fixations in predictions:
+        images.setdefault(video_id, (pred[0].clone(), gt[0].clone(), fixations[0] > 0))
+    gathered = {key: item for part in gather_objects(images, dist) for key, item in part.items()}
+    pred, gt, fixations = (torch.stack(parts) for parts in zip(*(gathered[key]
+                                                                  for key in sorted(gathered))))
     return saliency_metrics(pred, gt, fixations)
 
 

@@ -16,18 +16,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.io
-from scipy.io.matlab import MatReadError
 
-from dagr.labels import (SPLIT_NAMES, LabelFileError, read_csv_file, report, require_columns,
-                         shown_names)
-from dataloader import FIXATION_VARIABLES, SaliencyVideo
+from dagr.labels import (LabelFileError, read_csv_file, report, require_columns, shown_names,
+                         splits_of)
+from dataloader import FIXATION_VARIABLES, MAT_ERRORS, SaliencyVideo
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 UNSPLIT = "all"  # the split of a set that publishes none (dagr/datasets.py folds it)
 TABLE = "fixations.csv"  # a fixation table's name inside the folder given as --root
 TABLE_COLUMNS = ["image", "x", "y"]  # also optional: observer, duration, split
-# what scipy.io raises on a file that is not a MATLAB file it can read (an empty one: MatReadError)
-MAT_ERRORS = (ValueError, TypeError, OSError, IndexError, NotImplementedError, MatReadError)
 SALICON_FILES = {"train": "fixations_train2014.json", "val": "fixations_val2014.json"}
 
 
@@ -79,13 +76,23 @@ def read_sun500(root: str | Path) -> list[SaliencyVideo]:
     out, unusable = [], []
     for row, observers in enumerate(cells, start=1):
         image = root / "stimuli" / f"{row:03d}.jpg"
-        points = [np.asarray(cell, dtype=np.float64) for cell in observers if np.size(cell)]
-        if not image.is_file() or not points or any(p.ndim != 2 or p.shape[1] < 2 for p in points):
+        points = _observer_points(observers)
+        if not image.is_file() or not points:
             unusable.append(image.name)
             continue
         out.append(still(image.stem, image, UNSPLIT, points=np.concatenate([p[:, :2] for p in points])))
     _left_out(root, "image(s) without a stimulus file or readable fixations", unusable)
     return out
+
+
+def _observer_points(observers: np.ndarray) -> list[np.ndarray]:
+    """The (n, 2) x, y of each observer who saw the image (their non-empty cells); [] when a
+    cell is not a numeric array of at least two columns."""
+    try:
+        points = [np.asarray(cell, dtype=np.float64) for cell in observers if np.size(cell)]
+    except (TypeError, ValueError):
+        return []
+    return [] if any(p.ndim != 2 or p.shape[1] < 2 for p in points) else points
 
 
 # ----------------------------------------------------------------------------- fixation table
@@ -111,19 +118,23 @@ def read_fixation_table(root: str | Path) -> list[SaliencyVideo]:
         report(f"{path}: {int(bad.sum())} row(s) without a numeric x and y or an image left "
                f"out (rows {shown_names([str(i + 2) for i in np.flatnonzero(bad)])})")
     table = table.assign(x=xy["x"], y=xy["y"])[~bad]
-    out, missing = [], []
+    split = pd.Series(UNSPLIT, index=table.index, dtype=object)  # no split: dealt into folds
+    if "split" in table:
+        given = table["split"].notna()
+        split[given] = splits_of(table.loc[given, "split"], path)
+    table = table.assign(split=split)
+    out, missing, torn = [], [], []
     for name, rows in table.groupby(table["image"].astype(str), sort=True):
         image = path.parent / name
         if not image.is_file():
             missing.append(name)
-            continue
-        split = UNSPLIT
-        if "split" in rows:
-            given = str(rows["split"].iloc[0]).strip().lower()
-            split = SPLIT_NAMES.get(given, given)
-        out.append(still(Path(name).with_suffix("").as_posix(), image, split,
-                         points=rows[["x", "y"]].to_numpy(dtype=np.float64)))
+        elif rows["split"].nunique() > 1:
+            torn.append(name)
+        else:
+            out.append(still(Path(name).with_suffix("").as_posix(), image, rows["split"].iloc[0],
+                             points=rows[["x", "y"]].to_numpy(dtype=np.float64)))
     _left_out(path, "image(s) not found", missing)
+    _left_out(path, "image(s) whose rows name different splits", torn)
     return out
 
 

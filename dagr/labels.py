@@ -238,7 +238,9 @@ def _pick(table: pd.DataFrame, given: str | None, usual: Sequence[str], what: st
     return found
 
 
-def _splits_of(values: pd.Series, source: Path) -> pd.Series:
+def splits_of(values: pd.Series, source: Path) -> pd.Series:
+    """`values` as train / val / test (SPLIT_NAMES' spellings); LabelFileError naming `source`
+    for any other value."""
     split = values.astype(str).str.strip().str.lower().map(SPLIT_NAMES)
     unknown = sorted(set(values[split.isna()].astype(str)))
     if unknown:
@@ -271,7 +273,7 @@ def read_csv_labels(labels: str | Path, video_root: str | Path | None = None,
     score = pd.to_numeric(raw[mos], errors="coerce")
     table = pd.DataFrame({"video_id": _names_of(raw[video]).map(video_id_of),
                           "mos": -score if columns.dmos else raw[mos],
-                          "split": _splits_of(raw[split], labels) if split else "all"})
+                          "split": splits_of(raw[split], labels) if split else "all"})
     return finish_table(table, labels, video_root)
 
 

@@ -31,10 +31,11 @@ def gaussian_grid(size: tuple[int, int], sigma_rows: float, sigma_cols: float) -
 
 def fit_centre_prior(data: SaliencyClipDataset, clips: int = PRIOR_CLIPS) -> tuple[float, float]:
     """(sigma_rows, sigma_cols) of the centred Gaussian with the highest mean CC with the
-    density maps of up to `clips` clips of `data` (a seeded choice), over PRIOR_WIDTHS²."""
+    density maps of the first frames of up to `clips` clips of `data` (a seeded choice), over
+    PRIOR_WIDTHS²."""
     chosen = np.random.default_rng(0).permutation(len(data))[:clips]
-    maps = np.concatenate([data[int(i)]["maps"][0].numpy() for i in chosen])  # (N, H, W)
-    maps = maps.reshape(len(maps), -1).astype(np.float64)
+    maps = np.stack([data[int(i)]["maps"][0, 0].numpy() for i in chosen])  # (N, H, W) float32
+    maps = maps.reshape(len(maps), -1)
     maps = maps[maps.std(axis=1) > 0]
     maps = (maps - maps.mean(axis=1, keepdims=True)) / maps.std(axis=1, keepdims=True)
     best, best_cc = (PRIOR_WIDTHS[0],) * 2, -np.inf

@@ -319,3 +319,42 @@ def test_sun500_real_files_if_available():
     assert len(videos) == 500 and videos[0].video_id == "001"
     assert sum(len(v.points[0]) for v in videos) == 43894  # every observer's fixations
     assert [len(saliency_videos("sun500", root, "val", fold)) for fold in range(FOLDS)] == [100] * 5
+
+
+def test_fixation_table_split_values_must_be_known_and_agree(tmp_path):
+    picture(tmp_path / "a.png")
+    picture(tmp_path / "b.png")
+    table = tmp_path / "fixations.csv"
+    table.write_text("image,x,y,split\na.png,1,1,dev\n")
+    with pytest.raises(LabelFileError, match=r"fixations\.csv: split values 'dev'"):
+        read_saliency_set("fixation-table", tmp_path)
+    table.write_text("image,x,y,split\na.png,1,1,train\na.png,2,2,test\nb.png,1,1,\n")
+    with reported_problems() as problems:
+        videos = read_saliency_set("fixation-table", tmp_path)
+    assert [(v.video_id, v.split) for v in videos] == [("b", UNSPLIT)]  # an empty cell: folds
+    assert problems == [f"{table}: 1 image(s) whose rows name different splits left out (a.png)"]
+
+
+def test_sun500_cells_that_are_not_numbers_leave_their_image_out(tmp_path):
+    text = np.empty(1, dtype=object)
+    text[0] = np.array(["abc"])
+    cells = np.stack([observers([(4.0, 2.0)]), text])
+    root = sun500(tmp_path / "sun500", cells, images=2)
+    with reported_problems() as problems:
+        videos = read_saliency_set("sun500", root)
+    assert [v.video_id for v in videos] == ["001"] and "(002.jpg)" in problems[0]
+
+
+def test_an_unreadable_fixation_mat_is_an_error_naming_it(tmp_path):
+    bad = tmp_path / "fixLocs.mat"
+    bad.write_bytes(b"MATLAB 5.0 MAT-file, cut short")
+    with pytest.raises(OSError, match=f"{bad}: not a readable MATLAB file"):
+        dl.load_fixations(bad, SIZE)
+
+
+def test_a_set_with_its_own_split_has_no_folds(tmp_path):
+    from fakes import tiny_dhf1k
+    root = tiny_dhf1k(tmp_path / "DHF1K")
+    assert len(saliency_videos("dhf1k", root, "val")) == 2  # fold 0: the official split
+    with pytest.raises(ValueError, match="dhf1k has an official split"):
+        saliency_videos("dhf1k", root, "val", 2)

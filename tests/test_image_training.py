@@ -13,6 +13,8 @@ import torch
 
 import train_sal
 from dagr.checkpoints import checkpoint_network, load_checkpoint
+from dagr.datasets import saliency_videos
+from dagr.evaluation import evaluation_clips, validate
 from dagr.images import write_png
 from fakes import TINY_SIZE, tiny_config, tiny_dhf1k
 from metrics import SALIENCY_METRICS, names
@@ -166,3 +168,34 @@ def test_an_unreadable_set_stops_in_one_line_and_leaves_no_run_folder(tmp_path, 
     assert len(error) == 1 and error[0].startswith(
         f"error: {tmp_path / 'sun500' / 'tidy' / 'fixations.mat'}: not a readable MATLAB file")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("options, refused", [
+    (["--cross-validate"], "--cross-validate goes with --ablation"),
+    (["--learning-curve", "100"], "--learning-curve goes with --ablation"),
+    (["--ablation", "baseline", "--init", "best.pt"], "leave out --init and --train-limit"),
+    (["--ablation", "baseline", "--learning-curve", "0"], "give 1 or more"),
+    (["--train-limit", "-3"], "give 1 or more"),
+])
+def test_options_that_would_be_ignored_are_refused_in_one_line(options, refused, capsys):
+    with pytest.raises(SystemExit) as stop:
+        train_sal.parse_args(["--dataset", "sun500", *options])
+    assert stop.value.code == 2 and refused in capsys.readouterr().err
+
+
+def test_cross_validation_of_a_set_with_its_own_split_stops_before_training(tmp_path, capsys):
+    root = tiny_dhf1k(tmp_path / "DHF1K")
+    assert train_sal.main(["--root", str(root), "--out", str(tmp_path / "cv"), "--ablation",
+                           "baseline", "--cross-validate", "--workers", "0",
+                           "--device", "cpu"]) == 2
+    assert "dhf1k has an official split" in capsys.readouterr().err
+    assert not (tmp_path / "cv").exists()
+
+
+def test_image_validation_scores_each_image_once_whatever_its_clips(image_run):
+    root, best, _ = image_run
+    model = checkpoint_network(best, "saliency")[0]
+    videos = saliency_videos("fixation-table", root, "val", 3)
+    once, twice = (validate(model, evaluation_clips(videos, 1, TINY_SIZE, clips),
+                            torch.device("cpu"), progress=False) for clips in (1, 2))
+    assert once == twice
