@@ -80,10 +80,7 @@ def read_livevqc(labels: str | Path, video_root: str | Path | None = None) -> pd
     labels = Path(labels)
     if not labels.is_file():
         raise FileNotFoundError(f"{labels}: label file not found")
-    try:
-        mat = scipy.io.loadmat(labels)
-    except MAT_ERRORS as err:
-        raise LabelFileError(f"{labels}: not a readable MATLAB file ({err})") from err
+    mat = load_mat(labels)
     fields = [k for k in mat if not k.startswith("__")]
     if "video_list" not in mat or "mos" not in mat:
         raise LabelFileError(f"{labels}: needs the variables 'video_list' and 'mos'; "
@@ -233,6 +230,16 @@ def read_diem(root: str | Path) -> list[SaliencyVideo]:
     return out
 
 
+def load_mat(path: Path) -> dict:
+    """The variables of a MATLAB file; FileNotFoundError or LabelFileError naming it."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found")
+    try:
+        return scipy.io.loadmat(path)
+    except MAT_ERRORS as err:
+        raise LabelFileError(f"{path}: not a readable MATLAB file ({err})") from err
+
+
 # ----------------------------------------------------------------------------- image I/O
 
 def _load_gray(path: Path) -> np.ndarray:
@@ -263,9 +270,7 @@ def load_fixations(path: Path, size: tuple[int, int]) -> np.ndarray:
     else:
         points = _load_gray(path) > 127
     rows, cols = np.nonzero(points)
-    out = np.zeros(size, np.float32)
-    out[(rows * size[0] // points.shape[0]), (cols * size[1] // points.shape[1])] = 1.0
-    return out
+    return fixation_map(np.stack([cols, rows], axis=1), points.shape, size)
 
 
 # ----------------------------------------------------------------------------- datasets

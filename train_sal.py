@@ -216,14 +216,14 @@ def ablation(config: Any) -> Path:
                   "counterparts whose highest disk is the odd one (a network that prefers a "
                   "colour: 1/2), on "
                   f"{config.far_context_videos} fresh clips (docs/registers.md)")
-    table = write_results(pd.concat([runs for runs, _ in results], ignore_index=True), out, about)
-    first, first_out, models = fold_config(config, folds[0]), fold_folder(config, folds[0]), results[0][1]
+    table = write_results(pd.concat([runs for runs, *_ in results], ignore_index=True), out, about)
+    first, first_out = fold_config(config, folds[0]), fold_folder(config, folds[0])
+    references, models, val_data = results[0]
     networks = {variant.name: checkpoint_network(run_folder(first_out, variant, config.seeds[0]) / BEST,
                                                  KIND)[0] for variant in chosen}
-    prediction_figure(first, {**models, **networks}, out / PREDICTION_FIGURE)
+    prediction_figure(first, {**models, **networks}, val_data, out / PREDICTION_FIGURE)
     if config.learning_curve:
-        references = results[0][0][results[0][0]["seed"].isna()]
-        learning_curve(first, first_out, chosen, references, out)
+        learning_curve(first, first_out, chosen, references[references["seed"].isna()], out)
     attention = [v for v in chosen if v.options.get("register_write") == "film"][:1]
     if attention:
         state_figure(first, run_folder(first_out, attention[0], config.seeds[0]) / BEST,
@@ -242,16 +242,20 @@ def fold_folder(config: Any, fold: int) -> Path:
 
 
 def fold_results(config: Any, out: Path, chosen: Sequence[Variant]
-                 ) -> tuple[pd.DataFrame, dict[str, nn.Module]]:
+                 ) -> tuple[pd.DataFrame, dict[str, nn.Module], SaliencyClipDataset]:
     """(rows: the references, then every finished run of `chosen` in `out`, each with its
-    fold; the reference models) after training what is not finished, on --fold's split."""
+    fold; the reference models; the validation clips) after training what is not finished,
+    on --fold's split."""
     train_variants(config, out, chosen, limit=0)
     runs = collect(out, chosen, config.seeds, config.epochs)
     if config.far_context_videos > 0 and (Path(config.root) / CATEGORY_TABLE).is_file():
         runs = with_far_context(runs, out, chosen, config)
-    models = reference_models(config)
-    rows = pd.concat([reference_runs(config, models), runs], ignore_index=True)
-    return rows.assign(fold=config.fold), models
+    training = saliency_videos(config.dataset, config.root, "train", config.fold)
+    models = reference_models(evaluation_clips(training, config.clip_len, config.size, 1))
+    val_data = validation_clips(config)
+    rows = pd.concat([reference_runs(config, models, val_data, len(training)), runs],
+                     ignore_index=True)
+    return rows.assign(fold=config.fold), models, val_data
 
 
 def train_variants(config: Any, out: Path, chosen: Sequence[Variant], limit: int) -> None:
@@ -269,22 +273,19 @@ def train_variants(config: Any, out: Path, chosen: Sequence[Variant], limit: int
                                         "train_limit": limit}))
 
 
-def reference_models(config: Any) -> dict[str, nn.Module]:
-    """What the networks must beat: the centre prior fitted on the training videos, and
+def reference_models(training: SaliencyClipDataset) -> dict[str, nn.Module]:
+    """What the networks must beat: the centre prior fitted on the `training` clips, and
     spectral residual (dagr/reference_maps.py)."""
-    training = evaluation_clips(saliency_videos(config.dataset, config.root, "train", config.fold),
-                                config.clip_len, config.size, 1)
-    return {"centre prior": CentrePrior(tuple(config.size), *fit_centre_prior(training)),
+    return {"centre prior": CentrePrior(training.size, *fit_centre_prior(training)),
             "spectral residual": SpectralResidual()}
 
 
-def reference_runs(config: Any, models: dict[str, nn.Module]) -> pd.DataFrame:
+def reference_runs(config: Any, models: dict[str, nn.Module], val_data: SaliencyClipDataset,
+                   training: int) -> pd.DataFrame:
     """Rows of the ablation's table for the reference `models`, scored on the networks'
-    validation clips: their metrics and the number of training videos (they train nothing:
-    no minutes)."""
+    validation clips `val_data`: their metrics and the number of `training` videos (they
+    train nothing: no minutes)."""
     device = pick_device(config.device)
-    val_data = validation_clips(config)
-    training = len(saliency_videos(config.dataset, config.root, "train", config.fold))
     rows = []
     for name, model in models.items():
         metrics = validate(model.to(device), val_data, device, batch_size=config.batch_size,
@@ -298,10 +299,10 @@ def validation_clips(config: Any) -> SaliencyClipDataset:
                             config.clip_len, config.size, config.val_clips)
 
 
-def prediction_figure(config: Any, models: dict[str, nn.Module], path: Path) -> Path:
-    """predictions.png: the first frame of the first PREDICTION_ROWS validation videos (in
-    the set's order, not chosen by score), the human map, and each model's map."""
-    data = validation_clips(config)
+def prediction_figure(config: Any, models: dict[str, nn.Module], data: SaliencyClipDataset,
+                      path: Path) -> Path:
+    """predictions.png: the first frame of the first PREDICTION_ROWS validation videos of
+    `data` (in the set's order, not chosen by score), the human map, and each model's map."""
     items = [data[video * data.clips_per_video]
              for video in range(min(PREDICTION_ROWS, len(data.videos)))]
     frames = torch.stack([item["frames"] for item in items])  # (N, 3, T, H, W)

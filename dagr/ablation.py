@@ -246,7 +246,7 @@ def write_curve_figure(runs: pd.DataFrame, references: pd.DataFrame, path: Path,
     """CC and NSS against the number of training videos (log scale): a line of means per
     variant, a dot per run, the centre prior as a dashed line (the table lists the others)."""
     figure = figures.new_figure(9, 3.6)
-    for axis, metric in zip(figure.subplots(1, 2), ("cc", "nss")):
+    for axis, metric in zip(figure.subplots(1, 2), CURVE_METRICS[:2]):
         for name, group in runs.groupby("variant", sort=False):
             means = group.groupby("training")[metric].mean()
             line, = axis.plot(means.index, means.to_numpy(), "o-", label=name)

@@ -19,7 +19,7 @@ import scipy.io
 
 from dagr.labels import (LabelFileError, read_csv_file, report, require_columns, shown_names,
                          splits_of)
-from dataloader import FIXATION_VARIABLES, MAT_ERRORS, SaliencyVideo
+from dataloader import FIXATION_VARIABLES, MAT_ERRORS, SaliencyVideo, load_mat
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 UNSPLIT = "all"  # the split of a set that publishes none (dagr/datasets.py folds it)
@@ -35,16 +35,6 @@ def still(image_id: str, image: Path, split: str, *, points: np.ndarray | None =
         video_id=image_id, split=split, maps=[density] if density else [],
         fixations=[fixations] if fixations else [], frame_numbers=[0], frames=[image],
         points=None if points is None else [np.asarray(points, np.float64).reshape(-1, 2)])
-
-
-def load_mat(path: Path) -> dict:
-    """The variables of a MATLAB file; LabelFileError naming it when it cannot be read."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found")
-    try:
-        return scipy.io.loadmat(path)
-    except MAT_ERRORS as err:
-        raise LabelFileError(f"{path}: not a readable MATLAB file ({err})") from err
 
 
 def _left_out(where: Path, what: str, names: list[str]) -> None:
