@@ -4,35 +4,34 @@
     python demo.py --size tiny --out /tmp/d    # the smallest end-to-end run (seconds)
     python demo.py --data-only --out DIR       # only the synthetic datasets, into DIR/data
 
-Nothing is downloaded. dagr/demo_data.py writes a DHF1K-layout saliency set and a
-KoNViD-1k-layout quality set (its docstring states the scenes and the MOS formula), and
-dagr/global_context.py the global-context check; then the stage scripts run with their own
-command-line options, as a user would run them:
+Nothing is downloaded. dagr/global_context.py writes the global-context check, an
+odd-one-out saliency set in DHF1K's layout where only a comparison across the frame finds the
+salient disk, and dagr/demo_data.py a KoNViD-1k-layout quality set of the check's scenes, where
+a defect on the odd disk costs five times one on a look-alike (its docstring states the MOS
+formula). Then the stage scripts run with their own command-line options, as a user would:
 
 1. extract_frame.py samples the quality clips' frames;
-2. train_sal.py trains the saliency network twice, with registers and without (the UNet3D
-   baseline), each validated on the saliency set's validation videos (its best checkpoint
-   keeps the metrics);
+2. train_sal.py --ablation trains the saliency network twice on the check, with attention
+   registers and without (the UNet3D baseline), and tests whether each compares the disks
+   (docs/registers.md);
 3. inference_sal.py writes both networks' maps for the quality clips;
 4. train_lsvq.py trains the quality network three times on the same split and seed: saliency
    weighting a = 0.5 with the register network's maps (the demo model), a = 0.5 with the
    baseline's maps, and a = 0 (saliency off);
-5. evaluate_vqa.py scores each on the held-out test split;
-6. train_sal.py --ablation trains the baseline and attention registers on the global-context
-   check, where only a comparison across the frame finds the salient disk (docs/registers.md).
+5. evaluate_vqa.py scores each on the held-out test split.
 
 Every size and setting of a run is in its preset (dagr/demo_plan.py, SIZES), small enough for
-2 CPU cores: 48 x 84 frames, 4 frames per quality clip (the paper: 8), a U-Net of width 8,
-ResNet-18 trained from scratch (no ImageNet download). The tables and figures are drawn from
-the stages' outputs by dagr/demo_report.py.
+2 CPU cores: 24 x 384 strips, one frame per quality clip, a U-Net of width 8, ResNet-18
+trained from scratch (no ImageNet download). The tables and figures are drawn from the
+stages' outputs by dagr/demo_report.py.
 
 It prints the demo model's results table (the paper's form), the ablation tables and where
 everything is. Written to --out: `results.md` and `ablation.md` (each also .csv and .json),
 `overlays.png`, `scatter.png`, `training_curves.png`, `register_attention.png` (matplotlib's
 Agg renderer, no display needed), and the stages' own folders `data/`, `frames/`,
-`saliency/`, `maps/`, `quality/`, `eval/`, `registers/` (the register ablation's table,
-figure and register states). Checkpoints are kept without optimizer state (the trainers'
---slim-checkpoints), and of the quality runs only the demo model's
+`registers/` (the saliency networks' runs, the register ablation's table, figure and register
+states), `maps/`, `quality/`, `eval/`. Checkpoints are kept without optimizer state (the
+trainers' --slim-checkpoints), and of the quality runs only the demo model's
 (`quality/saliency_registers/best.pt`, the one to score videos with) is kept once all three
 are evaluated. A folder that an earlier demo run wrote is cleared first; any other non-empty
 folder is refused.
@@ -44,6 +43,7 @@ if __name__ == "__main__":  # first: a Ctrl-C while the modules below load ends 
     quiet_start()
 
 import argparse
+import functools
 import json
 import shutil
 import sys
@@ -63,7 +63,7 @@ import train_lsvq
 import train_sal
 from dagr import demo_data, global_context
 from dagr.cli import deprecated_alias, run_script, script_parser
-from dagr.demo_plan import (ALPHA, CHECK_SIZE, CHECK_VARIANTS, DEMO_MODEL, QUALITY_LAYOUT,
+from dagr.demo_plan import (ALPHA, DEMO_MODEL, QUALITY_LAYOUT,
                             QUALITY_RUNS, SALIENCY_LAYOUT, SALIENCY_NAMES, SALIENCY_RUNS, SIZES,
                             STAGE_FOLDERS, DemoSize, Layout)
 from dagr.demo_report import write_report
@@ -79,7 +79,7 @@ WORKERS = 2               # frame-extraction processes
 
 MARKER = "demo_settings.json"   # marks a folder as a demo run's, so that a re-run may clear it
 OPTION_TYPES = {"int": int, "float": float, "str": str}  # DemoSize fields that are options
-RENAMED = {"saliency_width": "--saliency-channels", "check_width": "--check-channels"}  # old names
+RENAMED = {"check_width": "--check-channels"}  # old names
 
 
 # ----------------------------------------------------------------------------- progress
@@ -113,10 +113,11 @@ def run_stage(script: ModuleType, argv: Sequence[object]) -> None:
 # ----------------------------------------------------------------------------- command lines
 
 def extract_argv(layout: Layout, size: DemoSize, workers: int) -> list:
-    """extract_frame.py: every frame of the quality clips."""
+    """extract_frame.py: as many frames of each quality clip as the saliency networks' clips
+    hold."""
     return ["--dataset", QUALITY_LAYOUT, "--labels", layout.labels,
             "--root", layout.quality_set / demo_data.QUALITY_VIDEOS, "--out", layout.frames,
-            "--num-frames", size.clip_frames, "--size", *size.frame_size, "--workers", workers]
+            "--num-frames", size.check_clip_len, "--size", *size.check_size, "--workers", workers]
 
 
 def trainer_options(size: DemoSize, seed: int, device: str) -> list:
@@ -124,18 +125,6 @@ def trainer_options(size: DemoSize, seed: int, device: str) -> list:
     optimizer state (nothing resumes a demo run)."""
     return ["--workers", size.loader_workers, "--seed", seed, "--device", device,
             "--slim-checkpoints"]
-
-
-def saliency_argv(layout: Layout, size: DemoSize, name: str, seed: int, device: str) -> list:
-    """train_sal.py on the saliency set, with SALIENCY_RUNS[name] registers."""
-    return ["--dataset", SALIENCY_LAYOUT, "--root", layout.saliency_set,
-            "--out", layout.saliency_run(name), "--registers", SALIENCY_RUNS[name],
-            "--register-mode", size.register_mode, "--saliency-width", size.saliency_width,
-            "--size", *size.frame_size, "--epochs", size.saliency_epochs,
-            "--clip-len", size.clip_frames, "--clips-per-video", size.saliency_clips,
-            "--val-clips", size.saliency_val_clips, "--batch-size", size.saliency_batch,
-            "--lr", size.saliency_lr, "--warmup", size.saliency_warmup,
-            *trainer_options(size, seed, device)]
 
 
 def maps_argv(layout: Layout, size: DemoSize, name: str, device: str) -> list:
@@ -156,7 +145,7 @@ def quality_argv(layout: Layout, size: DemoSize, name: str, seed: int, device: s
     return ["--dataset", QUALITY_LAYOUT, "--labels", layout.labels, "--frames", layout.frames,
             *maps_option(layout, name), "--saliency-alpha", QUALITY_RUNS[name][1],
             "--out", layout.quality_run(name), "--backbone", size.backbone, "--no-pretrained",
-            "--size", *size.frame_size, "--epochs", size.quality_epochs,
+            "--size", *size.check_size, "--epochs", size.quality_epochs,
             "--batch-size", size.quality_batch, "--lr", size.quality_lr,
             "--warmup", size.quality_warmup, "--val-fraction", size.val_fraction,
             "--test-fraction", size.test_fraction, *trainer_options(size, seed, device)]
@@ -170,11 +159,11 @@ def evaluation_argv(layout: Layout, size: DemoSize, name: str, device: str) -> l
 
 
 def ablation_argv(layout: Layout, size: DemoSize, seed: int, device: str) -> list:
-    """train_sal.py --ablation on the global-context check: the baseline and attention
-    registers, one seed each."""
-    return ["--ablation", *CHECK_VARIANTS, "--seeds", seed, "--dataset", SALIENCY_LAYOUT,
+    """train_sal.py --ablation on the global-context check: the saliency networks, the
+    baseline and attention registers, with the demo's seed."""
+    return ["--ablation", *SALIENCY_RUNS.values(), "--seeds", seed, "--dataset", SALIENCY_LAYOUT,
             "--root", layout.check_set, "--out", layout.registers,
-            "--saliency-width", size.check_width, "--size", *CHECK_SIZE,
+            "--saliency-width", size.check_width, "--size", *size.check_size,
             "--epochs", size.check_epochs, "--clip-len", size.check_clip_len,
             "--clips-per-video", size.check_clips, "--val-clips", size.check_val_clips,
             "--batch-size", size.check_batch, "--lr", size.check_lr,
@@ -195,19 +184,19 @@ def prepare_folder(out: Path) -> None:
 
 
 def write_data(layout: Layout, size: DemoSize, seed: int) -> None:
-    """dagr/demo_data.py's saliency and quality sets, and dagr/global_context.py's check."""
-    demo_data.write_saliency_set(layout.saliency_set, size.saliency_train, size.saliency_val,
-                                 size.saliency_frames, size.frame_size, seed, size.radius)
-    demo_data.write_quality_set(layout.quality_set, size.quality_clips, size.clip_frames,
-                                size.frame_size, seed, demo_data.DEMO_KINDS,
-                                demo_data.REGION_TURNS, size.radius)
+    """dagr/global_context.py's check, and dagr/demo_data.py's quality set of the check's
+    scenes."""
+    variant = dict(global_context.VARIANTS[size.check_variant])
+    frame_size = variant.pop("size")
     global_context.write_global_context_set(layout.check_set, size.check_train, size.check_val,
-                                            size=CHECK_SIZE, seed=seed)
-    print(f"saliency set: {size.saliency_train} training + {size.saliency_val} validation videos "
-          f"in {layout.saliency_set}\nquality set: {size.quality_clips} clips "
-          f"({' or '.join(demo_data.DEMO_KINDS)}) in {layout.quality_set}\nglobal-context check: "
-          f"{size.check_train} training + {size.check_val} validation videos in "
-          f"{layout.check_set}")
+                                            size=frame_size, seed=seed, **variant)
+    scene = functools.partial(global_context.odd_one_out_scene, **variant)
+    demo_data.write_quality_set(layout.quality_set, size.quality_clips, size.clip_frames,
+                                frame_size, seed, demo_data.DEMO_KINDS, demo_data.DECOY_TURNS,
+                                scene=scene, weights=demo_data.DECOY_WEIGHT)
+    print(f"global-context check: {size.check_train} training + {size.check_val} validation "
+          f"videos in {layout.check_set}\nquality set: {size.quality_clips} clips "
+          f"({' or '.join(demo_data.DEMO_KINDS)}) in {layout.quality_set}")
 
 
 def write_test_labels(layout: Layout) -> Path:
@@ -235,17 +224,17 @@ def drop_ablation_checkpoints(layout: Layout) -> None:
 def run_demo(out: str | Path, preset: DemoSize = SIZES[SIZE], seed: int = SEED, device: str = "cpu",
              workers: int = WORKERS) -> dict[str, Path]:
     """Run the whole demo into `out`; returns the files to look at, by name."""
-    layout = Layout(Path(out))
+    layout = Layout(Path(out), seed)
     prepare_folder(layout.out)
     (layout.out / MARKER).write_text(json.dumps({"seed": seed, **asdict(preset)}))
-    stages = Stages(2 + 2 * len(SALIENCY_RUNS) + len(QUALITY_RUNS) + 3)
-    with stages.stage("demo data (demo_data.py)"):
+    stages = Stages(5 + len(SALIENCY_RUNS) + len(QUALITY_RUNS))
+    with stages.stage("demo data (global_context.py, demo_data.py)"):
         write_data(layout, preset, seed)
     with stages.stage("frames of the quality clips (extract_frame.py)"):
         run_stage(extract_frame, extract_argv(layout, preset, workers))
-    for name in SALIENCY_RUNS:
-        with stages.stage(f"saliency network: {SALIENCY_NAMES[name]} (train_sal.py)"):
-            run_stage(train_sal, saliency_argv(layout, preset, name, seed, device))
+    with stages.stage("saliency networks on the global-context check: the baseline and "
+                      "attention registers (train_sal.py --ablation)"):
+        run_stage(train_sal, ablation_argv(layout, preset, seed, device))
     for name in SALIENCY_RUNS:
         with stages.stage(f"saliency maps of the quality clips: {SALIENCY_NAMES[name]} "
                           "(inference_sal.py)"):
@@ -259,11 +248,8 @@ def run_demo(out: str | Path, preset: DemoSize = SIZES[SIZE], seed: int = SEED, 
         for name in QUALITY_RUNS:
             run_stage(evaluate_vqa, evaluation_argv(layout, preset, name, device))
         drop_ablation_checkpoints(layout)
-    with stages.stage("the global-context check: the baseline against attention registers "
-                      "(train_sal.py --ablation)"):
-        run_stage(train_sal, ablation_argv(layout, preset, seed, device))
     with stages.stage("tables and figures (dagr/demo_report.py)"):
-        files = write_report(layout, preset, seed)
+        files = write_report(layout, preset)
     return files | {"register states": layout.registers / train_sal.STATE_FIGURE}
 
 
@@ -297,7 +283,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="write the demo's synthetic datasets into <out>/data and stop")
     parser.add_argument("--workers", type=int, default=WORKERS, help="frame-extraction processes")
     add_device_argument(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.check_variant not in (None, *global_context.VARIANTS):
+        parser.error(f"--check-variant: one of {', '.join(global_context.VARIANTS)}, "
+                     f"not {args.check_variant!r}")
+    return args
 
 
 def chosen_size(args: argparse.Namespace) -> DemoSize:
@@ -310,7 +300,7 @@ def chosen_size(args: argparse.Namespace) -> DemoSize:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.data_only:
-        write_data(Layout(Path(args.out)), chosen_size(args), args.seed)
+        write_data(Layout(Path(args.out), args.seed), chosen_size(args), args.seed)
         return 0
     began = time.perf_counter()
     try:

@@ -10,15 +10,18 @@ pixel. Two ways to use them, chosen by `register_mode`:
   a cost linear in L. One register state flows through the levels in call order (encoder,
   bottleneck, decoder).
   Write, `register_write`:
-  - "film" (default): at each of `write_levels` every feature channel is scaled by
-    1 + tanh(g), with the gains g (B, C) a linear function of all registers (feature-wise
-    linear modulation): the clip's context turns whole feature channels up or down
-    everywhere. On the global-context check the registers learn which way the disks' colours
-    split and the gains turn that into a choice at each disk (docs/registers.md).
+  - "mix" (default): at each of `write_levels` every position adds a small MLP of its own
+    features and all registers (`MixWrite`): each position compares what it holds with the
+    clip-wide context. On the global-context check it learns the comparison on seeds where
+    FiLM never does (docs/registers.md).
+  - "film": at each of `write_levels` every feature channel is scaled by 1 + tanh(g), with
+    the gains g (B, C) a linear function of all registers (feature-wise linear modulation):
+    the clip's context turns whole feature channels up or down everywhere (the ablation's
+    "attention FiLM" variant, the design before mix).
   - "token": at each read level every feature token attends to the updated registers and adds
-    the result back (the ablation's "attention token-write" variant).
-  Either write starts at zero (gains 0, output projection 0), so a fresh model computes
-  exactly what the baseline computes.
+    the result back (the ablation's "attention token-write" variant, the first design).
+  Every write starts at zero (MLP output 0, gains 0, output projection 0), so a fresh model
+  computes exactly what the baseline computes.
 - "input" (the original code's design): N tokens of dimension 64 are projected to N values
   each, laid out over N temporal slots, stretched (nearest) over (T, H, W) and concatenated to
   the RGB channels. They do not depend on the video: in effect a learned, time-slot-dependent
@@ -38,8 +41,8 @@ from torch import nn
 from sal_withoutreg import DEPTH, UNet3D
 
 REGISTER_MODES = ("attention", "input")
-REGISTER_WRITES = ("film", "token")
-READ_LEVELS = ("bottleneck",)
+REGISTER_WRITES = ("film", "token", "mix")
+READ_LEVELS = ("enc1", "bottleneck")
 WRITE_LEVELS = tuple(f"dec{i}" for i in reversed(range(DEPTH)))  # every decoder level
 INPUT_TOKEN_DIM = 64  # token width of the original input-mode design
 MLP_RATIO = 4
@@ -171,19 +174,40 @@ class FilmWrite(nn.Module):
         return features * (1 + gains[:, :, None, None, None])
 
 
+class MixWrite(nn.Module):
+    """Registers meet each position: (B, C, T, H, W) features and (B, N, d) registers ->
+    features + W2 gelu(W1 x + U r), where x is a position's features, r all N registers
+    flattened and W1, W2 1x1x1 convolutions through MLP_RATIO * C hidden channels. A position
+    can so compare what it holds with what the registers gathered from the whole clip. W2
+    starts at zero: a fresh write adds nothing."""
+
+    def __init__(self, feature_dim: int, registers: int, register_dim: int) -> None:
+        super().__init__()
+        hidden = MLP_RATIO * feature_dim
+        self.local = nn.Conv3d(feature_dim, hidden, 1)
+        self.context = nn.Linear(registers * register_dim, hidden, bias=False)
+        self.out = nn.Conv3d(hidden, feature_dim, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, features: torch.Tensor, registers: torch.Tensor) -> torch.Tensor:
+        context = self.context(registers.flatten(1))[:, :, None, None, None]  # (B, hidden, 1, 1, 1)
+        return features + self.out(F.gelu(self.local(features) + context))
+
+
 class RegisterUNet3D(UNet3D):
     """UNet3D with `registers` learnable tokens (see the module docstring for the modes).
 
     Attention mode: registers are (N, 4w); a RegisterBlock with `heads` heads reads at each of
     `read_levels` ("bottleneck", "enc{i}", "dec{i}" or an int i meaning "enc{i}"), and the
-    registers write back by `register_write`: a FilmWrite at each of `write_levels` ("film"),
-    or in each RegisterBlock ("token").
+    registers write back by `register_write`: a MixWrite ("mix") or FilmWrite ("film") at
+    each of `write_levels`, or in each RegisterBlock ("token").
     Input mode: registers are (N, 64) and the first convolution takes in_channels + N channels.
     """
 
     def __init__(self, channels: int = 64, registers: int = 4, register_mode: str = "attention",
                  read_levels: Sequence[str | int] = READ_LEVELS, heads: int = 4,
-                 register_write: str = "film", write_levels: Sequence[str | int] = WRITE_LEVELS,
+                 register_write: str = "mix", write_levels: Sequence[str | int] = WRITE_LEVELS,
                  in_channels: int = 3) -> None:
         if register_mode not in REGISTER_MODES:
             raise ValueError(f"register_mode must be one of {REGISTER_MODES}, "
@@ -209,11 +233,12 @@ class RegisterUNet3D(UNet3D):
         self.register_blocks = nn.ModuleDict(
             {name: RegisterBlock(level_width(channels, name), register_dim, heads,
                                  token_write=register_write == "token") for name in reads})
-        if register_write == "film":
+        if register_write in WRITERS:
             writes = list(dict.fromkeys(level_name(level) for level in write_levels))
+            # the name of the FiLM design, whose checkpoints hold these keys, for every write
             self.register_films = nn.ModuleDict(
-                {name: FilmWrite(level_width(channels, name), registers, register_dim)
-                 for name in writes})
+                {name: WRITERS[register_write](level_width(channels, name), registers,
+                                               register_dim) for name in writes})
 
     def register_planes(self, clip: torch.Tensor) -> torch.Tensor:
         """Input mode: (B, C, T, H, W) clip -> (B, N, T, H, W) register channels.
@@ -269,10 +294,13 @@ class RegisterUNet3D(UNet3D):
         return self.decode(bottleneck, skips, visit), state, attention
 
 
+WRITERS = {"film": FilmWrite, "mix": MixWrite}  # writes at write_levels; "token" writes in the read
+
+
 def build_saliency_model(channels: int = 64, registers: int = 4,
                          register_mode: str = "attention",
                          read_levels: Sequence[str | int] = READ_LEVELS, heads: int = 4,
-                         register_write: str = "film",
+                         register_write: str = "mix",
                          write_levels: Sequence[str | int] = WRITE_LEVELS) -> nn.Module:
     """The saliency network for these constructor arguments (plain JSON values, as stored in
     checkpoints): UNet3D when registers == 0, else RegisterUNet3D."""

@@ -44,6 +44,7 @@ from dagr.device import pick_device
 from dagr.distributed import Distributed, ShardSampler, distributed_job, wrap_for_training
 from dagr.evaluation import evaluate, evaluation_clips, format_table, validate
 from dagr.files import writable_folder
+from dagr.global_context import read_settings
 from dagr.labels import reported_problems
 from dagr.figures import write_prediction_grid
 from dagr.losses import probability_maps, saliency_loss
@@ -67,7 +68,7 @@ ROOT = "data/DHF1K"       # the dataset in its publisher's layout
 OUT = "runs/saliency"
 REGISTERS = paper.REGISTERS  # 0: the UNet3D baseline
 REGISTER_MODE = "attention"
-REGISTER_WRITE = "film"   # how attention registers write back: film or token (docs/registers.md)
+REGISTER_WRITE = "mix"    # how attention registers write back: mix, film or token (docs/registers.md)
 READ_LEVELS = sal_withreg.READ_LEVELS    # where attention registers read the features
 WRITE_LEVELS = sal_withreg.WRITE_LEVELS  # where they write back (film): every decoder level
 SALIENCY_WIDTH = paper.UNET_WIDTH  # U-Net base width
@@ -198,6 +199,7 @@ def ablation(config: Any) -> Path:
     on fewer training videos (first fold) and their table. Returns the table's markdown file."""
     out, chosen = Path(config.out), [variants(config.registers or paper.REGISTERS)[name] for name in config.ablation]
     folds = range(FOLDS) if config.cross_validate else [config.fold]
+    read_settings(config.root)  # a check's settings that cannot be read are refused first
     if config.cross_validate:  # refused before any training when the set has its own split
         saliency_videos(config.dataset, config.root, "val", FOLDS - 1)
     results = [fold_results(fold_config(config, fold), fold_folder(config, fold), chosen)
@@ -224,7 +226,7 @@ def ablation(config: Any) -> Path:
     prediction_figure(first, {**models, **networks}, val_data, out / PREDICTION_FIGURE)
     if config.learning_curve:
         learning_curve(first, first_out, chosen, references[references["seed"].isna()], out)
-    attention = [v for v in chosen if v.options.get("register_write") == "film"][:1]
+    attention = [v for v in chosen if v.options.get("register_mode") == "attention"][:1]
     if attention:
         state_figure(first, run_folder(first_out, attention[0], config.seeds[0]) / BEST,
                      out / STATE_FIGURE)
@@ -342,13 +344,13 @@ def with_far_context(runs: pd.DataFrame, out: Path, chosen: Sequence[Variant], c
                       ) -> pd.DataFrame:
     """`runs` (of the `chosen` variants) with dagr/registers.py's far-context measures of each
     run's best network, on clips of the global-context check at the runs' size and length."""
-    device = pick_device(config.device)
+    device, settings = pick_device(config.device), read_settings(config.root)
     by_name = {variant.name: variant for variant in chosen}
     measured = []
     for run in runs.itertuples():
         model = checkpoint_network(run_folder(out, by_name[run.variant], run.seed) / BEST, KIND)[0]
         measured.append(far_context_effect(model, config.size, config.clip_len, device,
-                                           config.far_context_videos))
+                                           config.far_context_videos, settings=settings))
     return pd.concat([runs, pd.DataFrame(measured, index=runs.index)], axis=1)
 
 
@@ -381,12 +383,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="how the registers meet the features: attention (read the features, "
                              "write back), or input (learned channels concatenated to the RGB frames)")
     parser.add_argument("--register-write", choices=REGISTER_WRITES, default=REGISTER_WRITE,
-                        help="attention registers write back as feature-channel gains (film) or "
-                             "token by token at the levels they read (token)")
+                        help="attention registers write back by a per-position MLP of the features "
+                             "and the registers (mix), as feature-channel gains (film), or token "
+                             "by token at the levels they read (token)")
     parser.add_argument("--read-levels", nargs="+", default=READ_LEVELS, metavar="LEVEL",
                         help="levels the registers read: bottleneck, enc0-enc3, dec0-dec3")
     parser.add_argument("--write-levels", nargs="+", default=WRITE_LEVELS, metavar="LEVEL",
-                        help="levels the registers write back to with --register-write film")
+                        help="levels the registers write back to with --register-write mix or film")
     deprecated_alias(parser, "--channels", parser.add_argument(
         "--saliency-width", type=int, default=SALIENCY_WIDTH, help="U-Net base width"))
     parser.add_argument("--clip-len", type=int,

@@ -46,19 +46,22 @@ class Variant:
 
     @property
     def folder(self) -> str:
-        return self.name.replace(" N=", "_n").replace(" ", "_").replace("-", "_")
+        return self.name.replace(" N=", "_n").replace(" ", "_").replace("-", "_").lower()
 
 
 def variants(registers: int) -> dict[str, Variant]:
     """The variants by their folder (and --ablation) names: the baseline (no registers);
-    input-mode registers, attention registers with FiLM write-back and with token-by-token
-    write-back, all with `registers` tokens; FiLM attention with 1 and 8 tokens."""
-    attention = {"register_mode": "attention", "register_write": "film"}
+    input-mode registers; attention registers with the design's per-position write-back
+    (mix), with `registers`, 1 and 8 tokens; and the earlier designs, reading the bottleneck
+    only: FiLM gains and token-by-token write-back (docs/registers.md)."""
+    attention = {"register_mode": "attention", "register_write": "mix"}
+    earlier = {"register_mode": "attention", "read_levels": ["bottleneck"]}
     found = [Variant("baseline", {"registers": 0}),
              Variant("input", {"registers": registers, "register_mode": "input"}),
              Variant("attention", {"registers": registers, **attention}),
-             Variant("attention token-write", {"registers": registers,
-                                               "register_mode": "attention",
+             Variant("attention FiLM", {"registers": registers, **earlier,
+                                        "register_write": "film"}),
+             Variant("attention token-write", {"registers": registers, **earlier,
                                                "register_write": "token"})]
     found += [Variant(f"attention N={n}", {"registers": n, **attention})
               for n in (1, 8) if n != registers]

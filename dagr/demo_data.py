@@ -15,7 +15,8 @@ numbered up to 600 and validation videos from 601 on, as DHF1K's official split 
 Quality set, KoNViD-1k layout (`<out>/KoNViD-1k`): `KoNViD_1k_videos/<flickr_id>.mp4`,
 `KoNViD_1k_mos.csv` (`flickr_id,mos`, as the publisher ships it) and
 `KoNViD_1k_distortions.csv` (flickr_id, kind, region, strength, mos: the ground truth behind
-each score). Each clip is a scene as above with one distortion of strength s ~ U[0, 1]:
+each score). Each clip is a scene (by default as above; demo.py's are the global-context
+check's, dagr/global_context.py) with one distortion of strength s ~ U[0, 1]:
 - blur: Gaussian, sigma = BLUR_SIGMA * s pixels;
 - noise: Gaussian, standard deviation NOISE_STD * s grey levels;
 - blocking: pixelation into squares of 1 + round(BLOCK_SIZE * s) pixels;
@@ -23,18 +24,22 @@ each score). Each clip is a scene as above with one distortion of strength s ~ U
 demo.py uses blur and noise (DEMO_KINDS), which a network trained from scratch for a couple of
 minutes learns; blocking and freezing are here for longer runs. A spatial distortion covers a
 region: the whole frame, only the salient region (the disk of REGION_REACH object radii around
-the mover, where its gaze blob holds most of its mass: about a quarter of the frame in the
-demo), or only the background (the rest). Kinds take turns over the clips, and regions take
-turns within a kind in the order of REGION_TURNS (half the clips whole-frame). The score
-(people notice defects where they look):
+the salient disk, where its gaze blob holds most of its mass: about a quarter of the frame
+here), only the background (the rest), or only the same disk around a decoy, a look-alike
+that people do not look at. Kinds take turns over the clips, and regions take turns within a
+kind in the order of REGION_TURNS (half the clips whole-frame; DECOY_TURNS for scenes with a
+decoy). The score (people notice defects where they look):
 
     MOS = 5 - 4 * s * REGION_WEIGHT[region],
     REGION_WEIGHT = whole 1.0, salient 0.5, background 0.5
+    (scenes with a decoy: DECOY_WEIGHT = whole 1.0, salient 1.0, decoy 0.1)
 
-so MOS lies in [1, 5] (5: undistorted), and the salient region, a quarter of the pixels,
+so MOS lies in [1, 5] (5: undistorted). Here the salient region, a quarter of the pixels,
 counts as much as the other three quarters: per pixel, a defect where people look costs about
-three times as much as one where they do not. Saliency weighting (VQA.py) turns the quality
-network's attention the same way.
+three times as much as one where they do not. With a decoy, a defect on the salient disk costs
+as much as one on the whole frame, and the same defect on the look-alike a tenth of that: only
+where people look tells them apart. Saliency weighting (VQA.py) turns the quality network's attention the same
+way.
 
 Clip number `i` of either set depends only on (seed, i), so a larger set extends a smaller one.
 
@@ -47,7 +52,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -75,6 +80,12 @@ KINDS = ("blur", "noise", "blocking", "freeze")
 DEMO_KINDS = ("blur", "noise")
 REGION_WEIGHT = {"whole": 1.0, "salient": 0.5, "background": 0.5}
 REGION_TURNS = ("whole", "salient", "whole", "background")  # half the clips whole-frame
+# scenes with a decoy (the demo's, of the global-context check): a defect on the salient disk
+# costs as much as one everywhere, the same defect on a look-alike that people do not look at
+# (the same area and look) little
+DECOY_WEIGHT = {"whole": 1.0, "salient": 1.0, "decoy": 0.1}
+DECOY_TURNS = ("whole", "salient", "decoy")
+REGIONS = ("whole", "salient", "background", "decoy")
 REGION_REACH = 2.0        # the salient region: a disk of this many object radii
 BLUR_SIGMA = 3.0
 NOISE_STD = 50.0
@@ -95,13 +106,19 @@ class Scene:
 
     frames (T, H, W, 3) uint8 RGB; maps (T, H, W) uint8 gaze density on the mover;
     fixations (T, H, W) uint8, 255 at fixated pixels; centres (T, 2) the mover's (row, col);
-    radius: the disks' radius in pixels.
+    radius: the disks' radius in pixels; decoy (T, 2): the centres of a look-alike that people
+    do not look at (None: the scene has none).
     """
     frames: np.ndarray
     maps: np.ndarray
     fixations: np.ndarray
     centres: np.ndarray
     radius: int
+    decoy: np.ndarray | None = None
+
+
+# a scene of a quality clip: (frames, size, rng, radius=None) -> Scene
+SceneMaker = Callable[..., Scene]
 
 
 def textured_background(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -199,14 +216,16 @@ def moving_object_scene(frames: int, size: Sequence[int], rng: np.random.Generat
             paste(frame, sprite, mask, spot)
         paste(frame, sprite, mask, centre)
     maps, fixations = gaze(centres, size, sigma=1.2 * radius, fixations=FIXATIONS, rng=rng)
-    return Scene(video, maps, fixations, centres, radius)
+    decoy = np.repeat(still[:1], frames, axis=0) if objects > 1 else None
+    return Scene(video, maps, fixations, centres, radius, decoy)
 
 
 # ----------------------------------------------------------------------------- distortions
 
-def mos_of(strength: float, region: str) -> float:
-    """The ground-truth MOS (1-5) of a clip distorted with `strength` in `region`."""
-    return 5.0 - 4.0 * strength * REGION_WEIGHT[region]
+def mos_of(strength: float, region: str, weights: Mapping[str, float] = REGION_WEIGHT) -> float:
+    """The ground-truth MOS (1-5) of a clip distorted with `strength` in `region`, which
+    `weights` weighs."""
+    return 5.0 - 4.0 * strength * weights[region]
 
 
 def near(centres: np.ndarray, size: tuple[int, int], reach: float) -> np.ndarray:
@@ -217,10 +236,16 @@ def near(centres: np.ndarray, size: tuple[int, int], reach: float) -> np.ndarray
 
 def region_mask(scene: Scene, region: str) -> np.ndarray:
     """(T, H, W) float32, 1 where a distortion of `region` applies: everywhere ("whole"),
-    within REGION_REACH radii of the mover ("salient") or outside that disk ("background")."""
-    if region not in REGION_WEIGHT:
-        raise ValueError(f"region must be one of {sorted(REGION_WEIGHT)}, got {region!r}")
-    salient = near(scene.centres, scene.frames.shape[1:3], REGION_REACH * scene.radius)
+    within REGION_REACH radii of the salient disk ("salient") or outside that disk
+    ("background"), or within REGION_REACH radii of the scene's decoy ("decoy")."""
+    if region not in REGIONS:
+        raise ValueError(f"region must be one of {sorted(REGIONS)}, got {region!r}")
+    if region == "decoy" and scene.decoy is None:
+        raise ValueError("region 'decoy' needs a scene with a decoy (a look-alike disk)")
+    size, reach = scene.frames.shape[1:3], REGION_REACH * scene.radius
+    if region == "decoy":
+        return near(scene.decoy, size, reach).astype(np.float32)
+    salient = near(scene.centres, size, reach)
     inside = {"whole": np.ones_like(salient), "salient": salient, "background": ~salient}[region]
     return inside.astype(np.float32)
 
@@ -336,21 +361,25 @@ def clip_design(index: int, kinds: Sequence[str], regions: Sequence[str]) -> tup
 def write_quality_set(root: str | Path, n_videos: int = QUALITY_CLIPS, frames: int = QUALITY_FRAMES,
                       size: Sequence[int] = (HEIGHT, WIDTH), seed: int = SEED,
                       kinds: Sequence[str] = DEMO_KINDS, regions: Sequence[str] = REGION_TURNS,
-                      radius: int | None = None) -> Path:
+                      radius: int | None = None, scene: SceneMaker | None = None,
+                      weights: Mapping[str, float] = REGION_WEIGHT) -> Path:
     """Write the KoNViD-1k-layout set (see the module docstring) under `root`; returns the
-    label file `KoNViD_1k_mos.csv`. Clip `index` is drawn from the seed (seed, index)."""
+    label file `KoNViD_1k_mos.csv`. Clip `index` is drawn from the seed (seed, index), its
+    scene by `scene` (default `moving_object_scene`; the demo's is the global-context check's
+    `odd_one_out_scene`, with DECOY_TURNS and DECOY_WEIGHT)."""
+    scene = scene or moving_object_scene
     root = Path(root)
     rows = []
     for index in range(n_videos):
         rng = np.random.default_rng((seed, index))
         kind, region = clip_design(index, kinds, regions)
         strength = float(rng.uniform(0.0, 1.0))
-        scene = moving_object_scene(frames, size, rng, radius=radius)
+        drawn = scene(frames, size, rng, radius=radius)
         flickr_id = FIRST_ID + index
         write_mp4(root / QUALITY_VIDEOS / f"{flickr_id}.mp4",
-                  distorted_clip(scene, kind, region, strength, rng))
+                  distorted_clip(drawn, kind, region, strength, rng))
         rows.append({"flickr_id": flickr_id, "kind": kind, "region": region,
-                     "strength": round(strength, 4), "mos": round(mos_of(strength, region), 4)})
+                     "strength": round(strength, 4), "mos": round(mos_of(strength, region, weights), 4)})
     table = pd.DataFrame(rows, columns=["flickr_id", "kind", "region", "strength", "mos"])
     labels = root / QUALITY_LABELS
     for path, columns in ((labels, ["flickr_id", "mos"]), (root / QUALITY_DETAILS, table.columns)):

@@ -9,10 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from dagr import demo_data, global_context, paper
+from dagr.ablation import run_folder, variants
 
 REGISTERS = paper.REGISTERS  # register tokens of the saliency network that has them
 ALPHA = 0.5                  # saliency weighting of the demo quality model
-SALIENCY_RUNS = {"registers": REGISTERS, "baseline": 0}  # name: register tokens
+# the saliency networks, by name: the runs of the global-context check's ablation
+# (docs/registers.md has its other variants: input, FiLM, token write, N = 1, 8)
+SALIENCY_RUNS = {"baseline": "baseline", "registers": "attention"}
 SALIENCY_NAMES = {"registers": f"UNet3D + {REGISTERS} registers",
                   "baseline": "UNet3D (no registers)", None: "-"}
 QUALITY_RUNS = {          # name: (saliency run whose maps it reads, or None; weighting a)
@@ -21,13 +24,10 @@ QUALITY_RUNS = {          # name: (saliency run whose maps it reads, or None; we
     "no_saliency": (None, 0.0),
 }
 DEMO_MODEL = "saliency_registers"
-CHECK_VARIANTS = ("baseline", "attention")  # the global-context check's ablation (docs/registers.md
-                                            # has the others: input, token write, N = 1, 8)
-CHECK_SIZE = (global_context.HEIGHT, global_context.WIDTH)  # the check's frames: a wide strip
 CHECK_DIR = "GlobalContext"     # the global-context check's folder under data/
-SALIENCY_LAYOUT = "dhf1k"       # the --dataset of the saliency set and the check (their layout)
+SALIENCY_LAYOUT = "dhf1k"       # the --dataset of the check (its layout)
 QUALITY_LAYOUT = "konvid"       # the --dataset of the quality set
-STAGE_FOLDERS = ("data", "frames", "saliency", "maps", "quality", "eval", "registers")
+STAGE_FOLDERS = ("data", "frames", "maps", "quality", "eval", "registers")
 
 
 def about(text: str, default: Any = MISSING) -> Any:
@@ -39,14 +39,6 @@ def about(text: str, default: Any = MISSING) -> Any:
 class DemoSize:
     """How big a demo run is and how it trains: the data written, the training each network
     gets, and what the figures show. The fields without a default differ between presets."""
-    frame_size: tuple[int, int] = about("H, W of every clip, stored frame and network input")
-    radius: int = about("disk radius in pixels (the salient region: twice that)")
-    saliency_train: int = about("saliency set: training videos")
-    saliency_val: int = about("saliency set: validation videos")
-    saliency_frames: int = about("frames per saliency video")
-    saliency_width: int = about("saliency U-Net base width")
-    saliency_epochs: int = about("saliency training epochs")
-    saliency_clips: int = about("saliency training clips per video and epoch")
     quality_clips: int = about("quality set: clips (of --clip-frames frames)")
     quality_epochs: int = about("quality training epochs")
     check_train: int = about("global-context check: training videos")
@@ -54,14 +46,7 @@ class DemoSize:
     check_width: int = about("global-context check: U-Net base width")
     check_epochs: int = about("global-context check: training epochs")
     check_clips: int = about("global-context check: training clips (frames) per video and epoch")
-    # the paper: 8 frames per quality clip; the saliency network trains on clips this long too
-    clip_frames: int = about("frames per quality clip, all kept; saliency training clip length", 4)
-    register_mode: str = about("how the saliency network's registers read", "attention")
-    saliency_val_clips: int = about("saliency validation clips per video", 2)
-    saliency_batch: int = about("saliency training clips per batch", 4)
-    saliency_lr: float = about("saliency peak learning rate", 3e-3)
-    # warm-ups in epochs, as --warmup counts them: 10/12 is the small preset's 10 of 12 steps per epoch
-    saliency_warmup: float = about("saliency warm-up epochs", 10 / 12)
+    clip_frames: int = about("frames per quality clip written", 4)
     backbone: str = about("quality network backbone, trained from scratch (nothing to download)",
                           "resnet18")
     quality_batch: int = about("quality training clips per batch", 8)
@@ -69,33 +54,39 @@ class DemoSize:
     quality_warmup: float = about("quality warm-up epochs", 0.5)
     val_fraction: float = about("quality split: validation share of the non-test clips", 0.2)
     test_fraction: float = about("quality split: test share of all clips", 0.25)
-    check_clip_len: int = about("global-context check: frames per clip", 1)
+    # the saliency networks see clips this long, and the quality network as many frames
+    check_clip_len: int = about("global-context check: frames per clip; frames kept per "
+                                "quality clip", 1)
     check_val_clips: int = about("global-context check: validation clips per video", 2)
     check_batch: int = about("global-context check: clips per batch", 4)
     check_lr: float = about("global-context check: peak learning rate", 1e-3)
     check_warmup: float = about("global-context check: warm-up epochs (20 of 120 steps)", 1 / 6)
     loader_workers: int = about("data-loading processes of the trainers, the maps and the "
                                 "evaluation (0: in the main process)", 0)
-    overlay_frames: int = about("frames per clip in overlays.png (one clip per distorted region)", 4)
     attention_clips: int = about("validation clips of the check in register_attention.png", 3)
+    check_variant: str = about("global-context check: palette (six colours, 3 disks) or "
+                               "continuous (hues drawn per clip, 3 to 5 disks)", "palette")
+
+    @property
+    def check_size(self) -> tuple[int, int]:
+        """The frames (H, W) of the check and of the quality clips: a wide strip, as the
+        check's variant draws them."""
+        return global_context.VARIANTS[self.check_variant]["size"]
 
 
 SIZES = {
-    "tiny": DemoSize(frame_size=(32, 56), radius=5, saliency_train=4, saliency_val=2,
-                     saliency_frames=8, saliency_width=4, saliency_epochs=2, saliency_clips=1,
-                     quality_clips=24, quality_epochs=2, check_train=4, check_val=2,
+    "tiny": DemoSize(quality_clips=24, quality_epochs=2, check_train=4, check_val=2,
                      check_width=2, check_epochs=1, check_clips=1),
-    "small": DemoSize(frame_size=(48, 84), radius=9, saliency_train=24, saliency_val=6,
-                      saliency_frames=16, saliency_width=8, saliency_epochs=6, saliency_clips=2,
-                      quality_clips=600, quality_epochs=4, check_train=240, check_val=60,
+    "small": DemoSize(quality_clips=600, quality_epochs=4, check_train=240, check_val=60,
                       check_width=8, check_epochs=5, check_clips=2),
 }
 
 
 @dataclass(frozen=True)
 class Layout:
-    """Where a demo run writes, all under `out`."""
+    """Where a demo run writes, all under `out`, with `seed`'s runs of the check."""
     out: Path
+    seed: int = 0
 
     @property
     def saliency_set(self) -> Path:
@@ -126,7 +117,8 @@ class Layout:
         return self.out / "frames"
 
     def saliency_run(self, name: str) -> Path:
-        return self.out / "saliency" / name
+        """Saliency network `name` (of SALIENCY_RUNS): its run in the check's ablation."""
+        return run_folder(self.registers, variants(REGISTERS)[SALIENCY_RUNS[name]], self.seed)
 
     def maps(self, name: str) -> Path:
         return self.out / "maps" / name

@@ -16,11 +16,10 @@ import pandas as pd
 import torch
 
 from dagr import ablation, figures
-from dagr.ablation import run_folder, variants
 from dagr.checkpoints import checkpoint_network, load_checkpoint
 from dagr.datasets import read_saliency_set
 from dagr.demo_data import QUALITY_DETAILS
-from dagr.demo_plan import (CHECK_SIZE, DEMO_MODEL, QUALITY_RUNS, REGISTERS, SALIENCY_LAYOUT,
+from dagr.demo_plan import (DEMO_MODEL, QUALITY_RUNS, REGISTERS, SALIENCY_LAYOUT,
                             SALIENCY_NAMES, SALIENCY_RUNS, DemoSize, Layout)
 from dagr.evaluation import RESULT_COLUMNS, evaluation_clips, write_results
 from dagr.images import read_image
@@ -34,7 +33,7 @@ from metrics import QUALITY_METRICS, headline, titles
 METRIC_COLUMNS = titles(headline(QUALITY_METRICS))  # PLCC, SRCC, KRCC, RMSE
 
 
-def write_report(layout: Layout, size: DemoSize, seed: int) -> dict[str, Path]:
+def write_report(layout: Layout, size: DemoSize) -> dict[str, Path]:
     """Both tables and the four figures of a finished run into `layout.out`. Returns the
     files to look at, by name."""
     quality = quality_rows(layout)
@@ -45,18 +44,18 @@ def write_report(layout: Layout, size: DemoSize, seed: int) -> dict[str, Path]:
              "overlays": layout.out / "overlays.png", "scatter": layout.out / "scatter.png",
              "training curves": layout.out / "training_curves.png",
              "register attention": layout.out / "register_attention.png"}
-    plot_overlays(layout, size.overlay_frames, files["overlays"])
+    plot_overlays(layout, files["overlays"])
     plot_scatter(layout, files["scatter"])
     plot_curves(layout, files["training curves"])
-    plot_register_attention(layout, seed, size.attention_clips, files["register attention"])
+    plot_register_attention(layout, size, files["register attention"])
     return files
 
 
 # ----------------------------------------------------------------------------- tables
 
 def saliency_scores(layout: Layout) -> dict[str, dict[str, float]]:
-    """Each saliency run's validation metrics on the saliency set, as its best checkpoint
-    records them: {run: {cc, nss, ...}}."""
+    """Each saliency run's validation metrics on the global-context check, as its best
+    checkpoint records them: {run: {cc, nss, ...}}."""
     return {name: load_checkpoint(layout.saliency_run(name) / BEST, kind="saliency")["metrics"]
             for name in SALIENCY_RUNS}
 
@@ -76,7 +75,7 @@ def results_table(row: dict) -> pd.DataFrame:
 
 def ablation_table(saliency: dict[str, dict], quality: dict[str, dict]) -> pd.DataFrame:
     """One row per quality run: the maps it read (and that saliency network's validation CC
-    and NSS on the saliency set), its weighting a, and its test metrics."""
+    and NSS on the global-context check), its weighting a, and its test metrics."""
     rows = []
     for name, (maps, alpha) in QUALITY_RUNS.items():
         scores = saliency.get(maps, {})
@@ -129,19 +128,19 @@ def plot_curves(layout: Layout, path: Path) -> None:
     figures.save_png(figure, path)
 
 
-def plot_overlays(layout: Layout, frames: int, path: Path) -> None:
-    """The register network's maps over one test clip per distorted region, `frames` frames
-    each, drawn as `inference_sal.py --overlay` draws them (dagr.overlays.overlay), labelled
+def plot_overlays(layout: Layout, path: Path) -> None:
+    """The register network's maps over one test clip per distorted region, each stored frame,
+    drawn as `inference_sal.py --overlay` draws them (dagr.overlays.overlay), labelled
     with the clip's distortion, MOS and prediction. Drawn here for these clips only: overlays
     of every clip, each at least 224 pixels high, would triple the demo's size."""
     picked = scored_test_clips(layout, DEMO_MODEL).groupby("region", sort=False).head(1)
-    figure = figures.new_figure(2.6 * frames, 1.9 * len(picked) + 0.4)
-    axes = np.atleast_2d(figure.subplots(len(picked), frames))
+    frames = len(frame_names(layout, picked["video_id"].iloc[0]))
+    figure = figures.new_figure(2 + 6 * frames, 1.1 * len(picked) + 0.5)
+    axes = figure.subplots(len(picked), frames, squeeze=False)
     for row, clip in zip(axes, picked.itertuples()):
-        names = json.loads((layout.frames / clip.video_id / FRAME_LIST).read_text())["frames"]
-        for axis, index in zip(row, np.linspace(0, len(names) - 1, frames).round().astype(int)):
-            frame = read_image(layout.frames / clip.video_id / names[index])
-            saliency = read_image(layout.maps("registers") / clip.video_id / names[index],
+        for axis, name in zip(row, frame_names(layout, clip.video_id)):
+            frame = read_image(layout.frames / clip.video_id / name)
+            saliency = read_image(layout.maps("registers") / clip.video_id / name,
                                   cv2.IMREAD_GRAYSCALE)
             image = overlay(frame, saliency)
             axis.imshow(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), interpolation="nearest")
@@ -149,19 +148,23 @@ def plot_overlays(layout: Layout, frames: int, path: Path) -> None:
             axis.set_yticks([])
         row[0].set_ylabel(f"{clip.kind} on {clip.region}\ns = {clip.strength:.2f}, MOS {clip.mos:.2f}"
                           f"\npredicted {clip.prediction:.2f}", fontsize=8)
-    figure.suptitle("Predicted saliency (register network) over test clips: only the salient "
-                    "disk moves, its look-alikes stand still", fontsize=10)
+    figure.suptitle("Predicted saliency (register network) over test clips:\nthe disk of the "
+                    "odd colour is salient; a decoy is one of its look-alikes", fontsize=10)
     figures.save_png(figure, path, dpi=110)
 
 
-def plot_register_attention(layout: Layout, seed: int, clips: int, path: Path) -> None:
-    """On the first `clips` validation clips of the global-context check: the frame, the
+def frame_names(layout: Layout, video_id: str) -> list[str]:
+    """The stored frames of a quality clip, in order (extract_frame.py's frame list)."""
+    return json.loads((layout.frames / video_id / FRAME_LIST).read_text())["frames"]
+
+
+def plot_register_attention(layout: Layout, size: DemoSize, path: Path) -> None:
+    """On the first `size.attention_clips` validation clips of the global-context check: the frame, the
     ground truth, the attention network's prediction, and where each of its registers looks
     when it reads (dagr/registers.py), all blended over the frame."""
-    run = run_folder(layout.registers, variants(REGISTERS)["attention"], seed) / BEST
-    model = checkpoint_network(run, "saliency")[0]
+    model = checkpoint_network(layout.saliency_run("registers") / BEST, "saliency")[0]
     videos = [v for v in read_saliency_set(SALIENCY_LAYOUT, layout.check_set) if v.split == "val"]
-    data = evaluation_clips(videos[:clips], 1, CHECK_SIZE, 1)
+    data = evaluation_clips(videos[:size.attention_clips], 1, size.check_size, 1)
     colours = video_categories(layout.check_set / CATEGORY_TABLE)
     rows = 3 + REGISTERS
     figure = figures.new_figure(8, 0.55 * rows * len(data) + 0.6)

@@ -37,9 +37,11 @@ figures) and provenance.py's synthetic marker. Video `number` depends only on (s
 """
 from __future__ import annotations
 
+import colorsys
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -53,7 +55,9 @@ TRAIN, VAL = 600, 100     # videos (numbered up to 600 / from 601)
 FRAMES = 8                # frames per video
 HEIGHT, WIDTH = 24, 384   # a strip: three disks fit farther apart than UNet3D's receptive field
 SEED = 0
-OBJECTS = 3               # K look-alike disks, one of them the odd colour
+OBJECTS = 3               # K look-alike disks, one of them the odd colour (or (least, most): drawn per clip)
+COLOURS = "palette"       # "palette": PAIRS of the six PALETTE colours; "continuous": hues drawn per clip
+SPACED = False            # place the disks along the strip with random gaps (`_spaced_paths`), not at random
 RADIUS = None             # disk radius in pixels (default: `default_radius`)
 UNET_REACH = 136          # UNet3D's theoretical receptive field: +-136 pixels (see `unet_reach`)
 SEPARATION = 150          # least Chebyshev distance between disk centres, over all frames
@@ -64,18 +68,30 @@ PALETTE = {               # saturated hues at the same brightness, far from the 
     "red": (220, 40, 40), "yellow": (220, 220, 40), "green": (40, 220, 40),
     "cyan": (40, 220, 220), "blue": (40, 40, 220), "magenta": (220, 40, 220),
 }
+HUE_GAP = 1 / 8           # continuous: least hue difference between the two colours of a clip
 BACKGROUND_GREY = 125.0   # mean of every background, each colour channel
 SHADE = 0.55              # the checker's second colour: the colour times SHADE
 TRIES = 2000              # layouts drawn before giving up on a separation
 # -----------------------------------------------------------------------------
+
+COLOUR_MODES = ("palette", "continuous")
+LAYOUT_OPTIONS = ("colours", "objects", "spaced", "radius", "separation", "motion")  # SETTINGS' keys
+# the check's variants (docs/registers.md): the six-colour check, and one that no lookup of
+# colours passes: two hues drawn from the whole colour circle for each clip, 3 to 5 disks
+VARIANTS = {
+    "palette": {"colours": "palette", "objects": OBJECTS, "spaced": False, "size": (HEIGHT, WIDTH)},
+    "continuous": {"colours": "continuous", "objects": (3, 5), "spaced": True, "size": (24, 640)},
+}
 
 # (distractor colour A, salient colour B), ordered so that any len(PALETTE) consecutive pairs of
 # one block take every colour once as A and once as B
 PAIRS = [(a, list(PALETTE)[(i + shift) % len(PALETTE)])
          for shift in range(1, len(PALETTE)) for i, a in enumerate(PALETTE)]
 TABLE = "global_context.csv"
-COLUMNS = ["video", "split", "salient_colour", "distractor_colour", "objects", "motion",
-           "speed", "radius", "separation", "target_row", "target_col", "nearest"]
+SETTINGS = "global_context.json"  # how the set was drawn: fresh clips for the far-context test
+COLUMNS = ["video", "split", "salient_colour", "distractor_colour", "salient_rgb",
+           "distractor_rgb", "objects", "motion", "speed", "radius", "separation", "target_row",
+           "target_col", "nearest"]
 
 
 @dataclass(frozen=True)
@@ -83,7 +99,7 @@ class Layout:
     """What a clip shows, before it is drawn.
 
     background (H, W, 3) uint8; paths (K, T, 2) float disk centres (row, col) per frame;
-    colours: K palette names; target: index of the salient disk; radius in pixels; motion and
+    colours: K colours, PALETTE names or "#rrggbb" (`colour_rgb`); target: index of the salient disk; radius in pixels; motion and
     speed (pixels per frame, 0 when still); separation: the least Chebyshev distance between
     centres asked for (`chebyshev`).
     """
@@ -100,11 +116,63 @@ class Layout:
     def size(self) -> tuple[int, int]:
         return self.background.shape[0], self.background.shape[1]
 
+    @property
+    def salient(self) -> str:
+        return self.colours[self.target]
+
+    @property
+    def distractor(self) -> str:
+        return self.colours[(self.target + 1) % len(self.colours)]
+
+    def same_red(self) -> bool:
+        """Whether the salient and the distractor colour lie on the same side of the red
+        channel's middle: the one clip-wide fact that FiLM registers learned on the six-colour
+        check (docs/registers.md), so the far-context test reports these clips apart."""
+        return bool((colour_rgb(self.salient)[0] > 127.5) == (colour_rgb(self.distractor)[0] > 127.5))
+
     def nearest(self) -> float:
         """Least Chebyshev distance from a centre of the salient disk to one of another disk,
         over all pairs of frames (`chebyshev`)."""
         return min(chebyshev(self.paths[self.target], path)
                    for k, path in enumerate(self.paths) if k != self.target)
+
+
+def colour_rgb(colour: str) -> np.ndarray:
+    """(3,) float RGB of a PALETTE name or of "#rrggbb"."""
+    if colour in PALETTE:
+        return np.array(PALETTE[colour], float)
+    if len(colour) != 7 or not colour.startswith("#"):
+        raise ValueError(f"a colour is a name of {sorted(PALETTE)} or #rrggbb, not {colour!r}")
+    return np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)], float)
+
+
+def colour_hex(colour: str) -> str:
+    """"#rrggbb" of a PALETTE name or of "#rrggbb"."""
+    return "#" + "".join(f"{round(channel):02x}" for channel in colour_rgb(colour))
+
+
+def hue_colour(hue: float) -> str:
+    """"#rrggbb" at `hue` (0 to 1, red 0, yellow 1/6, ...) with the PALETTE's saturation and
+    brightness: hue_colour(k / 6) is the PALETTE's k-th colour."""
+    high, low = max(map(max, PALETTE.values())), min(map(min, PALETTE.values()))
+    rgb = colorsys.hsv_to_rgb(hue % 1.0, 1 - low / high, high / 255)
+    return "#" + "".join(f"{round(channel * 255):02x}" for channel in rgb)
+
+
+def colour_family(colour: str) -> str:
+    """The PALETTE name nearest in hue to `colour` (a name is its own family): the category
+    that figures colour a continuous-colour set's videos by."""
+    if colour in PALETTE:
+        return colour
+    hue = colorsys.rgb_to_hsv(*(colour_rgb(colour) / 255))[0]
+    return list(PALETTE)[round(hue * len(PALETTE)) % len(PALETTE)]
+
+
+def continuous_pair(rng: np.random.Generator) -> tuple[str, str]:
+    """(distractor, salient) colours: a hue uniform on the colour circle and another at least
+    HUE_GAP from it, also uniform on the circle; no colour says by itself which role it has."""
+    hue = rng.uniform()
+    return hue_colour(hue), hue_colour(hue + rng.uniform(HUE_GAP, 1 - HUE_GAP))
 
 
 def default_radius(size: Sequence[int]) -> int:
@@ -168,7 +236,7 @@ def disk_sprite(radius: int, colour: str) -> tuple[np.ndarray, np.ndarray]:
     mask = rows**2 + cols**2 <= radius**2
     square = max(radius // 2, 1)
     checker = ((rows // square + cols // square) % 2).astype(bool)
-    rgb = np.array(PALETTE[colour], float)
+    rgb = colour_rgb(colour)
     image = np.where(checker[..., None], rgb * SHADE, rgb)
     return np.round(image).astype(np.uint8), mask
 
@@ -202,29 +270,65 @@ def _draw_paths(frames: int, size: tuple[int, int], objects: int, radius: int,
                      f"pixels apart in a {size[0]}x{size[1]} frame")
 
 
+def _spaced_paths(frames: int, size: tuple[int, int], objects: int, radius: int,
+                  separation: float, speed: float, rng: np.random.Generator) -> np.ndarray:
+    """(K, T, 2) straight paths that follow each other along the frame's width with random gaps,
+    the columns of any two at least `separation` apart: a layout by construction, for strips
+    that K disks only just fit (where `_draw_paths` would rarely find room)."""
+    angles = rng.uniform(0, 2 * np.pi, objects)
+    velocity = speed * np.stack([np.sin(angles), np.cos(angles)], axis=1)  # (K, 2)
+    sweep = np.abs(velocity) * (frames - 1)  # rows and columns each path crosses
+    free = size[1] - 1 - 2 * radius - sweep[:, 1].sum() - (objects - 1) * separation
+    if free < 0 or (sweep[:, 0] > size[0] - 1 - 2 * radius).any():
+        raise ValueError(f"no room for {objects} disks of radius {radius} at least "
+                         f"{separation:.1f} pixels apart in a {size[0]}x{size[1]} frame")
+    gaps = rng.dirichlet(np.ones(objects + 1))[:objects] * free
+    left = radius + np.cumsum(gaps) + np.concatenate([[0], np.cumsum(sweep[:-1, 1])])
+    left += np.arange(objects) * separation
+    top = rng.uniform(radius, size[0] - 1 - radius - sweep[:, 0])
+    # a path starts at the side of its box it moves away from
+    start = np.stack([top, left], axis=1) + np.where(velocity < 0, sweep, 0)
+    return start[:, None] + np.arange(frames)[None, :, None] * velocity[:, None]
+
+
+def clip_objects(objects: int | Sequence[int], rng: np.random.Generator) -> int:
+    """A clip's number of disks: `objects`, or drawn uniformly from (least, most)."""
+    least, most = (objects, objects) if isinstance(objects, int) else objects
+    if least < 3 or most < least:
+        raise ValueError("an odd one out needs at least 3 disks (2 to make a majority); "
+                         f"objects must be at least 3, or (least, most), not {objects}")
+    return least if least == most else int(rng.integers(least, most + 1))
+
+
 def draw_layout(frames: int, size: Sequence[int], rng: np.random.Generator,
-                pair: tuple[str, str] | None = None, objects: int = OBJECTS,
+                pair: tuple[str, str] | None = None, objects: int | Sequence[int] = OBJECTS,
                 radius: int | None = None, separation: float | None = None,
-                motion: str = MOTION) -> Layout:
-    """A random layout; `pair` = (distractor colour, salient colour), drawn when None."""
-    if objects < 3:
-        raise ValueError("an odd one out needs at least 3 disks (2 to make a majority)")
+                motion: str = MOTION, colours: str = COLOURS, spaced: bool = SPACED) -> Layout:
+    """A random layout; `pair` = (distractor colour, salient colour), drawn as `colours` says
+    when None."""
+    count = clip_objects(objects, rng)
     if motion not in MOTIONS + ("mixed",):
         raise ValueError(f"motion must be one of {MOTIONS + ('mixed',)}, not {motion!r}")
+    if colours not in COLOUR_MODES:
+        raise ValueError(f"colours must be one of {COLOUR_MODES}, not {colours!r}")
     size = (int(size[0]), int(size[1]))
     radius = radius or default_radius(size)
     separation = SEPARATION if separation is None else float(separation)
     if pair is None:
-        pair = PAIRS[int(rng.integers(len(PAIRS)))]
-    if pair[0] == pair[1] or not set(pair) <= PALETTE.keys():
-        raise ValueError(f"pair must be two different colours of {sorted(PALETTE)}, not {pair}")
+        pair = (PAIRS[int(rng.integers(len(PAIRS)))] if colours == "palette"
+                else continuous_pair(rng))
+    if pair[0] == pair[1]:
+        raise ValueError(f"pair must be two different colours, not {pair}")
+    for colour in pair:
+        colour_rgb(colour)  # a name of the PALETTE or #rrggbb
     background = neutral_background(size, rng)
     kind = MOTIONS[int(rng.integers(len(MOTIONS)))] if motion == "mixed" else motion
     speed = float(rng.uniform(*SPEED)) if kind == "drift" else 0.0
-    paths = _draw_paths(frames, size, objects, radius, separation, speed, rng)
-    target = int(rng.integers(objects))  # after the positions: no place prior
-    colours = tuple(pair[1] if k == target else pair[0] for k in range(objects))
-    return Layout(background, paths, colours, target, radius, kind, speed, separation)
+    place = _spaced_paths if spaced else _draw_paths
+    paths = place(frames, size, count, radius, separation, speed, rng)
+    target = int(rng.integers(count))  # after the positions: no place prior
+    painted = tuple(pair[1] if k == target else pair[0] for k in range(count))
+    return Layout(background, paths, painted, target, radius, kind, speed, separation)
 
 
 def render(layout: Layout, rng: np.random.Generator) -> Scene:
@@ -239,6 +343,16 @@ def render(layout: Layout, rng: np.random.Generator) -> Scene:
     maps, fixations = gaze(centres, layout.size, sigma=1.2 * layout.radius,
                            fixations=FIXATIONS, rng=rng)
     return Scene(video, maps, fixations, centres, layout.radius)
+
+
+def odd_one_out_scene(frames: int, size: Sequence[int], rng: np.random.Generator,
+                      radius: int | None = None, **options) -> Scene:
+    """A random clip of the check (`draw_layout` with `options`, e.g. a variant's) as a
+    quality clip's scene (demo_data.write_quality_set): its decoy is an ordinary disk, one
+    that looks exactly like the salient one but for its colour."""
+    layout = draw_layout(frames, size, rng, radius=radius, **options)
+    decoy = next(path for k, path in enumerate(layout.paths) if k != layout.target)
+    return replace(render(layout, rng), decoy=decoy)
 
 
 def counterpart(layout: Layout, window: float, new_target: int | None = None
@@ -274,40 +388,73 @@ def counterpart(layout: Layout, window: float, new_target: int | None = None
     return replace(layout, colours=colours, target=new_target), mask
 
 
-def video_layout(number: int, frames: int, size: Sequence[int], seed: int, **options
-                 ) -> tuple[Layout, np.random.Generator]:
-    """Layout of video `number` of a set (its colour pair by turns, see the module docstring)
-    and the generator that then draws its fixations."""
+def video_layout(number: int, frames: int, size: Sequence[int], seed: int,
+                 colours: str = COLOURS, **options) -> tuple[Layout, np.random.Generator]:
+    """Layout of video `number` of a set (with the palette, its colour pair by turns, see the
+    module docstring) and the generator that then draws its fixations."""
     rng = np.random.default_rng((seed, number))
-    return draw_layout(frames, size, rng, pair=PAIRS[number % len(PAIRS)], **options), rng
+    pair = PAIRS[number % len(PAIRS)] if colours == "palette" else None
+    return draw_layout(frames, size, rng, pair=pair, colours=colours, **options), rng
+
+
+def read_settings(root: str | Path) -> dict[str, Any]:
+    """The options (`video_layout`'s) that the set at `root` was drawn with, from its SETTINGS
+    file; {} for a set written before they were recorded (the six-colour check's defaults).
+    A file that is not such a record raises ValueError naming it."""
+    path = Path(root) / SETTINGS
+    if not path.is_file():
+        return {}
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not a readable JSON file ({error})") from None
+    objects = settings.get("objects", OBJECTS) if isinstance(settings, dict) else None
+    valid = (isinstance(settings, dict) and set(settings) <= set(LAYOUT_OPTIONS)
+             and settings.get("colours", COLOURS) in COLOUR_MODES
+             and settings.get("motion", MOTION) in MOTIONS + ("mixed",)
+             and isinstance(settings.get("spaced", SPACED), bool)
+             and (isinstance(objects, int) or (isinstance(objects, list) and len(objects) == 2
+                                               and all(isinstance(n, int) for n in objects)))
+             and all(isinstance(settings.get(key), (int, float, type(None)))
+                     for key in ("radius", "separation")))
+    if not valid:
+        raise ValueError(f"{path}: not the settings of a global-context set (keys "
+                         f"{', '.join(LAYOUT_OPTIONS)})")
+    return {**settings, "objects": objects if isinstance(objects, int) else tuple(objects)}
 
 
 def write_global_context_set(root: str | Path, n_train: int = TRAIN, n_val: int = VAL,
                              frames: int = FRAMES, size: Sequence[int] = (HEIGHT, WIDTH),
-                             seed: int = SEED, objects: int = OBJECTS, radius: int | None = RADIUS,
-                             separation: float | None = SEPARATION, motion: str = MOTION) -> Path:
+                             seed: int = SEED, objects: int | Sequence[int] = OBJECTS,
+                             radius: int | None = RADIUS, separation: float | None = SEPARATION,
+                             motion: str = MOTION, colours: str = COLOURS, spaced: bool = SPACED
+                             ) -> Path:
     """Write the odd-one-out set in DHF1K's layout under `root` (training videos
-    600 - n_train + 1 ... 600, validation 601 ... 600 + n_val) with its `global_context.csv`;
-    returns `root`."""
+    600 - n_train + 1 ... 600, validation 601 ... 600 + n_val) with its TABLE and SETTINGS;
+    returns `root`. VARIANTS holds the options of the check's variants."""
     if not (0 <= n_train <= LAST_TRAIN and 0 <= n_val <= 100):
         raise ValueError("DHF1K numbering allows at most 600 training and 100 validation videos")
     root = Path(root)
     rows = []
+    settings = {"colours": colours, "objects": objects if isinstance(objects, int) else list(objects),
+                "spaced": spaced, "radius": radius, "separation": separation, "motion": motion}
     for number in range(LAST_TRAIN - n_train + 1, LAST_TRAIN + n_val + 1):
-        layout, rng = video_layout(number, frames, size, seed, objects=objects, radius=radius,
-                                   separation=separation, motion=motion)
+        layout, rng = video_layout(number, frames, size, seed, **settings)
         write_dhf1k_video(root, number, render(layout, rng))
         start = layout.paths[layout.target, 0]
         rows.append({"video": f"{number:04d}", "split": "train" if number <= LAST_TRAIN else "val",
-                     "salient_colour": layout.colours[layout.target],
-                     "distractor_colour": layout.colours[(layout.target + 1) % objects],
-                     "objects": objects, "motion": layout.motion, "speed": round(layout.speed, 3),
+                     "salient_colour": colour_family(layout.salient),
+                     "distractor_colour": colour_family(layout.distractor),
+                     "salient_rgb": colour_hex(layout.salient), "distractor_rgb": colour_hex(layout.distractor),
+                     "objects": len(layout.colours), "motion": layout.motion, "speed": round(layout.speed, 3),
                      "radius": layout.radius, "separation": round(layout.separation, 2),
                      "target_row": round(float(start[0]), 2),
                      "target_col": round(float(start[1]), 2),
                      "nearest": round(layout.nearest(), 2)})
     with atomic_path(root / TABLE) as tmp:
         pd.DataFrame(rows, columns=COLUMNS).to_csv(tmp, index=False)
+    with atomic_path(root / SETTINGS) as tmp:
+        Path(tmp).write_text(json.dumps(settings, indent=1), encoding="utf-8")
     mark_synthetic(root, "dagr/global_context.py: a synthetic odd-one-out saliency set in "
                          "DHF1K's layout")
     return root

@@ -13,8 +13,9 @@
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -34,8 +35,10 @@ CATEGORY_TABLE = "global_context.csv"  # dagr/global_context.py's per-video tabl
 CATEGORY_COLUMN = "salient_colour"
 FAR_WINDOW = gc.SEPARATION - gc.UNET_REACH  # kept around the odd disk: the baseline's reach
 FAR_SEED = 1  # fresh clips: the check's sets are drawn with gc.SEED
-FAR_CHANGE, ODD_FIRST = FAR_CONTEXT_MEASURES = (Metric("far_change", "Far change"),
-                                                Metric("odd_first", "Odd first"))
+FAR_CONTEXT_MEASURES = (Metric("far_change", "Far change"), Metric("odd_first", "Odd first"),
+                        Metric("odd_first_same_red", "Odd first, same red"),
+                        Metric("odd_first_other_red", "Odd first, other red"))
+FAR_CHANGE, ODD_FIRST, ODD_SAME_RED, ODD_OTHER_RED = FAR_CONTEXT_MEASURES
 
 
 @torch.inference_mode()
@@ -125,22 +128,26 @@ def _centre_logits(logits: np.ndarray, paths: np.ndarray) -> np.ndarray:
 
 @torch.inference_mode()
 def far_context_effect(model: nn.Module, size: Sequence[int], frames: int, device: torch.device,
-                       videos: int = 100, seed: int = FAR_SEED) -> dict[str, float]:
+                       videos: int = 100, seed: int = FAR_SEED,
+                       settings: Mapping[str, Any] | None = None) -> dict[str, float]:
     """Whether `model` compares the disks of the global-context check (dagr/global_context.py).
 
-    For `videos` fresh clips of `frames` frames of `size` and their `counterpart`s (the odd
+    For `videos` fresh clips of `frames` frames of `size`, drawn with the set's `settings`
+    (`gc.read_settings`; the six-colour check by default), and their `counterpart`s (the odd
     disk and every pixel within FAR_WINDOW of it kept; the disks beyond the baseline's reach
     recoloured so that it becomes an ordinary one):
     - far_change: the mean drop of the logit at the odd disk's centre from clip to counterpart.
       Exactly 0 for any network whose receptive field is UNet3D's;
     - odd_first: the share of clips and counterparts whose highest logit at a disk's centre is
       at their odd disk. A counterpart swaps which of its two colours is the odd one, so a
-      network that only prefers one colour gets 1/2; picking a disk at random, 1 / gc.OBJECTS.
+      network that only prefers one colour gets 1/2; picking a disk at random, 1 / K;
+    - odd_first_same_red, odd_first_other_red: the same over the clips whose two colours agree
+      (differ) in the red channel (`Layout.same_red`); nan where there are none.
     """
     model = unwrap(model).to(device).eval()
-    drops, firsts = [], []
+    drops, firsts, same_red = [], [], []
     for number in range(gc.LAST_TRAIN + 1, gc.LAST_TRAIN + 1 + videos):
-        layout, rng = gc.video_layout(number, frames, size, seed)
+        layout, rng = gc.video_layout(number, frames, size, seed, **(settings or {}))
         twin = gc.counterpart(layout, FAR_WINDOW)[0]
         pair = (layout, twin)
         clips = torch.stack([to_clip_tensor(gc.render(scene, rng).frames).permute(1, 0, 2, 3)
@@ -150,4 +157,12 @@ def far_context_effect(model: nn.Module, size: Sequence[int], frames: int, devic
         centre_logits = [_centre_logits(maps, scene.paths) for maps, scene in zip(logits, pair)]
         firsts += [values.argmax() == scene.target for values, scene in zip(centre_logits, pair)]
         drops.append(centre_logits[0][layout.target] - centre_logits[1][layout.target])
-    return {FAR_CHANGE.name: float(np.mean(drops)), ODD_FIRST.name: float(np.mean(firsts))}
+        same_red += [layout.same_red()] * len(pair)
+    firsts, same_red = np.array(firsts, float), np.array(same_red)
+    return {FAR_CHANGE.name: float(np.mean(drops)), ODD_FIRST.name: float(firsts.mean()),
+            ODD_SAME_RED.name: _mean_or_nan(firsts[same_red]),
+            ODD_OTHER_RED.name: _mean_or_nan(firsts[~same_red])}
+
+
+def _mean_or_nan(values: np.ndarray) -> float:
+    return float(values.mean()) if len(values) else math.nan

@@ -73,8 +73,9 @@ def test_the_figures_are_images(tiny_run):
         assert image is not None and min(image.shape[:2]) > 200, name
         assert image.std() > 10, name  # not a blank canvas
     # every training's curves and every evaluation's scatter, beside their numbers
+    layout = demo.Layout(out, demo.SEED)
     for name in demo.SALIENCY_RUNS:
-        png_image(out / "saliency" / name / "curves.png")
+        png_image(layout.saliency_run(name) / "curves.png")
     for name in demo.QUALITY_RUNS:
         png_image(out / "quality" / name / "curves.png")
         png_image(out / "eval" / name / "scatter_KoNViD-1k.png")
@@ -98,11 +99,14 @@ def test_the_demo_keeps_no_optimizer_state_and_knows_its_data_is_synthetic(tiny_
     for name in demo.QUALITY_RUNS:  # only the demo model's checkpoint is kept
         kept = sorted(p.name for p in (out / "quality" / name).glob("*.pt"))
         assert kept == (["best.pt"] if name == demo.DEMO_MODEL else []), name
-    for run in [*(out / "saliency").iterdir(), out / "quality" / demo.DEMO_MODEL]:
-        assert sorted(p.name for p in run.glob("*.pt")) == ["best.pt"], run
-        payload = load_checkpoint(run / "best.pt")
-        assert not set(RESUME_STATE) & set(payload), run
-        assert payload[TRAINED_ON]["synthetic"] is True, run
+    layout = demo.Layout(out, demo.SEED)
+    for run in [layout.saliency_run(name) for name in demo.SALIENCY_RUNS]:
+        assert load_checkpoint(run / "best.pt")[TRAINED_ON]["synthetic"] is True, run
+    run = out / "quality" / demo.DEMO_MODEL
+    assert sorted(p.name for p in run.glob("*.pt")) == ["best.pt"], run
+    payload = load_checkpoint(run / "best.pt")
+    assert not set(RESUME_STATE) & set(payload), run
+    assert payload[TRAINED_ON]["synthetic"] is True, run
     quality = load_checkpoint(out / "quality" / demo.DEMO_MODEL / "best.pt")[TRAINED_ON]
     labels = read_table("konvid", out / "data" / "KoNViD-1k" / "KoNViD_1k_mos.csv")
     size = demo.SIZES["tiny"]
@@ -114,13 +118,14 @@ def test_the_demo_keeps_no_optimizer_state_and_knows_its_data_is_synthetic(tiny_
 def test_the_demo_data_are_in_the_official_layouts(tiny_run):
     _, out = tiny_run
     size = demo.SIZES["tiny"]
-    videos = read_saliency_set("dhf1k", out / "data" / "DHF1K")
-    assert [v.split for v in videos] == ["train"] * size.saliency_train + ["val"] * size.saliency_val
+    videos = read_saliency_set("dhf1k", out / "data" / "GlobalContext")
+    assert [v.split for v in videos] == ["train"] * size.check_train + ["val"] * size.check_val
     quality = out / "data" / "KoNViD-1k"
     table = read_table("konvid", quality / "KoNViD_1k_mos.csv", quality / "KoNViD_1k_videos")
     assert len(table) == size.quality_clips and table["path"].notna().all()
     details = pd.read_csv(quality / "KoNViD_1k_distortions.csv")
     assert set(details["kind"]) <= set(demo_data.DEMO_KINDS)
+    assert set(details["region"]) == set(demo_data.DECOY_TURNS)  # a defect on the salient disk or its decoy
 
 
 def test_a_foreign_folder_is_refused(tmp_path, capsys):
@@ -131,8 +136,8 @@ def test_a_foreign_folder_is_refused(tmp_path, capsys):
 
 
 def test_options_change_the_presets_counts():
-    args = demo.parse_args(["--size", "tiny", "--quality-clips", "40", "--saliency-epochs", "3"])
+    args = demo.parse_args(["--size", "tiny", "--quality-clips", "40", "--check-epochs", "3"])
     size, preset = demo.asdict(demo.chosen_size(args)), demo.asdict(demo.SIZES["tiny"])
-    assert size.pop("quality_clips") == 40 and size.pop("saliency_epochs") == 3
-    assert size == {k: v for k, v in preset.items() if k not in ("quality_clips", "saliency_epochs")}
+    assert size.pop("quality_clips") == 40 and size.pop("check_epochs") == 3
+    assert size == {k: v for k, v in preset.items() if k not in ("quality_clips", "check_epochs")}
     assert demo.chosen_size(demo.parse_args([])) == demo.SIZES[demo.SIZE]

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from dagr import demo_data as dd
+from dagr import global_context as gc
 from dagr.datasets import read_saliency_set, read_table
 
 SIZE = (32, 56)
@@ -92,7 +93,7 @@ def test_quality_set_is_read_by_the_konvid_reader(quality_set):
 def test_quality_mos_follows_the_stated_formula(quality_set):
     root, labels = quality_set
     details = pd.read_csv(root / "KoNViD_1k_distortions.csv")
-    weight = details["region"].map({"whole": 1.0, "salient": 0.5, "background": 0.5})
+    weight = details["region"].map({"whole": 1.0, "salient": 0.5, "background": 0.5, "decoy": 0.1})
     assert np.allclose(details["mos"], 5 - 4 * details["strength"] * weight, atol=2e-4)
     assert np.allclose(pd.read_csv(labels)["mos"], details["mos"])
     assert details["mos"].between(1, 5).all()
@@ -110,7 +111,7 @@ def test_quality_set_is_seeded_and_extends(quality_set, tmp_path):
     assert not pd.read_csv(other)["mos"].equals(pd.read_csv(smaller)["mos"])
 
 
-@pytest.mark.parametrize("region", ["whole", "salient", "background"])
+@pytest.mark.parametrize("region", ["whole", "salient", "background", "decoy"])
 @pytest.mark.parametrize("kind", ["blur", "noise", "blocking"])
 def test_distortions_stay_inside_their_region(kind, region):
     scene = dd.moving_object_scene(4, SIZE, np.random.default_rng(1))
@@ -145,3 +146,25 @@ def test_unknown_names_are_refused():
         dd.region_mask(scene, "elsewhere")
     with pytest.raises(ValueError, match="kind"):
         dd.distorted_clip(scene, "jpeg", "whole", 0.5, np.random.default_rng(0))
+
+
+def test_a_decoy_is_a_look_alike_the_same_size_as_the_salient_disk():
+    scene = gc.odd_one_out_scene(4, gc.VARIANTS["palette"]["size"], np.random.default_rng(3))
+    salient, decoy = (dd.region_mask(scene, region) > 0 for region in ("salient", "decoy"))
+    assert salient.sum() == pytest.approx(decoy.sum(), rel=0.05) and not (salient & decoy).any()
+    row, col = np.round(scene.decoy[0]).astype(int)
+    assert scene.maps[0, row, col] < 20 < 200 < scene.maps[0].max()  # nobody looks at it
+    with pytest.raises(ValueError, match="decoy"):
+        dd.region_mask(dd.Scene(scene.frames, scene.maps, scene.fixations, scene.centres,
+                                scene.radius), "decoy")
+
+
+def test_the_demos_quality_set_puts_the_same_defect_on_the_salient_disk_or_its_decoy(tmp_path):
+    labels = dd.write_quality_set(tmp_path, n_videos=12, frames=2, size=(24, 384), seed=0,
+                                  regions=dd.DECOY_TURNS, scene=gc.odd_one_out_scene,
+                                  weights=dd.DECOY_WEIGHT)
+    details = pd.read_csv(tmp_path / dd.QUALITY_DETAILS)
+    assert details["region"].tolist() == [r for r in dd.DECOY_TURNS for _ in range(2)] * 2
+    weight = details["region"].map({"whole": 1.0, "salient": 1.0, "decoy": 0.1})
+    assert np.allclose(details["mos"], 5 - 4 * details["strength"] * weight, atol=2e-4)
+    assert np.allclose(pd.read_csv(labels)["mos"], details["mos"])

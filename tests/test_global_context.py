@@ -3,6 +3,8 @@ tells whether it is the salient one, and the baseline's receptive field cannot r
 disk to another."""
 from __future__ import annotations
 
+import colorsys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -59,3 +61,72 @@ def test_the_set_is_written_in_dhf1k_layout_with_its_table(tmp_path):
     assert table["video"].tolist() == sorted(videos)
     assert (table["salient_colour"] != table["distractor_colour"]).all()
     assert is_synthetic(root)
+
+
+CONTINUOUS = {key: value for key, value in gc.VARIANTS["continuous"].items() if key != "size"}
+CONTINUOUS_SIZE = gc.VARIANTS["continuous"]["size"]
+
+
+def continuous_layouts(count: int = 40, **options) -> list[gc.Layout]:
+    return [gc.video_layout(number, 6, CONTINUOUS_SIZE, seed=3, **CONTINUOUS, **options)[0]
+            for number in range(count)]
+
+
+def hue(colour: str) -> float:
+    return colorsys.rgb_to_hsv(*(gc.colour_rgb(colour) / 255))[0]
+
+
+def test_the_continuous_variant_draws_its_hues_and_disk_counts_per_clip():
+    found = continuous_layouts()
+    assert {len(layout.colours) for layout in found} == {3, 4, 5}  # the count varies
+    for layout in found:
+        assert layout.colours.count(layout.salient) == 1
+        assert set(layout.colours) == {layout.salient, layout.distractor}
+        gap = abs(hue(layout.salient) - hue(layout.distractor))
+        assert gc.HUE_GAP - 0.01 <= gap <= 1 - gc.HUE_GAP + 0.01  # on the circle
+        assert layout.nearest() >= gc.SEPARATION  # every pair of disks, as in the first check
+        low, high = layout.radius, np.array(CONTINUOUS_SIZE) - 1 - layout.radius
+        assert ((layout.paths >= low) & (layout.paths <= high)).all()
+    # no lookup: the odd and the majority colours are neither six nor of one family
+    assert len({layout.salient for layout in found}) > 5 * len(gc.PALETTE)
+    families = [{gc.colour_family(getattr(layout, role)) for layout in found}
+                for role in ("salient", "distractor")]
+    assert families[0] == families[1] == set(gc.PALETTE)
+
+
+@pytest.mark.parametrize("motion", ["still", "drift"])
+def test_the_continuous_variant_hides_the_odd_disk_from_any_window(motion):
+    window = gc.SEPARATION - gc.UNET_REACH
+    for layout in continuous_layouts(6, motion=motion):
+        swapped, mask = gc.counterpart(layout, window)
+        assert swapped.salient == layout.distractor and swapped.distractor == layout.salient
+        first, second = (gc.render(lay, np.random.default_rng(0)) for lay in (layout, swapped))
+        assert np.array_equal(first.frames[mask], second.frames[mask])
+
+
+def test_hues_and_families_match_the_palette():
+    for k, name in enumerate(gc.PALETTE):
+        assert gc.hue_colour(k / len(gc.PALETTE)) == gc.colour_hex(name)
+        assert gc.colour_family(gc.hue_colour(k / len(gc.PALETTE) + 0.05)) == name
+    reds = {name: rgb[0] > 127 for name, rgb in gc.PALETTE.items()}
+    for layout in layouts(30):
+        assert layout.same_red() == (reds[layout.salient] == reds[layout.distractor])
+    with pytest.raises(ValueError, match="#rrggbb"):
+        gc.colour_rgb("teal")
+
+
+def test_a_set_records_how_it_was_drawn(tmp_path):
+    root = gc.write_global_context_set(tmp_path / "gc", n_train=2, n_val=1, frames=2,
+                                       **gc.VARIANTS["continuous"])
+    settings = gc.read_settings(root)
+    assert settings == {**CONTINUOUS, "radius": None, "separation": gc.SEPARATION,
+                        "motion": gc.MOTION}
+    table = pd.read_csv(root / gc.TABLE, dtype={"video": str})
+    first = gc.video_layout(599, 2, CONTINUOUS_SIZE, gc.SEED, **settings)[0]
+    assert table.loc[0, "salient_rgb"] == first.salient  # the record draws the same clips
+    assert table["objects"].between(3, 5).all()
+    assert gc.read_settings(tmp_path) == {}  # a set written before settings were recorded
+    for text in ("{not json", '{"colours": "rainbow"}', '{"volume": 3}', '[1, 2]'):
+        (root / gc.SETTINGS).write_text(text)
+        with pytest.raises(ValueError, match=gc.SETTINGS):
+            gc.read_settings(root)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from dagr import global_context as gc
 from dagr import registers
 from dagr.evaluation import evaluation_clips
 from dagr.datasets import read_saliency_set
@@ -76,3 +77,24 @@ def test_far_context_is_exactly_nothing_for_the_baseline_and_seen_by_a_whole_fra
     effect = registers.far_context_effect(WholeFrame(), (24, 384), 2, torch.device("cpu"),
                                           videos=6)
     assert abs(effect["far_change"]) > 1e-5  # one disk of 28 pixels in 9,216 changes colour
+
+
+def test_odd_first_is_split_by_whether_the_colours_agree_in_red():
+    effect = registers.far_context_effect(WholeFrame(), (24, 384), 1, torch.device("cpu"),
+                                          videos=12)
+    same = [gc.video_layout(number, 1, (24, 384), registers.FAR_SEED)[0].same_red()
+            for number in range(gc.LAST_TRAIN + 1, gc.LAST_TRAIN + 13)]
+    assert 0 < sum(same) < len(same)  # both kinds among the clips
+    pooled = (effect["odd_first_same_red"] * sum(same)
+              + effect["odd_first_other_red"] * (len(same) - sum(same))) / len(same)
+    assert effect["odd_first"] == pytest.approx(pooled)
+
+
+def test_the_far_context_test_draws_the_sets_own_kind_of_clip():
+    """On the continuous-colour variant (3 to 5 disks on a wider strip) the baseline's far
+    change is exactly nothing too."""
+    settings = {k: v for k, v in gc.VARIANTS["continuous"].items() if k != "size"}
+    effect = registers.far_context_effect(RegisterUNet3D(2, registers=0),
+                                          gc.VARIANTS["continuous"]["size"], 1,
+                                          torch.device("cpu"), videos=4, settings=settings)
+    assert effect["far_change"] == 0.0 and 0 <= effect["odd_first"] <= 1

@@ -10,7 +10,7 @@ from sal_withreg import RegisterUNet3D, build_saliency_model
 WIDTH = 4
 HEIGHT, WIDTH_PX = 33, 47  # odd, not multiples of 16
 MODES = ("attention", "input")
-WRITES = ("film", "token")
+WRITES = ("mix", "film", "token")
 
 
 def clip(batch: int = 2, frames: int = 6, seed: int = 0) -> torch.Tensor:
@@ -30,10 +30,11 @@ def randomise_batchnorm(model: torch.nn.Module) -> None:
 
 
 def make_write_nonzero(model: RegisterUNet3D) -> None:
-    """Give every write-back (FiLM gains, token write projection) non-zero weights, as
-    training would."""
-    for film in getattr(model, "register_films", {}).values():
-        torch.nn.init.normal_(film.gains.weight, std=0.5)
+    """Give every write-back (mix output, FiLM gains, token write projection) non-zero
+    weights, as training would."""
+    for write in getattr(model, "register_films", {}).values():
+        torch.nn.init.normal_(write.out.weight if hasattr(write, "out") else write.gains.weight,
+                              std=0.5)
     for block in model.register_blocks.values():
         if hasattr(block, "write"):
             torch.nn.init.normal_(block.write.out.weight, std=0.5)
@@ -89,10 +90,10 @@ def test_fresh_attention_model_behaves_like_the_baseline(write: str) -> None:
         assert not torch.allclose(model(clip()), baseline(clip()))
 
 
-@pytest.mark.parametrize("mode, write", [("attention", "film"), ("attention", "token"),
-                                         ("input", "film")])
+@pytest.mark.parametrize("mode, write", [("attention", "mix"), ("attention", "film"),
+                                         ("attention", "token"), ("input", "mix")])
 def test_registers_learn(mode: str, write: str) -> None:
-    """Attention mode: the zero write-back (FiLM gains, token projection) hides the registers
+    """Attention mode: the zero write-back (mix output, FiLM gains, token projection) hides the registers
     at step 0, but its own gradient is non-zero, so after one SGD step the registers receive
     gradient. Input mode: the registers feed the first convolution and get gradient at once."""
     torch.manual_seed(0)
@@ -182,7 +183,7 @@ def test_bad_arguments_are_refused() -> None:
 
 
 def test_film_writes_channel_gains_at_the_write_levels_and_token_writes_in_the_blocks() -> None:
-    film = RegisterUNet3D(WIDTH, registers=2)
+    film = RegisterUNet3D(WIDTH, registers=2, register_write="film")
     assert list(film.register_films) == ["dec3", "dec2", "dec1", "dec0"]
     assert not any(hasattr(block, "write") for block in film.register_blocks.values())
     token = RegisterUNet3D(WIDTH, registers=2, register_write="token")
@@ -194,6 +195,34 @@ def test_film_writes_channel_gains_at_the_write_levels_and_token_writes_in_the_b
     torch.nn.init.normal_(write.gains.weight)
     ratio = write(features, registers) / features
     torch.testing.assert_close(ratio, ratio[..., :1, :1, :1].expand_as(ratio))
+
+
+def test_a_mix_write_compares_each_position_with_the_registers() -> None:
+    model = RegisterUNet3D(WIDTH, registers=2)
+    assert list(model.register_blocks) == ["enc1", "bottleneck"]  # the design's read levels
+    write = model.register_films["dec0"]
+    torch.nn.init.normal_(write.out.weight)
+    features, registers = torch.rand(2, WIDTH, 3, 5, 7), torch.rand(2, 2, 4 * WIDTH)
+    features[:, :, 1] = features[:, :, 0]  # two frames alike at every position
+    update = write(features, registers) - features
+    torch.testing.assert_close(update[:, :, 1], update[:, :, 0])  # a position's own features
+    other = write(features, registers.flip(0)) - features  # ... and the clip's registers
+    assert not torch.allclose(other, update)
+    torch.testing.assert_close(write(features[:1], registers[1:]), features[:1] + other[:1])
+
+
+@pytest.mark.parametrize("write", WRITES)
+def test_training_every_write_stays_finite(write: str) -> None:
+    torch.manual_seed(0)
+    model = RegisterUNet3D(WIDTH, registers=2, register_write=write)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for step in range(6):
+        optimiser.zero_grad()
+        loss = (model(clip(seed=step)) - 1).square().mean()
+        loss.backward()
+        optimiser.step()
+        assert torch.isfinite(loss)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
 def test_checkpoints_from_before_the_film_write_back_build_the_token_design() -> None:
