@@ -192,11 +192,12 @@ def write_data(layout: Layout, size: DemoSize, seed: int) -> None:
                                             size=frame_size, seed=seed, **variant)
     scene = functools.partial(global_context.odd_one_out_scene, **variant)
     demo_data.write_quality_set(layout.quality_set, size.quality_clips, size.clip_frames,
-                                frame_size, seed, demo_data.DEMO_KINDS, demo_data.DECOY_TURNS,
-                                scene=scene, weights=demo_data.DECOY_WEIGHT)
+                                frame_size, seed, demo_data.DECOY_KINDS, demo_data.DECOY_TURNS,
+                                scene=scene, weights=demo_data.DECOY_WEIGHT,
+                                reach=demo_data.DECOY_REACH)
     print(f"global-context check: {size.check_train} training + {size.check_val} validation "
           f"videos in {layout.check_set}\nquality set: {size.quality_clips} clips "
-          f"({' or '.join(demo_data.DEMO_KINDS)}) in {layout.quality_set}")
+          f"({' or '.join(demo_data.DECOY_KINDS)}) in {layout.quality_set}")
 
 
 def write_test_labels(layout: Layout) -> Path:

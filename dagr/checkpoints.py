@@ -215,13 +215,13 @@ def build_network(kind: str, kwargs: Any) -> nn.Module:
 def saliency_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
     """The constructor arguments a saliency checkpoint's `model_kwargs` mean: those written
     before the registers' FiLM write-back name no `register_write` and describe the token
-    write-back (at the levels they read, once called `register_levels`)."""
+    write-back at the levels they read, once called `register_levels`, by default the
+    bottleneck only."""
     if "register_write" in kwargs:
         return kwargs
-    old = dict(kwargs, register_write="token")
-    if "register_levels" in old:
-        old["read_levels"] = old.pop("register_levels")
-    return old
+    old = {key: value for key, value in kwargs.items() if key != "register_levels"}
+    return dict(old, register_write="token",
+                read_levels=kwargs.get("register_levels", ["bottleneck"]))
 
 
 def fill_network(model: nn.Module, state: dict[str, torch.Tensor], kind: str) -> nn.Module:

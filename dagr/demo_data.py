@@ -27,8 +27,10 @@ region: the whole frame, only the salient region (the disk of REGION_REACH objec
 the salient disk, where its gaze blob holds most of its mass: about a quarter of the frame
 here), only the background (the rest), or only the same disk around a decoy, a look-alike
 that people do not look at. Kinds take turns over the clips, and regions take turns within a
-kind in the order of REGION_TURNS (half the clips whole-frame; DECOY_TURNS for scenes with a
-decoy). The score (people notice defects where they look):
+kind in the order of REGION_TURNS (half the clips whole-frame). Scenes with a decoy (the
+demo's) take the DECOY_ settings: noise only, regions of DECOY_REACH radii, DECOY_TURNS (half
+the clips whole-frame, a quarter the salient disk, a quarter the decoy). The score (people
+notice defects where they look):
 
     MOS = 5 - 4 * s * REGION_WEIGHT[region],
     REGION_WEIGHT = whole 1.0, salient 0.5, background 0.5
@@ -84,7 +86,9 @@ REGION_TURNS = ("whole", "salient", "whole", "background")  # half the clips who
 # costs as much as one everywhere, the same defect on a look-alike that people do not look at
 # (the same area and look) little
 DECOY_WEIGHT = {"whole": 1.0, "salient": 1.0, "decoy": 0.1}
-DECOY_TURNS = ("whole", "salient", "decoy")
+DECOY_TURNS = ("whole", "salient", "whole", "decoy")
+DECOY_REACH = 4.0         # their disks are small (3 pixels on a 24-pixel strip): wider regions
+DECOY_KINDS = ("noise",)  # blur of a 3-pixel disk is too faint for the demo's quality network
 REGIONS = ("whole", "salient", "background", "decoy")
 REGION_REACH = 2.0        # the salient region: a disk of this many object radii
 BLUR_SIGMA = 3.0
@@ -234,18 +238,18 @@ def near(centres: np.ndarray, size: tuple[int, int], reach: float) -> np.ndarray
     return np.stack([np.hypot(rows - r, cols - c) <= reach for r, c in centres])
 
 
-def region_mask(scene: Scene, region: str) -> np.ndarray:
+def region_mask(scene: Scene, region: str, reach: float = REGION_REACH) -> np.ndarray:
     """(T, H, W) float32, 1 where a distortion of `region` applies: everywhere ("whole"),
-    within REGION_REACH radii of the salient disk ("salient") or outside that disk
-    ("background"), or within REGION_REACH radii of the scene's decoy ("decoy")."""
+    within `reach` radii of the salient disk ("salient") or outside that disk ("background"),
+    or within `reach` radii of the scene's decoy ("decoy")."""
     if region not in REGIONS:
         raise ValueError(f"region must be one of {sorted(REGIONS)}, got {region!r}")
     if region == "decoy" and scene.decoy is None:
         raise ValueError("region 'decoy' needs a scene with a decoy (a look-alike disk)")
-    size, reach = scene.frames.shape[1:3], REGION_REACH * scene.radius
+    size, pixels = scene.frames.shape[1:3], reach * scene.radius
     if region == "decoy":
-        return near(scene.decoy, size, reach).astype(np.float32)
-    salient = near(scene.centres, size, reach)
+        return near(scene.decoy, size, pixels).astype(np.float32)
+    salient = near(scene.centres, size, pixels)
     inside = {"whole": np.ones_like(salient), "salient": salient, "background": ~salient}[region]
     return inside.astype(np.float32)
 
@@ -278,15 +282,15 @@ def freeze(clip: np.ndarray, strength: float, rng: np.random.Generator) -> np.nd
 
 
 def distorted_clip(scene: Scene, kind: str, region: str, strength: float,
-                   rng: np.random.Generator) -> np.ndarray:
+                   rng: np.random.Generator, reach: float = REGION_REACH) -> np.ndarray:
     """(T, H, W, 3) uint8 RGB: the scene's frames with the distortion applied to `region`
-    (freezing always takes the whole frame)."""
+    (`region_mask` with `reach`; freezing always takes the whole frame)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if kind == "freeze":
         return freeze(scene.frames, strength, rng)
     clip = scene.frames.astype(np.float32)
-    weight = region_mask(scene, region)[..., None]
+    weight = region_mask(scene, region, reach)[..., None]
     out = np.stack([frame * (1 - w) + distort(frame, kind, strength, rng) * w
                     for frame, w in zip(clip, weight)])
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
@@ -362,11 +366,13 @@ def write_quality_set(root: str | Path, n_videos: int = QUALITY_CLIPS, frames: i
                       size: Sequence[int] = (HEIGHT, WIDTH), seed: int = SEED,
                       kinds: Sequence[str] = DEMO_KINDS, regions: Sequence[str] = REGION_TURNS,
                       radius: int | None = None, scene: SceneMaker | None = None,
-                      weights: Mapping[str, float] = REGION_WEIGHT) -> Path:
+                      weights: Mapping[str, float] = REGION_WEIGHT,
+                      reach: float = REGION_REACH) -> Path:
     """Write the KoNViD-1k-layout set (see the module docstring) under `root`; returns the
     label file `KoNViD_1k_mos.csv`. Clip `index` is drawn from the seed (seed, index), its
     scene by `scene` (default `moving_object_scene`; the demo's is the global-context check's
-    `odd_one_out_scene`, with DECOY_TURNS and DECOY_WEIGHT)."""
+    `odd_one_out_scene`, with the DECOY_ settings): `kinds` and `regions` take turns, the
+    MOS weighs each region by `weights` and a region reaches `reach` disk radii."""
     scene = scene or moving_object_scene
     root = Path(root)
     rows = []
@@ -377,7 +383,7 @@ def write_quality_set(root: str | Path, n_videos: int = QUALITY_CLIPS, frames: i
         drawn = scene(frames, size, rng, radius=radius)
         flickr_id = FIRST_ID + index
         write_mp4(root / QUALITY_VIDEOS / f"{flickr_id}.mp4",
-                  distorted_clip(drawn, kind, region, strength, rng))
+                  distorted_clip(drawn, kind, region, strength, rng, reach))
         rows.append({"flickr_id": flickr_id, "kind": kind, "region": region,
                      "strength": round(strength, 4), "mos": round(mos_of(strength, region, weights), 4)})
     table = pd.DataFrame(rows, columns=["flickr_id", "kind", "region", "strength", "mos"])

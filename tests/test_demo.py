@@ -124,7 +124,7 @@ def test_the_demo_data_are_in_the_official_layouts(tiny_run):
     table = read_table("konvid", quality / "KoNViD_1k_mos.csv", quality / "KoNViD_1k_videos")
     assert len(table) == size.quality_clips and table["path"].notna().all()
     details = pd.read_csv(quality / "KoNViD_1k_distortions.csv")
-    assert set(details["kind"]) <= set(demo_data.DEMO_KINDS)
+    assert set(details["kind"]) <= set(demo_data.DECOY_KINDS)
     assert set(details["region"]) == set(demo_data.DECOY_TURNS)  # a defect on the salient disk or its decoy
 
 

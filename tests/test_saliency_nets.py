@@ -231,6 +231,7 @@ def test_checkpoints_from_before_the_film_write_back_build_the_token_design() ->
     old = {"channels": WIDTH, "registers": 2, "register_mode": "attention"}
     model = build_saliency_model(**saliency_arguments(old))
     assert all(hasattr(block, "write") for block in model.register_blocks.values())
+    assert list(model.register_blocks) == ["bottleneck"]  # where the first design read
     named = saliency_arguments({**old, "register_levels": ["bottleneck", "dec1"]})
     assert named["read_levels"] == ["bottleneck", "dec1"] and "register_levels" not in named
     assert saliency_arguments({**old, "register_write": "film"})["register_write"] == "film"
