@@ -40,8 +40,8 @@ so MOS lies in [1, 5] (5: undistorted). Here the salient region, a quarter of th
 counts as much as the other three quarters: per pixel, a defect where people look costs about
 three times as much as one where they do not. With a decoy, a defect on the salient disk costs
 as much as one on the whole frame, and the same defect on the look-alike a tenth of that: only
-where people look tells them apart. Saliency weighting (VQA.py) turns the quality network's attention the same
-way.
+where people look tells them apart. Saliency weighting (VQA.py) turns the quality network's
+attention the same way.
 
 Clip number `i` of either set depends only on (seed, i), so a larger set extends a smaller one.
 
@@ -385,7 +385,8 @@ def write_quality_set(root: str | Path, n_videos: int = QUALITY_CLIPS, frames: i
         write_mp4(root / QUALITY_VIDEOS / f"{flickr_id}.mp4",
                   distorted_clip(drawn, kind, region, strength, rng, reach))
         rows.append({"flickr_id": flickr_id, "kind": kind, "region": region,
-                     "strength": round(strength, 4), "mos": round(mos_of(strength, region, weights), 4)})
+                     "strength": round(strength, 4),
+                     "mos": round(mos_of(strength, region, weights), 4)})
     table = pd.DataFrame(rows, columns=["flickr_id", "kind", "region", "strength", "mos"])
     labels = root / QUALITY_LABELS
     for path, columns in ((labels, ["flickr_id", "mos"]), (root / QUALITY_DETAILS, table.columns)):

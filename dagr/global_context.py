@@ -29,6 +29,14 @@ by construction: it rebuilds a scene so that the odd disk becomes an ordinary on
 are recoloured: B becomes the majority and the farthest disk turns A) while every pixel within
 a stated Chebyshev window of it, in every frame, stays the same.
 
+Variants (VARIANTS, `python demo.py --check-variant`): "palette", the six-colour check above,
+and "continuous", which no lookup of colours passes: for each clip the two hues are drawn from
+the whole colour circle (at least HUE_GAP apart, each uniform) and the number of disks from 3
+to 5, laid out along a 24 x 640 strip with random gaps (`_spaced_paths`), every pair still
+SEPARATION apart. A set records its options in SETTINGS, so that fresh clips
+(dagr/registers.py's far-context test) are drawn the same way. `odd_one_out_scene` makes a
+clip of the check into a scene for demo_data.py's quality set, with a look-alike as decoy.
+
 Ground truth as demo_data.py: per frame a Gaussian blob on the odd disk (sigma = 1.2 x radius,
 peak 255) and FIXATIONS points drawn from it. Training videos are numbered up to 600,
 validation videos from 601 (DHF1K's split). The set's folder also holds `global_context.csv`
@@ -55,9 +63,9 @@ TRAIN, VAL = 600, 100     # videos (numbered up to 600 / from 601)
 FRAMES = 8                # frames per video
 HEIGHT, WIDTH = 24, 384   # a strip: three disks fit farther apart than UNet3D's receptive field
 SEED = 0
-OBJECTS = 3               # K look-alike disks, one of them the odd colour (or (least, most): drawn per clip)
-COLOURS = "palette"       # "palette": PAIRS of the six PALETTE colours; "continuous": hues drawn per clip
-SPACED = False            # place the disks along the strip with random gaps (`_spaced_paths`), not at random
+OBJECTS = 3               # K look-alike disks, one the odd colour; or (least, most), drawn per clip
+COLOURS = "palette"       # "palette": PAIRS of the PALETTE; "continuous": hues drawn per clip
+SPACED = False            # lay the disks along the strip with random gaps (`_spaced_paths`)
 RADIUS = None             # disk radius in pixels (default: `default_radius`)
 UNET_REACH = 136          # UNet3D's theoretical receptive field: +-136 pixels (see `unet_reach`)
 SEPARATION = 150          # least Chebyshev distance between disk centres, over all frames
@@ -75,12 +83,15 @@ TRIES = 2000              # layouts drawn before giving up on a separation
 # -----------------------------------------------------------------------------
 
 COLOUR_MODES = ("palette", "continuous")
-LAYOUT_OPTIONS = ("colours", "objects", "spaced", "radius", "separation", "motion")  # SETTINGS' keys
+# SETTINGS' keys: `video_layout`'s options
+LAYOUT_OPTIONS = ("colours", "objects", "spaced", "radius", "separation", "motion")
 # the check's variants (docs/registers.md): the six-colour check, and one that no lookup of
 # colours passes: two hues drawn from the whole colour circle for each clip, 3 to 5 disks
 VARIANTS = {
-    "palette": {"colours": "palette", "objects": OBJECTS, "spaced": False, "size": (HEIGHT, WIDTH)},
-    "continuous": {"colours": "continuous", "objects": (3, 5), "spaced": True, "size": (24, 640)},
+    "palette": {"colours": "palette", "objects": OBJECTS, "spaced": False,
+                "size": (HEIGHT, WIDTH)},
+    "continuous": {"colours": "continuous", "objects": (3, 5), "spaced": True,
+                   "size": (24, 640)},
 }
 
 # (distractor colour A, salient colour B), ordered so that any len(PALETTE) consecutive pairs of
@@ -99,9 +110,9 @@ class Layout:
     """What a clip shows, before it is drawn.
 
     background (H, W, 3) uint8; paths (K, T, 2) float disk centres (row, col) per frame;
-    colours: K colours, PALETTE names or "#rrggbb" (`colour_rgb`); target: index of the salient disk; radius in pixels; motion and
-    speed (pixels per frame, 0 when still); separation: the least Chebyshev distance between
-    centres asked for (`chebyshev`).
+    colours: K colours, PALETTE names or "#rrggbb" (`colour_rgb`); target: index of the
+    salient disk; radius in pixels; motion and speed (pixels per frame, 0 when still);
+    separation: the least Chebyshev distance between centres asked for (`chebyshev`).
     """
     background: np.ndarray
     paths: np.ndarray
@@ -128,7 +139,8 @@ class Layout:
         """Whether the salient and the distractor colour lie on the same side of the red
         channel's middle: the one clip-wide fact that FiLM registers learned on the six-colour
         check (docs/registers.md), so the far-context test reports these clips apart."""
-        return bool((colour_rgb(self.salient)[0] > 127.5) == (colour_rgb(self.distractor)[0] > 127.5))
+        reds = [colour_rgb(colour)[0] > 127.5 for colour in (self.salient, self.distractor)]
+        return reds[0] == reds[1]
 
     def nearest(self) -> float:
         """Least Chebyshev distance from a centre of the salient disk to one of another disk,
@@ -436,7 +448,8 @@ def write_global_context_set(root: str | Path, n_train: int = TRAIN, n_val: int 
         raise ValueError("DHF1K numbering allows at most 600 training and 100 validation videos")
     root = Path(root)
     rows = []
-    settings = {"colours": colours, "objects": objects if isinstance(objects, int) else list(objects),
+    settings = {"colours": colours,
+                "objects": objects if isinstance(objects, int) else list(objects),
                 "spaced": spaced, "radius": radius, "separation": separation, "motion": motion}
     for number in range(LAST_TRAIN - n_train + 1, LAST_TRAIN + n_val + 1):
         layout, rng = video_layout(number, frames, size, seed, **settings)
@@ -445,8 +458,10 @@ def write_global_context_set(root: str | Path, n_train: int = TRAIN, n_val: int 
         rows.append({"video": f"{number:04d}", "split": "train" if number <= LAST_TRAIN else "val",
                      "salient_colour": colour_family(layout.salient),
                      "distractor_colour": colour_family(layout.distractor),
-                     "salient_rgb": colour_hex(layout.salient), "distractor_rgb": colour_hex(layout.distractor),
-                     "objects": len(layout.colours), "motion": layout.motion, "speed": round(layout.speed, 3),
+                     "salient_rgb": colour_hex(layout.salient),
+                     "distractor_rgb": colour_hex(layout.distractor),
+                     "objects": len(layout.colours), "motion": layout.motion,
+                     "speed": round(layout.speed, 3),
                      "radius": layout.radius, "separation": round(layout.separation, 2),
                      "target_row": round(float(start[0]), 2),
                      "target_col": round(float(start[1]), 2),

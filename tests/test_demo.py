@@ -125,7 +125,8 @@ def test_the_demo_data_are_in_the_official_layouts(tiny_run):
     assert len(table) == size.quality_clips and table["path"].notna().all()
     details = pd.read_csv(quality / "KoNViD_1k_distortions.csv")
     assert set(details["kind"]) <= set(demo_data.DECOY_KINDS)
-    assert set(details["region"]) == set(demo_data.DECOY_TURNS)  # a defect on the salient disk or its decoy
+    # a defect on the whole frame, on the salient disk or on its decoy
+    assert set(details["region"]) == set(demo_data.DECOY_TURNS)
 
 
 def test_a_foreign_folder_is_refused(tmp_path, capsys):

@@ -198,4 +198,6 @@ def test_image_validation_scores_each_image_once_whatever_its_clips(image_run):
     videos = saliency_videos("fixation-table", root, "val", 3)
     once, twice = (validate(model, evaluation_clips(videos, 1, TINY_SIZE, clips),
                             torch.device("cpu"), progress=False) for clips in (1, 2))
-    assert once == twice
+    # the same images, scored once each (batches of other sizes round differently)
+    assert once.keys() == twice.keys()
+    assert all(once[name] == pytest.approx(twice[name], rel=1e-5) for name in once)
