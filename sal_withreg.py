@@ -41,7 +41,7 @@ from torch import nn
 from sal_withoutreg import DEPTH, UNet3D
 
 REGISTER_MODES = ("attention", "input")
-REGISTER_WRITES = ("film", "token", "mix")
+REGISTER_WRITES = ("mix", "film", "token")
 READ_LEVELS = ("enc1", "bottleneck")
 WRITE_LEVELS = tuple(f"dec{i}" for i in reversed(range(DEPTH)))  # every decoder level
 INPUT_TOKEN_DIM = 64  # token width of the original input-mode design

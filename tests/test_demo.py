@@ -142,3 +142,11 @@ def test_options_change_the_presets_counts():
     assert size.pop("quality_clips") == 40 and size.pop("check_epochs") == 3
     assert size == {k: v for k, v in preset.items() if k not in ("quality_clips", "check_epochs")}
     assert demo.chosen_size(demo.parse_args([])) == demo.SIZES[demo.SIZE]
+
+
+def test_the_check_variant_sets_the_strips_of_both_sets(capsys):
+    args = demo.parse_args(["--check-variant", "continuous"])
+    assert demo.chosen_size(args).check_size == (24, 640)
+    with pytest.raises(SystemExit) as stop:
+        demo.parse_args(["--check-variant", "rainbow"])
+    assert stop.value.code == 2 and "--check-variant" in capsys.readouterr().err
