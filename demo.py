@@ -186,13 +186,12 @@ def prepare_folder(out: Path) -> None:
 def write_data(layout: Layout, size: DemoSize, seed: int) -> None:
     """dagr/global_context.py's check, and dagr/demo_data.py's quality set of the check's
     scenes."""
-    variant = dict(global_context.VARIANTS[size.check_variant])
-    frame_size = variant.pop("size")
+    options = global_context.variant_options(size.check_variant)
     global_context.write_global_context_set(layout.check_set, size.check_train, size.check_val,
-                                            size=frame_size, seed=seed, **variant)
-    scene = functools.partial(global_context.odd_one_out_scene, **variant)
+                                            size=size.check_size, seed=seed, **options)
+    scene = functools.partial(global_context.odd_one_out_scene, **options)
     demo_data.write_quality_set(layout.quality_set, size.quality_clips, size.clip_frames,
-                                frame_size, seed, demo_data.DECOY_KINDS, demo_data.DECOY_TURNS,
+                                size.check_size, seed, demo_data.DECOY_KINDS, demo_data.DECOY_TURNS,
                                 scene=scene, weights=demo_data.DECOY_WEIGHT,
                                 reach=demo_data.DECOY_REACH)
     print(f"global-context check: {size.check_train} training + {size.check_val} validation "

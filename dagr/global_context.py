@@ -94,6 +94,12 @@ VARIANTS = {
                    "size": (24, 640)},
 }
 
+
+def variant_options(name: str) -> dict[str, Any]:
+    """VARIANTS[name] without its frame size: `video_layout`'s options for that variant."""
+    return {key: value for key, value in VARIANTS[name].items() if key != "size"}
+
+
 # (distractor colour A, salient colour B), ordered so that any len(PALETTE) consecutive pairs of
 # one block take every colour once as A and once as B
 PAIRS = [(a, list(PALETTE)[(i + shift) % len(PALETTE)])

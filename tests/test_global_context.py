@@ -63,7 +63,7 @@ def test_the_set_is_written_in_dhf1k_layout_with_its_table(tmp_path):
     assert is_synthetic(root)
 
 
-CONTINUOUS = {key: value for key, value in gc.VARIANTS["continuous"].items() if key != "size"}
+CONTINUOUS = gc.variant_options("continuous")
 CONTINUOUS_SIZE = gc.VARIANTS["continuous"]["size"]
 
 

@@ -93,7 +93,7 @@ def test_odd_first_is_split_by_whether_the_colours_agree_in_red():
 def test_the_far_context_test_draws_the_sets_own_kind_of_clip():
     """On the continuous-colour variant (3 to 5 disks on a wider strip) the baseline's far
     change is exactly nothing too."""
-    settings = {k: v for k, v in gc.VARIANTS["continuous"].items() if k != "size"}
+    settings = gc.variant_options("continuous")
     effect = registers.far_context_effect(RegisterUNet3D(2, registers=0),
                                           gc.VARIANTS["continuous"]["size"], 1,
                                           torch.device("cpu"), videos=4, settings=settings)
