@@ -9,6 +9,13 @@ pixel. Two ways to use them, chosen by `register_mode`:
   cross-attention, residual, then an MLP with residual): each gathers clip-wide context, at
   a cost linear in L. One register state flows through the levels in call order (encoder,
   bottleneck, decoder).
+  The "rgb" read (default, `ColourRead`) gathers the clip's colours: at enc1 the registers
+  attend where enc1's features point (keys) and take in what colour is there (values: each
+  pixel's colour embedded on its own). It writes back a global colour contrast at dec1: each
+  position's distance from the colour each register gathered. The encoder keeps only what
+  the baseline needs, which can merge colours (red and magenta look alike at enc1); without
+  the contrast, every design tried learned one split of the colours and stopped at CC 0.8 on
+  the global-context check (docs/registers.md).
   Write, `register_write`:
   - "mix" (default): at each of `write_levels` every position adds a small MLP of its own
     features and all registers (`MixWrite`): each position compares what it holds with the
@@ -42,21 +49,23 @@ from sal_withoutreg import DEPTH, UNet3D
 
 REGISTER_MODES = ("attention", "input")
 REGISTER_WRITES = ("mix", "film", "token")
-READ_LEVELS = ("enc1", "bottleneck")
+READ_LEVELS = ("rgb", "bottleneck")
+COLOUR_DEPTH = 1  # the "rgb" read: keys from enc1, colours pooled onto its grid, contrast at dec1
 WRITE_LEVELS = tuple(f"dec{i}" for i in reversed(range(DEPTH)))  # every decoder level
 INPUT_TOKEN_DIM = 64  # token width of the original input-mode design
 MLP_RATIO = 4
 
 
 def level_name(level: str | int) -> str:
-    """Canonical level name: "bottleneck", "enc{i}" or "dec{i}" (0 <= i < 4, 0 = full
+    """Canonical level name: "rgb", "bottleneck", "enc{i}" or "dec{i}" (0 <= i < 4, 0 = full
     resolution); a bare integer i means the encoder level "enc{i}", whose output is also the
-    skip the decoder receives."""
+    skip the decoder receives. "rgb" is the clip's colours (`ColourRead`), which the
+    registers read but no write-back level can name."""
     name = f"enc{level}" if isinstance(level, int) else level
-    valid = {"bottleneck"} | {f"{side}{i}" for side in ("enc", "dec") for i in range(DEPTH)}
+    valid = {"rgb", "bottleneck"} | {f"{side}{i}" for side in ("enc", "dec") for i in range(DEPTH)}
     if name not in valid:
-        raise ValueError(f"unknown register level {level!r}; use 'bottleneck', 0-{DEPTH - 1}, "
-                         f"'enc0'-'enc{DEPTH - 1}' or 'dec0'-'dec{DEPTH - 1}'")
+        raise ValueError(f"unknown register level {level!r}; use 'rgb', 'bottleneck', "
+                         f"0-{DEPTH - 1}, 'enc0'-'enc{DEPTH - 1}' or 'dec0'-'dec{DEPTH - 1}'")
     return name
 
 
@@ -158,6 +167,84 @@ class RegisterBlock(nn.Module):
         return weights.mean(dim=1).unflatten(-1, features.shape[2:])
 
 
+class ColourRead(nn.Module):
+    """The "rgb" read: registers (B, N, d) gather the clip's colours where deep features point,
+    and write back each position's distance from what they gathered.
+
+    Keys: the enc{COLOUR_DEPTH} features (B, C, T', H', W'), normalised, plus the position code.
+    Values: each pixel's colour embedded on its own (a 1x1x1 convolution to `colour_dim`
+    channels), pooled as the encoder pools onto the same grid, normalised, with no position:
+    the registers learn where to look from what the network sees, and gather what colour is
+    there. Contrast: for each register and head, the squared distance between a position's
+    value and the value that head gathered, (B, heads * N, T', H', W'); a 1x1x1 convolution
+    that starts at zero adds it to dec{COLOUR_DEPTH}'s features.
+    """
+
+    def __init__(self, in_channels: int, key_dim: int, colour_dim: int, feature_dim: int,
+                 registers: int, register_dim: int, heads: int) -> None:
+        super().__init__()
+        if register_dim % heads:
+            raise ValueError(f"attention width {register_dim} is not divisible by heads={heads}")
+        self.heads = heads
+        self.embed = nn.Conv3d(in_channels, colour_dim, 1)
+        self.pool = nn.MaxPool3d(kernel_size=2, stride=2, padding=1)  # UNet3D's pooling
+        self.norm_keys = nn.LayerNorm(key_dim)
+        self.norm_colours = nn.LayerNorm(colour_dim)
+        self.norm_read = nn.LayerNorm(register_dim)
+        self.to_query = nn.Linear(register_dim, register_dim)
+        self.to_key = nn.Linear(key_dim, register_dim)
+        self.to_value = nn.Linear(colour_dim, register_dim)
+        self.out = nn.Linear(register_dim, register_dim)
+        self.norm_mlp = nn.LayerNorm(register_dim)
+        self.mlp = nn.Sequential(nn.Linear(register_dim, MLP_RATIO * register_dim), nn.GELU(),
+                                 nn.Linear(MLP_RATIO * register_dim, register_dim))
+        self.contrast = nn.Conv3d(heads * registers, feature_dim, 1)
+        nn.init.zeros_(self.contrast.weight)  # a fresh read adds nothing: the baseline
+        nn.init.zeros_(self.contrast.bias)
+
+    def colours(self, clip: torch.Tensor) -> torch.Tensor:
+        """Clip (B, 3, T, H, W) -> embedded colours on enc{COLOUR_DEPTH}'s grid (B, colour_dim,
+        T', H', W')."""
+        colours = self.embed(clip)
+        for _ in range(COLOUR_DEPTH):
+            colours = self.pool(colours)
+        return colours
+
+    def _heads(self, features: torch.Tensor, colours: torch.Tensor, registers: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q (B, heads, N, e), k and v (B, heads, L, e), L = T'H'W', e = d / heads."""
+        keys = self.norm_keys(features.flatten(2).transpose(1, 2))
+        keys = keys + position_code_3d(features.shape[2:], keys.shape[-1],
+                                       keys.device).to(keys.dtype)
+        values = self.norm_colours(colours.flatten(2).transpose(1, 2))
+        return tuple(t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (
+            self.to_query(self.norm_read(registers)), self.to_key(keys), self.to_value(values)))
+
+    def forward(self, features: torch.Tensor, colours: torch.Tensor, registers: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """enc features (B, C, T', H', W'), `colours` of the same grid, registers (B, N, d)
+        -> (updated registers (B, N, d), contrast (B, heads * N, T', H', W'))."""
+        q, k, v = self._heads(features, colours, registers)
+        gathered = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, e)
+        registers = registers + self.out(gathered.transpose(1, 2).flatten(2))
+        registers = registers + self.mlp(self.norm_mlp(registers))
+        # |v - g|^2 without a (B, heads, N, L, e) difference tensor
+        distance = (v.pow(2).sum(-1)[:, :, None] - 2 * gathered @ v.transpose(-2, -1)
+                    + gathered.pow(2).sum(-1)[..., None])  # (B, heads, N, L)
+        return registers, distance.flatten(1, 2).unflatten(-1, features.shape[2:])
+
+    def write(self, features: torch.Tensor, contrast: torch.Tensor) -> torch.Tensor:
+        """dec features (B, C, T', H', W') + the contrast mapped to C channels."""
+        return features + self.contrast(contrast)
+
+    def read_attention(self, features: torch.Tensor, colours: torch.Tensor,
+                       registers: torch.Tensor) -> torch.Tensor:
+        """Where each register looks: (B, N, T', H', W'), averaged over heads, summing to 1."""
+        q, k, _ = self._heads(features, colours, registers)
+        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+        return weights.mean(dim=1).unflatten(-1, features.shape[2:])
+
+
 class FilmWrite(nn.Module):
     """Feature-wise gains from the registers: (B, C, T, H, W) features and (B, N, d) registers
     -> features * (1 + tanh(g)), g (B, C) a linear function of all N registers that starts at
@@ -199,7 +286,8 @@ class RegisterUNet3D(UNet3D):
     """UNet3D with `registers` learnable tokens (see the module docstring for the modes).
 
     Attention mode: registers are (N, 4w); a RegisterBlock with `heads` heads reads at each of
-    `read_levels` ("bottleneck", "enc{i}", "dec{i}" or an int i meaning "enc{i}"), and the
+    `read_levels` ("bottleneck", "enc{i}", "dec{i}" or an int i meaning "enc{i}"; "rgb": a
+    ColourRead at enc1, which writes its colour contrast at dec1), and the
     registers write back by `register_write`: a MixWrite ("mix") or FilmWrite ("film") at
     each of `write_levels`, or in each RegisterBlock ("token").
     Input mode: registers are (N, 64) and the first convolution takes in_channels + N channels.
@@ -232,9 +320,17 @@ class RegisterUNet3D(UNet3D):
         reads = list(dict.fromkeys(level_name(level) for level in read_levels))
         self.register_blocks = nn.ModuleDict(
             {name: RegisterBlock(level_width(channels, name), register_dim, heads,
-                                 token_write=register_write == "token") for name in reads})
+                                 token_write=register_write == "token")
+             for name in reads if name != "rgb"})
+        if "rgb" in reads:
+            width = level_width(channels, f"enc{COLOUR_DEPTH}")
+            self.colour_read = ColourRead(in_channels, width, channels, width, registers,
+                                          register_dim, heads)
         if register_write in WRITERS:
             writes = list(dict.fromkeys(level_name(level) for level in write_levels))
+            if "rgb" in writes:
+                raise ValueError("'rgb' is a read level: the registers write its colour "
+                                 f"contrast at dec{COLOUR_DEPTH}; write_levels name features")
             # the name of the FiLM design, whose checkpoints hold these keys, for every write
             self.register_films = nn.ModuleDict(
                 {name: WRITERS[register_write](level_width(channels, name), registers,
@@ -279,9 +375,18 @@ class RegisterUNet3D(UNet3D):
         state = self.registers.expand(x.shape[0], -1, -1)
         attention: dict[str, torch.Tensor] = {}
         films = getattr(self, "register_films", {})
+        colour_read = getattr(self, "colour_read", None)
+        colours = colour_read.colours(x) if colour_read is not None else None
+        contrast = None
 
         def visit(level: str, features: torch.Tensor) -> torch.Tensor:
-            nonlocal state
+            nonlocal state, contrast
+            if colour_read is not None and level == f"enc{COLOUR_DEPTH}":
+                if watch:
+                    attention["rgb"] = colour_read.read_attention(features, colours, state)
+                state, contrast = colour_read(features, colours, state)
+            if colour_read is not None and level == f"dec{COLOUR_DEPTH}":
+                features = colour_read.write(features, contrast)
             if level in self.register_blocks:
                 if watch:
                     attention[level] = self.register_blocks[level].read_attention(features, state)

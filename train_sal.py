@@ -69,7 +69,7 @@ OUT = "runs/saliency"
 REGISTERS = paper.REGISTERS  # 0: the UNet3D baseline
 REGISTER_MODE = "attention"
 REGISTER_WRITE = "mix"    # how attention registers write back: mix, film or token (docs/registers.md)
-READ_LEVELS = sal_withreg.READ_LEVELS    # where attention registers read the features
+READ_LEVELS = sal_withreg.READ_LEVELS    # where attention registers read
 WRITE_LEVELS = sal_withreg.WRITE_LEVELS  # where they write back (film): every decoder level
 SALIENCY_WIDTH = paper.UNET_WIDTH  # U-Net base width
 SIZE = paper.FRAME_SIZE    # frame height, width
@@ -387,7 +387,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "and the registers (mix), as feature-channel gains (film), or token "
                              "by token at the levels they read (token)")
     parser.add_argument("--read-levels", nargs="+", default=READ_LEVELS, metavar="LEVEL",
-                        help="levels the registers read: bottleneck, enc0-enc3, dec0-dec3")
+                        help="levels the registers read: rgb (the clip's colours where enc1's "
+                             "features point, written back as a colour contrast at dec1), "
+                             "bottleneck, enc0-enc3, dec0-dec3")
     parser.add_argument("--write-levels", nargs="+", default=WRITE_LEVELS, metavar="LEVEL",
                         help="levels the registers write back to with --register-write mix or film")
     deprecated_alias(parser, "--channels", parser.add_argument(

@@ -52,13 +52,16 @@ class Variant:
 def variants(registers: int) -> dict[str, Variant]:
     """The variants by their folder (and --ablation) names: the baseline (no registers);
     input-mode registers; attention registers with the design's per-position write-back
-    (mix), with `registers`, 1 and 8 tokens; and the earlier designs, reading the bottleneck
-    only: FiLM gains and token-by-token write-back (docs/registers.md)."""
+    (mix), with `registers`, 1 and 8 tokens; and the earlier designs: reading enc1's features
+    in place of the clip's colours (so no colour contrast), and, reading the bottleneck only,
+    FiLM gains and token-by-token write-back (docs/registers.md)."""
     attention = {"register_mode": "attention", "register_write": "mix"}
     earlier = {"register_mode": "attention", "read_levels": ["bottleneck"]}
     found = [Variant("baseline", {"registers": 0}),
              Variant("input", {"registers": registers, "register_mode": "input"}),
              Variant("attention", {"registers": registers, **attention}),
+             Variant("attention enc1-read", {"registers": registers, **attention,
+                                             "read_levels": ["enc1", "bottleneck"]}),
              Variant("attention FiLM", {"registers": registers, **earlier,
                                         "register_write": "film"}),
              Variant("attention token-write", {"registers": registers, **earlier,

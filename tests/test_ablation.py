@@ -116,13 +116,16 @@ def test_the_ablation_resumes_where_it_stopped(check_set, tmp_path, capsys):
 
 def test_variants_change_only_the_registers():
     variants = ablation.variants(4)
-    assert list(variants) == ["baseline", "input", "attention", "attention_film",
-                              "attention_token_write", "attention_n1", "attention_n8"]
+    assert list(variants) == ["baseline", "input", "attention", "attention_enc1_read",
+                              "attention_film", "attention_token_write", "attention_n1",
+                              "attention_n8"]
     for variant in variants.values():
         assert set(variant.options) <= {"registers", "register_mode", "register_write",
                                         "read_levels"}
     # the earlier designs read the bottleneck only, as they were measured
     for name in ("attention_film", "attention_token_write"):
         assert variants[name].options["read_levels"] == ["bottleneck"]
+    assert variants["attention_enc1_read"].options["read_levels"] == ["enc1", "bottleneck"]
+    assert "read_levels" not in variants["attention"].options  # --read-levels: the design's
     assert variants["baseline"].options == {"registers": 0}
     assert variants["attention_n8"].options["registers"] == 8

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from sal_withoutreg import UNet3D, fold_batchnorm
-from sal_withreg import RegisterUNet3D, build_saliency_model
+from sal_withreg import ColourRead, RegisterUNet3D, build_saliency_model
 
 WIDTH = 4
 HEIGHT, WIDTH_PX = 33, 47  # odd, not multiples of 16
@@ -30,14 +30,16 @@ def randomise_batchnorm(model: torch.nn.Module) -> None:
 
 
 def make_write_nonzero(model: RegisterUNet3D) -> None:
-    """Give every write-back (mix output, FiLM gains, token write projection) non-zero
-    weights, as training would."""
+    """Give every write-back (mix output, FiLM gains, token write projection, colour contrast)
+    non-zero weights, as training would."""
     for write in getattr(model, "register_films", {}).values():
         torch.nn.init.normal_(write.out.weight if hasattr(write, "out") else write.gains.weight,
                               std=0.5)
     for block in model.register_blocks.values():
         if hasattr(block, "write"):
             torch.nn.init.normal_(block.write.out.weight, std=0.5)
+    if hasattr(model, "colour_read"):
+        torch.nn.init.normal_(model.colour_read.contrast.weight, std=0.5)
 
 
 @pytest.mark.parametrize("frames", [1, 6, 8])
@@ -79,7 +81,7 @@ def test_zero_registers_is_the_baseline() -> None:
 @pytest.mark.parametrize("write", WRITES)
 def test_fresh_attention_model_behaves_like_the_baseline(write: str) -> None:
     torch.manual_seed(0)
-    model = RegisterUNet3D(WIDTH, registers=3, read_levels=["bottleneck", 2, "dec1"],
+    model = RegisterUNet3D(WIDTH, registers=3, read_levels=["rgb", "bottleneck", 2, "dec1"],
                            register_write=write).eval()
     randomise_batchnorm(model)
     baseline = UNet3D(WIDTH).eval()
@@ -199,7 +201,8 @@ def test_film_writes_channel_gains_at_the_write_levels_and_token_writes_in_the_b
 
 def test_a_mix_write_compares_each_position_with_the_registers() -> None:
     model = RegisterUNet3D(WIDTH, registers=2)
-    assert list(model.register_blocks) == ["enc1", "bottleneck"]  # the design's read levels
+    assert list(model.register_blocks) == ["bottleneck"]  # with "rgb", the design's read levels
+    assert isinstance(model.colour_read, ColourRead)
     write = model.register_films["dec0"]
     torch.nn.init.normal_(write.out.weight)
     features, registers = torch.rand(2, WIDTH, 3, 5, 7), torch.rand(2, 2, 4 * WIDTH)
@@ -225,6 +228,36 @@ def test_training_every_write_stays_finite(write: str) -> None:
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+def test_colour_contrast_is_each_positions_distance_from_what_each_register_gathered() -> None:
+    torch.manual_seed(0)
+    heads, registers, dim = 2, 3, 4 * WIDTH
+    read = ColourRead(3, 2 * WIDTH, WIDTH, 2 * WIDTH, registers, dim, heads)
+    pixels = clip(frames=4)
+    colours = read.colours(pixels)
+    features = torch.rand(2, 2 * WIDTH, *colours.shape[2:])
+    assert colours.shape == (2, WIDTH, 3, HEIGHT // 2 + 1, WIDTH_PX // 2 + 1)
+    state = torch.randn(2, registers, dim)
+    updated, contrast = read(features, colours, state)
+    assert updated.shape == state.shape and contrast.shape == (2, heads * registers, *colours.shape[2:])
+    q, k, v = read._heads(features, colours, state)  # v: (B, heads, L, e)
+    gathered = torch.softmax(q @ k.transpose(-2, -1) / (dim // heads) ** 0.5, dim=-1) @ v
+    expected = (v[:, :, None] - gathered[:, :, :, None]).square().sum(-1)  # (B, heads, N, L)
+    torch.testing.assert_close(contrast, expected.flatten(1, 2).unflatten(-1, colours.shape[2:]),
+                               rtol=1e-4, atol=1e-4)
+    # what a register gathers comes from the whole clip: recolouring one corner changes the
+    # contrast at the far corner too, whose own colour and features stay the same
+    recoloured = pixels.clone()
+    recoloured[..., :3, :3] = torch.tensor([1.0, 0.0, 0.0])[:, None, None, None]
+    _, other = read(features, read.colours(recoloured), state)
+    assert not torch.allclose(other[..., -1, -1], contrast[..., -1, -1])
+    torch.testing.assert_close(read(features[:1], colours[:1], state[:1])[1], contrast[:1])
+
+
+def test_the_colour_read_is_no_write_level() -> None:
+    with pytest.raises(ValueError, match="'rgb' is a read level"):
+        RegisterUNet3D(WIDTH, registers=2, write_levels=["dec0", "rgb"])
+
+
 def test_checkpoints_from_before_the_film_write_back_build_the_token_design() -> None:
     from dagr.checkpoints import saliency_arguments
 
@@ -239,10 +272,11 @@ def test_checkpoints_from_before_the_film_write_back_build_the_token_design() ->
 
 def test_read_attention_weights_sum_to_one_over_the_level() -> None:
     torch.manual_seed(0)
-    model = RegisterUNet3D(WIDTH, registers=3, read_levels=["bottleneck", "enc2"]).eval()
+    model = RegisterUNet3D(WIDTH, registers=3, read_levels=["bottleneck", "enc2", "rgb"]).eval()
     with torch.no_grad():
         weights = model.read_attention(clip())
-    assert list(weights) == ["enc2", "bottleneck"]  # in the order the registers read
+    assert list(weights) == ["rgb", "enc2", "bottleneck"]  # in the order the registers read
+    assert weights["rgb"].shape[2:] == (4, HEIGHT // 2 + 1, WIDTH_PX // 2 + 1)  # enc1's grid
     for level in weights.values():
         assert level.shape[:2] == (2, 3) and (level >= 0).all()
         torch.testing.assert_close(level.sum(dim=(-3, -2, -1)), torch.ones(2, 3))

@@ -49,7 +49,7 @@ def test_training_writes_best_and_last_checkpoints_and_a_log(trained) -> None:
     last, best = load_checkpoint(out / "last.pt"), load_checkpoint(out / "best.pt")
     assert last["kind"] == best["kind"] == "saliency" and last["epoch"] == 2
     assert last["model_kwargs"] == {"channels": 4, "registers": 2, "register_mode": "attention",
-                                    "read_levels": ["enc1", "bottleneck"], "register_write": "mix",
+                                    "read_levels": ["rgb", "bottleneck"], "register_write": "mix",
                                     "write_levels": ["dec3", "dec2", "dec1", "dec0"]}
     assert last["settings"]["size"] == [32, 48] and last["settings"]["clip_len"] == 6
     groups = last["optimizer_state"]["param_groups"]  # decay on weights, not biases and norms
