@@ -91,6 +91,12 @@ def position_code_3d(size: Sequence[int], dim: int, device: torch.device | None 
     return F.pad(code, (0, dim - code.shape[1]))
 
 
+def attention_weights(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """Scaled dot-product weights of queries (..., Lq, d) over keys (..., Lk, d) -> (..., Lq,
+    Lk), each row summing to 1: what F.scaled_dot_product_attention mixes values with."""
+    return torch.softmax(queries @ keys.transpose(-2, -1) / math.sqrt(queries.shape[-1]), dim=-1)
+
+
 class CrossAttention(nn.Module):
     """Multi-head attention of queries (B, Lq, query_dim) over context (B, Lk, context_dim)
     -> (B, Lq, query_dim), computed in `inner_dim` channels split over `heads`."""
@@ -120,7 +126,7 @@ class CrossAttention(nn.Module):
         """The attention weights (B, heads, Lq, Lk) that `forward` mixes with: each query's
         row sums to 1."""
         q, k, _ = self._heads(queries, context)
-        return torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+        return attention_weights(q, k)
 
 
 class RegisterBlock(nn.Module):
@@ -187,7 +193,6 @@ class ColourRead(nn.Module):
             raise ValueError(f"attention width {register_dim} is not divisible by heads={heads}")
         self.heads = heads
         self.embed = nn.Conv3d(in_channels, colour_dim, 1)
-        self.pool = nn.MaxPool3d(kernel_size=2, stride=2, padding=1)  # UNet3D's pooling
         self.norm_keys = nn.LayerNorm(key_dim)
         self.norm_colours = nn.LayerNorm(colour_dim)
         self.norm_read = nn.LayerNorm(register_dim)
@@ -202,12 +207,12 @@ class ColourRead(nn.Module):
         nn.init.zeros_(self.contrast.weight)  # a fresh read adds nothing: the baseline
         nn.init.zeros_(self.contrast.bias)
 
-    def colours(self, clip: torch.Tensor) -> torch.Tensor:
+    def colours(self, clip: torch.Tensor, pool: nn.Module) -> torch.Tensor:
         """Clip (B, 3, T, H, W) -> embedded colours on enc{COLOUR_DEPTH}'s grid (B, colour_dim,
-        T', H', W')."""
+        T', H', W'), pooled by the encoder's own `pool`."""
         colours = self.embed(clip)
         for _ in range(COLOUR_DEPTH):
-            colours = self.pool(colours)
+            colours = pool(colours)
         return colours
 
     def _heads(self, features: torch.Tensor, colours: torch.Tensor, registers: torch.Tensor
@@ -241,8 +246,7 @@ class ColourRead(nn.Module):
                        registers: torch.Tensor) -> torch.Tensor:
         """Where each register looks: (B, N, T', H', W'), averaged over heads, summing to 1."""
         q, k, _ = self._heads(features, colours, registers)
-        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
-        return weights.mean(dim=1).unflatten(-1, features.shape[2:])
+        return attention_weights(q, k).mean(dim=1).unflatten(-1, features.shape[2:])
 
 
 class FilmWrite(nn.Module):
@@ -376,7 +380,7 @@ class RegisterUNet3D(UNet3D):
         attention: dict[str, torch.Tensor] = {}
         films = getattr(self, "register_films", {})
         colour_read = getattr(self, "colour_read", None)
-        colours = colour_read.colours(x) if colour_read is not None else None
+        colours = colour_read.colours(x, self.pool) if colour_read is not None else None
         contrast = None
 
         def visit(level: str, features: torch.Tensor) -> torch.Tensor:

@@ -233,7 +233,8 @@ def test_colour_contrast_is_each_positions_distance_from_what_each_register_gath
     heads, registers, dim = 2, 3, 4 * WIDTH
     read = ColourRead(3, 2 * WIDTH, WIDTH, 2 * WIDTH, registers, dim, heads)
     pixels = clip(frames=4)
-    colours = read.colours(pixels)
+    pool = UNet3D(WIDTH).pool
+    colours = read.colours(pixels, pool)
     features = torch.rand(2, 2 * WIDTH, *colours.shape[2:])
     assert colours.shape == (2, WIDTH, 3, HEIGHT // 2 + 1, WIDTH_PX // 2 + 1)
     state = torch.randn(2, registers, dim)
@@ -248,7 +249,7 @@ def test_colour_contrast_is_each_positions_distance_from_what_each_register_gath
     # contrast at the far corner too, whose own colour and features stay the same
     recoloured = pixels.clone()
     recoloured[..., :3, :3] = torch.tensor([1.0, 0.0, 0.0])[:, None, None, None]
-    _, other = read(features, read.colours(recoloured), state)
+    _, other = read(features, read.colours(recoloured, pool), state)
     assert not torch.allclose(other[..., -1, -1], contrast[..., -1, -1])
     torch.testing.assert_close(read(features[:1], colours[:1], state[:1])[1], contrast[:1])
 
@@ -268,6 +269,11 @@ def test_checkpoints_from_before_the_film_write_back_build_the_token_design() ->
     named = saliency_arguments({**old, "register_levels": ["bottleneck", "dec1"]})
     assert named["read_levels"] == ["bottleneck", "dec1"] and "register_levels" not in named
     assert saliency_arguments({**old, "register_write": "film"})["register_write"] == "film"
+    # the mix design before the colour read names its read levels, and builds as it was
+    before = build_saliency_model(**saliency_arguments(
+        {**old, "register_write": "mix", "read_levels": ["enc1", "bottleneck"]}))
+    assert list(before.register_blocks) == ["enc1", "bottleneck"]
+    assert not hasattr(before, "colour_read")
 
 
 def test_read_attention_weights_sum_to_one_over_the_level() -> None:
