@@ -233,10 +233,15 @@ class ColourRead(nn.Module):
         gathered = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, e)
         registers = registers + self.out(gathered.transpose(1, 2).flatten(2))
         registers = registers + self.mlp(self.norm_mlp(registers))
-        # |v - g|^2 without a (B, heads, N, L, e) difference tensor
-        distance = (v.pow(2).sum(-1)[:, :, None] - 2 * gathered @ v.transpose(-2, -1)
-                    + gathered.pow(2).sum(-1)[..., None])  # (B, heads, N, L)
-        return registers, distance.flatten(1, 2).unflatten(-1, features.shape[2:])
+        # |v - g|^2 without a (B, heads, N, L, e) difference tensor, in float32 even under
+        # autocast: in bf16 the three terms' sum would lose the small distances it is there
+        # to show
+        with torch.autocast(v.device.type, enabled=False):
+            v, gathered = v.float(), gathered.float()
+            distance = (v.pow(2).sum(-1)[:, :, None] - 2 * gathered @ v.transpose(-2, -1)
+                        + gathered.pow(2).sum(-1)[..., None]).clamp_min(0)  # (B, heads, N, L)
+        distance = distance.flatten(1, 2).unflatten(-1, features.shape[2:])
+        return registers, distance.to(features.dtype)
 
     def write(self, features: torch.Tensor, contrast: torch.Tensor) -> torch.Tensor:
         """dec features (B, C, T', H', W') + the contrast mapped to C channels."""

@@ -252,6 +252,11 @@ def test_colour_contrast_is_each_positions_distance_from_what_each_register_gath
     _, other = read(features, read.colours(recoloured, pool), state)
     assert not torch.allclose(other[..., -1, -1], contrast[..., -1, -1])
     torch.testing.assert_close(read(features[:1], colours[:1], state[:1])[1], contrast[:1])
+    # under bf16 autocast the distances are summed in float32: no cancellation below zero
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, low = read(features, colours, state)
+    assert (low >= 0).all()
+    torch.testing.assert_close(low.float(), contrast, rtol=0.05, atol=0.05 * contrast.mean().item())
 
 
 def test_the_colour_read_is_no_write_level() -> None:
