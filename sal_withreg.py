@@ -38,6 +38,7 @@ registers = 0 is exactly the baseline: same modules, same state-dict keys, same 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Sequence
 
@@ -89,6 +90,14 @@ def position_code_3d(size: Sequence[int], dim: int, device: torch.device | None 
         parts += [angles.sin(), angles.cos()]
     code = torch.cat(parts, dim=1)
     return F.pad(code, (0, dim - code.shape[1]))
+
+
+def float32_context(device: torch.device) -> contextlib.AbstractContextManager:
+    """A context in which autocast leaves `device`'s arithmetic alone (a no-op on devices
+    without autocast, such as "meta", where FLOPs are counted)."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def attention_weights(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
@@ -236,7 +245,7 @@ class ColourRead(nn.Module):
         # |v - g|^2 without a (B, heads, N, L, e) difference tensor, in float32 even under
         # autocast: in bf16 the three terms' sum would lose the small distances it is there
         # to show
-        with torch.autocast(v.device.type, enabled=False):
+        with float32_context(v.device):
             v, gathered = v.float(), gathered.float()
             distance = (v.pow(2).sum(-1)[:, :, None] - 2 * gathered @ v.transpose(-2, -1)
                         + gathered.pow(2).sum(-1)[..., None]).clamp_min(0)  # (B, heads, N, L)
