@@ -92,6 +92,24 @@ def position_code_3d(size: Sequence[int], dim: int, device: torch.device | None 
     return F.pad(code, (0, dim - code.shape[1]))
 
 
+def positioned_tokens(features: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+    """(B, C, T, H, W) -> tokens (B, T*H*W, C), normalised by `norm`, plus their position code."""
+    tokens = norm(features.flatten(2).transpose(1, 2))
+    return tokens + position_code_3d(features.shape[2:], tokens.shape[-1],
+                                     tokens.device).to(tokens.dtype)
+
+
+def split_heads(tokens: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, L, heads * e) -> (B, heads, L, e)."""
+    return tokens.unflatten(-1, (heads, -1)).transpose(1, 2)
+
+
+def register_mlp(register_dim: int) -> nn.Sequential:
+    """The MLP each register passes through after a read (MLP_RATIO times wider inside)."""
+    return nn.Sequential(nn.Linear(register_dim, MLP_RATIO * register_dim), nn.GELU(),
+                         nn.Linear(MLP_RATIO * register_dim, register_dim))
+
+
 def float32_context(device: torch.device) -> contextlib.AbstractContextManager:
     """A context in which autocast leaves `device`'s arithmetic alone (a no-op on devices
     without autocast, such as "meta", where FLOPs are counted)."""
@@ -123,8 +141,7 @@ class CrossAttention(nn.Module):
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q (B, heads, Lq, d), k and v (B, heads, Lk, d), d = inner_dim / heads."""
         key, value = self.to_key_value(context).chunk(2, dim=-1)
-        return tuple(t.unflatten(-1, (self.heads, -1)).transpose(1, 2)
-                     for t in (self.to_query(queries), key, value))
+        return tuple(split_heads(t, self.heads) for t in (self.to_query(queries), key, value))
 
     def forward(self, queries: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         q, k, v = self._heads(queries, context)
@@ -150,8 +167,7 @@ class RegisterBlock(nn.Module):
         self.norm_read = nn.LayerNorm(register_dim)
         self.read = CrossAttention(register_dim, feature_dim, register_dim, heads)
         self.norm_mlp = nn.LayerNorm(register_dim)
-        self.mlp = nn.Sequential(nn.Linear(register_dim, MLP_RATIO * register_dim), nn.GELU(),
-                                 nn.Linear(MLP_RATIO * register_dim, register_dim))
+        self.mlp = register_mlp(register_dim)
         if token_write:
             self.norm_write = nn.LayerNorm(register_dim)
             self.write = CrossAttention(feature_dim, register_dim, register_dim, heads)
@@ -161,9 +177,7 @@ class RegisterBlock(nn.Module):
 
     def tokens(self, features: torch.Tensor) -> torch.Tensor:
         """(B, C, T, H, W) -> normalised tokens with their position code (B, T*H*W, C)."""
-        tokens = self.norm_features(features.flatten(2).transpose(1, 2))
-        return tokens + position_code_3d(features.shape[2:], tokens.shape[-1],
-                                         tokens.device).to(tokens.dtype)
+        return positioned_tokens(features, self.norm_features)
 
     def forward(self, features: torch.Tensor, registers: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -210,8 +224,7 @@ class ColourRead(nn.Module):
         self.to_value = nn.Linear(colour_dim, register_dim)
         self.out = nn.Linear(register_dim, register_dim)
         self.norm_mlp = nn.LayerNorm(register_dim)
-        self.mlp = nn.Sequential(nn.Linear(register_dim, MLP_RATIO * register_dim), nn.GELU(),
-                                 nn.Linear(MLP_RATIO * register_dim, register_dim))
+        self.mlp = register_mlp(register_dim)
         self.contrast = nn.Conv3d(heads * registers, feature_dim, 1)
         nn.init.zeros_(self.contrast.weight)  # a fresh read adds nothing: the baseline
         nn.init.zeros_(self.contrast.bias)
@@ -227,11 +240,9 @@ class ColourRead(nn.Module):
     def _heads(self, features: torch.Tensor, colours: torch.Tensor, registers: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q (B, heads, N, e), k and v (B, heads, L, e), L = T'H'W', e = d / heads."""
-        keys = self.norm_keys(features.flatten(2).transpose(1, 2))
-        keys = keys + position_code_3d(features.shape[2:], keys.shape[-1],
-                                       keys.device).to(keys.dtype)
-        values = self.norm_colours(colours.flatten(2).transpose(1, 2))
-        return tuple(t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (
+        keys = positioned_tokens(features, self.norm_keys)
+        values = self.norm_colours(colours.flatten(2).transpose(1, 2))  # no position: colour only
+        return tuple(split_heads(t, self.heads) for t in (
             self.to_query(self.norm_read(registers)), self.to_key(keys), self.to_value(values)))
 
     def forward(self, features: torch.Tensor, colours: torch.Tensor, registers: torch.Tensor
