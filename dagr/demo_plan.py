@@ -53,7 +53,7 @@ class DemoSize:
     quality_lr: float = about("quality peak learning rate", 7e-4)
     quality_warmup: float = about("quality warm-up epochs", 0.5)
     val_fraction: float = about("quality split: validation share of the non-test clips", 0.2)
-    test_fraction: float = about("quality split: test share of all clips", 0.25)
+    test_fraction: float = about("quality split: test share of all clips", 0.4)
     # the saliency networks see clips this long, and the quality network as many frames
     check_clip_len: int = about("global-context check: frames per clip; frames kept per "
                                 "quality clip", 1)
@@ -77,8 +77,8 @@ class DemoSize:
 SIZES = {
     "tiny": DemoSize(quality_clips=24, quality_epochs=2, check_train=4, check_val=2,
                      check_width=2, check_epochs=1, check_clips=1),
-    "small": DemoSize(quality_clips=600, quality_epochs=4, check_train=240, check_val=60,
-                      check_width=8, check_epochs=5, check_clips=2),
+    "small": DemoSize(quality_clips=1500, quality_epochs=4, check_train=240, check_val=60,
+                      check_width=8, check_epochs=7, check_clips=2),
 }
 
 
