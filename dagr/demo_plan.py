@@ -77,7 +77,7 @@ class DemoSize:
 SIZES = {
     "tiny": DemoSize(quality_clips=24, quality_epochs=2, check_train=4, check_val=2,
                      check_width=2, check_epochs=1, check_clips=1),
-    "small": DemoSize(quality_clips=1500, quality_epochs=4, check_train=240, check_val=60,
+    "small": DemoSize(quality_clips=1500, quality_epochs=6, check_train=240, check_val=60,
                       check_width=8, check_epochs=7, check_clips=2),
 }
 
