@@ -74,6 +74,9 @@ class DemoSize:
         return global_context.VARIANTS[self.check_variant]["size"]
 
 
+# small: 720 / 180 / 600 quality clips (train / validation / test), as a smaller test split
+# cannot tell models 0.03 SRCC apart, and the epochs after which the register maps beat no
+# saliency on every seed tried (docs/demo.md, "How the demo's size was chosen")
 SIZES = {
     "tiny": DemoSize(quality_clips=24, quality_epochs=2, check_train=4, check_val=2,
                      check_width=2, check_epochs=1, check_clips=1),
